@@ -1,0 +1,1 @@
+"""Apache Beam jobs (ingest, embed) and the pure audio and catalogue code they run."""

@@ -1,0 +1,142 @@
+"""Pure audio code: decode, log-mel, tiles, summary features. No Beam, no TensorFlow."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import librosa
+import numpy as np
+import soundfile
+import soxr
+
+from schemas.audio import AudioSpec
+from schemas.tables import SUMMARY_FEATURES
+
+
+class AudioError(Exception):
+    """A track that cannot be used; ``stage`` says where it failed (decode, analyse)."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What ingest keeps of one track."""
+
+    duration_s: float
+    tiles: np.ndarray  # [shape=(n_tiles, n_mels, tile_frames)], float32 log-mel dB
+    features: np.ndarray  # [shape=(n_features,)], float32, in schemas.tables.summary_feature_names() order
+
+
+def decode(source: str | BinaryIO, spec: AudioSpec) -> np.ndarray:
+    """Decode ``source`` to mono float32 at ``spec.sample_rate``, at most ``spec.max_duration_s`` long.
+
+    soundfile (libsndfile reads WAV, FLAC, OGG and MP3) first; audioread through librosa for the rest.
+    Returns ``[shape=(n_samples,)]``.
+    """
+    try:
+        with soundfile.SoundFile(source) as sound:
+            native_rate = sound.samplerate
+            frames = min(sound.frames, int(spec.max_duration_s * native_rate)) if sound.frames > 0 else -1
+            audio = sound.read(frames=frames, dtype="float32", always_2d=True)
+        audio = audio.mean(axis=1)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as sf_error:
+        if not isinstance(source, str):
+            raise AudioError("decode", f"unreadable audio ({sf_error})") from sf_error
+        try:
+            audio, native_rate = _decode_with_audioread(source, spec.max_duration_s)
+        except Exception as ar_error:  # audioread's backends raise many unrelated types
+            raise AudioError("decode", f"unreadable audio ({sf_error}; {ar_error})") from ar_error
+    if audio.size == 0:
+        raise AudioError("decode", "no audio samples")
+    if not np.all(np.isfinite(audio)):
+        raise AudioError("decode", "audio holds NaN or infinite samples")
+    if native_rate != spec.sample_rate:
+        audio = soxr.resample(audio, native_rate, spec.sample_rate, quality="HQ")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _decode_with_audioread(path: str, max_duration_s: float) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and rate through audioread (ffmpeg or GStreamer, where installed)."""
+    import audioread
+
+    with audioread.audio_open(path) as sound:
+        rate, channels = sound.samplerate, sound.channels
+        limit = int(max_duration_s * rate) * channels
+        chunks, total = [], 0
+        for buffer in sound:
+            chunks.append(librosa.util.buf_to_float(buffer, n_bytes=2, dtype=np.float32))
+            total += chunks[-1].size
+            if total >= limit:
+                break
+    samples = np.concatenate(chunks)[:limit] if chunks else np.zeros(0, np.float32)
+    samples = samples[: samples.size - samples.size % channels].reshape(-1, channels).mean(axis=1)
+    return samples, rate
+
+
+def power_spectrogram(audio: np.ndarray, spec: AudioSpec) -> np.ndarray:
+    """|STFT|^2 of ``audio``: ``[shape=(1 + n_fft // 2, n_frames)]``."""
+    return np.abs(librosa.stft(audio, n_fft=spec.n_fft, hop_length=spec.hop_length)) ** 2
+
+
+def log_mel(power: np.ndarray, spec: AudioSpec) -> np.ndarray:
+    """Log-mel (dB re 1.0) of a power spectrogram: ``[shape=(n_mels, n_frames)]``, float32."""
+    mel = librosa.feature.melspectrogram(
+        S=power, sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax
+    )
+    return librosa.power_to_db(mel, ref=1.0, amin=spec.log_amin, top_db=None).astype(np.float32)
+
+
+def tiles(mel: np.ndarray, spec: AudioSpec) -> np.ndarray:
+    """Cut a log-mel ``[shape=(n_mels, n_frames)]`` into tiles ``[shape=(n_tiles, n_mels, tile_frames)]``.
+
+    Tiles start every ``tile_hop_frames`` frames; a tail shorter than a tile is dropped.
+    """
+    if mel.shape[1] < spec.tile_frames:
+        raise AudioError("tile", f"audio shorter than one tile ({spec.tile_seconds:.2f} s)")
+    framed = librosa.util.frame(mel, frame_length=spec.tile_frames, hop_length=spec.tile_hop_frames, axis=-1)
+    return np.ascontiguousarray(np.moveaxis(framed, -1, 0))
+
+
+def summary_features(audio: np.ndarray, power: np.ndarray, mel_db: np.ndarray, spec: AudioSpec) -> np.ndarray:
+    """FMA-style librosa statistics (mean and std of each feature over time), from one shared STFT.
+
+    Returns ``[shape=(n_features,)]`` in the order of ``schemas.tables.summary_feature_names()``.
+    """
+    sr = spec.sample_rate
+    magnitude = np.sqrt(power)
+    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=spec.n_fft)
+    per_frame = {
+        "mfcc": librosa.feature.mfcc(S=mel_db, n_mfcc=20),
+        "chroma_stft": chroma,
+        "spectral_contrast": librosa.feature.spectral_contrast(S=magnitude, sr=sr, n_fft=spec.n_fft),
+        "spectral_centroid": librosa.feature.spectral_centroid(S=magnitude, sr=sr, n_fft=spec.n_fft),
+        "spectral_bandwidth": librosa.feature.spectral_bandwidth(S=magnitude, sr=sr, n_fft=spec.n_fft),
+        "spectral_rolloff": librosa.feature.spectral_rolloff(S=magnitude, sr=sr, n_fft=spec.n_fft),
+        "zcr": librosa.feature.zero_crossing_rate(audio, frame_length=spec.n_fft, hop_length=spec.hop_length),
+        "tonnetz": librosa.feature.tonnetz(sr=sr, chroma=chroma),
+        "rms": librosa.feature.rms(S=magnitude, frame_length=spec.n_fft),
+    }
+    columns = []
+    for name, size in SUMMARY_FEATURES:
+        values = per_frame[name]
+        if values.shape[0] != size:
+            raise AssertionError(f"{name} has {values.shape[0]} coefficients, schema says {size}")
+        columns += [values.mean(axis=1), values.std(axis=1)]
+    return np.concatenate(columns).astype(np.float32)
+
+
+def analyse(audio: np.ndarray, spec: AudioSpec) -> Analysis:
+    """Tiles and summary features of decoded mono ``audio`` at ``spec.sample_rate``."""
+    if float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) < spec.silence_rms:
+        raise AudioError("analyse", f"silent (RMS below {spec.silence_rms:g})")
+    power = power_spectrogram(audio, spec)
+    mel_db = log_mel(power, spec)
+    return Analysis(
+        duration_s=audio.size / spec.sample_rate,
+        tiles=tiles(mel_db, spec),
+        features=summary_features(audio, power, mel_db, spec),
+    )

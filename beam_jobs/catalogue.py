@@ -1,0 +1,107 @@
+"""Catalogue readers (FMA layout) and the stable train/validation/test split. No Beam here."""
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from typing import Any, Iterable, TextIO
+
+import pandas as pd
+
+SPLITS = ("train", "validation", "test")
+FMA_SPLIT_NAMES = {"training": "train", "validation": "validation", "test": "test"}
+FMA_SUBSETS = ("small", "medium", "large")
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+
+TrackRow = dict[str, Any]
+
+
+class CatalogueError(ValueError):
+    """A catalogue that cannot be read as given."""
+
+
+def stable_split(key: str, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> str:
+    """``train``, ``validation`` or ``test`` from a SHA-1 of ``key``: the same on every machine and run."""
+    bucket = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2**64
+    if bucket < fractions[0]:
+        return SPLITS[0]
+    if bucket < fractions[0] + fractions[1]:
+        return SPLITS[1]
+    return SPLITS[2]
+
+
+def fma_audio_path(audio_dir: str, track_id: int) -> str:
+    """FMA's layout: track 2 -> ``AUDIO_DIR/000/000002.mp3``."""
+    name = f"{track_id:06d}"
+    return posixpath.join(audio_dir.rstrip("/"), name[:3], f"{name}.mp3")
+
+
+def _column(table: pd.DataFrame, top: str, sub: str, *, required: bool, source: str) -> pd.Series | None:
+    if (top, sub) in table.columns:
+        return table[(top, sub)]
+    if required:
+        raise CatalogueError(f"{source} has no column ({top!r}, {sub!r}); is it FMA's tracks.csv?")
+    return None
+
+
+def read_fma_tracks(
+    tracks_csv: str | TextIO, *, audio_dir: str, subset: str = "small", source: str = "tracks.csv"
+) -> list[TrackRow]:
+    """Rows of FMA's ``tracks.csv`` (two-row header, index ``track_id``) for ``subset`` and smaller.
+
+    Uses FMA's own ``('set', 'split')`` when present (it keeps each artist in one split), otherwise a
+    stable hash of the artist id, or of the track id when the artist is unknown.
+    """
+    if subset not in FMA_SUBSETS:
+        raise CatalogueError(f"unknown FMA subset {subset!r}; choose one of {', '.join(FMA_SUBSETS)}")
+    try:
+        table = pd.read_csv(tracks_csv, index_col=0, header=[0, 1])
+    except (ValueError, pd.errors.ParserError) as error:
+        raise CatalogueError(f"{source} is not an FMA tracks.csv with a two-row header: {error}") from error
+    try:
+        track_ids = table.index.astype("int64")
+    except (TypeError, ValueError) as error:
+        raise CatalogueError(f"{source}: track ids must be integers ({error})") from error
+
+    subsets = _column(table, "set", "subset", required=False, source=source)
+    if subsets is not None:
+        allowed = set(FMA_SUBSETS[: FMA_SUBSETS.index(subset) + 1])
+        keep = subsets.isin(allowed).to_numpy()
+        table, track_ids = table[keep], track_ids[keep]
+
+    genre = _column(table, "track", "genre_top", required=True, source=source)
+    title = _column(table, "track", "title", required=False, source=source)
+    artist_id = _column(table, "artist", "id", required=False, source=source)
+    artist = _column(table, "artist", "name", required=False, source=source)
+    split = _column(table, "set", "split", required=False, source=source)
+
+    def text(series: pd.Series | None, i: int) -> str | None:
+        if series is None:
+            return None
+        value = series.iloc[i]
+        return None if pd.isna(value) else str(value)
+
+    rows = []
+    for i, track_id in enumerate(track_ids):
+        artist_value = None if artist_id is None or pd.isna(artist_id.iloc[i]) else int(artist_id.iloc[i])
+        fma_split = text(split, i)
+        if fma_split is not None and fma_split not in FMA_SPLIT_NAMES:
+            raise CatalogueError(f"{source}: track {track_id} has unknown split {fma_split!r}")
+        rows.append(
+            {
+                "track_id": int(track_id),
+                "path": fma_audio_path(audio_dir, int(track_id)),
+                "genre": text(genre, i),
+                "artist_id": artist_value,
+                "artist": text(artist, i),
+                "title": text(title, i),
+                "split": FMA_SPLIT_NAMES[fma_split]
+                if fma_split is not None
+                else stable_split(f"artist:{artist_value}" if artist_value is not None else f"track:{track_id}"),
+            }
+        )
+    return rows
+
+
+def genre_vocabulary(rows: Iterable[TrackRow]) -> list[str]:
+    """Sorted distinct genres of ``rows`` (tracks without a genre left out)."""
+    return sorted({row["genre"] for row in rows if row.get("genre")})

@@ -1,0 +1,203 @@
+"""Beam job 2, embed: tiles -> model -> one unit vector per track -> neighbour tables and map.
+
+    python -m beam_jobs.embed --data DATA --model MODEL --out TABLES [--k 50] [beam flags]
+
+Writes ``TABLES/embeddings.parquet``, ``neighbours.parquet``, ``tracks.parquet``, ``map3d.parquet`` and
+``summary.json``; the folder appears only when complete. Embeddings and neighbours carry the model id
+and audio parameters in their Parquet metadata.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils import shared
+
+from beam_jobs import common
+from beam_jobs.neighbours import l2_normalise, map_coordinates, top_k_cosine
+from schemas import tables
+from schemas.audio import AudioSpec
+from schemas.tile_example import decode_tile
+
+log = logging.getLogger(__name__)
+
+
+class EmbedOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--data", help="output folder of wavelist ingest (required)")
+        parser.add_argument("--model", help="output folder of wavelist train (required)")
+        parser.add_argument("--k", type=int, default=50, help="neighbours kept per track")
+        parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=256,
+                            help="tiles per model call")
+
+
+class EmbedTilesFn(beam.DoFn):
+    """A batch of ``(track_id, mel)`` -> ``(track_id, tile vector)``; the model loads once per process."""
+
+    def __init__(self, model_dir: str, model_handle: shared.Shared):
+        self._model_dir = model_dir
+        self._model_handle = model_handle
+        self._tiles = Metrics.counter(common.METRICS_NAMESPACE, "embed_tiles")
+
+    def setup(self) -> None:
+        from model.train import load_embedder
+
+        class _Holder:  # Shared needs a weak-referenceable object
+            def __init__(self, model):
+                self.model = model
+
+        self._model = self._model_handle.acquire(lambda: _Holder(load_embedder(self._model_dir))).model
+
+    def process(self, batch: list[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+        track_ids = [track_id for track_id, _ in batch]
+        vectors = np.asarray(self._model(np.stack([mel for _, mel in batch]), training=False))
+        self._tiles.inc(len(batch))
+        yield from zip(track_ids, vectors)
+
+
+class EmbedTracks(beam.PTransform):
+    """Tile records -> ``(track_id, unit vector)``: the mean of the track's tile vectors, normalised."""
+
+    def __init__(self, model_dir: str, spec: AudioSpec, batch_size: int):
+        super().__init__()
+        self._model_dir = model_dir
+        self._spec = spec
+        self._batch_size = batch_size
+
+    def expand(self, records):
+        spec = self._spec
+        return (
+            records
+            | "Decode" >> beam.Map(lambda record: decode_tile(record, spec))
+            | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, tile.mel))
+            | "Batch" >> beam.BatchElements(min_batch_size=min(16, self._batch_size),
+                                            max_batch_size=self._batch_size)
+            | "Model" >> beam.ParDo(EmbedTilesFn(self._model_dir, shared.Shared()))
+            | "MeanPerTrack" >> beam.CombinePerKey(beam.combiners.MeanCombineFn())
+            | "Normalise" >> beam.MapTuple(lambda track_id, v: (track_id, l2_normalise(v[None])[0]))
+        )
+
+
+def stack_catalogue(pairs: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids [n], vectors [n, d])`` sorted by id."""
+    pairs = sorted(pairs, key=lambda pair: pair[0])
+    return np.array([i for i, _ in pairs], np.int64), np.stack([v for _, v in pairs]).astype(np.float32)
+
+
+def neighbour_rows(batch: list[tuple[int, np.ndarray]], catalogue: tuple[np.ndarray, np.ndarray], k: int):
+    ids, vectors = catalogue
+    query_ids = np.array([i for i, _ in batch], np.int64)
+    neighbour_ids, similarities = top_k_cosine(np.stack([v for _, v in batch]), query_ids, vectors, ids, k)
+    for track_id, row_ids, row_sims in zip(query_ids, neighbour_ids, similarities):
+        for rank, (neighbour_id, similarity) in enumerate(zip(row_ids, row_sims), start=1):
+            yield {"track_id": int(track_id), "rank": rank, "neighbour_id": int(neighbour_id),
+                   "similarity": float(similarity)}
+
+
+class NearestNeighbours(beam.PTransform):
+    """``(track_id, unit vector)`` -> neighbour rows: exact cosine top-k of query batches against the
+    whole catalogue, which reaches workers once as a side input."""
+
+    def __init__(self, k: int, batch_size: int = 512):
+        super().__init__()
+        self._k = k
+        self._batch_size = batch_size
+
+    def expand(self, vectors):
+        catalogue = vectors | "Catalogue" >> beam.combiners.ToList() | "Stack" >> beam.Map(stack_catalogue)
+        return (
+            vectors
+            | "QueryBatches" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
+            | "TopK" >> beam.FlatMap(neighbour_rows, beam.pvalue.AsSingleton(catalogue), self._k)
+        )
+
+
+class MapCoordinates(beam.PTransform):
+    """``(track_id, unit vector)`` -> map rows (3-D t-SNE of the whole catalogue, on one worker)."""
+
+    def expand(self, vectors):
+        def rows(pairs):
+            ids, matrix = stack_catalogue(pairs)
+            for track_id, (x, y, z) in zip(ids, map_coordinates(matrix)):
+                yield {"track_id": int(track_id), "x": float(x), "y": float(y), "z": float(z)}
+
+        return vectors | "All" >> beam.combiners.ToList() | "TSNE" >> beam.FlatMap(rows)
+
+
+def write_table(pcoll, folder: str, name: str, schema, label: str):
+    return pcoll | label >> beam.io.WriteToParquet(
+        posixpath.join(folder, name), schema, num_shards=1, shard_name_template=""
+    )
+
+
+def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec,
+                   provenance: dict[str, Any], accepted: list[dict[str, Any]], k: int, batch_size: int):
+    records = pipeline | "ReadTiles" >> beam.io.ReadFromTFRecord(
+        posixpath.join(data, "tiles", "*.tfrecord.gz"), compression_type=CompressionTypes.GZIP
+    )
+    vectors = records | "EmbedTracks" >> EmbedTracks(model_dir, spec, batch_size)
+    write_table(
+        vectors | "EmbeddingRows" >> beam.MapTuple(lambda i, v: {"track_id": int(i), "embedding": v.tolist()}),
+        staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings",
+    )
+    write_table(vectors | "Neighbours" >> NearestNeighbours(k), staging, "neighbours.parquet",
+                tables.with_metadata(tables.NEIGHBOURS, **provenance), "WriteNeighbours")
+    write_table(vectors | "Map" >> MapCoordinates(), staging, "map3d.parquet",
+                tables.with_metadata(tables.MAP3D, **provenance), "WriteMap")
+    embedded_ids = vectors | "Ids" >> beam.Keys()
+    tracks = (
+        pipeline
+        | "Accepted" >> beam.Create(accepted)
+        | "KeepEmbedded" >> beam.Filter(lambda row, ids: row["track_id"] in set(ids),
+                                        beam.pvalue.AsList(embedded_ids))
+    )
+    write_table(tracks, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
+    """Run the embed job; returns the summary it also writes to ``OUT/summary.json``."""
+    from model.train import model_info
+
+    options = PipelineOptions(argv)
+    args = options.view_as(EmbedOptions)
+    common.require_flags(options, "data", "model", "out")
+    output = options.view_as(common.OutputOptions)
+    spec = AudioSpec.load(args.data)
+    spec.require_same(AudioSpec.load(args.model), what=f"the tiles in {args.data} (vs the model {args.model})")
+    info = model_info(args.model)
+    provenance = {"model_id": info["model_id"], "audio_spec": spec.to_dict()}
+    accepted = [row for row in pq.read_table(Path(args.data) / "tracks.parquet").to_pylist()
+                if row["status"] == "ok"]
+    log.info("embed: %d tracks with model %s", len(accepted), info["model_id"])
+
+    with common.staged_output(output.out, overwrite=output.overwrite) as staging:
+        pipeline = test_pipeline or common.make_pipeline(options)
+        build_pipeline(pipeline, data=args.data, model_dir=str(Path(args.model).resolve()), staging=staging,
+                       spec=spec, provenance=provenance, accepted=accepted, k=args.k, batch_size=args.batch_size)
+        pipeline.run().wait_until_finish()
+        embedded = pq.read_metadata(Path(staging) / "embeddings.parquet").num_rows
+        summary = {
+            "model_id": info["model_id"],
+            "tracks_in_data": len(accepted),
+            "tracks_embedded": embedded,
+            "neighbour_rows": pq.read_metadata(Path(staging) / "neighbours.parquet").num_rows,
+            "k": args.k,
+        }
+        (Path(staging) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("embed: %d tracks embedded -> %s", embedded, output.out)
+    return summary
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run()

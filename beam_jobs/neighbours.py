@@ -1,0 +1,60 @@
+"""Pure nearest-neighbour and map code on unit vectors (numpy, scikit-learn). No Beam here."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; ``[shape=(n, d)]`` float32. A zero row raises ``ValueError``."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError("cannot normalise a zero vector")
+    return vectors / norms
+
+
+def top_k_cosine(
+    queries: np.ndarray, query_ids: np.ndarray, catalogue: np.ndarray, catalogue_ids: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` cosine neighbours of each query among ``catalogue``, the query's own id excluded.
+
+    Vectors must be unit length. Returns ``(neighbour_ids [m, k'], similarities [m, k'])`` with
+    ``k' = min(k, n - 1)``, best first; ties are broken by the smaller id, so results are deterministic.
+    """
+    k = min(k, len(catalogue_ids) - 1)
+    if k <= 0:
+        return np.zeros((len(query_ids), 0), np.int64), np.zeros((len(query_ids), 0), np.float32)
+    similarities = queries @ catalogue.T
+    similarities[query_ids[:, None] == catalogue_ids[None, :]] = -np.inf
+    candidates = np.argpartition(-similarities, k - 1, axis=1)[:, :k] if k < similarities.shape[1] else (
+        np.tile(np.arange(similarities.shape[1]), (len(query_ids), 1))
+    )
+    candidate_sims = np.take_along_axis(similarities, candidates, axis=1)
+    candidate_ids = catalogue_ids[candidates]
+    order = np.lexsort((candidate_ids, -candidate_sims), axis=1)[:, :k] if candidates.size else candidates
+    return (
+        np.take_along_axis(candidate_ids, order, axis=1).astype(np.int64),
+        np.take_along_axis(candidate_sims, order, axis=1).astype(np.float32),
+    )
+
+
+def map_coordinates(vectors: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """3-D coordinates of unit ``vectors`` for the catalogue map: t-SNE on cosine distance.
+
+    Below 8 tracks t-SNE is meaningless, so the first three principal components are used.
+    Returns ``[shape=(n, 3)]`` float32.
+    """
+    n = len(vectors)
+    if n < 8:
+        from sklearn.decomposition import PCA
+
+        coords = np.zeros((n, 3), np.float32)
+        if n > 1:
+            components = min(3, n - 1, vectors.shape[1])
+            coords[:, :components] = PCA(n_components=components, random_state=seed).fit_transform(vectors)
+        return coords
+    from sklearn.manifold import TSNE
+
+    tsne = TSNE(n_components=3, perplexity=min(30.0, (n - 1) / 3), metric="cosine", init="pca",
+                random_state=seed)
+    return tsne.fit_transform(vectors).astype(np.float32)

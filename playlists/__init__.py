@@ -1,0 +1,6 @@
+"""Playlists from the Parquet tables alone: no Beam, no TensorFlow."""
+from playlists.tables import Tables, TablesError, UnknownTrack, load_tables
+from playlists.radio import Entry, radio
+from playlists.journey import journey, smoothness
+
+__all__ = ["Tables", "TablesError", "UnknownTrack", "load_tables", "Entry", "radio", "journey", "smoothness"]

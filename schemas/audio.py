@@ -1,0 +1,84 @@
+"""Audio parameters shared by ingest, training and embedding.
+
+The parameters travel with the data: ingest writes them as ``audio_spec.json`` beside its outputs, the
+trainer copies them into the model folder, and the embedding job refuses data made with other ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+AUDIO_SPEC_FILENAME = "audio_spec.json"
+
+
+class AudioSpecMismatch(ValueError):
+    """Two artefacts were made with different audio parameters."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioSpec:
+    """How a track becomes log-mel tiles.
+
+    A tile is ``n_mels`` x ``tile_frames`` log-mel frames, about ``tile_seconds`` of audio; consecutive
+    tiles of one track start ``tile_hop_frames`` frames apart.
+    """
+
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float = 11025.0
+    tile_frames: int = 128
+    tile_hop_frames: int = 128
+    max_duration_s: float = 600.0
+    silence_rms: float = 1e-4
+    log_amin: float = 1e-10
+
+    @property
+    def tile_seconds(self) -> float:
+        return self.tile_frames * self.hop_length / self.sample_rate
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        """``(n_mels, tile_frames)``: the shape of one tile."""
+        return (self.n_mels, self.tile_frames)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "AudioSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise AudioSpecMismatch(f"unknown audio parameters {sorted(unknown)}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / AUDIO_SPEC_FILENAME
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "AudioSpec":
+        path = Path(folder) / AUDIO_SPEC_FILENAME
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: is {folder} an output of wavelist ingest or train?")
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def require_same(self, other: "AudioSpec", *, what: str) -> None:
+        """Raise ``AudioSpecMismatch`` naming every parameter where ``other`` differs."""
+        if self == other:
+            return
+        mine, theirs = self.to_dict(), other.to_dict()
+        diffs = ", ".join(f"{k}: {mine[k]} vs {theirs[k]}" for k in mine if mine[k] != theirs[k])
+        raise AudioSpecMismatch(f"{what} was made with other audio parameters ({diffs})")
+
+
+DEFAULT_AUDIO_SPEC = AudioSpec()

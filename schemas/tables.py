@@ -1,0 +1,106 @@
+"""pyarrow schemas of every Parquet table wavelist writes; writers and readers import them from here."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+EMBEDDING_DIM = 64
+
+# Per-track librosa summary features, FMA style: (name, number of coefficients); each gets mean and std.
+SUMMARY_FEATURES: tuple[tuple[str, int], ...] = (
+    ("mfcc", 20),
+    ("chroma_stft", 12),
+    ("spectral_contrast", 7),
+    ("spectral_centroid", 1),
+    ("spectral_bandwidth", 1),
+    ("spectral_rolloff", 1),
+    ("zcr", 1),
+    ("tonnetz", 6),
+    ("rms", 1),
+)
+SUMMARY_STATISTICS = ("mean", "std")
+
+
+def summary_feature_names() -> list[str]:
+    """Column names of the summary features, in the order ``beam_jobs.audio.summary_features`` fills."""
+    return [
+        f"{name}_{stat}_{i:02d}"
+        for name, size in SUMMARY_FEATURES
+        for stat in SUMMARY_STATISTICS
+        for i in range(size)
+    ]
+
+
+TRACKS = pa.schema(
+    [
+        ("track_id", pa.int64()),
+        ("path", pa.string()),
+        ("genre", pa.string()),
+        ("artist_id", pa.int64()),
+        ("artist", pa.string()),
+        ("title", pa.string()),
+        ("split", pa.string()),
+        ("duration_s", pa.float32()),
+        ("n_tiles", pa.int32()),
+        ("status", pa.string()),
+    ]
+)
+
+FEATURES = pa.schema([("track_id", pa.int64())] + [(n, pa.float32()) for n in summary_feature_names()])
+
+REJECTS = pa.schema(
+    [
+        ("track_id", pa.int64()),
+        ("path", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+EMBEDDINGS = pa.schema([("track_id", pa.int64()), ("embedding", pa.list_(pa.float32()))])
+
+NEIGHBOURS = pa.schema(
+    [
+        ("track_id", pa.int64()),
+        ("rank", pa.int32()),
+        ("neighbour_id", pa.int64()),
+        ("similarity", pa.float32()),
+    ]
+)
+
+MAP3D = pa.schema(
+    [("track_id", pa.int64()), ("x", pa.float32()), ("y", pa.float32()), ("z", pa.float32())]
+)
+
+METADATA_PREFIX = "wavelist."
+
+
+def with_metadata(schema: pa.Schema, **values: Any) -> pa.Schema:
+    """``schema`` with ``values`` stored as JSON under ``wavelist.<key>`` in the file metadata."""
+    extra = {f"{METADATA_PREFIX}{k}".encode(): json.dumps(v, sort_keys=True).encode() for k, v in values.items()}
+    return schema.with_metadata({**(schema.metadata or {}), **extra})
+
+
+def read_metadata(schema: pa.Schema) -> dict[str, Any]:
+    """The ``wavelist.*`` values that :func:`with_metadata` stored."""
+    found = {}
+    for key, value in (schema.metadata or {}).items():
+        name = key.decode()
+        if name.startswith(METADATA_PREFIX):
+            found[name[len(METADATA_PREFIX):]] = json.loads(value)
+    return found
+
+
+def require_columns(schema: pa.Schema, expected: pa.Schema, *, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` if a column of ``expected`` is missing or of another type."""
+    problems = []
+    for field in expected:
+        idx = schema.get_field_index(field.name)
+        if idx < 0:
+            problems.append(f"missing column {field.name!r}")
+        elif not schema.field(idx).type.equals(field.type):
+            problems.append(f"column {field.name!r} is {schema.field(idx).type}, expected {field.type}")
+    if problems:
+        raise ValueError(f"{what} does not match its schema: " + "; ".join(problems))

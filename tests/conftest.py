@@ -1,0 +1,54 @@
+"""Fixtures: tiny generated audio and one small catalogue run through every stage once per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+TINY_STYLES = ("Techno", "Ambient", "Chiptune", "Drone")
+
+
+def tone(freq_hz: float, seconds: float, sr: int, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def write_audio(path: Path, audio: np.ndarray, sr: int, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, audio, sr, **kwargs)
+    return path
+
+
+def make_catalogue(folder: Path, *, artists_per_style: int = 4, seconds: float = 8.0) -> Path:
+    """A small FMA-layout catalogue of four demo styles, 2 tracks per artist."""
+    from wavelist import demo_catalogue
+
+    styles = tuple(s for s in demo_catalogue.STYLES if s.genre in TINY_STYLES)
+    return demo_catalogue.generate(folder, seed=1, artists_per_style=artists_per_style, tracks_per_artist=2,
+                                   seconds=seconds, styles=styles, progress=False)
+
+
+@pytest.fixture(scope="session")
+def catalogue(tmp_path_factory) -> Path:
+    return make_catalogue(tmp_path_factory.mktemp("catalogue"))
+
+
+@pytest.fixture(scope="session")
+def pipeline_outputs(tmp_path_factory, catalogue) -> dict[str, Path]:
+    """ingest -> train (1 epoch) -> embed on the session catalogue; the folders of each stage."""
+    from beam_jobs import embed, ingest
+    from model import train
+
+    root = tmp_path_factory.mktemp("run")
+    data, model_dir, tables = root / "data", root / "model", root / "tables"
+    ingest.run(["--fma-metadata", str(catalogue / "fma_metadata"), "--audio-dir", str(catalogue / "fma_small"),
+                "--out", str(data), *IN_MEMORY])
+    train.run(["--data", str(data), "--out", str(model_dir), "--epochs", "1", "--verbose", "0"])
+    embed.run(["--data", str(data), "--model", str(model_dir), "--out", str(tables), "--k", "10", *IN_MEMORY])
+    return {"catalogue": catalogue, "data": data, "model": model_dir, "tables": tables}

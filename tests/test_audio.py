@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from beam_jobs import audio
+from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
+from schemas.tables import summary_feature_names
+from tests.conftest import tone, write_audio
+
+SPEC = DEFAULT_AUDIO_SPEC
+
+
+def test_stereo_44k_wav_decodes_to_mono_at_spec_rate(tmp_path):
+    left, right = tone(440, 3.0, 44100), tone(440, 3.0, 44100, amplitude=0.25)
+    path = write_audio(tmp_path / "a.wav", np.stack([left, right], axis=1), 44100)
+    decoded = audio.decode(str(path), SPEC)
+    assert decoded.dtype == np.float32
+    assert abs(decoded.size - 3 * SPEC.sample_rate) <= 1
+    assert np.abs(decoded).max() == pytest.approx(0.375, abs=0.02)  # mean of the two channels
+
+
+def test_decoded_duration_is_capped(tmp_path):
+    path = write_audio(tmp_path / "long.flac", tone(220, 20.0, 22050), 22050)
+    decoded = audio.decode(str(path), AudioSpec(max_duration_s=5.0))
+    assert decoded.size == 5 * 22050
+
+
+def test_mp3_decodes(tmp_path):
+    path = write_audio(tmp_path / "a.mp3", tone(330, 4.0, 22050), 22050, format="MP3")
+    assert abs(audio.decode(str(path), SPEC).size - 4 * 22050) < 0.05 * 22050
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not audio at all" * 10])
+def test_unreadable_file_is_a_decode_error(tmp_path, content):
+    path = tmp_path / "bad.mp3"
+    path.write_bytes(content)
+    with pytest.raises(audio.AudioError) as error:
+        audio.decode(str(path), SPEC)
+    assert error.value.stage == "decode"
+
+
+@pytest.mark.parametrize("freq_hz", [220.0, 1000.0, 4000.0])
+def test_tone_peaks_in_its_mel_band(freq_hz):
+    import librosa
+
+    mel = audio.log_mel(audio.power_spectrogram(tone(freq_hz, 2.0, SPEC.sample_rate), SPEC), SPEC)
+    centres = librosa.mel_frequencies(n_mels=SPEC.n_mels + 2, fmin=SPEC.fmin, fmax=SPEC.fmax)[1:-1]
+    expected = int(np.argmin(np.abs(centres - freq_hz)))
+    assert abs(int(mel.mean(axis=1).argmax()) - expected) <= 1
+
+
+def test_tiles_have_spec_shape_and_hop():
+    spec = AudioSpec(tile_frames=16, tile_hop_frames=8)
+    mel = np.arange(4 * 50, dtype=np.float32).reshape(4, 50)
+    tiles = audio.tiles(mel, spec)
+    assert tiles.shape == (1 + (50 - 16) // 8, 4, 16)
+    np.testing.assert_array_equal(tiles[1], mel[:, 8:24])
+
+
+def test_audio_shorter_than_a_tile_is_rejected():
+    with pytest.raises(audio.AudioError, match="shorter than one tile"):
+        audio.analyse(tone(440, 1.0, SPEC.sample_rate), SPEC)
+
+
+def test_silence_is_rejected():
+    with pytest.raises(audio.AudioError, match="silent") as error:
+        audio.analyse(np.zeros(5 * SPEC.sample_rate, np.float32), SPEC)
+    assert error.value.stage == "analyse"
+
+
+def test_analysis_of_30s_clip():
+    rng = np.random.default_rng(0)
+    clip = tone(440, 30.0, SPEC.sample_rate) + 0.05 * rng.standard_normal(30 * SPEC.sample_rate).astype(np.float32)
+    result = audio.analyse(clip, SPEC)
+    assert result.tiles.shape == (10, SPEC.n_mels, SPEC.tile_frames)  # 1292 frames / 128
+    assert result.features.shape == (len(summary_feature_names()),)
+    assert np.all(np.isfinite(result.features))
+    assert result.duration_s == pytest.approx(30.0)

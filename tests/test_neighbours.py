@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from beam_jobs.neighbours import l2_normalise, map_coordinates, top_k_cosine
+
+
+def brute_force(vectors, ids, k):
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return ids[order], np.take_along_axis(sims, order, axis=1)
+
+
+def test_top_k_matches_brute_force_and_excludes_self():
+    rng = np.random.default_rng(0)
+    vectors = l2_normalise(rng.standard_normal((200, 16)))
+    ids = rng.permutation(10_000)[:200].astype(np.int64)
+    got_ids, got_sims = top_k_cosine(vectors[:50], ids[:50], vectors, ids, 10)
+    want_ids, want_sims = brute_force(vectors, ids, 10)
+    np.testing.assert_array_equal(got_ids, want_ids[:50])
+    np.testing.assert_allclose(got_sims, want_sims[:50], rtol=1e-5)
+    assert not np.any(got_ids == ids[:50, None])
+    assert np.all(np.diff(got_sims, axis=1) <= 0)
+
+
+def test_k_larger_than_catalogue_returns_everyone_else():
+    vectors = l2_normalise(np.eye(4) + 0.1)
+    got_ids, _ = top_k_cosine(vectors, np.arange(4), vectors, np.arange(4), 50)
+    assert got_ids.shape == (4, 3)
+    assert all(sorted(row) == sorted(set(range(4)) - {i}) for i, row in enumerate(got_ids.tolist()))
+
+
+def test_ties_break_by_smaller_id():
+    vectors = l2_normalise(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]))
+    got_ids, _ = top_k_cosine(vectors[:1], np.array([0]), vectors, np.array([0, 9, 3, 5]), 3)
+    assert got_ids.tolist() == [[3, 5, 9]]
+
+
+def test_zero_vector_cannot_be_normalised():
+    with pytest.raises(ValueError, match="zero vector"):
+        l2_normalise(np.zeros((1, 3)))
+
+
+def test_map_keeps_clusters_apart():
+    rng = np.random.default_rng(0)
+    centres = l2_normalise(rng.standard_normal((8, 64)))
+    vectors = l2_normalise(np.repeat(centres, 20, axis=0) + 0.05 * rng.standard_normal((160, 64)))
+    coords = map_coordinates(vectors)
+    assert coords.shape == (160, 3)
+    # t-SNE keeps neighbourhoods, not distances: each point's 5 nearest map points share its cluster
+    distances = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.argsort(distances, axis=1)[:, :5]
+    cluster = np.repeat(np.arange(8), 20)
+    assert np.mean(cluster[nearest] == cluster[:, None]) > 0.95
+    assert map_coordinates(vectors[:3]).shape == (3, 3)

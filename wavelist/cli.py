@@ -1,0 +1,154 @@
+"""The ``wavelist`` command: one entry point, a subcommand per stage.
+
+Heavy libraries (Beam, TensorFlow, librosa) are imported only by the subcommand that needs them, so the
+playlist commands start fast.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed"}
+log = logging.getLogger("wavelist")
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run_job(name: str, argv: list[str]) -> None:
+    import importlib
+
+    module = importlib.import_module(JOBS[name])
+    if "-h" in argv or "--help" in argv:
+        print(module.__doc__)
+        if name == "train":
+            module.parse_args(["--help"])
+        from beam_jobs.common import OutputOptions
+
+        options = next(v for k, v in vars(module).items() if k.endswith("Options") and k != "PipelineOptions")
+        parser = argparse.ArgumentParser(prog=f"wavelist {name}", add_help=False)
+        options._add_argparse_args(parser)
+        OutputOptions._add_argparse_args(parser)
+        parser.print_help()
+        print("\nAny Apache Beam pipeline flag (--runner, --project, --region, --temp_location, "
+              "--setup_file, --direct_num_workers, ...) is passed to Beam.")
+        return
+    module.run(argv)
+
+
+def _playlist_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    from playlists.output import FORMATS
+
+    parser = sub.add_parser(name, help=help_text)
+    parser.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
+    parser.add_argument("-n", type=int, default=20, help="playlist length")
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--output", help="write the playlist to this file instead of printing it")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wavelist", description="Playlists from the sound of the music.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="generate the demo catalogue and run every stage on it")
+    demo.add_argument("--out", default="demo_out", help="folder for catalogue/, data/, model/, tables/, map.html")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--artists-per-style", type=int, default=10)
+    demo.add_argument("--tracks-per-artist", type=int, default=2)
+    demo.add_argument("--seconds", type=float, default=30.0)
+    demo.add_argument("--epochs", type=int, default=30)
+
+    for job in JOBS:
+        sub.add_parser(job, help=f"run the {job} stage (--help for its flags)", add_help=False)
+
+    radio = _playlist_parser(sub, "radio", "nearest neighbours of one seed track")
+    radio.add_argument("--seed", type=int, required=True, help="track id of the seed")
+    journey = _playlist_parser(sub, "journey", "a smooth path of tracks from one track to another")
+    journey.add_argument("--from", dest="start", type=int, required=True, help="first track id")
+    journey.add_argument("--to", dest="end", type=int, required=True, help="last track id")
+
+    mapper = sub.add_parser("map", help="write the interactive 3-D catalogue map as HTML")
+    mapper.add_argument("--tables", required=True)
+    mapper.add_argument("--out", default="map.html")
+    mapper.add_argument("--radio", type=int, metavar="SEED", help="draw this seed's radio on the map")
+    mapper.add_argument("--journey", type=int, nargs=2, metavar=("FROM", "TO"), help="draw a journey")
+    mapper.add_argument("-n", type=int, default=12, help="length of the drawn playlist")
+    return parser
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text + "\n", encoding="utf-8")
+        log.info("wrote %s", output)
+    else:
+        print(text)
+
+
+def _playlist_command(args: argparse.Namespace) -> None:
+    from playlists import journey, load_tables, radio, smoothness
+    from playlists.output import render
+
+    tables = load_tables(args.tables)
+    if args.command == "radio":
+        entries = radio(tables, args.seed, args.n)
+    else:
+        entries = journey(tables, args.start, args.end, args.n)
+        if args.format == "table":
+            figures = smoothness(tables, entries)
+            print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), file=sys.stderr)
+    _emit(render(tables, entries, args.format), args.output)
+
+
+def _map_command(args: argparse.Namespace) -> None:
+    from playlists import journey, load_tables, radio
+    from playlists.mapview import write_map
+
+    tables = load_tables(args.tables)
+    playlist = None
+    if args.radio is not None:
+        playlist = [args.radio] + [e.track_id for e in radio(tables, args.radio, args.n)]
+    elif args.journey:
+        playlist = [e.track_id for e in journey(tables, *args.journey, args.n)]
+    print(write_map(tables, args.out, playlist))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    known, rest = parser.parse_known_args(argv)
+    _quiet_libraries()
+    try:
+        if known.command in JOBS:
+            _run_job(known.command, rest)
+        elif rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+        elif known.command == "demo":
+            from wavelist.demo import run_demo
+
+            run_demo(known)
+        elif known.command in ("radio", "journey"):
+            _playlist_command(known)
+        elif known.command == "map":
+            _map_command(known)
+    except KeyboardInterrupt:
+        print("wavelist: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, LookupError) as error:
+        if known.debug:
+            raise
+        print(f"wavelist {known.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
