@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from schemas.audio import AudioSpec
 from schemas.tables import EMBEDDING_DIM
@@ -19,7 +20,10 @@ def build_genre_cnn(spec: AudioSpec, n_genres: int, normaliser: keras.layers.Nor
     x = keras.layers.Reshape((*spec.tile_shape, 1))(x)
     for filters in (16, 32, 64, 128):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = keras.layers.BatchNormalization()(x)
+        # momentum 0.9: the moving statistics settle within an epoch even on small catalogues; at
+        # Keras' default 0.99 the early-stopped model kept half-initialised statistics and failed on
+        # held-out artists (validation accuracy 0.3 vs 1.0 on the demo catalogue)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
         x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -31,8 +35,19 @@ def build_genre_cnn(spec: AudioSpec, n_genres: int, normaliser: keras.layers.Nor
     return keras.Model(inputs, outputs, name="genre_cnn")
 
 
-def embedder_of(classifier: keras.Model) -> keras.Model:
-    """The exported embedding model: tile -> L2-normalised output of layer ``embedding``."""
-    embedding = classifier.get_layer(EMBEDDING_LAYER).output
-    unit = keras.layers.UnitNormalization(name="unit_embedding")(embedding)
+def embedder_of(classifier: keras.Model, centre: np.ndarray | None = None) -> keras.Model:
+    """The exported embedding model: tile -> L2-normalised output of layer ``embedding``.
+
+    ``centre`` (the mean embedding of the training tiles) is subtracted before normalising: without it
+    every vector shares one large common direction and all cosine similarities crowd near 1.
+    """
+    x = classifier.get_layer(EMBEDDING_LAYER).output
+    if centre is not None:
+        x = keras.layers.Normalization(mean=centre, variance=np.ones_like(centre), name="centre")(x)
+    unit = keras.layers.UnitNormalization(name="unit_embedding")(x)
     return keras.Model(classifier.input, unit, name="embedder")
+
+
+def embedding_outputs(classifier: keras.Model) -> keras.Model:
+    """tile -> raw (uncentred, unnormalised) output of layer ``embedding``."""
+    return keras.Model(classifier.input, classifier.get_layer(EMBEDDING_LAYER).output)

@@ -167,7 +167,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             "validation": evaluate_split(classifier, validation, genres) if has_validation else {},
         }
         classifier.save(staging / "classifier.keras")
-        cnn.embedder_of(classifier).save(staging / EMBEDDER_FILE)
+        raw = cnn.embedding_outputs(classifier)
+        centre = np.mean(np.concatenate([raw(mel, training=False).numpy() for mel, _, _ in train]), axis=0)
+        cnn.embedder_of(classifier, centre).save(staging / EMBEDDER_FILE)
         spec.save(staging)
         (staging / "genres.json").write_text(json.dumps(genres, indent=2) + "\n")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
