@@ -21,13 +21,14 @@ def slerp(start: np.ndarray, end: np.ndarray, t: float) -> np.ndarray:
     return (np.sin((1 - t) * angle) * start + np.sin(t * angle) * end) / np.sin(angle)
 
 
-def journey(tables: Tables, start: int, end: int, n: int = 20) -> list[Entry]:
-    """``n`` tracks from ``start`` to ``end`` (both included), no track twice.
+def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 400) -> list[Entry]:
+    """``n`` tracks from ``start`` to ``end`` (both included), each further along the way, no repeats.
 
-    Each step picks, among unused tracks strictly further along start -> end than the current one, the
-    track that best matches both the current track and the next waypoint on the great circle from start
-    to end. So the path advances monotonically and each consecutive pair stays similar. Stops early if
-    no track lies further along.
+    Candidates are the ``band`` tracks between start and end (projection onto start -> end strictly
+    inside (0, 1)) that lie closest to the great circle from start to end. Among all orderings of
+    candidates by increasing progress with ``n - 1`` steps, dynamic programming picks the one with the
+    least path energy, the sum of squared step lengths ``(1 - cosine)^2``: that spreads the steps evenly
+    and avoids one big jump. Fewer tracks come back when too few lie between start and end.
     """
     if n < 2:
         raise ValueError("a journey needs at least two tracks (-n 2 or more)")
@@ -35,25 +36,36 @@ def journey(tables: Tables, start: int, end: int, n: int = 20) -> list[Entry]:
     if tables.row(start) == tables.row(end):
         raise ValueError("a journey needs two different tracks")
     position = progress(tables.vectors, a, b)
-    available = (position > 0) & (position < 1)
-    available[[tables.row(start), tables.row(end)]] = False
-    path = [tables.row(start)]
-    for step in range(1, n - 1):
-        current = tables.vectors[path[-1]]
-        candidates = available & (position > position[path[-1]])
-        if not candidates.any():
-            break
-        waypoint = slerp(a, b, step / (n - 1))
-        score = tables.vectors @ current + tables.vectors @ waypoint
-        score[~candidates] = -np.inf
-        choice = int(np.argmax(score))
-        path.append(choice)
-        available[choice] = False
-    path.append(tables.row(end))
+    inside = np.flatnonzero((position > 0) & (position < 1))
+    inside = inside[(inside != tables.row(start)) & (inside != tables.row(end))]
+    on_path = np.array([tables.vectors[i] @ slerp(a, b, float(position[i])) for i in inside])
+    inside = inside[np.argsort(-on_path, kind="stable")[:band]] if inside.size else inside
+    nodes = np.concatenate([[tables.row(start)], inside[np.argsort(position[inside], kind="stable")],
+                            [tables.row(end)]])
+    steps = _least_energy_path(tables.vectors[nodes], min(n - 1, len(nodes) - 1))
+    path = nodes[steps]
     entries = [Entry(int(tables.ids[path[0]]), 1.0)]
     for previous, row in zip(path, path[1:]):
         entries.append(Entry(int(tables.ids[row]), float(tables.vectors[previous] @ tables.vectors[row])))
     return entries
+
+
+def _least_energy_path(vectors: np.ndarray, n_steps: int) -> list[int]:
+    """Indices ``0 = i_0 < i_1 < ... < i_n_steps = last`` minimising sum of (1 - cos(i_k, i_k+1))^2."""
+    last = len(vectors) - 1
+    cost = (1.0 - vectors @ vectors.T) ** 2
+    cost[np.tril_indices(len(vectors))] = np.inf  # only forward steps
+    best = np.full(len(vectors), np.inf)
+    best[0] = 0.0
+    parents = []
+    for _ in range(n_steps):
+        total = best[:, None] + cost
+        parents.append(np.argmin(total, axis=0))
+        best = total[parents[-1], np.arange(len(vectors))]
+    path = [last]
+    for parent in reversed(parents):
+        path.append(int(parent[path[-1]]))
+    return path[::-1]
 
 
 def smoothness(tables: Tables, entries: list[Entry]) -> dict[str, float]:

@@ -78,3 +78,12 @@ def test_missing_or_corrupt_tables_are_named(tmp_path, pipeline_outputs):
     (tmp_path / "embeddings.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(TablesError, match="embeddings.parquet is not a readable Parquet file"):
         load_tables(tmp_path)
+
+
+def test_least_energy_path_spaces_steps_evenly():
+    from playlists.journey import _least_energy_path
+
+    angles = np.radians(np.arange(0, 100, 10))  # 10 points on a quarter circle
+    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    assert _least_energy_path(vectors, 3) == [0, 3, 6, 9]
+    assert _least_energy_path(vectors, 9) == list(range(10))
