@@ -1,6 +1,7 @@
 """Pure audio code: decode, log-mel, tiles, summary features. No Beam, no TensorFlow."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -108,7 +109,9 @@ def summary_features(audio: np.ndarray, power: np.ndarray, mel_db: np.ndarray, s
     """
     sr = spec.sample_rate
     magnitude = np.sqrt(power)
-    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=spec.n_fft)
+    with warnings.catch_warnings():  # tuning estimation warns on unpitched audio (noise, drums)
+        warnings.filterwarnings("ignore", message="Trying to estimate tuning", category=UserWarning)
+        chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=spec.n_fft)
     per_frame = {
         "mfcc": librosa.feature.mfcc(S=mel_db, n_mfcc=20),
         "chroma_stft": chroma,

@@ -16,10 +16,18 @@ log = logging.getLogger("wavelist")
 
 
 def _quiet_libraries() -> None:
+    """Our progress lines at INFO; the libraries' chatter that says nothing to a user, off."""
+    import warnings
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Beam's local workers warn that no semi-persistent directory exists; it matters only on Dataflow
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    # Keras warns when an epoch ends with the dataset, which is how a tf.data epoch is meant to end
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed", category=UserWarning)
+    warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
 def _run_job(name: str, argv: list[str]) -> None:
