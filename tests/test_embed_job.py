@@ -1,0 +1,36 @@
+import apache_beam as beam
+import numpy as np
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_jobs.embed import EmbedTracks, NearestNeighbours
+from beam_jobs.neighbours import l2_normalise, top_k_cosine
+from schemas.audio import AudioSpec
+from schemas.tile_example import encode_tile
+
+
+def test_nearest_neighbours_transform_equals_exact_top_k():
+    rng = np.random.default_rng(3)
+    ids = np.arange(100, 160, dtype=np.int64)
+    vectors = l2_normalise(rng.standard_normal((60, 8)))
+    want_ids, want_sims = top_k_cosine(vectors, ids, vectors, ids, 5)
+    expected = [(int(t), r + 1, int(want_ids[i, r])) for i, t in enumerate(ids) for r in range(5)]
+    with TestPipeline() as pipeline:
+        rows = (pipeline | beam.Create(list(zip(ids.tolist(), vectors))) | NearestNeighbours(k=5, batch_size=7))
+        assert_that(rows | beam.Map(lambda r: (r["track_id"], r["rank"], r["neighbour_id"])), equal_to(expected))
+
+
+def test_embed_tracks_gives_one_unit_vector_per_track(pipeline_outputs):
+    spec = AudioSpec.load(pipeline_outputs["data"])
+    rng = np.random.default_rng(0)
+    records = [encode_tile(track_id=t, tile_index=i, mel=rng.normal(-40, 10, spec.tile_shape))
+               for t in (11, 12, 13) for i in range(3)]
+
+    def check(pairs):
+        assert sorted(track_id for track_id, _ in pairs) == [11, 12, 13]
+        for _, vector in pairs:
+            assert vector.shape == (64,) and abs(np.linalg.norm(vector) - 1) < 1e-5
+
+    with TestPipeline() as pipeline:
+        vectors = pipeline | beam.Create(records) | EmbedTracks(str(pipeline_outputs["model"]), spec, 4)
+        assert_that(vectors, check)
