@@ -1,7 +1,6 @@
 """Pure audio code: decode, log-mel, tiles, summary features. No Beam, no TensorFlow."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -103,15 +102,16 @@ def tiles(mel: np.ndarray, spec: AudioSpec) -> np.ndarray:
 
 
 def summary_features(audio: np.ndarray, power: np.ndarray, mel_db: np.ndarray, spec: AudioSpec) -> np.ndarray:
-    """FMA-style librosa statistics (mean and std of each feature over time), from one shared STFT.
+    """FMA-style librosa statistics (mean and std of each feature over time), from the shared STFT.
 
-    Returns ``[shape=(n_features,)]`` in the order of ``schemas.tables.summary_feature_names()``.
+    Uses every ``spec.summary_frame_step``-th frame. Returns ``[shape=(n_features,)]`` in the order of
+    ``schemas.tables.summary_feature_names()``.
     """
-    sr = spec.sample_rate
+    sr, step = spec.sample_rate, spec.summary_frame_step
+    power, mel_db = power[:, ::step], mel_db[:, ::step]
     magnitude = np.sqrt(power)
-    with warnings.catch_warnings():  # tuning estimation warns on unpitched audio (noise, drums)
-        warnings.filterwarnings("ignore", message="Trying to estimate tuning", category=UserWarning)
-        chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=spec.n_fft)
+    # tuning=0: the 12 chroma bins at standard pitch; estimating the tuning costs more than all the rest
+    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=spec.n_fft, tuning=0.0)
     per_frame = {
         "mfcc": librosa.feature.mfcc(S=mel_db, n_mfcc=20),
         "chroma_stft": chroma,
@@ -119,7 +119,7 @@ def summary_features(audio: np.ndarray, power: np.ndarray, mel_db: np.ndarray, s
         "spectral_centroid": librosa.feature.spectral_centroid(S=magnitude, sr=sr, n_fft=spec.n_fft),
         "spectral_bandwidth": librosa.feature.spectral_bandwidth(S=magnitude, sr=sr, n_fft=spec.n_fft),
         "spectral_rolloff": librosa.feature.spectral_rolloff(S=magnitude, sr=sr, n_fft=spec.n_fft),
-        "zcr": librosa.feature.zero_crossing_rate(audio, frame_length=spec.n_fft, hop_length=spec.hop_length),
+        "zcr": librosa.feature.zero_crossing_rate(audio, frame_length=spec.n_fft, hop_length=spec.hop_length * step),
         "tonnetz": librosa.feature.tonnetz(sr=sr, chroma=chroma),
         "rms": librosa.feature.rms(S=magnitude, frame_length=spec.n_fft),
     }

@@ -1,6 +1,7 @@
 """Catalogue readers (FMA layout) and the stable train/validation/test split. No Beam here."""
 from __future__ import annotations
 
+import csv
 import hashlib
 import posixpath
 from typing import Any, Iterable, TextIO
@@ -11,6 +12,8 @@ SPLITS = ("train", "validation", "test")
 FMA_SPLIT_NAMES = {"training": "train", "validation": "validation", "test": "test"}
 FMA_SUBSETS = ("small", "medium", "large")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+AUDIO_EXTENSIONS = (".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".aif", ".aiff", ".m4a")
+LABEL_COLUMNS = ("track_id", "genre", "artist_id", "artist", "title")
 
 TrackRow = dict[str, Any]
 
@@ -27,6 +30,21 @@ def stable_split(key: str, fractions: tuple[float, float, float] = SPLIT_FRACTIO
     if bucket < fractions[0] + fractions[1]:
         return SPLITS[1]
     return SPLITS[2]
+
+
+def hash_id(key: str) -> int:
+    """A positive 63-bit id from a SHA-1 of ``key``: stable across machines and runs."""
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def split_for(track_id: int, artist_id: int | None = None, artist: str | None = None) -> str:
+    """The split of a track without an official one: by its artist when known, so that an artist's
+    tracks stay together, else by the track."""
+    if artist_id is not None:
+        return stable_split(f"artist:{artist_id}")
+    if artist:
+        return stable_split(f"artist-name:{artist}")
+    return stable_split(f"track:{track_id}")
 
 
 def fma_audio_path(audio_dir: str, track_id: int) -> str:
@@ -94,9 +112,8 @@ def read_fma_tracks(
                 "artist_id": artist_value,
                 "artist": text(artist, i),
                 "title": text(title, i),
-                "split": FMA_SPLIT_NAMES[fma_split]
-                if fma_split is not None
-                else stable_split(f"artist:{artist_value}" if artist_value is not None else f"track:{track_id}"),
+                "split": FMA_SPLIT_NAMES[fma_split] if fma_split is not None
+                else split_for(int(track_id), artist_value),
             }
         )
     return rows
@@ -105,3 +122,74 @@ def read_fma_tracks(
 def genre_vocabulary(rows: Iterable[TrackRow]) -> list[str]:
     """Sorted distinct genres of ``rows`` (tracks without a genre left out)."""
     return sorted({row["genre"] for row in rows if row.get("genre")})
+
+
+def is_audio_path(path: str) -> bool:
+    return path.lower().endswith(AUDIO_EXTENSIONS)
+
+
+def track_id_for(relative_path: str) -> int:
+    """A file named like FMA's ``000002.mp3`` keeps its number; any other path gets a hash id."""
+    stem = posixpath.splitext(posixpath.basename(relative_path))[0]
+    return int(stem) if stem.isdigit() and len(stem) <= 18 else hash_id(relative_path)
+
+
+def read_labels(handle: TextIO, *, source: str = "labels.csv") -> dict[str, dict[str, Any]]:
+    """Rows of a labels CSV keyed by its ``path`` column (relative to the audio folder, or a file name).
+
+    Optional columns: ``track_id``, ``genre``, ``artist_id``, ``artist``, ``title``; others are ignored.
+    """
+    reader = csv.DictReader(handle)
+    if reader.fieldnames is None or "path" not in reader.fieldnames:
+        raise CatalogueError(f"{source} needs a 'path' column (found {reader.fieldnames})")
+    labels: dict[str, dict[str, Any]] = {}
+    for line, row in enumerate(reader, start=2):
+        values: dict[str, Any] = {k: (row.get(k) or "").strip() or None for k in LABEL_COLUMNS}
+        for key in ("track_id", "artist_id"):
+            if values[key] is not None:
+                try:
+                    values[key] = int(values[key])
+                except ValueError:
+                    raise CatalogueError(f"{source} line {line}: {key} {values[key]!r} is not an integer") from None
+        path = (row.get("path") or "").strip().lstrip("./")
+        if not path:
+            raise CatalogueError(f"{source} line {line}: empty path")
+        labels[path] = values
+    return labels
+
+
+def folder_tracks(paths: Iterable[str], *, root: str, labels: dict[str, dict[str, Any]] | None = None) -> list[TrackRow]:
+    """Rows for audio files under ``root`` (local or gs://), labelled from ``labels`` where it names them.
+
+    A file is looked up in ``labels`` by its path relative to ``root``, then by its file name.
+    """
+    root = root.rstrip("/") + "/"
+    rows = []
+    for path in sorted(p for p in paths if is_audio_path(p)):
+        relative = path[len(root):] if path.startswith(root) else posixpath.basename(path)
+        label = (labels or {}).get(relative) or (labels or {}).get(posixpath.basename(path)) or {}
+        track_id = label.get("track_id") or track_id_for(relative)
+        rows.append({
+            "track_id": int(track_id),
+            "path": path,
+            "genre": label.get("genre"),
+            "artist_id": label.get("artist_id"),
+            "artist": label.get("artist"),
+            "title": label.get("title") or posixpath.splitext(posixpath.basename(path))[0],
+            "split": split_for(int(track_id), label.get("artist_id"), label.get("artist")),
+        })
+    return rows
+
+
+def drop_duplicate_ids(rows: list[TrackRow]) -> tuple[list[TrackRow], list[dict[str, Any]]]:
+    """Keep the first row of each track id; the others become rejects (stage ``catalogue``)."""
+    kept: dict[int, TrackRow] = {}
+    rejects = []
+    for row in rows:
+        first = kept.get(row["track_id"])
+        if first is None:
+            kept[row["track_id"]] = row
+        else:
+            rejects.append({"track_id": row["track_id"], "path": row["path"], "stage": "catalogue",
+                            "reason": f"duplicate track id {row['track_id']} (first at {first['path']})"})
+    return list(kept.values()), rejects

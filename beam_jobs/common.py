@@ -1,12 +1,14 @@
 """What every wavelist Beam job shares: runner defaults, output publishing, file access."""
 from __future__ import annotations
 
+import io
 import logging
 import os
+import posixpath
 import shutil
 import uuid
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterable, Iterator
 from pathlib import Path
 
 import apache_beam as beam
@@ -59,8 +61,20 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     return beam.Pipeline(runner=FnApiRunner(), options=options)
 
 
+class DryRun(Exception):
+    """Raised inside a staged output when a Dataflow dry run built the job graph and submitted nothing."""
+
+
+SUCCESS_MARKER = "_SUCCESS"
+
+
 def is_remote(path: str) -> bool:
     return "://" in path
+
+
+def join(folder: str, *names: str) -> str:
+    """Path join that keeps gs:// URLs intact."""
+    return posixpath.join(folder, *names) if is_remote(folder) else os.path.join(folder, *names)
 
 
 def read_bytes(path: str) -> bytes:
@@ -69,40 +83,86 @@ def read_bytes(path: str) -> bytes:
         return handle.read()
 
 
+def write_text(path: str, text: str) -> str:
+    with FileSystems.create(path, compression_type="uncompressed") as handle:
+        handle.write(text.encode("utf-8"))
+    return path
+
+
+def write_lines(path: str, lines: Iterable[str]) -> str:
+    return write_text(path, "".join(line + "\n" for line in lines))
+
+
+def read_parquet(path: str):
+    """A pyarrow Table from a local or remote Parquet file."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.read_table(path)
+    return pq.read_table(io.BytesIO(read_bytes(path)))
+
+
 def open_text(path: str):
     """A text handle on ``path`` (local or any Beam filesystem); raises FileNotFoundError naming it."""
-    import io
-
     if not FileSystems.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
     return io.TextIOWrapper(FileSystems.open(path, compression_type="uncompressed"), encoding="utf-8")
 
 
+def _exists(out: str) -> bool:
+    if not is_remote(out):
+        return Path(out).exists()
+    return bool(FileSystems.match([out.rstrip("/") + "/**"])[0].metadata_list)
+
+
+def _remove(folder: str) -> None:
+    if is_remote(folder):
+        FileSystems.delete([folder.rstrip("/") + "/"])
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def staging_folder(out: str) -> str:
-    """A fresh sibling of ``out`` to write into; :func:`publish` renames it to ``out`` when complete."""
+    """A fresh sibling of ``out`` to write into; :func:`publish` moves it to ``out`` when complete."""
+    suffix = f".partial-{uuid.uuid4().hex[:8]}"
     if is_remote(out):
-        raise NotImplementedError(f"{out}: remote output folders are not supported yet; write locally")
+        parent, name = posixpath.split(out.rstrip("/"))
+        return posixpath.join(parent, f".{name}{suffix}")
     final = Path(out).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging = final.parent / f".{final.name}{suffix}"
     staging.mkdir()
     return str(staging)
 
 
 def check_output(out: str, *, overwrite: bool) -> None:
     """Fail early, before any work, when ``out`` exists and may not be replaced."""
-    if Path(out).exists() and not overwrite:
+    if _exists(out) and not overwrite:
         raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
 
 
 def publish(staging: str, out: str, *, overwrite: bool) -> None:
-    """Move the complete ``staging`` folder to ``out`` by renames; an old ``out`` goes only after that."""
+    """Move the complete ``staging`` folder to ``out``.
+
+    Local: one atomic rename; an old ``out`` is moved aside first and deleted after. Remote (gs://,
+    where there are no folders to rename): the old ``out`` is deleted, each object is renamed, and the
+    ``_SUCCESS`` marker is written last, so a reader that checks for it never sees a partial folder.
+    """
+    if _exists(out) and not overwrite:
+        _remove(staging)
+        raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
+    if is_remote(out):
+        if _exists(out):
+            _remove(out)
+        sources = [m.path for m in FileSystems.match([staging.rstrip("/") + "/**"])[0].metadata_list]
+        FileSystems.rename(sources, [out.rstrip("/") + s[len(staging.rstrip("/")):] for s in sources])
+        write_text(join(out, SUCCESS_MARKER), "")
+        log.info("published %s", out)
+        return
+    write_text(join(staging, SUCCESS_MARKER), "")
     final = Path(out).resolve()
     old = None
     if final.exists():
-        if not overwrite:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         final.rename(old)
     Path(staging).rename(final)
@@ -119,6 +179,6 @@ def staged_output(out: str, *, overwrite: bool) -> Iterator[str]:
     try:
         yield staging
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
         raise
     publish(staging, out, overwrite=overwrite)

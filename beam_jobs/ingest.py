@@ -1,6 +1,8 @@
 """Beam job 1, ingest: catalogue -> decoded audio -> log-mel tiles (TFRecord) + Parquet tables.
 
     python -m beam_jobs.ingest --fma-metadata fma_metadata --audio-dir fma_small --out DATA [beam flags]
+    python -m beam_jobs.ingest --audio-dir MUSIC [--labels-csv labels.csv] --out DATA
+    python -m beam_jobs.ingest --audio-glob 'gs://bucket/music/*.flac' --out DATA
 
 Writes ``DATA/tiles/{train,validation,test}-SSSSS-of-NNNNN.tfrecord.gz``, ``tracks.parquet``,
 ``features.parquet``, ``rejects.parquet``, ``audio_spec.json`` and ``summary.json``; the folder appears
@@ -12,20 +14,23 @@ import io
 import json
 import logging
 import math
+import os
 import posixpath
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
-import numpy as np
-import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from beam_jobs import common
-from beam_jobs.catalogue import SPLITS, TrackRow, read_fma_tracks
+from beam_jobs import catalogue as cat
+from beam_jobs.catalogue import SPLITS, TrackRow
 from schemas import tables
 from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
 from schemas.tile_example import encode_tile
@@ -33,27 +38,59 @@ from schemas.tile_example import encode_tile
 log = logging.getLogger(__name__)
 TRACKS_PER_SHARD = 256
 TILES_FOLDER = "tiles"
+CATALOGUE_FILE = "_catalogue.jsonl"
 
 
 class IngestOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--fma-metadata", "--fma_metadata", dest="fma_metadata",
-                            help="folder holding FMA's tracks.csv (required)")
+                            help="FMA source: the folder holding tracks.csv (with --audio-dir)")
         parser.add_argument("--audio-dir", "--audio_dir", dest="audio_dir",
-                            help="FMA audio folder, e.g. fma_small, local or gs:// (required)")
-        parser.add_argument("--subset", default="small", choices=("small", "medium", "large"),
+                            help="audio folder, local or gs://: FMA's fma_small etc., or any folder of audio")
+        parser.add_argument("--audio-glob", "--audio_glob", dest="audio_glob",
+                            help="folder source given as a glob, e.g. 'music/**' or 'gs://b/x/*.flac'")
+        parser.add_argument("--labels-csv", "--labels_csv", dest="labels_csv",
+                            help="folder source: CSV with a path column and optional track_id, genre, "
+                            "artist_id, artist, title (--labels is Beam's flag for Dataflow job labels)")
+        parser.add_argument("--subset", default="small", choices=cat.FMA_SUBSETS,
                             help="FMA subset to read (includes the smaller ones)")
 
 
-def tile_split_key(split: str, num_partitions: int) -> int:
-    return SPLITS.index(split)
+def read_catalogue(args: IngestOptions) -> tuple[list[TrackRow], list[dict[str, Any]], str]:
+    """Rows of the catalogue the flags name, rejects for duplicate ids, and a description."""
+    if args.fma_metadata:
+        if not args.audio_dir:
+            raise ValueError("--fma-metadata needs --audio-dir, the folder of FMA's audio (e.g. fma_small)")
+        tracks_csv = posixpath.join(args.fma_metadata, "tracks.csv")
+        with common.open_text(tracks_csv) as handle:
+            rows = cat.read_fma_tracks(handle, audio_dir=args.audio_dir, subset=args.subset, source=tracks_csv)
+        source = f"{tracks_csv} (subset {args.subset})"
+    elif args.audio_dir or args.audio_glob:
+        root = (args.audio_dir or args.audio_glob.split("*")[0]).rstrip("/")
+        pattern = args.audio_glob or posixpath.join(root, "**")
+        if args.audio_dir and not common.is_remote(root) and not Path(root).is_dir():
+            raise FileNotFoundError(f"{root} is not a folder")
+        paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        labels = None
+        if args.labels_csv:
+            with common.open_text(args.labels_csv) as handle:
+                labels = cat.read_labels(handle, source=args.labels_csv)
+        rows = cat.folder_tracks(paths, root=root, labels=labels)
+        source = pattern
+    else:
+        raise ValueError("give a catalogue: --fma-metadata DIR --audio-dir DIR, or --audio-dir DIR, or --audio-glob GLOB")
+    if not rows:
+        raise ValueError(f"{source} holds no audio track to ingest")
+    rows, duplicates = cat.drop_duplicate_ids(rows)
+    return rows, duplicates, source
 
 
 class AnalyseTrackFn(beam.DoFn):
-    """Track row -> (row, Analysis); anything unusable goes to the ``rejects`` output with its stage."""
+    """Track row -> (row, Analysis); an unusable track goes to ``rejects`` as (row, stage, reason)."""
 
     REJECTS = "rejects"
+    PROGRESS_EVERY_S = 10.0
 
     def __init__(self, spec: AudioSpec):
         self._spec = spec
@@ -61,38 +98,44 @@ class AnalyseTrackFn(beam.DoFn):
         self._accepted = Metrics.counter(common.METRICS_NAMESPACE, "ingest_tracks_accepted")
         self._rejected = Metrics.counter(common.METRICS_NAMESPACE, "ingest_tracks_rejected")
         self._tiles = Metrics.counter(common.METRICS_NAMESPACE, "ingest_tiles")
-        self._seen = 0
+
+    def setup(self) -> None:
+        self._seen, self._last_report = 0, time.monotonic()
+
+    def _progress(self) -> None:
+        self._seen += 1
+        if time.monotonic() - self._last_report > self.PROGRESS_EVERY_S:
+            self._last_report = time.monotonic()
+            print(f"ingest worker {os.getpid()}: {self._seen} tracks analysed", file=sys.stderr, flush=True)
 
     def process(self, row: TrackRow) -> Iterator[Any]:
         from beam_jobs import audio  # librosa is heavy: import on the worker
 
         self._received.inc()
-        self._seen += 1
-        if self._seen % 25 == 0:
-            log.info("ingest worker: %d tracks analysed", self._seen)
+        self._progress()
         path = row["path"]
         try:
             if common.is_remote(path):
                 source: Any = io.BytesIO(common.read_bytes(path))
+            elif not Path(path).is_file():
+                raise audio.AudioError("read", "file not found")
             else:
-                if not Path(path).is_file():
-                    raise audio.AudioError("read", "file not found")
                 source = path
             analysis = audio.analyse(audio.decode(source, self._spec), self._spec)
         except audio.AudioError as error:
             self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(self.REJECTS, reject_row(row, error.stage, error.reason))
+            yield beam.pvalue.TaggedOutput(self.REJECTS, (row, error.stage, error.reason))
             return
-        except FileNotFoundError as error:
+        except OSError as error:  # e.g. a remote object that vanished or cannot be read
             self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(self.REJECTS, reject_row(row, "read", str(error)))
+            yield beam.pvalue.TaggedOutput(self.REJECTS, (row, "read", str(error)))
             return
         self._accepted.inc()
         self._tiles.inc(len(analysis.tiles))
         yield row, analysis
 
 
-def reject_row(row: TrackRow, stage: str, reason: str) -> dict[str, Any]:
+def reject_record(row: TrackRow, stage: str, reason: str) -> dict[str, Any]:
     return {"track_id": row["track_id"], "path": row["path"], "stage": stage, "reason": reason}
 
 
@@ -117,7 +160,7 @@ def tile_records(row: TrackRow, analysis: Any) -> Iterator[tuple[str, bytes]]:
 
 
 class AnalyseTracks(beam.PTransform):
-    """Track rows -> ``ok`` (row, Analysis) and ``rejects`` (reject rows)."""
+    """Track rows -> ``ok`` (row, Analysis) and ``rejects`` (row, stage, reason)."""
 
     def __init__(self, spec: AudioSpec):
         super().__init__()
@@ -168,30 +211,39 @@ def shard_counts(rows: Iterable[TrackRow]) -> dict[str, int]:
     return {split: max(1, math.ceil(per_split[split] / TRACKS_PER_SHARD)) for split in SPLITS}
 
 
-def build_pipeline(pipeline: beam.Pipeline, rows: list[TrackRow], staging: str, spec: AudioSpec) -> None:
-    catalogue = pipeline | "Catalogue" >> beam.Create(rows, reshuffle=True)
-    analysed = catalogue | "AnalyseTracks" >> AnalyseTracks(spec)
-    ok, rejects = analysed.ok, analysed[AnalyseTrackFn.REJECTS]
-    _ = ok | "WriteTiles" >> WriteTiles(posixpath.join(staging, TILES_FOLDER), shard_counts(rows))
+def build_pipeline(pipeline: beam.Pipeline, catalogue_file: str, staging: str, spec: AudioSpec,
+                   shards: dict[str, int], catalogue_rejects: list[dict[str, Any]]) -> None:
+    rows = (
+        pipeline
+        | "ReadCatalogue" >> beam.io.ReadFromText(catalogue_file)
+        | "ParseRows" >> beam.Map(json.loads)
+        | "Spread" >> beam.Reshuffle()
+    )
+    analysed = rows | "AnalyseTracks" >> AnalyseTracks(spec)
+    ok, rejected = analysed.ok, analysed[AnalyseTrackFn.REJECTS]
+    _ = ok | "WriteTiles" >> WriteTiles(posixpath.join(staging, TILES_FOLDER), shards)
 
-    by_id = {row["track_id"]: row for row in rows}
     track_rows = (
         (ok | "OkTracks" >> beam.MapTuple(track_record)),
-        (rejects | "RejectedTracks" >> beam.Map(lambda r: track_record(by_id[r["track_id"]], None))),
+        (rejected | "RejectedTracks" >> beam.MapTuple(lambda row, stage, reason: track_record(row, None))),
     ) | "AllTracks" >> beam.Flatten()
     write_table(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
     write_table(ok | "Features" >> beam.MapTuple(feature_record), staging, "features.parquet",
                 tables.FEATURES, "WriteFeatures")
+    rejects = (
+        (rejected | "RejectRows" >> beam.MapTuple(reject_record)),
+        (pipeline | "CatalogueRejects" >> beam.Create(catalogue_rejects)),
+    ) | "AllRejects" >> beam.Flatten()
     write_table(rejects, staging, "rejects.parquet", tables.REJECTS, "WriteRejects")
 
 
-def summarise(folder: str) -> dict[str, Any]:
-    """Counts read back from the written tables: inputs = accepted + rejected, per split and genre."""
-    tracks = pq.read_table(Path(folder) / "tracks.parquet").to_pylist()
-    rejects = pq.read_table(Path(folder) / "rejects.parquet").to_pylist()
+def summarise(folder: str, inputs: int) -> dict[str, Any]:
+    """Counts read back from the written tables; raises if inputs != accepted + rejected."""
+    tracks = common.read_parquet(common.join(folder, "tracks.parquet")).to_pylist()
+    rejects = common.read_parquet(common.join(folder, "rejects.parquet")).to_pylist()
     ok = [t for t in tracks if t["status"] == "ok"]
-    return {
-        "inputs": len(tracks),
+    summary = {
+        "inputs": inputs,
         "accepted": len(ok),
         "rejected": len(rejects),
         "tiles": int(sum(t["n_tiles"] for t in ok)),
@@ -199,6 +251,10 @@ def summarise(folder: str) -> dict[str, Any]:
         "accepted_per_genre": dict(sorted(Counter(t["genre"] or "" for t in ok).items())),
         "rejected_per_stage": dict(sorted(Counter(r["stage"] for r in rejects).items())),
     }
+    if summary["accepted"] + summary["rejected"] != inputs:
+        raise RuntimeError(f"ingest lost tracks: {inputs} in, {summary['accepted']} accepted + "
+                           f"{summary['rejected']} rejected; the output was not published")
+    return summary
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None,
@@ -206,26 +262,36 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     """Run the ingest job; returns the summary it also writes to ``OUT/summary.json``."""
     options = PipelineOptions(argv)
     args = options.view_as(IngestOptions)
-    common.require_flags(options, "fma_metadata", "audio_dir", "out")
+    common.require_flags(options, "out")
     output = options.view_as(common.OutputOptions)
-    options.view_as(SetupOptions).save_main_session = False
     common.check_output(output.out, overwrite=output.overwrite)
-    tracks_csv = posixpath.join(args.fma_metadata, "tracks.csv")
-    with common.open_text(tracks_csv) as handle:
-        rows = read_fma_tracks(handle, audio_dir=args.audio_dir, subset=args.subset, source=tracks_csv)
-    if not rows:
-        raise ValueError(f"{tracks_csv} lists no track of subset {args.subset!r}")
-    log.info("ingest: %d tracks from %s", len(rows), tracks_csv)
+    rows, duplicates, source = read_catalogue(args)
+    inputs = len(rows) + len(duplicates)
+    log.info("ingest: %d tracks from %s (%d duplicate ids rejected)", inputs, source, len(duplicates))
 
-    with common.staged_output(output.out, overwrite=output.overwrite) as staging:
-        pipeline = test_pipeline or common.make_pipeline(options)
-        build_pipeline(pipeline, rows, staging, spec)
-        pipeline.run().wait_until_finish()
-        spec.save(staging)
-        summary = summarise(staging)
-        (Path(staging) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    try:
+        summary = _run_staged(options, output, rows, duplicates, inputs, spec, test_pipeline)
+    except common.DryRun:
+        return {"dry_run": True, "inputs": inputs}
     log.info("ingest: %d accepted, %d rejected, %d tiles -> %s",
              summary["accepted"], summary["rejected"], summary["tiles"], output.out)
+    return summary
+
+
+def _run_staged(options, output, rows, duplicates, inputs, spec, test_pipeline) -> dict[str, Any]:
+    with common.staged_output(output.out, overwrite=output.overwrite) as staging:
+        catalogue_file = common.write_lines(common.join(staging, CATALOGUE_FILE), map(json.dumps, rows))
+        pipeline = test_pipeline or common.make_pipeline(options)
+        build_pipeline(pipeline, catalogue_file, staging, spec, shard_counts(rows), duplicates)
+        result = pipeline.run()
+        if options.view_as(TestOptions).dry_run:
+            log.info("dry run: the job graph was built and validated, nothing was submitted")
+            raise common.DryRun()
+        result.wait_until_finish()
+        FileSystems.delete([catalogue_file])
+        common.write_text(common.join(staging, "audio_spec.json"), spec.to_json() + "\n")
+        summary = summarise(staging, inputs)
+        common.write_text(common.join(staging, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return summary
 
 

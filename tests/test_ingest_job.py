@@ -29,7 +29,7 @@ def test_analyse_tracks_sends_bad_files_to_rejects(tmp_path):
         result = pipeline | beam.Create(rows) | ingest.AnalyseTracks(DEFAULT_AUDIO_SPEC)
         assert_that(result.ok | beam.MapTuple(lambda r, a: (r["track_id"], a.tiles.shape)),
                     equal_to([(1, (1, 128, 128))]), label="ok")
-        assert_that(result[ingest.AnalyseTrackFn.REJECTS] | beam.Map(lambda r: (r["track_id"], r["stage"])),
+        assert_that(result[ingest.AnalyseTrackFn.REJECTS] | beam.MapTuple(lambda r, stage, _: (r["track_id"], stage)),
                     equal_to([(2, "tile"), (3, "decode"), (4, "read")]), label="rejects")
 
 
