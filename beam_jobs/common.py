@@ -40,23 +40,23 @@ class OutputExists(FileExistsError):
     """An output folder exists and ``--overwrite`` was not given."""
 
 
-def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
+def make_pipeline(options: PipelineOptions, argv: list[str] | None) -> beam.Pipeline:
     """A pipeline on the runner the user chose, else Beam's local batch engine in multi-process mode.
 
     With no ``--runner``, jobs run on the FnApiRunner, the engine DirectRunner hands batch pipelines to,
-    with one worker process per core. It is created directly because DirectRunner first tries to download
-    the Prism runner's binary, which fails (or hangs) on machines without internet access.
+    with one worker process per core unless ``--direct_running_mode`` / ``--direct_num_workers`` say
+    otherwise. It is created directly because DirectRunner first tries to download the Prism runner's
+    binary, which fails (or hangs) on machines without internet access.
     """
-    standard = options.view_as(StandardOptions)
-    if standard.runner is not None:
+    if options.view_as(StandardOptions).runner is not None:
         return beam.Pipeline(options=options)
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+    given = " ".join(argv or [])
     direct = options.view_as(DirectOptions)
-    chosen = options.get_all_options(drop_default=True)
-    if "direct_running_mode" not in chosen:
+    if "--direct_running_mode" not in given:
         direct.direct_running_mode = "multi_processing"
-    if "direct_num_workers" not in chosen:
+    if "--direct_num_workers" not in given:
         direct.direct_num_workers = os.cpu_count() or 1
     return beam.Pipeline(runner=FnApiRunner(), options=options)
 

@@ -181,7 +181,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     log.info("embed: %d tracks with model %s", len(accepted), info["model_id"])
 
     with common.staged_output(output.out, overwrite=output.overwrite) as staging:
-        pipeline = test_pipeline or common.make_pipeline(options)
+        pipeline = test_pipeline or common.make_pipeline(options, argv)
         build_pipeline(pipeline, data=args.data, model_dir=str(Path(args.model).resolve()), staging=staging,
                        spec=spec, provenance=provenance, accepted=accepted, k=args.k, batch_size=args.batch_size)
         pipeline.run().wait_until_finish()

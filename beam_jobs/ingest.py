@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import os
 import posixpath
 import sys
@@ -36,7 +35,6 @@ from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
 from schemas.tile_example import encode_tile
 
 log = logging.getLogger(__name__)
-TRACKS_PER_SHARD = 256
 TILES_FOLDER = "tiles"
 CATALOGUE_FILE = "_catalogue.jsonl"
 
@@ -100,6 +98,11 @@ class AnalyseTrackFn(beam.DoFn):
         self._tiles = Metrics.counter(common.METRICS_NAMESPACE, "ingest_tiles")
 
     def setup(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread per worker: the runner already runs one worker per core, and letting each
+        # worker's OpenBLAS spawn a thread per core halved the job's throughput on 2 cores.
+        self._blas_threads = threadpool_limits(limits=1)
         self._seen, self._last_report = 0, time.monotonic()
 
     def _progress(self) -> None:
@@ -173,12 +176,15 @@ class AnalyseTracks(beam.PTransform):
 
 
 class WriteTiles(beam.PTransform):
-    """(row, Analysis) -> GZIP TFRecord shards of tile Examples, one set of shards per split."""
+    """(row, Analysis) -> GZIP TFRecord shards of tile Examples, one set of shards per split.
 
-    def __init__(self, folder: str, shards: dict[str, int]):
+    The runner chooses the number of shards (one per bundle): a fixed count would send every tile
+    through a shuffle, which cost more than the whole audio analysis.
+    """
+
+    def __init__(self, folder: str):
         super().__init__()
         self._folder = folder
-        self._shards = shards
 
     def expand(self, analysed):
         by_split = (
@@ -194,7 +200,6 @@ class WriteTiles(beam.PTransform):
                     posixpath.join(self._folder, split),
                     file_name_suffix=".tfrecord.gz",
                     compression_type=CompressionTypes.GZIP,
-                    num_shards=self._shards[split],
                 )
             )
         return analysed.pipeline
@@ -206,13 +211,8 @@ def write_table(pcoll, folder: str, name: str, schema, label: str):
     )
 
 
-def shard_counts(rows: Iterable[TrackRow]) -> dict[str, int]:
-    per_split = Counter(row["split"] for row in rows)
-    return {split: max(1, math.ceil(per_split[split] / TRACKS_PER_SHARD)) for split in SPLITS}
-
-
 def build_pipeline(pipeline: beam.Pipeline, catalogue_file: str, staging: str, spec: AudioSpec,
-                   shards: dict[str, int], catalogue_rejects: list[dict[str, Any]]) -> None:
+                   catalogue_rejects: list[dict[str, Any]]) -> None:
     rows = (
         pipeline
         | "ReadCatalogue" >> beam.io.ReadFromText(catalogue_file)
@@ -221,7 +221,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalogue_file: str, staging: str, s
     )
     analysed = rows | "AnalyseTracks" >> AnalyseTracks(spec)
     ok, rejected = analysed.ok, analysed[AnalyseTrackFn.REJECTS]
-    _ = ok | "WriteTiles" >> WriteTiles(posixpath.join(staging, TILES_FOLDER), shards)
+    _ = ok | "WriteTiles" >> WriteTiles(posixpath.join(staging, TILES_FOLDER))
 
     track_rows = (
         (ok | "OkTracks" >> beam.MapTuple(track_record)),
@@ -268,30 +268,24 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     rows, duplicates, source = read_catalogue(args)
     inputs = len(rows) + len(duplicates)
     log.info("ingest: %d tracks from %s (%d duplicate ids rejected)", inputs, source, len(duplicates))
-
     try:
-        summary = _run_staged(options, output, rows, duplicates, inputs, spec, test_pipeline)
+        with common.staged_output(output.out, overwrite=output.overwrite) as staging:
+            catalogue_file = common.write_lines(common.join(staging, CATALOGUE_FILE), map(json.dumps, rows))
+            pipeline = test_pipeline or common.make_pipeline(options, argv)
+            build_pipeline(pipeline, catalogue_file, staging, spec, duplicates)
+            result = pipeline.run()
+            if options.view_as(TestOptions).dry_run:
+                raise common.DryRun()
+            result.wait_until_finish()
+            FileSystems.delete([catalogue_file])
+            common.write_text(common.join(staging, "audio_spec.json"), spec.to_json() + "\n")
+            summary = summarise(staging, inputs)
+            common.write_text(common.join(staging, "summary.json"), json.dumps(summary, indent=2) + "\n")
     except common.DryRun:
+        log.info("dry run: the job graph was built and validated; nothing was submitted or written")
         return {"dry_run": True, "inputs": inputs}
     log.info("ingest: %d accepted, %d rejected, %d tiles -> %s",
              summary["accepted"], summary["rejected"], summary["tiles"], output.out)
-    return summary
-
-
-def _run_staged(options, output, rows, duplicates, inputs, spec, test_pipeline) -> dict[str, Any]:
-    with common.staged_output(output.out, overwrite=output.overwrite) as staging:
-        catalogue_file = common.write_lines(common.join(staging, CATALOGUE_FILE), map(json.dumps, rows))
-        pipeline = test_pipeline or common.make_pipeline(options)
-        build_pipeline(pipeline, catalogue_file, staging, spec, shard_counts(rows), duplicates)
-        result = pipeline.run()
-        if options.view_as(TestOptions).dry_run:
-            log.info("dry run: the job graph was built and validated, nothing was submitted")
-            raise common.DryRun()
-        result.wait_until_finish()
-        FileSystems.delete([catalogue_file])
-        common.write_text(common.join(staging, "audio_spec.json"), spec.to_json() + "\n")
-        summary = summarise(staging, inputs)
-        common.write_text(common.join(staging, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -75,3 +75,26 @@ def test_analysis_of_30s_clip():
     assert result.features.shape == (len(summary_feature_names()),)
     assert np.all(np.isfinite(result.features))
     assert result.duration_s == pytest.approx(30.0)
+
+
+def test_log_mel_equals_librosa_melspectrogram():
+    import librosa
+
+    rng = np.random.default_rng(1)
+    power = audio.power_spectrogram(rng.standard_normal(3 * SPEC.sample_rate).astype(np.float32), SPEC)
+    expected = librosa.power_to_db(
+        librosa.feature.melspectrogram(S=power, sr=SPEC.sample_rate, n_fft=SPEC.n_fft, n_mels=SPEC.n_mels,
+                                       fmin=SPEC.fmin, fmax=SPEC.fmax), ref=1.0, amin=SPEC.log_amin, top_db=None)
+    np.testing.assert_allclose(audio.log_mel(power, SPEC), expected, atol=1e-3)
+
+
+def test_summary_on_every_fourth_frame_tracks_the_full_statistics():
+    rng = np.random.default_rng(2)
+    clip = tone(660, 20.0, SPEC.sample_rate) + 0.1 * rng.standard_normal(20 * SPEC.sample_rate).astype(np.float32)
+    power = audio.power_spectrogram(clip, SPEC)
+    mel = audio.log_mel(power, SPEC)
+    sampled = audio.summary_features(clip, power, mel, SPEC)
+    full = audio.summary_features(clip, power, mel, AudioSpec(summary_frame_step=1))
+    names = summary_feature_names()
+    means = [i for i, n in enumerate(names) if "_mean_" in n]
+    np.testing.assert_allclose(sampled[means], full[means], rtol=0.05, atol=0.05 * np.abs(full[means]).max())
