@@ -40,6 +40,16 @@ class OutputExists(FileExistsError):
     """An output folder exists and ``--overwrite`` was not given."""
 
 
+def require_remote_paths(options: PipelineOptions, paths: dict[str, str | None]) -> None:
+    """On a remote runner (Dataflow), every path the workers touch must be remote (gs://)."""
+    runner = str(options.view_as(StandardOptions).runner or "")
+    if "Dataflow" not in runner:
+        return
+    local = [f"{flag} {path}" for flag, path in paths.items() if path and not is_remote(path)]
+    if local:
+        raise ValueError(f"{runner} workers cannot reach local paths: {', '.join(local)}; use gs:// paths")
+
+
 def make_pipeline(options: PipelineOptions, argv: list[str] | None) -> beam.Pipeline:
     """A pipeline on the runner the user chose, else Beam's local batch engine in multi-process mode.
 

@@ -264,6 +264,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     args = options.view_as(IngestOptions)
     common.require_flags(options, "out")
     output = options.view_as(common.OutputOptions)
+    common.require_remote_paths(options, {"--out": output.out, "--audio-dir": args.audio_dir,
+                                          "--audio-glob": args.audio_glob})
     common.check_output(output.out, overwrite=output.overwrite)
     rows, duplicates, source = read_catalogue(args)
     inputs = len(rows) + len(duplicates)
