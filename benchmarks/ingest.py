@@ -141,9 +141,9 @@ def main() -> None:
     print(f"  per-core throughput / decoder floor:   {per_core / floor:.2f}  (target >= 0.6; steady state)")
     print(f"  total throughput / naive loop:         {steady / naive_rate:.2f}  (target >= 2; steady state)")
     print(f"  same, start-up included:               {rate / naive_rate:.2f}")
-    print("projections at the measured per-core rate (wall time, hours):")
+    print("projections at the measured per-core rate (wall time, minutes; start-up and scheduling excluded):")
     for name, clips in [("fma_small", FMA_SMALL), ("fma_large", FMA_LARGE), ("10 million tracks", STREAMING)]:
-        cells = [f"{clips / (per_core * cores) / 3600:8.2f} h on {label}"
+        cells = [f"{clips / (per_core * cores) / 60:9.1f} min on {label}"
                  for label, cores in [("2 cores", 2), ("Dataflow 50 x 4 vCPU", 200), ("Dataflow 250 x 4 vCPU", 1000)]]
         print(f"  {name:<18} " + " | ".join(cells))
     print(json.dumps({"floor": floor, "naive": naive_rate, "wavelist_end_to_end": rate, "wavelist_steady": steady,
