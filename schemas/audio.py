@@ -33,7 +33,7 @@ class AudioSpec:
     fmax: float = 11025.0
     tile_frames: int = 128
     tile_hop_frames: int = 128
-    summary_frame_step: int = 4
+    summary_frame_step: int = 8
     max_duration_s: float = 600.0
     silence_rms: float = 1e-4
     log_amin: float = 1e-10
