@@ -22,7 +22,9 @@ class AudioSpec:
     """How a track becomes log-mel tiles.
 
     A tile is ``n_mels`` x ``tile_frames`` log-mel frames, about ``tile_seconds`` of audio; consecutive
-    tiles of one track start ``tile_hop_frames`` frames apart.
+    tiles of one track start ``tile_hop_frames`` frames apart. The summary statistics (mean and std
+    over time of frame-wise features) use every ``summary_frame_step``-th STFT frame: an unbiased sample
+    of the same frames at a fraction of the cost.
     """
 
     sample_rate: int = 22050
