@@ -41,13 +41,13 @@ class EmbedOptions(PipelineOptions):
                             help="tiles per model call")
 
 
-class EmbedTilesFn(beam.DoFn):
-    """A batch of ``(track_id, mel)`` -> ``(track_id, tile vector)``; the model loads once per process."""
+class EmbedBatchFn(beam.DoFn):
+    """A batch of ``(track_id, model input)`` -> ``(track_id, vector)``; the model loads once per process."""
 
     def __init__(self, model_dir: str, model_handle: shared.Shared):
         self._model_dir = model_dir
         self._model_handle = model_handle
-        self._tiles = Metrics.counter(common.METRICS_NAMESPACE, "embed_tiles")
+        self._inputs = Metrics.counter(common.METRICS_NAMESPACE, "embed_model_inputs")
 
     def setup(self) -> None:
         from model.train import load_embedder
@@ -60,32 +60,48 @@ class EmbedTilesFn(beam.DoFn):
 
     def process(self, batch: list[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
         track_ids = [track_id for track_id, _ in batch]
-        vectors = np.asarray(self._model(np.stack([mel for _, mel in batch]), training=False))
-        self._tiles.inc(len(batch))
+        vectors = np.asarray(self._model(np.stack([x for _, x in batch]), training=False))
+        self._inputs.inc(len(batch))
         yield from zip(track_ids, vectors)
 
 
 class EmbedTracks(beam.PTransform):
-    """Tile records -> ``(track_id, unit vector)``: the mean of the track's tile vectors, normalised."""
+    """``(track_id, model input)`` -> ``(track_id, unit vector)``: the mean of the vectors of a track's
+    inputs (its tiles, or its one row of summary features), normalised."""
 
-    def __init__(self, model_dir: str, spec: AudioSpec, batch_size: int):
+    def __init__(self, model_dir: str, batch_size: int):
         super().__init__()
         self._model_dir = model_dir
-        self._spec = spec
         self._batch_size = batch_size
 
-    def expand(self, records):
-        spec = self._spec
+    def expand(self, inputs):
         return (
-            records
-            | "Decode" >> beam.Map(lambda record: decode_tile(record, spec))
-            | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, tile.mel))
+            inputs
             | "Batch" >> beam.BatchElements(min_batch_size=min(16, self._batch_size),
                                             max_batch_size=self._batch_size)
-            | "Model" >> beam.ParDo(EmbedTilesFn(self._model_dir, shared.Shared()))
+            | "Model" >> beam.ParDo(EmbedBatchFn(self._model_dir, shared.Shared()))
             | "MeanPerTrack" >> beam.CombinePerKey(beam.combiners.MeanCombineFn())
             | "Normalise" >> beam.MapTuple(lambda track_id, v: (track_id, l2_normalise(v[None])[0]))
         )
+
+
+def read_model_inputs(pipeline, data: str, spec: AudioSpec, input_kind: str):
+    """``(track_id, array)`` pairs the model takes: every log-mel tile, or each track's summary features."""
+    if input_kind == "features":
+        names = tables.summary_feature_names()
+        return (
+            pipeline
+            | "ReadFeatures" >> beam.io.ReadFromParquet(posixpath.join(data, "features.parquet"))
+            | "FeatureVector" >> beam.Map(
+                lambda row: (row["track_id"], np.array([row[n] for n in names], np.float32)))
+        )
+    return (
+        pipeline
+        | "ReadTiles" >> beam.io.ReadFromTFRecord(posixpath.join(data, "tiles", "*.tfrecord.gz"),
+                                                  compression_type=CompressionTypes.GZIP)
+        | "DecodeTiles" >> beam.Map(lambda record: decode_tile(record, spec))
+        | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, tile.mel))
+    )
 
 
 def stack_catalogue(pairs: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -140,12 +156,10 @@ def write_table(pcoll, folder: str, name: str, schema, label: str):
     )
 
 
-def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec,
+def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, input_kind: str,
                    provenance: dict[str, Any], accepted: list[dict[str, Any]], k: int, batch_size: int):
-    records = pipeline | "ReadTiles" >> beam.io.ReadFromTFRecord(
-        posixpath.join(data, "tiles", "*.tfrecord.gz"), compression_type=CompressionTypes.GZIP
-    )
-    vectors = records | "EmbedTracks" >> EmbedTracks(model_dir, spec, batch_size)
+    inputs = read_model_inputs(pipeline, data, spec, input_kind)
+    vectors = inputs | "EmbedTracks" >> EmbedTracks(model_dir, batch_size)
     write_table(
         vectors | "EmbeddingRows" >> beam.MapTuple(lambda i, v: {"track_id": int(i), "embedding": v.tolist()}),
         staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings",
@@ -183,7 +197,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     with common.staged_output(output.out, overwrite=output.overwrite) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         build_pipeline(pipeline, data=args.data, model_dir=str(Path(args.model).resolve()), staging=staging,
-                       spec=spec, provenance=provenance, accepted=accepted, k=args.k, batch_size=args.batch_size)
+                       spec=spec, input_kind=info.get("input", "tiles"), provenance=provenance,
+                       accepted=accepted, k=args.k, batch_size=args.batch_size)
         pipeline.run().wait_until_finish()
         embedded = pq.read_metadata(Path(staging) / "embeddings.parquet").num_rows
         summary = {

@@ -1,4 +1,4 @@
-"""The genre CNN of the original study: four conv blocks, a 64-d penultimate layer that is the embedding."""
+"""The conv encoder shared by the genre CNN and the contrastive model, and the genre CNN itself."""
 from __future__ import annotations
 
 import keras
@@ -10,10 +10,11 @@ from schemas.tables import EMBEDDING_DIM
 EMBEDDING_LAYER = "embedding"
 
 
-def build_genre_cnn(spec: AudioSpec, n_genres: int, normaliser: keras.layers.Normalization) -> keras.Model:
-    """log-mel tile ``[n_mels, tile_frames]`` -> genre probabilities; layer ``embedding`` is 64-d.
+def build_encoder(spec: AudioSpec, normaliser: keras.layers.Normalization, name: str = "encoder") -> keras.Model:
+    """log-mel tile ``[n_mels, tile_frames]`` -> 64-d output of layer ``embedding``.
 
-    ``normaliser`` is adapted beforehand on training tiles (per mel band mean and variance).
+    ``normaliser`` is adapted beforehand on training tiles (per mel band mean and variance). Four conv
+    blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool; 16-32-64-128 filters), global average pooling.
     """
     inputs = keras.Input(shape=spec.tile_shape, name="log_mel")
     x = normaliser(inputs)
@@ -29,25 +30,33 @@ def build_genre_cnn(spec: AudioSpec, n_genres: int, normaliser: keras.layers.Nor
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(0.3)(x)
     embedding = keras.layers.Dense(EMBEDDING_DIM, name=EMBEDDING_LAYER)(x)
-    x = keras.layers.ReLU()(embedding)
+    return keras.Model(inputs, embedding, name=name)
+
+
+def build_genre_cnn(spec: AudioSpec, n_genres: int, normaliser: keras.layers.Normalization) -> keras.Model:
+    """log-mel tile -> genre probabilities; its penultimate layer ``embedding`` is 64-d."""
+    encoder = build_encoder(spec, normaliser)
+    x = keras.layers.ReLU()(encoder.output)
     x = keras.layers.Dropout(0.3)(x)
     outputs = keras.layers.Dense(n_genres, activation="softmax", name="genre")(x)
-    return keras.Model(inputs, outputs, name="genre_cnn")
+    return keras.Model(encoder.input, outputs, name="genre_cnn")
 
 
-def embedder_of(classifier: keras.Model, centre: np.ndarray | None = None) -> keras.Model:
-    """The exported embedding model: tile -> L2-normalised output of layer ``embedding``.
-
-    ``centre`` (the mean embedding of the training tiles) is subtracted before normalising: without it
-    every vector shares one large common direction and all cosine similarities crowd near 1.
-    """
-    x = classifier.get_layer(EMBEDDING_LAYER).output
+def unit_embedder(inputs, embedding, centre: np.ndarray | None = None, name: str = "embedder") -> keras.Model:
+    """``inputs`` -> L2-normalised ``embedding`` (minus ``centre``, the mean training embedding: without
+    it every vector shares one large common direction and all cosine similarities crowd near 1)."""
+    x = embedding
     if centre is not None:
         x = keras.layers.Normalization(mean=centre, variance=np.ones_like(centre), name="centre")(x)
     unit = keras.layers.UnitNormalization(name="unit_embedding")(x)
-    return keras.Model(classifier.input, unit, name="embedder")
+    return keras.Model(inputs, unit, name=name)
 
 
-def embedding_outputs(classifier: keras.Model) -> keras.Model:
+def embedder_of(model: keras.Model, centre: np.ndarray | None = None) -> keras.Model:
+    """The exported embedding model of a CNN or encoder: tile -> unit vector from layer ``embedding``."""
+    return unit_embedder(model.input, model.get_layer(EMBEDDING_LAYER).output, centre)
+
+
+def embedding_outputs(model: keras.Model) -> keras.Model:
     """tile -> raw (uncentred, unnormalised) output of layer ``embedding``."""
-    return keras.Model(classifier.input, classifier.get_layer(EMBEDDING_LAYER).output)
+    return keras.Model(model.input, model.get_layer(EMBEDDING_LAYER).output)

@@ -1,9 +1,10 @@
-"""Train the genre CNN on the ingest job's tiles and export the embedding model.
+"""Train an embedding model on the ingest job's outputs and export it.
 
-    wavelist train --data DATA --out MODEL [--epochs 30]
+    wavelist train --data DATA --out MODEL [--model cnn|contrastive|autoencoder|features] [--epochs N]
 
-MODEL holds ``embedder.keras`` (tile -> 64-d unit vector), ``classifier.keras``, ``genres.json``,
-``audio_spec.json``, ``model_info.json``, ``metrics.json``, ``history.csv`` and TensorBoard ``logs/``.
+Every kind exports the same thing: ``embedder.keras``, a Keras model from log-mel tiles (or, for
+``features``, a track's summary statistics) to a 64-d unit vector, with ``audio_spec.json`` and
+``model_info.json`` (id, kind, input) beside it; plus ``metrics.json``, ``history.csv`` and TensorBoard ``logs/``.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -23,19 +25,32 @@ from schemas.audio import AudioSpec
 log = logging.getLogger(__name__)
 EMBEDDER_FILE = "embedder.keras"
 MODEL_INFO_FILE = "model_info.json"
+KINDS = ("cnn", "contrastive", "autoencoder", "features")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="wavelist train", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="output folder of wavelist ingest")
     parser.add_argument("--out", required=True, help="model folder to write")
+    parser.add_argument("--model", choices=KINDS, default="cnn", help="kind of model (default: cnn)")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--steps-per-epoch", type=int, default=50, help="contrastive: pair batches per epoch")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=5, help="early stopping on validation loss")
+    parser.add_argument("--temperature", type=float, default=0.1, help="contrastive: NT-Xent temperature")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
     return parser.parse_args(argv)
+
+
+@dataclass
+class Trained:
+    """What a trainer hands to the export: the embedding model, its input kind and its metrics."""
+
+    embedder: Any
+    input_kind: str  # "tiles" or "features"
+    metrics: dict[str, Any]
 
 
 def track_level_predictions(probabilities: np.ndarray, labels: np.ndarray, track_ids: np.ndarray):
@@ -49,10 +64,23 @@ def track_level_predictions(probabilities: np.ndarray, labels: np.ndarray, track
     return ids, np.array([truth[t] for t in ids]), np.array([int(np.argmax(sums[t])) for t in ids])
 
 
-def evaluate_split(model, dataset, genres: list[str]) -> dict[str, Any]:
-    """Track-level accuracy, per-genre precision/recall/F1 and confusion matrix of ``model``."""
+def classification_metrics(truth: np.ndarray, predicted: np.ndarray, genres: list[str]) -> dict[str, Any]:
+    """Track-level accuracy, per-genre precision / recall / F1 and the confusion matrix."""
     from sklearn.metrics import classification_report, confusion_matrix
 
+    present = list(range(len(genres)))
+    report = classification_report(truth, predicted, labels=present, target_names=genres, output_dict=True,
+                                   zero_division=0)
+    return {
+        "tracks": int(len(truth)),
+        "accuracy": float(np.mean(truth == predicted)) if len(truth) else float("nan"),
+        "per_genre": {g: {k: float(v) for k, v in report[g].items()} for g in genres},
+        "confusion_matrix": confusion_matrix(truth, predicted, labels=present).tolist(),
+    }
+
+
+def evaluate_split(model, dataset, genres: list[str]) -> dict[str, Any]:
+    """Track-level genre metrics of a classifier over a ``(mel, label, track_id)`` dataset."""
     probabilities, labels, track_ids = [], [], []
     for mel, label, track_id in dataset:
         probabilities.append(model(mel, training=False).numpy())
@@ -60,19 +88,157 @@ def evaluate_split(model, dataset, genres: list[str]) -> dict[str, Any]:
         track_ids.append(track_id.numpy())
     if not probabilities:
         return {"tracks": 0}
-    ids, truth, predicted = track_level_predictions(
-        np.concatenate(probabilities), np.concatenate(labels), np.concatenate(track_ids)
-    )
-    present = list(range(len(genres)))
-    report = classification_report(
-        truth, predicted, labels=present, target_names=genres, output_dict=True, zero_division=0
-    )
-    return {
-        "tracks": int(len(ids)),
-        "accuracy": float(np.mean(truth == predicted)),
-        "per_genre": {g: {k: float(v) for k, v in report[g].items()} for g in genres},
-        "confusion_matrix": confusion_matrix(truth, predicted, labels=present).tolist(),
+    _, truth, predicted = track_level_predictions(
+        np.concatenate(probabilities), np.concatenate(labels), np.concatenate(track_ids))
+    return classification_metrics(truth, predicted, genres)
+
+
+def _callbacks(staging: Path, monitor: str, patience: int) -> list:
+    import keras
+
+    return [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(staging / "history.csv")),
+        keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
+    ]
+
+
+def _adapted_normaliser(dataset):
+    import keras
+
+    normaliser = keras.layers.Normalization(axis=1, name="per_band_norm")
+    normaliser.adapt(dataset.take(50))
+    return normaliser
+
+
+def _mean_embedding(model, mels) -> np.ndarray:
+    return np.mean(np.concatenate([model(m, training=False).numpy() for m in mels]), axis=0)
+
+
+def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Trained:
+    """The genre CNN with balanced class weights and early stopping on the validation split."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from model import cnn, data
+
+    labels, genres = data.track_labels(args.data)
+    if len(genres) < 2:
+        raise ValueError(f"{args.data}: the genre CNN needs at least two genres, found {genres}; "
+                         "use --model contrastive, which needs no labels")
+    train = data.tile_dataset(data.tile_files(args.data, "train"), spec, labels=labels,
+                              batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    splits = {split: data.tile_dataset(files, spec, labels=labels, batch_size=args.batch_size, shuffle=False)
+              for split in ("validation", "test") if (files := data._files_or_none(args.data, split))}
+    train_labels = np.concatenate([label.numpy() for _, label, _ in train] + [np.zeros(0, np.int64)])
+    if train_labels.size == 0:
+        raise ValueError(f"{args.data}: no labelled training tiles")
+    log.info("train cnn: %d training tiles, %d genres", train_labels.size, len(genres))
+    present = np.unique(train_labels)
+    weights = compute_class_weight("balanced", classes=present, y=train_labels)
+
+    classifier = cnn.build_genre_cnn(spec, len(genres), _adapted_normaliser(train.map(lambda m, l, t: m)))
+    import keras
+
+    classifier.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy"])
+    validation = splits.get("validation")
+    has_validation = validation is not None and any(True for _ in validation.take(1))
+    as_pairs = lambda ds: ds.map(lambda mel, label, track_id: (mel, label))  # noqa: E731
+    classifier.fit(as_pairs(train), validation_data=as_pairs(validation) if has_validation else None,
+                   epochs=args.epochs, class_weight={int(c): float(w) for c, w in zip(present, weights)},
+                   callbacks=_callbacks(staging, "val_loss" if has_validation else "loss", args.patience),
+                   verbose=args.verbose)
+    metrics = {
+        "genres": genres,
+        "epochs_run": len(classifier.history.epoch),
+        "test": evaluate_split(classifier, splits["test"], genres) if "test" in splits else {},
+        "validation": evaluate_split(classifier, validation, genres) if has_validation else {},
     }
+    classifier.save(staging / "classifier.keras")
+    (staging / "genres.json").write_text(json.dumps(genres, indent=2) + "\n")
+    raw = cnn.embedding_outputs(classifier)
+    centre = _mean_embedding(raw, (m for m, _, _ in train))
+    return Trained(cnn.embedder_of(classifier, centre), "tiles", metrics)
+
+
+def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Trained:
+    """NT-Xent on pairs of tiles of one track, over every track of the catalogue (no labels needed)."""
+    import keras
+
+    from model import cnn, contrastive, data
+
+    tiles, track_ids = data.load_tiles(data.all_tile_files(args.data), spec)
+    n_tracks = len(np.unique(track_ids))
+    if n_tracks < 2:
+        raise ValueError(f"{args.data}: contrastive training needs at least two tracks")
+    log.info("train contrastive: %d tiles of %d tracks", len(tiles), n_tracks)
+    sample = tf_constant_batches(tiles[np.random.default_rng(args.seed).permutation(len(tiles))[:2048]])
+    model, encoder = contrastive.build_contrastive(spec, _adapted_normaliser(sample))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=contrastive.nt_xent(args.temperature))
+    pairs = contrastive.pair_dataset(tiles, track_ids, batch_size=args.batch_size, seed=args.seed)
+    model.fit(pairs, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+              callbacks=_callbacks(staging, "loss", args.patience), verbose=args.verbose)
+    raw = cnn.embedding_outputs(encoder)
+    centre = _mean_embedding(raw, sample)
+    history = model.history.history["loss"]
+    metrics = {"epochs_run": len(history), "final_loss": float(history[-1]), "tracks": n_tracks,
+               "tiles": int(len(tiles))}
+    return Trained(cnn.embedder_of(encoder, centre), "tiles", metrics)
+
+
+def tf_constant_batches(tiles: np.ndarray, batch: int = 256):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(tiles.astype(np.float32)).batch(batch)
+
+
+def train_autoencoder(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Trained:
+    """The original study's conv autoencoder on 32-frame crops; reconstruction loss; label-free."""
+    import keras
+
+    from model import autoencoder, data, features
+
+    train = data.tile_dataset(data.tile_files(args.data, "train"), spec, labels=_all_tracks(args.data),
+                              batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    crops = train.unbatch().map(lambda mel, label, track_id: autoencoder.random_crops(mel)).batch(args.batch_size)
+    model, encoder = autoencoder.build_autoencoder(spec, _adapted_normaliser(crops))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=lambda _, error: error)
+    validation = None
+    if files := data._files_or_none(args.data, "validation"):
+        validation = data.tile_dataset(files, spec, labels=_all_tracks(args.data), batch_size=args.batch_size,
+                                       shuffle=False).unbatch().map(
+            lambda mel, label, track_id: (autoencoder.random_crops(mel), 0.0)).batch(args.batch_size)
+    model.fit(crops.map(lambda c: (c, 0.0)), validation_data=validation, epochs=args.epochs,
+              callbacks=_callbacks(staging, "val_loss" if validation else "loss", args.patience),
+              verbose=args.verbose)
+    latents = np.concatenate([encoder(c, training=False).numpy() for c in crops])
+    mean, kernel = features.pca_components(latents)
+    history = model.history.history["loss"]
+    metrics = {"epochs_run": len(history), "final_reconstruction_mse": float(history[-1])}
+    return Trained(autoencoder.tile_embedder(spec, encoder, mean, kernel), "tiles", metrics)
+
+
+def _all_tracks(data_dir: str) -> dict[int, int]:
+    """Every accepted track labelled 0: the label-free trainers read tiles through the same parser."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(Path(data_dir) / "tracks.parquet", columns=["track_id", "status"]).to_pylist()
+    return {row["track_id"]: 0 for row in table if row["status"] == "ok"}
+
+
+def train_features(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Trained:
+    """Standardised librosa summary statistics, PCA to 64 dims; fitted on every track, no labels."""
+    from model import features
+
+    track_ids, values = features.load_features(args.data)
+    if len(track_ids) < 2:
+        raise ValueError(f"{args.data}: the features baseline needs at least two tracks")
+    return Trained(features.features_embedder(values), "features", {"tracks": int(len(track_ids))})
+
+
+TRAINERS: dict[str, Callable[[argparse.Namespace, AudioSpec, Path], Trained]] = {
+    "cnn": train_cnn, "contrastive": train_contrastive, "autoencoder": train_autoencoder, "features": train_features,
+}
 
 
 def file_digest(path: Path) -> str:
@@ -80,7 +246,7 @@ def file_digest(path: Path) -> str:
 
 
 def load_embedder(model_dir: str | Path):
-    """The exported tile -> unit vector Keras model of ``model_dir``."""
+    """The exported input -> unit vector Keras model of ``model_dir``."""
     import keras
 
     path = Path(model_dir) / EMBEDDER_FILE
@@ -97,87 +263,27 @@ def model_info(model_dir: str | Path) -> dict[str, Any]:
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
-    """Train, evaluate on the test split, export; returns the metrics also written to metrics.json."""
+    """Train the kind asked for and export it; returns the metrics also written to metrics.json."""
     args = parse_args(argv)
     common.check_output(args.out, overwrite=args.overwrite)
     spec = AudioSpec.load(args.data)
 
     import keras
     import tensorflow as tf
-    from sklearn.utils.class_weight import compute_class_weight
-
-    from model import cnn, data
 
     keras.utils.set_random_seed(args.seed)
-    labels, genres = data.track_labels(args.data)
-    if len(genres) < 2:
-        raise ValueError(f"{args.data}: the genre CNN needs at least two genres, found {genres}")
-    train_files = data.tile_files(args.data, "train")
-    train = data.tile_dataset(train_files, spec, labels=labels, batch_size=args.batch_size, shuffle=True,
-                              seed=args.seed)
-    splits = {}
-    for split in ("validation", "test"):
-        try:
-            splits[split] = data.tile_dataset(data.tile_files(args.data, split), spec, labels=labels,
-                                              batch_size=args.batch_size, shuffle=False)
-        except FileNotFoundError:
-            splits[split] = None
-
-    train_labels = np.concatenate([label.numpy() for _, label, _ in train] + [np.zeros(0, np.int64)])
-    if train_labels.size == 0:
-        raise ValueError(f"{args.data}: no labelled training tiles")
-    log.info("train: %d training tiles, %d genres", train_labels.size, len(genres))
-    present = np.unique(train_labels)
-    weights = compute_class_weight("balanced", classes=present, y=train_labels)
-    class_weight = {int(c): float(w) for c, w in zip(present, weights)}
-
-    normaliser = keras.layers.Normalization(axis=1, name="per_band_norm")
-    normaliser.adapt(train.map(lambda mel, label, track_id: mel).take(50))
-    classifier = cnn.build_genre_cnn(spec, len(genres), normaliser)
-    classifier.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                       metrics=["accuracy"])
-
     with common.staged_output(args.out, overwrite=args.overwrite) as staging_name:
         staging = Path(staging_name)
-        validation = splits["validation"]
-        has_validation = validation is not None and any(True for _ in validation.take(1))
-        monitor = "val_loss" if has_validation else "loss"
-        callbacks = [
-            keras.callbacks.EarlyStopping(monitor=monitor, patience=args.patience, restore_best_weights=True),
-            keras.callbacks.ModelCheckpoint(str(staging / "checkpoint.keras"), monitor=monitor, save_best_only=True),
-            keras.callbacks.CSVLogger(str(staging / "history.csv")),
-            keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
-        ]
-        as_pairs = lambda ds: ds.map(lambda mel, label, track_id: (mel, label))  # noqa: E731
-        classifier.fit(
-            as_pairs(train),
-            validation_data=as_pairs(validation) if has_validation else None,
-            epochs=args.epochs,
-            class_weight=class_weight,
-            callbacks=callbacks,
-            verbose=args.verbose,
-        )
-        (staging / "checkpoint.keras").unlink(missing_ok=True)
-
-        metrics = {
-            "kind": "cnn",
-            "genres": genres,
-            "epochs_run": len(classifier.history.epoch),
-            "test": evaluate_split(classifier, splits["test"], genres) if splits["test"] is not None else {},
-            "validation": evaluate_split(classifier, validation, genres) if has_validation else {},
-        }
-        classifier.save(staging / "classifier.keras")
-        raw = cnn.embedding_outputs(classifier)
-        centre = np.mean(np.concatenate([raw(mel, training=False).numpy() for mel, _, _ in train]), axis=0)
-        cnn.embedder_of(classifier, centre).save(staging / EMBEDDER_FILE)
+        trained = TRAINERS[args.model](args, spec, staging)
+        trained.embedder.save(staging / EMBEDDER_FILE)
         spec.save(staging)
-        (staging / "genres.json").write_text(json.dumps(genres, indent=2) + "\n")
+        metrics = {"kind": args.model, **trained.metrics}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        info = {"model_id": f"cnn-{file_digest(staging / EMBEDDER_FILE)}", "kind": "cnn", "embedding_dim": 64,
-                "tensorflow": tf.__version__, "keras": keras.__version__}
+        info = {"model_id": f"{args.model}-{file_digest(staging / EMBEDDER_FILE)}", "kind": args.model,
+                "input": trained.input_kind, "embedding_dim": 64, "tensorflow": tf.__version__,
+                "keras": keras.__version__}
         (staging / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    log.info("train: test accuracy %s on %s tracks -> %s", metrics["test"].get("accuracy"),
-             metrics["test"].get("tracks"), args.out)
+    log.info("train %s -> %s", args.model, args.out)
     return metrics
 
 

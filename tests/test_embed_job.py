@@ -6,7 +6,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_jobs.embed import EmbedTracks, NearestNeighbours
 from beam_jobs.neighbours import l2_normalise, top_k_cosine
 from schemas.audio import AudioSpec
-from schemas.tile_example import encode_tile
+from schemas.tile_example import decode_tile, encode_tile
 
 
 def test_nearest_neighbours_transform_equals_exact_top_k():
@@ -32,5 +32,6 @@ def test_embed_tracks_gives_one_unit_vector_per_track(pipeline_outputs):
             assert vector.shape == (64,) and abs(np.linalg.norm(vector) - 1) < 1e-5
 
     with TestPipeline() as pipeline:
-        vectors = pipeline | beam.Create(records) | EmbedTracks(str(pipeline_outputs["model"]), spec, 4)
+        vectors = (pipeline | beam.Create(records) | beam.Map(lambda r: (decode_tile(r, spec).track_id, decode_tile(r, spec).mel))
+                   | EmbedTracks(str(pipeline_outputs["model"]), 4))
         assert_that(vectors, check)

@@ -33,3 +33,42 @@ def test_exported_embedder_is_centred_unit_embedding_and_survives_saving(tmp_pat
     loaded = keras.saving.load_model(tmp_path / "e.keras", compile=False)
     np.testing.assert_allclose(loaded(tiles).numpy(), expected, atol=1e-5)
     assert loaded.output_shape == (None, 64)
+
+
+def test_nt_xent_is_lower_for_matching_views():
+    import tensorflow as tf
+
+    from model.contrastive import nt_xent
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((8, 16)).astype("float32")
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    other = rng.standard_normal((8, 16)).astype("float32")
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    loss = nt_xent(0.1)
+    matching = float(tf.reduce_mean(loss(None, tf.constant(np.stack([z, z], axis=1)))))
+    unrelated = float(tf.reduce_mean(loss(None, tf.constant(np.stack([z, other], axis=1)))))
+    assert matching < 0.1 < unrelated
+
+
+def test_augment_keeps_shape_and_changes_values():
+    import tensorflow as tf
+
+    from model.data import augment
+
+    mel = tf.constant(np.random.default_rng(0).normal(-40, 10, (128, 128)).astype("float32"))
+    out = augment(mel)
+    assert out.shape == mel.shape and not np.allclose(out.numpy(), mel.numpy())
+
+
+def test_features_embedder_is_standardised_pca(tmp_path):
+    from sklearn.decomposition import PCA
+
+    from model.features import features_embedder
+
+    values = np.random.default_rng(0).normal(5, 3, (100, 200)).astype("float32")
+    vectors = np.asarray(features_embedder(values)(values))
+    standardised = (values - values.mean(0)) / (values.std(0) + 1e-6)
+    expected = PCA(n_components=64, random_state=0).fit_transform(standardised)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.abs(np.sum(vectors * expected, axis=1)), 1.0, atol=1e-3)

@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed"}
+JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed",
+        "evaluate": "model.evaluate"}
 log = logging.getLogger("wavelist")
 
 
@@ -30,16 +31,18 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
+BEAM_JOBS = ("ingest", "embed")
+
+
 def _run_job(name: str, argv: list[str]) -> None:
+    """Run a stage; Beam jobs parse their flags with Beam, so their --help is assembled here."""
     import importlib
 
     module = importlib.import_module(JOBS[name])
-    if "-h" in argv or "--help" in argv:
-        print(module.__doc__)
-        if name == "train":
-            module.parse_args(["--help"])
+    if name in BEAM_JOBS and ("-h" in argv or "--help" in argv):
         from beam_jobs.common import OutputOptions
 
+        print(module.__doc__)
         options = next(v for k, v in vars(module).items() if k.endswith("Options") and k != "PipelineOptions")
         parser = argparse.ArgumentParser(prog=f"wavelist {name}", add_help=False)
         options._add_argparse_args(parser)

@@ -1,0 +1,197 @@
+"""Compare embedding models on the same data: genre accuracy, neighbour quality, same-track agreement.
+
+    wavelist evaluate --data DATA --models MODEL [MODEL ...] --out REPORT
+
+Writes ``REPORT/evaluation.md``, ``REPORT/evaluation.json`` and ``REPORT/<model>-map2d.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from schemas.audio import AudioSpec
+
+log = logging.getLogger(__name__)
+K = 10
+
+
+@dataclass
+class TrackVectors:
+    """Unit vectors of whole tracks and of two excerpts (first and second half of the tiles)."""
+
+    ids: np.ndarray  # [n]
+    full: np.ndarray  # [n, d]
+    excerpt_ids: np.ndarray  # [m], tracks with at least two tiles
+    excerpt_a: np.ndarray  # [m, d]
+    excerpt_b: np.ndarray  # [m, d]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def embed_catalogue(model_dir: str | Path, data_dir: str | Path) -> TrackVectors:
+    """Vectors of every track of DATA under the model (in this process, batch by batch)."""
+    from model import data, features
+    from model.train import load_embedder, model_info
+
+    embedder = load_embedder(model_dir)
+    if model_info(model_dir).get("input") == "features":
+        ids, values = features.load_features(data_dir)
+        full = _unit(np.asarray(embedder(values, training=False)))
+        empty = np.zeros((0, full.shape[1]), np.float32)
+        return TrackVectors(ids, full, np.zeros(0, np.int64), empty, empty)
+    spec = AudioSpec.load(data_dir)
+    spec.require_same(AudioSpec.load(model_dir), what=f"the tiles in {data_dir} (vs the model {model_dir})")
+    tiles, track_ids = data.load_tiles(data.all_tile_files(data_dir), spec)
+    vectors = np.concatenate([np.asarray(embedder(tiles[i:i + 256].astype(np.float32), training=False))
+                              for i in range(0, len(tiles), 256)])
+    starts = np.flatnonzero(np.r_[True, track_ids[1:] != track_ids[:-1]])
+    ends = np.r_[starts[1:], len(track_ids)]
+    full = _unit(np.stack([vectors[s:e].mean(axis=0) for s, e in zip(starts, ends)]))
+    two = [(s, e) for s, e in zip(starts, ends) if e - s >= 2]
+    excerpt_a = _unit(np.stack([vectors[s:s + (e - s) // 2].mean(axis=0) for s, e in two])) if two else full[:0]
+    excerpt_b = _unit(np.stack([vectors[s + (e - s) // 2:e].mean(axis=0) for s, e in two])) if two else full[:0]
+    return TrackVectors(track_ids[starts], full, track_ids[[s for s, _ in two]], excerpt_a, excerpt_b)
+
+
+def neighbour_quality(vectors: np.ndarray, genres: np.ndarray, artists: np.ndarray, queries: np.ndarray,
+                      k: int = K) -> dict[str, float]:
+    """Genre precision@k and mean average precision of each query's neighbours; the query itself and
+    tracks by the query's artist are not candidates (``artists`` -1 = unknown, never filtered)."""
+    sims = vectors[queries] @ vectors.T
+    precision, average_precision = [], []
+    for row, q in enumerate(queries):
+        excluded = np.arange(len(vectors)) == q
+        if artists[q] >= 0:
+            excluded |= artists == artists[q]
+        order = np.argsort(-np.where(excluded, -np.inf, sims[row]), kind="stable")[: len(vectors) - excluded.sum()]
+        relevant = genres[order] == genres[q]
+        precision.append(relevant[:k].mean())
+        hits = np.cumsum(relevant)
+        average_precision.append(float((hits / np.arange(1, len(hits) + 1))[relevant].mean()) if hits[-1] else 0.0)
+    return {f"genre_p@{k}": float(np.mean(precision)), "genre_map": float(np.mean(average_precision)),
+            "queries": int(len(queries))}
+
+
+def same_track_recall(vectors: TrackVectors, query_ids: set[int], k: int = K) -> dict[str, float]:
+    """Share of query tracks whose second-half excerpt is among the k nearest second-half excerpts of
+    their first half (all tracks' second halves are candidates)."""
+    rows = np.array([i for i, t in enumerate(vectors.excerpt_ids) if int(t) in query_ids], np.int64)
+    if len(rows) == 0:
+        return {f"same_track_r@{k}": float("nan"), "queries": 0}
+    sims = vectors.excerpt_a[rows] @ vectors.excerpt_b.T
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return {f"same_track_r@{k}": float(np.mean([r in t for r, t in zip(rows, top)])), "queries": int(len(rows))}
+
+
+def genre_accuracy(vectors: np.ndarray, genres: np.ndarray, splits: np.ndarray) -> dict[str, Any]:
+    """A logistic regression on the frozen training-split vectors, scored on the test split."""
+    from sklearn.linear_model import LogisticRegression
+
+    from model.train import classification_metrics
+
+    names = sorted(set(genres[genres != ""]))
+    index = {g: i for i, g in enumerate(names)}
+    train = (splits == "train") & (genres != "")
+    test = (splits == "test") & (genres != "")
+    if len({*genres[train]}) < 2 or not test.any():
+        return {"tracks": int(test.sum())}
+    classifier = LogisticRegression(max_iter=2000).fit(vectors[train], [index[g] for g in genres[train]])
+    return classification_metrics(np.array([index[g] for g in genres[test]]), classifier.predict(vectors[test]),
+                                  names)
+
+
+def picture(vectors: np.ndarray, genres: np.ndarray, title: str, out: Path) -> None:
+    """A 2-D t-SNE of the track vectors, coloured by genre, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    coords = TSNE(n_components=2, perplexity=min(30.0, (len(vectors) - 1) / 3), metric="cosine", init="pca",
+                  random_state=0).fit_transform(vectors) if len(vectors) > 8 else vectors[:, :2]
+    figure, axes = plt.subplots(figsize=(7, 6), dpi=100)
+    for genre in sorted(set(genres)):
+        mask = genres == genre
+        axes.scatter(coords[mask, 0], coords[mask, 1], s=10, label=genre or "unknown")
+    axes.set_title(title)
+    axes.legend(fontsize=7, markerscale=2, loc="best")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+
+
+def evaluate_model(model_dir: Path, data_dir: Path, report: Path) -> dict[str, Any]:
+    from model.train import model_info
+
+    info = model_info(model_dir)
+    tracks = {r["track_id"]: r for r in pq.read_table(data_dir / "tracks.parquet").to_pylist() if r["status"] == "ok"}
+    vectors = embed_catalogue(model_dir, data_dir)
+    genres = np.array([tracks[int(t)]["genre"] or "" for t in vectors.ids])
+    artists = np.array([tracks[int(t)]["artist_id"] if tracks[int(t)]["artist_id"] is not None else -1
+                        for t in vectors.ids])
+    splits = np.array([tracks[int(t)]["split"] for t in vectors.ids])
+    test_queries = np.flatnonzero((splits == "test") & (genres != ""))
+    result: dict[str, Any] = {"model": str(model_dir), "kind": info["kind"], "model_id": info["model_id"]}
+    result["neighbours"] = neighbour_quality(vectors.full, genres, artists, test_queries)
+    result["same_track"] = same_track_recall(vectors, {int(t) for t in vectors.ids[splits == "test"]})
+    result["genre_logreg"] = genre_accuracy(vectors.full, genres, splits)
+    metrics_path = model_dir / "metrics.json"
+    if info["kind"] == "cnn" and metrics_path.exists():
+        result["genre_classifier"] = json.loads(metrics_path.read_text()).get("test", {})
+    picture(vectors.full, genres, f"{info['kind']} ({info['model_id']})", report / f"{model_dir.name}-map2d.png")
+    return result
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
+    lines = [f"| model | kind | genre accuracy (test) | genre P@{K} | genre MAP | same-track R@{K} |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        accuracy = r.get("genre_classifier", {}).get("accuracy", r["genre_logreg"].get("accuracy"))
+        lines.append(f"| {Path(r['model']).name} | {r['kind']} | {cell(accuracy)} | "
+                     f"{cell(r['neighbours'][f'genre_p@{K}'])} | {cell(r['neighbours']['genre_map'])} | "
+                     f"{cell(r['same_track'][f'same_track_r@{K}'])} |")
+    queries = results[0]["neighbours"]["queries"] if results else 0
+    lines += ["", f"Queries: the {queries} test-split tracks with a genre; candidates: every track, minus the "
+              "query's artist. Genre accuracy: the CNN's own classifier (mean of tile probabilities) for `cnn`, "
+              "a logistic regression on the frozen training-split vectors for the others. Same-track: the first "
+              "half of a test track's tiles against the second halves of all tracks."]
+    return "\n".join(lines) + "\n"
+
+
+def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(prog="wavelist evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, type=Path, help="output folder of wavelist ingest")
+    parser.add_argument("--models", required=True, nargs="+", type=Path, help="model folders to compare")
+    parser.add_argument("--out", required=True, type=Path, help="report folder")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for model_dir in args.models:
+        log.info("evaluate %s", model_dir)
+        results.append(evaluate_model(model_dir, args.data, args.out))
+    (args.out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (args.out / "evaluation.md").write_text(table)
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run()

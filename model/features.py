@@ -1,0 +1,42 @@
+"""The baseline that needs no network: librosa summary statistics, standardised, PCA to 64 dims."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pyarrow.parquet as pq
+
+from schemas.tables import EMBEDDING_DIM, summary_feature_names
+
+
+def load_features(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(track_ids [n], features [n, 200] float32)`` from ``DATA/features.parquet``."""
+    table = pq.read_table(Path(data_dir) / "features.parquet")
+    names = summary_feature_names()
+    return table["track_id"].to_numpy(), np.stack([table[n].to_numpy() for n in names], axis=1).astype(np.float32)
+
+
+def pca_components(values: np.ndarray, dims: int = EMBEDDING_DIM) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [d], kernel [d, 64])`` of a PCA of ``values``; columns past the rank are zero."""
+    from sklearn.decomposition import PCA
+
+    n = min(dims, values.shape[0], values.shape[1])
+    pca = PCA(n_components=n, random_state=0).fit(values)
+    kernel = np.zeros((values.shape[1], dims), np.float32)
+    kernel[:, :n] = pca.components_.T
+    return pca.mean_.astype(np.float32), kernel
+
+
+def features_embedder(features: np.ndarray) -> keras.Model:
+    """track features -> standardised -> PCA to 64 -> unit vector, fitted on ``features``."""
+    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
+    standardised = (features - mean) / std
+    pca_mean, kernel = pca_components(standardised)
+    inputs = keras.Input(shape=(features.shape[1],), name="features")
+    x = keras.layers.Normalization(mean=mean, variance=std**2, name="standardise")(inputs)
+    x = keras.layers.Normalization(mean=pca_mean, variance=np.ones_like(pca_mean), name="pca_centre")(x)
+    projection = keras.layers.Dense(EMBEDDING_DIM, use_bias=False, name="pca")
+    x = projection(x)
+    projection.set_weights([kernel])
+    return keras.Model(inputs, keras.layers.UnitNormalization(name="unit_embedding")(x), name="embedder")

@@ -1,0 +1,70 @@
+"""Every model kind trains on the session's tiny catalogue and exports a tile/feature -> unit vector model."""
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from model import evaluate, train
+
+
+@pytest.fixture(scope="module")
+def kinds(pipeline_outputs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("kinds")
+    data = pipeline_outputs["data"]
+    flags = {"contrastive": ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8"],
+             "autoencoder": ["--epochs", "1"], "features": []}
+    for kind, extra in flags.items():
+        train.run(["--data", str(data), "--out", str(root / kind), "--model", kind, "--verbose", "0", *extra])
+    return {"cnn": pipeline_outputs["model"], **{kind: root / kind for kind in flags}}
+
+
+@pytest.mark.parametrize("kind", ["contrastive", "autoencoder", "features"])
+def test_each_kind_exports_a_unit_64d_embedder(kinds, pipeline_outputs, kind):
+    info = train.model_info(kinds[kind])
+    assert info["kind"] == kind and info["model_id"].startswith(kind)
+    assert info["input"] == ("features" if kind == "features" else "tiles")
+    vectors = evaluate.embed_catalogue(kinds[kind], pipeline_outputs["data"])
+    assert vectors.full.shape == (32, 64)
+    np.testing.assert_allclose(np.linalg.norm(vectors.full, axis=1), 1.0, atol=1e-5)
+
+
+def test_embed_job_runs_a_features_model(kinds, pipeline_outputs, tmp_path):
+    from beam_jobs import embed
+    from tests.conftest import IN_MEMORY
+
+    summary = embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(kinds["features"]),
+                         "--out", str(tmp_path / "t"), "--k", "5", *IN_MEMORY])
+    assert summary["tracks_embedded"] == 32 and summary["model_id"].startswith("features-")
+    vectors = np.stack(pq.read_table(tmp_path / "t" / "embeddings.parquet")["embedding"].to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_evaluate_writes_one_table_for_all_kinds(kinds, pipeline_outputs, tmp_path):
+    results = evaluate.run(["--data", str(pipeline_outputs["data"]), "--models", *[str(kinds[k]) for k in kinds],
+                            "--out", str(tmp_path)])
+    assert [r["kind"] for r in results] == list(kinds)
+    table = (tmp_path / "evaluation.md").read_text()
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + len(kinds)
+    assert json.loads((tmp_path / "evaluation.json").read_text())[0]["neighbours"]["queries"] == 8
+    assert all((tmp_path / f"{kinds[k].name}-map2d.png").stat().st_size > 1000 for k in kinds)
+    features = next(r for r in results if r["kind"] == "features")
+    assert np.isnan(features["same_track"]["same_track_r@10"])  # one feature row per track: no excerpts
+
+
+def test_neighbour_quality_filters_the_artist():
+    vectors = np.array([[1, 0], [0.99, 0.1], [0.9, 0.4], [0, 1]], dtype=float)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    genres = np.array(["a", "a", "a", "b"])
+    artists = np.array([1, 1, 2, 3])
+    result = evaluate.neighbour_quality(vectors, genres, artists, np.array([0]), k=2)
+    # track 1 shares the artist: candidates in order are 2 (a), 3 (b)
+    assert result["genre_p@2"] == pytest.approx(0.5)
+    assert result["genre_map"] == pytest.approx(1.0)
+
+
+def test_same_track_recall_counts_own_second_half():
+    a = np.eye(3)
+    b = np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=float)
+    vectors = evaluate.TrackVectors(np.arange(3), a, np.arange(3), a, b)
+    assert evaluate.same_track_recall(vectors, {0, 1, 2}, k=1)["same_track_r@1"] == pytest.approx(1 / 3)
