@@ -40,8 +40,11 @@ def tile_dataset(
     batch_size: int,
     shuffle: bool,
     seed: int = 0,
+    augmented: bool = False,
 ) -> tf.data.Dataset:
-    """Batches of ``(mel [B, n_mels, tile_frames], label [B], track_id [B])``; unlabelled tiles dropped."""
+    """Batches of ``(mel [B, n_mels, tile_frames], label [B], track_id [B])``; unlabelled tiles dropped.
+
+    ``augmented`` applies :func:`augment` to every tile (training only)."""
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
             tf.constant(list(labels), tf.int64), tf.constant(list(labels.values()), tf.int64)
@@ -60,6 +63,9 @@ def tile_dataset(
         dataset = dataset.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     dataset = dataset.filter(lambda mel, label, track_id: label >= 0)
+    if augmented:
+        dataset = dataset.map(lambda mel, label, track_id: (augment(mel), label, track_id),
+                              num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

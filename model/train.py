@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=5, help="early stopping on validation loss")
     parser.add_argument("--temperature", type=float, default=0.1, help="contrastive: NT-Xent temperature")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="cnn: train without spectrogram augmentation (gain, frequency and time masks, roll)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
@@ -125,18 +127,20 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
     if len(genres) < 2:
         raise ValueError(f"{args.data}: the genre CNN needs at least two genres, found {genres}; "
                          "use --model contrastive, which needs no labels")
-    train = data.tile_dataset(data.tile_files(args.data, "train"), spec, labels=labels,
-                              batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    train_files = data.tile_files(args.data, "train")
+    train = data.tile_dataset(train_files, spec, labels=labels, batch_size=args.batch_size, shuffle=True,
+                              seed=args.seed, augmented=not args.no_augment)
+    plain_train = data.tile_dataset(train_files, spec, labels=labels, batch_size=args.batch_size, shuffle=False)
     splits = {split: data.tile_dataset(files, spec, labels=labels, batch_size=args.batch_size, shuffle=False)
               for split in ("validation", "test") if (files := data._files_or_none(args.data, split))}
-    train_labels = np.concatenate([label.numpy() for _, label, _ in train] + [np.zeros(0, np.int64)])
+    train_labels = np.concatenate([label.numpy() for _, label, _ in plain_train] + [np.zeros(0, np.int64)])
     if train_labels.size == 0:
         raise ValueError(f"{args.data}: no labelled training tiles")
     log.info("train cnn: %d training tiles, %d genres", train_labels.size, len(genres))
     present = np.unique(train_labels)
     weights = compute_class_weight("balanced", classes=present, y=train_labels)
 
-    classifier = cnn.build_genre_cnn(spec, len(genres), _adapted_normaliser(train.map(lambda m, l, t: m)))
+    classifier = cnn.build_genre_cnn(spec, len(genres), _adapted_normaliser(plain_train.map(lambda m, l, t: m)))
     import keras
 
     classifier.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
@@ -157,7 +161,7 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
     classifier.save(staging / "classifier.keras")
     (staging / "genres.json").write_text(json.dumps(genres, indent=2) + "\n")
     raw = cnn.embedding_outputs(classifier)
-    centre = _mean_embedding(raw, (m for m, _, _ in train))
+    centre = _mean_embedding(raw, (m for m, _, _ in plain_train))
     return Trained(cnn.embedder_of(classifier, centre), "tiles", metrics)
 
 
@@ -202,7 +206,7 @@ def train_autoencoder(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
                               batch_size=args.batch_size, shuffle=True, seed=args.seed)
     crops = train.unbatch().map(lambda mel, label, track_id: autoencoder.random_crops(mel)).batch(args.batch_size)
     model, encoder = autoencoder.build_autoencoder(spec, _adapted_normaliser(crops))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=lambda _, error: error)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=autoencoder.reconstruction_loss)
     validation = None
     if files := data._files_or_none(args.data, "validation"):
         validation = data.tile_dataset(files, spec, labels=_all_tracks(args.data), batch_size=args.batch_size,
