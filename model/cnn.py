@@ -60,3 +60,28 @@ def embedder_of(model: keras.Model, centre: np.ndarray | None = None) -> keras.M
 def embedding_outputs(model: keras.Model) -> keras.Model:
     """tile -> raw (uncentred, unnormalised) output of layer ``embedding``."""
     return keras.Model(model.input, model.get_layer(EMBEDDING_LAYER).output)
+
+
+def copy_encoder_weights(source: keras.Model, target: keras.Model) -> int:
+    """Copy the encoder layers (normaliser, conv blocks, ``embedding``) of ``source`` into ``target``,
+    in order, up to and including ``embedding``; returns how many layers were copied."""
+
+    def encoder_layers(model: keras.Model) -> list:
+        layers = []
+        for layer in model.layers:
+            if isinstance(layer, keras.Model):  # an encoder nested as one layer
+                layers += encoder_layers(layer)
+            elif layer.weights:
+                layers.append(layer)
+            if layer.name == EMBEDDING_LAYER:
+                break
+        return layers
+
+    pairs = list(zip(encoder_layers(source), encoder_layers(target)))
+    if not pairs or pairs[-1][1].name != EMBEDDING_LAYER:
+        raise ValueError("the source model has no encoder ending in an 'embedding' layer to copy")
+    for src, dst in pairs:
+        if [w.shape for w in src.weights] != [w.shape for w in dst.weights]:
+            raise ValueError(f"cannot copy layer {src.name} into {dst.name}: shapes differ")
+        dst.set_weights(src.get_weights())
+    return len(pairs)

@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=5, help="early stopping on validation loss")
     parser.add_argument("--temperature", type=float, default=0.1, help="contrastive: NT-Xent temperature")
+    parser.add_argument("--init-from", type=Path, metavar="MODEL",
+                        help="cnn: start the encoder from a trained contrastive (or cnn) model, then fine-tune")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--no-augment", action="store_true",
                         help="cnn: train without spectrogram augmentation (gain, frequency and time masks, roll)")
     parser.add_argument("--seed", type=int, default=0)
@@ -141,9 +144,12 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
     weights = compute_class_weight("balanced", classes=present, y=train_labels)
 
     classifier = cnn.build_genre_cnn(spec, len(genres), _adapted_normaliser(plain_train.map(lambda m, l, t: m)))
+    if args.init_from:
+        copied = cnn.copy_encoder_weights(load_embedder(args.init_from), classifier)
+        log.info("train cnn: encoder initialised from %s (%d layers)", args.init_from, copied)
     import keras
 
-    classifier.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+    classifier.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="sparse_categorical_crossentropy",
                        metrics=["accuracy"])
     validation = splits.get("validation")
     has_validation = validation is not None and any(True for _ in validation.take(1))
@@ -154,6 +160,7 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
                    verbose=args.verbose)
     metrics = {
         "genres": genres,
+        "init_from": str(args.init_from) if args.init_from else None,
         "epochs_run": len(classifier.history.epoch),
         "test": evaluate_split(classifier, splits["test"], genres) if "test" in splits else {},
         "validation": evaluate_split(classifier, validation, genres) if has_validation else {},

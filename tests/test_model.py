@@ -72,3 +72,26 @@ def test_features_embedder_is_standardised_pca(tmp_path):
     expected = PCA(n_components=64, random_state=0).fit_transform(standardised)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(np.abs(np.sum(vectors * expected, axis=1)), 1.0, atol=1e-3)
+
+
+def test_copy_encoder_weights_from_an_exported_embedder(tmp_path):
+    import keras
+
+    from model import cnn
+    from schemas.audio import AudioSpec
+
+    spec = AudioSpec(n_mels=16, tile_frames=16)
+    rng = np.random.default_rng(0)
+    normaliser = keras.layers.Normalization(axis=1)
+    normaliser.adapt(rng.normal(2, 3, (10, 16, 16)).astype("float32"))
+    source = cnn.embedder_of(cnn.build_encoder(spec, normaliser))
+    source.save(tmp_path / "e.keras")
+    source = keras.saving.load_model(tmp_path / "e.keras", compile=False)
+    other = keras.layers.Normalization(axis=1)
+    other.adapt(rng.normal(0, 1, (10, 16, 16)).astype("float32"))
+    target = cnn.build_genre_cnn(spec, 3, other)
+    assert cnn.copy_encoder_weights(source, target) == 10  # normaliser, 4 conv, 4 batch norm, embedding
+    tiles = rng.standard_normal((4, 16, 16)).astype("float32")
+    expected = np.asarray(source(tiles))
+    got = cnn.embedding_outputs(target)(tiles).numpy()
+    np.testing.assert_allclose(got / np.linalg.norm(got, axis=1, keepdims=True), expected, atol=1e-5)
