@@ -84,4 +84,6 @@ def copy_encoder_weights(source: keras.Model, target: keras.Model) -> int:
         if [w.shape for w in src.weights] != [w.shape for w in dst.weights]:
             raise ValueError(f"cannot copy layer {src.name} into {dst.name}: shapes differ")
         dst.set_weights(src.get_weights())
+        if isinstance(dst, keras.layers.Normalization):
+            dst.finalize_state()  # a Normalization layer reads its statistics only from here
     return len(pairs)
