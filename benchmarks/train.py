@@ -46,12 +46,13 @@ def main() -> None:
     spec = AudioSpec.load(args.data)
     labels, genres = data.track_labels(args.data)
     files = data.tile_files(args.data, "train")
-    train = data.tile_dataset(files, spec, labels=labels, batch_size=args.batch_size, shuffle=True).repeat()
+    train = data.tile_dataset(files, spec, labels=labels, batch_size=args.batch_size, shuffle=True,
+                              augmented=True).repeat()
     print(f"{args.data}: {len(genres)} genres, batch {args.batch_size}, TensorFlow {tf.__version__}, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads")
 
     print("genre CNN:")
-    pipeline = rate("tf.data input pipeline alone (read, parse, shuffle, batch)", train, args.batch_size,
+    pipeline = rate("tf.data input alone (read, parse, shuffle, augment, batch)", train, args.batch_size,
                     args.batches)
     normaliser = keras.layers.Normalization(axis=1)
     normaliser.adapt(train.map(lambda m, l, t: m).take(10))
