@@ -18,12 +18,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from beam_jobs import common
-from beam_jobs.neighbours import l2_normalise, map_coordinates, top_k_cosine
+from beam_jobs.neighbours import block_of, l2_normalise, map_coordinates, merge_top_k, top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.tile_example import decode_tile
@@ -110,31 +111,99 @@ def stack_catalogue(pairs: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray
     return np.array([i for i, _ in pairs], np.int64), np.stack([v for _, v in pairs]).astype(np.float32)
 
 
-def neighbour_rows(batch: list[tuple[int, np.ndarray]], catalogue: tuple[np.ndarray, np.ndarray], k: int):
-    ids, vectors = catalogue
-    query_ids = np.array([i for i, _ in batch], np.int64)
-    neighbour_ids, similarities = top_k_cosine(np.stack([v for _, v in batch]), query_ids, vectors, ids, k)
+class MergeTopK(beam.CombineFn):
+    """Partial ``(ids, similarities)`` lists of one track -> its top k; the accumulator never holds more."""
+
+    def __init__(self, k: int):
+        self._k = k
+
+    def create_accumulator(self):
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+
+    def add_input(self, accumulator, partial):
+        return merge_top_k([accumulator, partial], self._k)
+
+    def merge_accumulators(self, accumulators):
+        return merge_top_k(list(accumulators), self._k)
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def block_pairs(block: int, ids: np.ndarray, vectors: np.ndarray, n_blocks: int):
+    """Send a block to every (query block, candidate block) pair it belongs to."""
+    for other in range(n_blocks):
+        yield (block, other), ("query", ids, vectors)
+        if other != block:
+            yield (other, block), ("candidates", ids, vectors)
+
+
+def partial_top_k(pair_and_parts, k: int):
+    """Top k of one query block among one candidate block: ``(track_id, (ids, similarities))`` rows."""
+    (query_block, candidate_block), parts = pair_and_parts
+    parts = list(parts)
+    query = next(p for p in parts if p[0] == "query")
+    candidates = query if query_block == candidate_block else next(p for p in parts if p[0] == "candidates")
+    _, query_ids, query_vectors = query
+    _, candidate_ids, candidate_vectors = candidates
+    neighbour_ids, similarities = top_k_cosine(query_vectors, query_ids, candidate_vectors, candidate_ids, k)
     for track_id, row_ids, row_sims in zip(query_ids, neighbour_ids, similarities):
-        for rank, (neighbour_id, similarity) in enumerate(zip(row_ids, row_sims), start=1):
-            yield {"track_id": int(track_id), "rank": rank, "neighbour_id": int(neighbour_id),
-                   "similarity": float(similarity)}
+        yield int(track_id), (row_ids, row_sims)
+
+
+TRACKS_PER_ROW_GROUP = 1000
+
+
+def write_neighbour_table(lists: list[tuple[int, tuple[np.ndarray, np.ndarray]]], path: str, schema) -> int:
+    """Write neighbour lists as one Parquet file sorted by (track_id, rank), with row groups of
+    ``TRACKS_PER_ROW_GROUP`` tracks so that a reader filtering on one track reads one small group.
+    Returns the number of rows. (One worker writes the file: the lists are compact arrays, about
+    12 bytes per neighbour, so ten million rows are about 120 MB.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lists = sorted(lists, key=lambda item: item[0])
+    counts = [len(ids) for _, (ids, _) in lists]
+    table = pa.table({
+        "track_id": np.repeat(np.array([t for t, _ in lists], np.int64), counts),
+        "rank": np.concatenate([np.arange(1, c + 1, dtype=np.int32) for c in counts]) if lists else np.zeros(0, np.int32),
+        "neighbour_id": np.concatenate([ids for _, (ids, _) in lists]).astype(np.int64) if lists else np.zeros(0, np.int64),
+        "similarity": np.concatenate([sims for _, (_, sims) in lists]).astype(np.float32) if lists else np.zeros(0, np.float32),
+    }, schema=schema)
+    k = max(counts) if counts else 1
+    with FileSystems.create(path, compression_type="uncompressed") as handle:
+        pq.write_table(table, handle, row_group_size=max(1, TRACKS_PER_ROW_GROUP * k))
+    return table.num_rows
 
 
 class NearestNeighbours(beam.PTransform):
-    """``(track_id, unit vector)`` -> neighbour rows: exact cosine top-k of query batches against the
-    whole catalogue, which reaches workers once as a side input."""
+    """``(track_id, unit vector)`` -> ``(track_id, (neighbour ids, similarities))``: exact cosine top-k,
+    block against block.
 
-    def __init__(self, k: int, batch_size: int = 512):
+    The catalogue is cut into blocks of about ``block_size`` tracks (by a hash of the id); every pair of
+    blocks meets once on some worker, which computes the top k of the query block among the candidate block
+    by one matrix product; a CombinePerKey merges each track's partial lists. No worker holds more than
+    two blocks; the work is n_blocks^2 independent pairs.
+    """
+
+    def __init__(self, k: int, block_size: int = 4096):
         super().__init__()
         self._k = k
-        self._batch_size = batch_size
+        self._block_size = block_size
 
     def expand(self, vectors):
-        catalogue = vectors | "Catalogue" >> beam.combiners.ToList() | "Stack" >> beam.Map(stack_catalogue)
+        k, size = self._k, self._block_size
+        n_blocks = (vectors | "Count" >> beam.combiners.Count.Globally()
+                    | "Blocks" >> beam.Map(lambda n: max(1, -(-n // size))))
         return (
             vectors
-            | "QueryBatches" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
-            | "TopK" >> beam.FlatMap(neighbour_rows, beam.pvalue.AsSingleton(catalogue), self._k)
+            | "KeyByBlock" >> beam.Map(lambda kv, n: (block_of(kv[0], n), kv), beam.pvalue.AsSingleton(n_blocks))
+            | "GroupBlocks" >> beam.GroupByKey()
+            | "StackBlocks" >> beam.MapTuple(lambda block, pairs: (block, *stack_catalogue(pairs)))
+            | "ToBlockPairs" >> beam.FlatMap(lambda b, n: block_pairs(*b, n), beam.pvalue.AsSingleton(n_blocks))
+            | "MeetBlocks" >> beam.GroupByKey()
+            | "PartialTopK" >> beam.FlatMap(partial_top_k, k)
+            | "MergeTopK" >> beam.CombinePerKey(MergeTopK(k))
         )
 
 
@@ -164,8 +233,13 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
         vectors | "EmbeddingRows" >> beam.MapTuple(lambda i, v: {"track_id": int(i), "embedding": v.tolist()}),
         staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings",
     )
-    write_table(vectors | "Neighbours" >> NearestNeighbours(k), staging, "neighbours.parquet",
-                tables.with_metadata(tables.NEIGHBOURS, **provenance), "WriteNeighbours")
+    _ = (
+        vectors
+        | "Neighbours" >> NearestNeighbours(k)
+        | "AllLists" >> beam.combiners.ToList()
+        | "WriteNeighbours" >> beam.Map(write_neighbour_table, posixpath.join(staging, "neighbours.parquet"),
+                                        tables.with_metadata(tables.NEIGHBOURS, **provenance))
+    )
     write_table(vectors | "Map" >> MapCoordinates(), staging, "map3d.parquet",
                 tables.with_metadata(tables.MAP3D, **provenance), "WriteMap")
     embedded_ids = vectors | "Ids" >> beam.Keys()

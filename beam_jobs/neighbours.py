@@ -58,3 +58,20 @@ def map_coordinates(vectors: np.ndarray, *, seed: int = 0) -> np.ndarray:
     tsne = TSNE(n_components=3, perplexity=min(30.0, (n - 1) / 3), metric="cosine", init="pca",
                 random_state=seed)
     return tsne.fit_transform(vectors).astype(np.float32)
+
+
+def merge_top_k(lists: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge partial neighbour lists ``(ids, similarities)`` of one track into its top ``k``.
+
+    Best first; ties by the smaller id (as :func:`top_k_cosine`), so the result does not depend on the
+    order in which partial lists arrive.
+    """
+    ids = np.concatenate([np.asarray(i, np.int64) for i, _ in lists]) if lists else np.zeros(0, np.int64)
+    sims = np.concatenate([np.asarray(s, np.float32) for _, s in lists]) if lists else np.zeros(0, np.float32)
+    order = np.lexsort((ids, -sims))[:k]
+    return ids[order], sims[order]
+
+
+def block_of(track_id: int, n_blocks: int) -> int:
+    """The block of a track: a stable hash of its id, so blocks are balanced whatever the ids look like."""
+    return int((track_id * 0x9E3779B97F4A7C15) % (2**64) >> 32) % n_blocks

@@ -54,3 +54,27 @@ def test_map_keeps_clusters_apart():
     cluster = np.repeat(np.arange(8), 20)
     assert np.mean(cluster[nearest] == cluster[:, None]) > 0.95
     assert map_coordinates(vectors[:3]).shape == (3, 3)
+
+
+def test_merged_partial_lists_equal_top_k_of_the_whole():
+    from beam_jobs.neighbours import merge_top_k
+
+    rng = np.random.default_rng(5)
+    vectors = l2_normalise(rng.standard_normal((300, 8)))
+    ids = np.arange(300, dtype=np.int64) * 7
+    want_ids, want_sims = top_k_cosine(vectors[:1], ids[:1], vectors, ids, 10)
+    parts = [top_k_cosine(vectors[:1], ids[:1], vectors[s:s + 40], ids[s:s + 40], 10) for s in range(0, 300, 40)]
+    got_ids, got_sims = merge_top_k([(p_ids[0], p_sims[0]) for p_ids, p_sims in parts], 10)
+    np.testing.assert_array_equal(got_ids, want_ids[0])
+    np.testing.assert_allclose(got_sims, want_sims[0], rtol=1e-6)
+    reversed_ids, _ = merge_top_k([(p_ids[0], p_sims[0]) for p_ids, p_sims in parts[::-1]], 10)
+    np.testing.assert_array_equal(reversed_ids, got_ids)
+
+
+def test_blocks_are_balanced():
+    from collections import Counter
+
+    from beam_jobs.neighbours import block_of
+
+    counts = Counter(block_of(i, 8) for i in range(0, 80_000, 10))  # ids with a common stride
+    assert min(counts.values()) > 0.9 * 1000 and max(counts.values()) < 1.1 * 1000

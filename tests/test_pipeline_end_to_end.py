@@ -93,3 +93,12 @@ def test_embed_refuses_tiles_of_other_audio_parameters(pipeline_outputs, tmp_pat
         embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(model_copy), "--out",
                    str(tmp_path / "t")])
     assert not (tmp_path / "t").exists()
+
+
+def test_neighbour_table_is_sorted_by_track_and_rank(pipeline_outputs):
+    table = pq.read_table(pipeline_outputs["tables"] / "neighbours.parquet")
+    keys = list(zip(table["track_id"].to_pylist(), table["rank"].to_pylist()))
+    assert keys == sorted(keys)
+    metadata = pq.read_metadata(pipeline_outputs["tables"] / "neighbours.parquet")
+    stats = metadata.row_group(0).column(0).statistics
+    assert stats.has_min_max and stats.min == min(t for t, _ in keys)
