@@ -21,6 +21,8 @@ REQUIREMENTS = [
     "pandas==3.1.1",
     "plotly==7.1.0",
     "tqdm==4.70.1",
+    "faiss-cpu==1.15.1",
+    "matplotlib==3.11.2",
 ]
 
 setuptools.setup(

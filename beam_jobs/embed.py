@@ -30,6 +30,8 @@ from schemas.audio import AudioSpec
 from schemas.tile_example import decode_tile
 
 log = logging.getLogger(__name__)
+NEIGHBOUR_REPORT = "_neighbour_report.json"
+EXACT_LIMIT = 200_000  # see benchmarks/RESULTS.md: above this, exact all-pairs costs far more than the index
 
 
 class EmbedOptions(PipelineOptions):
@@ -38,6 +40,10 @@ class EmbedOptions(PipelineOptions):
         parser.add_argument("--data", help="output folder of wavelist ingest (required)")
         parser.add_argument("--model", help="output folder of wavelist train (required)")
         parser.add_argument("--k", type=int, default=50, help="neighbours kept per track")
+        parser.add_argument("--neighbours", choices=("auto", "exact", "approximate"), default="auto",
+                            help=f"exact block top-k, or a faiss IVF index; auto: exact up to "
+                            f"{EXACT_LIMIT:,} tracks")
+        parser.add_argument("--nprobe", type=int, default=32, help="approximate: inverted lists probed")
         parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=256,
                             help="tiles per model call")
 
@@ -207,6 +213,64 @@ class NearestNeighbours(beam.PTransform):
         )
 
 
+class IvfIndex:
+    """The approximate index and what the job reports of it; built once, shared with workers as a side input."""
+
+    def __init__(self, pairs, k: int, nprobe: int, recall_queries: int = 1000):
+        from beam_jobs.neighbours import build_ivf_index, recall_at, search_ivf
+
+        self.ids, vectors = stack_catalogue(pairs)
+        self.index = build_ivf_index(vectors)
+        sample = np.random.default_rng(0).permutation(len(self.ids))[:recall_queries]
+        exact_ids, _ = top_k_cosine(vectors[sample], self.ids[sample], vectors, self.ids, 10)
+        approximate, _ = search_ivf(self.index, self.ids, vectors[sample], self.ids[sample], 10, nprobe)
+        self.report = {"mode": "approximate", "index": "faiss IVFFlat, inner product",
+                       "lists": int(self.index.nlist), "nprobe": nprobe, "recall_queries": int(len(sample)),
+                       "recall@10": recall_at(approximate, exact_ids, 10)}
+
+    def __getstate__(self):
+        import faiss
+
+        return {"ids": self.ids, "index": faiss.serialize_index(self.index), "report": self.report}
+
+    def __setstate__(self, state):
+        import faiss
+
+        self.ids, self.report = state["ids"], state["report"]
+        self.index = faiss.deserialize_index(state["index"])
+
+
+class ApproximateNeighbours(beam.PTransform):
+    """``(track_id, unit vector)`` -> ``(track_id, (ids, similarities))`` from a faiss IVF index built once
+    over the whole catalogue and shared with the workers as a side input; query batches probe ``nprobe``
+    lists. Its recall@10 against exact search, on up to 1,000 sampled queries, goes to ``report``."""
+
+    def __init__(self, k: int, nprobe: int, batch_size: int = 1024):
+        super().__init__()
+        self._k, self._nprobe, self._batch_size = k, nprobe, batch_size
+
+    def expand(self, vectors):
+        k, nprobe = self._k, self._nprobe
+        index = (vectors | "Catalogue" >> beam.combiners.ToList()
+                 | "BuildIndex" >> beam.Map(lambda pairs: IvfIndex(pairs, k, nprobe)))
+        self.report = index | "Report" >> beam.Map(lambda built: built.report)
+
+        def search(batch, built):
+            import faiss
+
+            from beam_jobs.neighbours import search_ivf
+
+            faiss.omp_set_num_threads(1)  # one worker per core already
+            query_ids = np.array([i for i, _ in batch], np.int64)
+            found_ids, found_sims = search_ivf(built.index, built.ids, np.stack([v for _, v in batch]), query_ids,
+                                               k, nprobe)
+            yield from zip(query_ids.tolist(), zip(found_ids, found_sims))
+
+        return (vectors
+                | "QueryBatches" >> beam.BatchElements(min_batch_size=64, max_batch_size=self._batch_size)
+                | "Search" >> beam.FlatMap(search, beam.pvalue.AsSingleton(index)))
+
+
 class MapCoordinates(beam.PTransform):
     """``(track_id, unit vector)`` -> map rows (3-D t-SNE of the whole catalogue, on one worker)."""
 
@@ -226,16 +290,23 @@ def write_table(pcoll, folder: str, name: str, schema, label: str):
 
 
 def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, input_kind: str,
-                   provenance: dict[str, Any], accepted: list[dict[str, Any]], k: int, batch_size: int):
+                   provenance: dict[str, Any], accepted: list[dict[str, Any]], k: int, batch_size: int,
+                   approximate: bool = False, nprobe: int = 32):
     inputs = read_model_inputs(pipeline, data, spec, input_kind)
     vectors = inputs | "EmbedTracks" >> EmbedTracks(model_dir, batch_size)
     write_table(
         vectors | "EmbeddingRows" >> beam.MapTuple(lambda i, v: {"track_id": int(i), "embedding": v.tolist()}),
         staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings",
     )
+    if approximate:
+        search = ApproximateNeighbours(k, nprobe)
+        lists = vectors | "Neighbours" >> search
+        _ = search.report | "WriteReport" >> beam.Map(
+            lambda report: common.write_text(posixpath.join(staging, NEIGHBOUR_REPORT), json.dumps(report)))
+    else:
+        lists = vectors | "Neighbours" >> NearestNeighbours(k)
     _ = (
-        vectors
-        | "Neighbours" >> NearestNeighbours(k)
+        lists
         | "AllLists" >> beam.combiners.ToList()
         | "WriteNeighbours" >> beam.Map(write_neighbour_table, posixpath.join(staging, "neighbours.parquet"),
                                         tables.with_metadata(tables.NEIGHBOURS, **provenance))
@@ -266,13 +337,16 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     provenance = {"model_id": info["model_id"], "audio_spec": spec.to_dict()}
     accepted = [row for row in pq.read_table(Path(args.data) / "tracks.parquet").to_pylist()
                 if row["status"] == "ok"]
-    log.info("embed: %d tracks with model %s", len(accepted), info["model_id"])
+    approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and len(accepted) > EXACT_LIMIT)
+    log.info("embed: %d tracks with model %s, %s neighbours", len(accepted), info["model_id"],
+             "approximate" if approximate else "exact")
 
     with common.staged_output(output.out, overwrite=output.overwrite) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         build_pipeline(pipeline, data=args.data, model_dir=str(Path(args.model).resolve()), staging=staging,
                        spec=spec, input_kind=info.get("input", "tiles"), provenance=provenance,
-                       accepted=accepted, k=args.k, batch_size=args.batch_size)
+                       accepted=accepted, k=args.k, batch_size=args.batch_size, approximate=approximate,
+                       nprobe=args.nprobe)
         pipeline.run().wait_until_finish()
         embedded = pq.read_metadata(Path(staging) / "embeddings.parquet").num_rows
         summary = {
@@ -281,7 +355,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             "tracks_embedded": embedded,
             "neighbour_rows": pq.read_metadata(Path(staging) / "neighbours.parquet").num_rows,
             "k": args.k,
+            "neighbours": (json.loads(Path(staging, NEIGHBOUR_REPORT).read_text()) if approximate
+                           else {"mode": "exact", "recall@10": 1.0}),
         }
+        Path(staging, NEIGHBOUR_REPORT).unlink(missing_ok=True)
         (Path(staging) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("embed: %d tracks embedded -> %s", embedded, output.out)
     return summary

@@ -75,3 +75,44 @@ def merge_top_k(lists: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.
 def block_of(track_id: int, n_blocks: int) -> int:
     """The block of a track: a stable hash of its id, so blocks are balanced whatever the ids look like."""
     return int((track_id * 0x9E3779B97F4A7C15) % (2**64) >> 32) % n_blocks
+
+
+def ivf_lists(n: int) -> int:
+    """Inverted lists of the approximate index: about 4 sqrt(n), faiss's usual choice."""
+    return max(1, min(n // 39, int(4 * np.sqrt(n)))) if n >= 39 else 1
+
+
+def build_ivf_index(vectors: np.ndarray, *, seed: int = 0):
+    """A faiss inner-product IVF index (exact vectors in each list) over unit ``vectors``."""
+    import faiss
+
+    lists = ivf_lists(len(vectors))
+    quantiser = faiss.IndexFlatIP(vectors.shape[1])
+    index = faiss.IndexIVFFlat(quantiser, vectors.shape[1], lists, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    sample = vectors[rng.permutation(len(vectors))[: min(len(vectors), 256 * lists)]]
+    index.cp.seed = seed
+    index.train(np.ascontiguousarray(sample, np.float32))
+    index.add(np.ascontiguousarray(vectors, np.float32))
+    return index
+
+
+def search_ivf(index, ids: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, k: int,
+               nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate top-``k`` of each query (its own id excluded), as :func:`top_k_cosine` returns them."""
+    index.nprobe = nprobe
+    sims, rows = index.search(np.ascontiguousarray(queries, np.float32), k + 1)
+    neighbour_ids = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+    out_ids, out_sims = [], []
+    for row_ids, row_sims, query_id in zip(neighbour_ids, sims, query_ids):
+        keep = (row_ids != query_id) & (row_ids >= 0)
+        merged = merge_top_k([(row_ids[keep], row_sims[keep])], k)
+        out_ids.append(merged[0])
+        out_sims.append(merged[1])
+    return out_ids, out_sims
+
+
+def recall_at(approximate: list[np.ndarray], exact: np.ndarray, k: int = 10) -> float:
+    """Share of the exact top-``k`` found in the approximate top-``k``, averaged over queries."""
+    return float(np.mean([len(set(a[:k].tolist()) & set(e[:k].tolist())) / max(1, min(k, len(e)))
+                          for a, e in zip(approximate, exact)]))

@@ -35,3 +35,39 @@ def test_embed_tracks_gives_one_unit_vector_per_track(pipeline_outputs):
         vectors = (pipeline | beam.Create(records) | beam.Map(lambda r: (decode_tile(r, spec).track_id, decode_tile(r, spec).mel))
                    | EmbedTracks(str(pipeline_outputs["model"]), 4))
         assert_that(vectors, check)
+
+
+def test_approximate_neighbours_find_most_exact_ones():
+    from beam_jobs.embed import ApproximateNeighbours
+    from beam_jobs.neighbours import recall_at
+
+    rng = np.random.default_rng(4)
+    centres = l2_normalise(rng.standard_normal((20, 16)))
+    vectors = l2_normalise(np.repeat(centres, 40, axis=0) + 0.2 * rng.standard_normal((800, 16)))
+    ids = np.arange(800, dtype=np.int64) + 10
+    exact_ids, _ = top_k_cosine(vectors, ids, vectors, ids, 10)
+    exact = dict(zip(ids.tolist(), exact_ids))
+
+    def check(lists):
+        lists = dict(lists)
+        assert sorted(lists) == ids.tolist()
+        assert all(t not in found[0] and len(found[0]) == 10 for t, found in lists.items())
+        assert recall_at([lists[t][0] for t in ids.tolist()], [exact[t] for t in ids.tolist()]) > 0.9
+
+    with TestPipeline() as pipeline:
+        search = ApproximateNeighbours(k=10, nprobe=8)
+        lists = pipeline | beam.Create(list(zip(ids.tolist(), vectors))) | search
+        assert_that(lists, check, label="lists")
+        assert_that(search.report | beam.Map(lambda r: (r["mode"], r["recall@10"] > 0.9, r["recall_queries"])),
+                    equal_to([("approximate", True, 800)]), label="report")
+
+
+def test_embed_job_reports_approximate_recall(pipeline_outputs, tmp_path):
+    from beam_jobs import embed
+    from tests.conftest import IN_MEMORY
+
+    summary = embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(pipeline_outputs["model"]),
+                         "--out", str(tmp_path / "t"), "--k", "5", "--neighbours", "approximate", *IN_MEMORY])
+    assert summary["neighbours"]["mode"] == "approximate"
+    assert 0.0 <= summary["neighbours"]["recall@10"] <= 1.0 and summary["neighbour_rows"] == 32 * 5
+    assert not (tmp_path / "t" / "_neighbour_report.json").exists()
