@@ -78,3 +78,15 @@ def test_blocks_are_balanced():
 
     counts = Counter(block_of(i, 8) for i in range(0, 80_000, 10))  # ids with a common stride
     assert min(counts.values()) > 0.9 * 1000 and max(counts.values()) < 1.1 * 1000
+
+
+def test_map_of_a_large_catalogue_places_the_rest_beside_their_neighbours():
+    rng = np.random.default_rng(1)
+    centres = l2_normalise(rng.standard_normal((6, 32)))
+    cluster = np.repeat(np.arange(6), 60)
+    vectors = l2_normalise(centres[cluster] + 0.05 * rng.standard_normal((360, 32)))
+    coords = map_coordinates(vectors, sample=120)  # t-SNE of 120, the other 240 placed
+    distances = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.argsort(distances, axis=1)[:, :5]
+    assert np.mean(cluster[nearest] == cluster[:, None]) > 0.95
