@@ -125,7 +125,7 @@ def _exists(out: str) -> bool:
     return bool(FileSystems.match([out.rstrip("/") + "/**"])[0].metadata_list)
 
 
-def _remove(folder: str) -> None:
+def remove(folder: str) -> None:
     if is_remote(folder):
         FileSystems.delete([folder.rstrip("/") + "/"])
     else:
@@ -159,11 +159,11 @@ def publish(staging: str, out: str, *, overwrite: bool) -> None:
     ``_SUCCESS`` marker is written last, so a reader that checks for it never sees a partial folder.
     """
     if _exists(out) and not overwrite:
-        _remove(staging)
+        remove(staging)
         raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
     if is_remote(out):
         if _exists(out):
-            _remove(out)
+            remove(out)
         sources = [m.path for m in FileSystems.match([staging.rstrip("/") + "/**"])[0].metadata_list]
         FileSystems.rename(sources, [out.rstrip("/") + s[len(staging.rstrip("/")):] for s in sources])
         write_text(join(out, SUCCESS_MARKER), "")
@@ -189,6 +189,6 @@ def staged_output(out: str, *, overwrite: bool) -> Iterator[str]:
     try:
         yield staging
     except BaseException:
-        _remove(staging)
+        remove(staging)
         raise
     publish(staging, out, overwrite=overwrite)

@@ -1,6 +1,7 @@
 """Beam job 2, embed: tiles -> model -> one unit vector per track -> neighbour tables and map.
 
     python -m beam_jobs.embed --data DATA --model MODEL --out TABLES [--k 50] [beam flags]
+    python -m beam_jobs.embed --add NEW_AUDIO --tables TABLES --model MODEL --out NEW_TABLES
 
 Writes ``TABLES/embeddings.parquet``, ``neighbours.parquet``, ``tracks.parquet``, ``map3d.parquet`` and
 ``summary.json``; the folder appears only when complete. Embeddings and neighbours carry the model id
@@ -46,6 +47,9 @@ class EmbedOptions(PipelineOptions):
         parser.add_argument("--nprobe", type=int, default=32, help="approximate: inverted lists probed")
         parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=256,
                             help="tiles per model call")
+        parser.add_argument("--add", metavar="NEW_AUDIO",
+                            help="incremental: a folder of new audio to add to the tables of --tables")
+        parser.add_argument("--tables", metavar="EXISTING", help="incremental: the TABLES to extend")
 
 
 class EmbedBatchFn(beam.DoFn):
@@ -329,6 +333,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
     options = PipelineOptions(argv)
     args = options.view_as(EmbedOptions)
+    if args.add:
+        from beam_jobs import add_tracks
+
+        return add_tracks.run(argv, test_pipeline)
     common.require_flags(options, "data", "model", "out")
     output = options.view_as(common.OutputOptions)
     spec = AudioSpec.load(args.data)

@@ -1,0 +1,145 @@
+"""Incremental embed: add new audio to existing tables without recomputing them.
+
+    wavelist embed --add NEW_AUDIO --tables TABLES --model MODEL --out NEW_TABLES
+
+The new tracks are ingested (into a temporary DATA inside the staging folder) and embedded; their
+neighbours are found among old and new tracks, and each old track's list is merged with its best new
+tracks. Because a merged top-k of partial lists is the top-k of the whole, the result equals a full
+recomputation of embeddings and neighbours. New tracks join the map at the mean position of their 5 nearest
+old tracks (t-SNE is not recomputed). The old TABLES stay untouched; NEW_TABLES appears when complete.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_jobs import common, ingest
+from beam_jobs.embed import (EmbedOptions, EmbedTracks, MergeTopK, read_model_inputs, stack_catalogue,
+                             write_neighbour_table, write_table)
+from beam_jobs.neighbours import top_k_cosine
+from schemas import tables
+from schemas.audio import AudioSpec
+
+log = logging.getLogger(__name__)
+
+
+def cross_top_k(old_batch: list[tuple[int, np.ndarray]], new: tuple[np.ndarray, np.ndarray], k: int):
+    """For a batch of old tracks and all new ones: each old track's top k among the new tracks, and each new
+    track's top k among the batch; both as ``(track_id, (ids, similarities))`` partial lists."""
+    new_ids, new_vectors = new
+    old_ids = np.array([i for i, _ in old_batch], np.int64)
+    old_vectors = np.stack([v for _, v in old_batch])
+    for side in ((old_vectors, old_ids, new_vectors, new_ids), (new_vectors, new_ids, old_vectors, old_ids)):
+        ids, sims = top_k_cosine(*side, k)
+        yield from ((int(t), (i, s)) for t, i, s in zip(side[1], ids, sims))
+
+
+def new_among_new(new: tuple[np.ndarray, np.ndarray], k: int):
+    ids, vectors = new
+    found, sims = top_k_cosine(vectors, ids, vectors, ids, k)
+    yield from ((int(t), (i, s)) for t, i, s in zip(ids, found, sims))
+
+
+def stored_lists(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    rows = sorted(rows, key=lambda r: r["rank"])
+    return (np.array([r["neighbour_id"] for r in rows], np.int64),
+            np.array([r["similarity"] for r in rows], np.float32))
+
+
+def place_new(all_pairs, old_coords: list[dict[str, Any]]):
+    """Map rows for every track: old ones where they were, new ones at the mean of their 5 nearest old."""
+    placed = {row["track_id"]: (row["x"], row["y"], row["z"]) for row in old_coords}
+    ids, vectors = stack_catalogue(all_pairs)
+    old = np.array([i in placed for i in ids.tolist()])
+    new_rows = np.flatnonzero(~old)
+    if len(new_rows):
+        nearest, _ = top_k_cosine(vectors[new_rows], ids[new_rows], vectors[old], ids[old], 5)
+        for track_id, neighbours in zip(ids[new_rows].tolist(), nearest):
+            placed[track_id] = tuple(np.mean([placed[int(n)] for n in neighbours], axis=0))
+    for track_id in ids.tolist():
+        x, y, z = placed[track_id]
+        yield {"track_id": track_id, "x": float(x), "y": float(y), "z": float(z)}
+
+
+def check_tables(folder: str, model_id: str, spec: AudioSpec) -> dict[str, Any]:
+    """The existing tables' summary; refuses tables of another model or other audio parameters."""
+    metadata = tables.read_metadata(pq.read_schema(Path(folder) / "embeddings.parquet"))
+    if metadata.get("model_id") != model_id:
+        raise ValueError(f"{folder} holds embeddings of model {metadata.get('model_id')}, not {model_id}; "
+                         "add tracks with the model that made the tables, or embed everything anew")
+    spec.require_same(AudioSpec.from_dict(metadata["audio_spec"]), what=f"the tables in {folder}")
+    return json.loads((Path(folder) / "summary.json").read_text())
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
+    from model.train import model_info
+
+    options = PipelineOptions(argv)
+    args = options.view_as(EmbedOptions)
+    common.require_flags(options, "add", "tables", "model", "out")
+    output = options.view_as(common.OutputOptions)
+    spec = AudioSpec.load(args.model)
+    info = model_info(args.model)
+    old_summary = check_tables(args.tables, info["model_id"], spec)
+    k = old_summary["k"]
+    old_ids = set(pq.read_table(Path(args.tables) / "embeddings.parquet", columns=["track_id"])["track_id"].to_pylist())
+    provenance = {"model_id": info["model_id"], "audio_spec": spec.to_dict()}
+    runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
+
+    with common.staged_output(output.out, overwrite=output.overwrite) as staging:
+        new_data = posixpath.join(staging, "_new_data")
+        ingested = ingest.run(["--audio-dir", args.add, "--out", new_data, *runner_flags], spec=spec)
+        new_tracks = [r for r in pq.read_table(Path(new_data) / "tracks.parquet").to_pylist() if r["status"] == "ok"]
+        clashes = sorted(old_ids & {r["track_id"] for r in new_tracks})
+        if clashes:
+            raise ValueError(f"{args.add}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
+        pipeline = test_pipeline or common.make_pipeline(options, argv)
+        old = (pipeline
+               | "ReadOld" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "embeddings.parquet"))
+               | "OldVectors" >> beam.Map(lambda r: (r["track_id"], np.array(r["embedding"], np.float32))))
+        new = (read_model_inputs(pipeline, new_data, spec, info.get("input", "tiles"))
+               | "EmbedNew" >> EmbedTracks(str(Path(args.model).resolve()), args.batch_size))
+        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()
+                                             | "NewMatrix" >> beam.Map(stack_catalogue))
+        cross = (old | "OldBatches" >> beam.BatchElements(min_batch_size=64, max_batch_size=4096)
+                 | "CrossTopK" >> beam.FlatMap(cross_top_k, new_matrix, k))
+        among_new = (pipeline | "One" >> beam.Create([None])
+                     | "NewTopK" >> beam.FlatMap(lambda _, m: new_among_new(m, k), new_matrix))
+        stored = (pipeline
+                  | "ReadOldNeighbours" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "neighbours.parquet"))
+                  | "ByTrack" >> beam.Map(lambda r: (r["track_id"], r))
+                  | "GroupOld" >> beam.GroupByKey()
+                  | "OldLists" >> beam.MapTuple(lambda t, rows: (t, stored_lists(list(rows)))))
+        _ = ((stored, cross, among_new) | "AllPartials" >> beam.Flatten()
+             | "Merge" >> beam.CombinePerKey(MergeTopK(k))
+             | "AllLists" >> beam.combiners.ToList()
+             | "WriteNeighbours" >> beam.Map(write_neighbour_table, posixpath.join(staging, "neighbours.parquet"),
+                                             tables.with_metadata(tables.NEIGHBOURS, **provenance)))
+        every = (old, new) | "AllVectors" >> beam.Flatten()
+        write_table(every | "EmbeddingRows" >> beam.MapTuple(
+            lambda i, v: {"track_id": int(i), "embedding": np.asarray(v, np.float32).tolist()}),
+            staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings")
+        old_map = beam.pvalue.AsList(pipeline | "ReadOldMap" >> beam.io.ReadFromParquet(
+            posixpath.join(args.tables, "map3d.parquet")))
+        write_table(every | "Everything" >> beam.combiners.ToList() | "Place" >> beam.FlatMap(place_new, old_map),
+                    staging, "map3d.parquet", tables.with_metadata(tables.MAP3D, **provenance), "WriteMap")
+        track_rows = ((pipeline | "ReadOldTracks" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "tracks.parquet"))),
+                      (pipeline | "NewTracks" >> beam.Create(new_tracks))) | "AllTracks" >> beam.Flatten()
+        write_table(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
+        pipeline.run().wait_until_finish()
+        common.remove(new_data)
+        summary = {**old_summary, "tracks_added": len(new_tracks), "added_from": args.add,
+                   "add_rejects": ingested["rejected"],
+                   "tracks_embedded": pq.read_metadata(Path(staging) / "embeddings.parquet").num_rows,
+                   "neighbour_rows": pq.read_metadata(Path(staging) / "neighbours.parquet").num_rows}
+        (Path(staging) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("embed --add: %d tracks added -> %s", len(new_tracks), output.out)
+    return summary

@@ -1,0 +1,72 @@
+"""Incremental embed: adding tracks gives the same tables as embedding everything anew."""
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from beam_jobs import embed, ingest
+from tests.conftest import IN_MEMORY
+
+
+def link_folder(folder, files):
+    folder.mkdir()
+    for path in files:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def incremental(pipeline_outputs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("add")
+    audio = sorted((pipeline_outputs["catalogue"] / "fma_small").rglob("*.mp3"))
+    old, new, both = (link_folder(root / name, files) for name, files in
+                      [("old", audio[:24]), ("new", audio[24:]), ("both", audio)])
+    model = str(pipeline_outputs["model"])
+    for name, folder in [("old", old), ("both", both)]:
+        ingest.run(["--audio-dir", str(folder), "--out", str(root / f"data-{name}"), *IN_MEMORY])
+        embed.run(["--data", str(root / f"data-{name}"), "--model", model, "--out", str(root / f"tables-{name}"),
+                   "--k", "5", *IN_MEMORY])
+    summary = embed.run(["--add", str(new), "--tables", str(root / "tables-old"), "--model", model,
+                         "--out", str(root / "tables-added"), *IN_MEMORY])
+    return root, summary
+
+
+def read_sorted(path, key):
+    return sorted(pq.read_table(path).to_pylist(), key=key)
+
+
+def test_added_tables_equal_a_full_recomputation(incremental):
+    root, summary = incremental
+    assert summary["tracks_added"] == 8 and summary["tracks_embedded"] == 32
+    by_id = lambda r: r["track_id"]  # noqa: E731
+    added = read_sorted(root / "tables-added" / "embeddings.parquet", by_id)
+    full = read_sorted(root / "tables-both" / "embeddings.parquet", by_id)
+    assert [r["track_id"] for r in added] == [r["track_id"] for r in full]
+    np.testing.assert_allclose([r["embedding"] for r in added], [r["embedding"] for r in full], atol=1e-5)
+    neighbours = pq.read_table(root / "tables-added" / "neighbours.parquet")
+    expected = pq.read_table(root / "tables-both" / "neighbours.parquet")
+    assert neighbours["track_id"].to_pylist() == expected["track_id"].to_pylist()  # both sorted by track, rank
+    assert neighbours["neighbour_id"].to_pylist() == expected["neighbour_id"].to_pylist()
+    np.testing.assert_allclose(neighbours["similarity"].to_numpy(), expected["similarity"].to_numpy(), atol=1e-5)
+    assert {r["track_id"] for r in pq.read_table(root / "tables-added" / "tracks.parquet").to_pylist()} == \
+        {r["track_id"] for r in full}
+    assert pq.read_table(root / "tables-added" / "map3d.parquet").num_rows == 32
+
+
+def test_old_tables_are_untouched_and_clashes_refused(incremental, pipeline_outputs):
+    root, _ = incremental
+    assert pq.read_metadata(root / "tables-old" / "embeddings.parquet").num_rows == 24
+    with pytest.raises(ValueError, match="already in"):
+        embed.run(["--add", str(root / "old"), "--tables", str(root / "tables-old"), "--model",
+                   str(pipeline_outputs["model"]), "--out", str(root / "again"), *IN_MEMORY])
+    assert not (root / "again").exists()
+
+
+def test_tables_of_another_model_are_refused(incremental, tmp_path):
+    root, _ = incremental
+    other = tmp_path / "model"
+    other.mkdir()
+    (other / "model_info.json").write_text('{"model_id": "cnn-other", "kind": "cnn", "input": "tiles"}')
+    (other / "audio_spec.json").write_text((root / "data-old" / "audio_spec.json").read_text())
+    with pytest.raises(ValueError, match="not cnn-other"):
+        embed.run(["--add", str(root / "new"), "--tables", str(root / "tables-old"), "--model", str(other),
+                   "--out", str(tmp_path / "t"), *IN_MEMORY])
