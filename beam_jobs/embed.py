@@ -25,7 +25,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from beam_jobs import common
-from beam_jobs.neighbours import block_of, l2_normalise, map_coordinates, merge_top_k, top_k_cosine
+from beam_jobs.neighbours import (block_of, l2_normalise, map_coordinates, merge_block_top_k, merge_top_k,
+                                  top_k_cosine)
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.tile_example import decode_tile
@@ -149,7 +150,8 @@ def block_pairs(block: int, ids: np.ndarray, vectors: np.ndarray, n_blocks: int)
 
 
 def partial_top_k(pair_and_parts, k: int):
-    """Top k of one query block among one candidate block: ``(track_id, (ids, similarities))`` rows."""
+    """Top k of one query block among one candidate block: ``(query block, (query ids, ids, similarities))``
+    with the query ids in the block's (sorted) order, so partials of a block line up row by row."""
     (query_block, candidate_block), parts = pair_and_parts
     parts = list(parts)
     query = next(p for p in parts if p[0] == "query")
@@ -157,8 +159,37 @@ def partial_top_k(pair_and_parts, k: int):
     _, query_ids, query_vectors = query
     _, candidate_ids, candidate_vectors = candidates
     neighbour_ids, similarities = top_k_cosine(query_vectors, query_ids, candidate_vectors, candidate_ids, k)
-    for track_id, row_ids, row_sims in zip(query_ids, neighbour_ids, similarities):
-        yield int(track_id), (row_ids, row_sims)
+    yield query_block, (query_ids, neighbour_ids, similarities)
+
+
+class MergeBlockTopK(beam.CombineFn):
+    """Partial top-k matrices of one query block -> its top k, merged a whole block at a time."""
+
+    def __init__(self, k: int):
+        self._k = k
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, partial):
+        return self.merge_accumulators([accumulator, partial])
+
+    def merge_accumulators(self, accumulators):
+        parts = [a for a in accumulators if a is not None]
+        if not parts:
+            return None
+        query_ids = parts[0][0]
+        ids, sims = merge_block_top_k([(i, s) for _, i, s in parts], self._k)
+        return query_ids, ids, sims
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def per_track(block: int, merged) -> Any:
+    query_ids, ids, sims = merged
+    for track_id, row_ids, row_sims in zip(query_ids.tolist(), ids, sims):
+        yield track_id, (row_ids, row_sims)
 
 
 TRACKS_PER_ROW_GROUP = 1000
@@ -192,8 +223,8 @@ class NearestNeighbours(beam.PTransform):
 
     The catalogue is cut into blocks of about ``block_size`` tracks (by a hash of the id); every pair of
     blocks meets once on some worker, which computes the top k of the query block among the candidate block
-    by one matrix product; a CombinePerKey merges each track's partial lists. No worker holds more than
-    two blocks; the work is n_blocks^2 independent pairs.
+    by one matrix product; a CombinePerKey merges the partial lists of each query block, a whole block
+    at a time. No worker holds more than two blocks; the work is n_blocks^2 independent pairs.
     """
 
     def __init__(self, k: int, block_size: int = 4096):
@@ -213,7 +244,8 @@ class NearestNeighbours(beam.PTransform):
             | "ToBlockPairs" >> beam.FlatMap(lambda b, n: block_pairs(*b, n), beam.pvalue.AsSingleton(n_blocks))
             | "MeetBlocks" >> beam.GroupByKey()
             | "PartialTopK" >> beam.FlatMap(partial_top_k, k)
-            | "MergeTopK" >> beam.CombinePerKey(MergeTopK(k))
+            | "MergeTopK" >> beam.CombinePerKey(MergeBlockTopK(k))
+            | "PerTrack" >> beam.FlatMapTuple(per_track)
         )
 
 

@@ -86,6 +86,15 @@ def merge_top_k(lists: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.
     return ids[order], sims[order]
 
 
+def merge_block_top_k(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`merge_top_k` for a whole block at once: each part is ``(ids [m, j], similarities [m, j])`` for
+    the same m queries in the same order; returns their merged top ``k`` per row, vectorised."""
+    ids = np.concatenate([np.asarray(i, np.int64) for i, _ in parts], axis=1)
+    sims = np.concatenate([np.asarray(s, np.float32) for _, s in parts], axis=1)
+    order = np.lexsort((ids, -sims), axis=-1)[:, :k]
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(sims, order, axis=1)
+
+
 def block_of(track_id: int, n_blocks: int) -> int:
     """The block of a track: a stable hash of its id, so blocks are balanced whatever the ids look like."""
     return int((track_id * 0x9E3779B97F4A7C15) % (2**64) >> 32) % n_blocks

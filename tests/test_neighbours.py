@@ -90,3 +90,15 @@ def test_map_of_a_large_catalogue_places_the_rest_beside_their_neighbours():
     np.fill_diagonal(distances, np.inf)
     nearest = np.argsort(distances, axis=1)[:, :5]
     assert np.mean(cluster[nearest] == cluster[:, None]) > 0.95
+
+
+def test_block_merge_equals_row_by_row_merge():
+    from beam_jobs.neighbours import merge_block_top_k, merge_top_k
+
+    rng = np.random.default_rng(8)
+    parts = [(rng.integers(0, 1000, (6, 4)), rng.random((6, 4)).astype(np.float32)) for _ in range(3)]
+    ids, sims = merge_block_top_k(parts, 5)
+    for row in range(6):
+        want_ids, want_sims = merge_top_k([(i[row], s[row]) for i, s in parts], 5)
+        np.testing.assert_array_equal(ids[row], want_ids)
+        np.testing.assert_allclose(sims[row], want_sims)
