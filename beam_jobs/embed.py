@@ -26,7 +26,7 @@ from apache_beam.utils import shared
 
 from beam_jobs import common
 from beam_jobs.neighbours import (block_of, l2_normalise, map_coordinates, merge_block_top_k, merge_top_k,
-                                  top_k_cosine)
+                                  top_k_cosine, top_k_faiss)
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.tile_example import decode_tile
@@ -158,7 +158,10 @@ def partial_top_k(pair_and_parts, k: int):
     candidates = query if query_block == candidate_block else next(p for p in parts if p[0] == "candidates")
     _, query_ids, query_vectors = query
     _, candidate_ids, candidate_vectors = candidates
-    neighbour_ids, similarities = top_k_cosine(query_vectors, query_ids, candidate_vectors, candidate_ids, k)
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one worker per core already
+    neighbour_ids, similarities = top_k_faiss(query_vectors, query_ids, candidate_vectors, candidate_ids, k)
     yield query_block, (query_ids, neighbour_ids, similarities)
 
 

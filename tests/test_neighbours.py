@@ -102,3 +102,18 @@ def test_block_merge_equals_row_by_row_merge():
         want_ids, want_sims = merge_top_k([(i[row], s[row]) for i, s in parts], 5)
         np.testing.assert_array_equal(ids[row], want_ids)
         np.testing.assert_allclose(sims[row], want_sims)
+
+
+def test_faiss_top_k_matches_numpy_top_k():
+    from beam_jobs.neighbours import top_k_faiss
+
+    rng = np.random.default_rng(9)
+    vectors = l2_normalise(rng.standard_normal((500, 16)))
+    ids = rng.permutation(100_000)[:500].astype(np.int64)
+    for queries in (slice(0, 50), slice(450, 500)):
+        want = top_k_cosine(vectors[queries], ids[queries], vectors, ids, 10)
+        got = top_k_faiss(vectors[queries], ids[queries], vectors, ids, 10)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], atol=1e-5)
+    small = top_k_faiss(vectors[:3], ids[:3], vectors[:3], ids[:3], 10)
+    assert small[0].shape == (3, 2) and not np.any(small[0] == ids[:3, None])
