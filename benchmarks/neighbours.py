@@ -89,7 +89,7 @@ def recall(found: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--approximate-only", type=int, nargs="*", default=[])
     parser.add_argument("--kinds", nargs="+", default=["clustered", "uniform"])
     parser.add_argument("--k", type=int, default=10)
