@@ -310,7 +310,9 @@ class ApproximateNeighbours(beam.PTransform):
             query_ids = np.array([i for i, _ in batch], np.int64)
             found_ids, found_sims = search_ivf(built.index, built.ids, np.stack([v for _, v in batch]), query_ids,
                                                k, nprobe)
-            yield from zip(query_ids.tolist(), zip(found_ids, found_sims))
+            for track_id, ids_row, sims_row in zip(query_ids.tolist(), found_ids, found_sims):
+                keep = ids_row >= 0  # the index may find fewer than k
+                yield track_id, (ids_row[keep], sims_row[keep])
 
         return (vectors
                 | "QueryBatches" >> beam.BatchElements(min_batch_size=64, max_batch_size=self._batch_size)

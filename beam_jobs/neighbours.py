@@ -145,17 +145,16 @@ def build_ivf_index(vectors: np.ndarray, *, seed: int = 0):
 
 def search_ivf(index, ids: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, k: int,
                nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate top-``k`` of each query (its own id excluded), as :func:`top_k_cosine` returns them."""
+    """Approximate top-``k`` of each query (its own id excluded), as :func:`top_k_cosine` returns them
+    (rows the index could not fill are padded with id -1 and similarity -inf)."""
     index.nprobe = nprobe
     sims, rows = index.search(np.ascontiguousarray(queries, np.float32), k + 1)
-    neighbour_ids = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
-    out_ids, out_sims = [], []
-    for row_ids, row_sims, query_id in zip(neighbour_ids, sims, query_ids):
-        keep = (row_ids != query_id) & (row_ids >= 0)
-        merged = merge_top_k([(row_ids[keep], row_sims[keep])], k)
-        out_ids.append(merged[0])
-        out_sims.append(merged[1])
-    return out_ids, out_sims
+    found = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+    dropped = (found == query_ids[:, None]) | (rows < 0)
+    sims = np.where(dropped, -np.inf, sims)
+    found = np.where(dropped, -1, found)
+    order = np.lexsort((np.where(dropped, np.iinfo(np.int64).max, found), -sims), axis=-1)[:, :k]
+    return np.take_along_axis(found, order, axis=1), np.take_along_axis(sims, order, axis=1).astype(np.float32)
 
 
 def recall_at(approximate: list[np.ndarray], exact: np.ndarray, k: int = 10) -> float:

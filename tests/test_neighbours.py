@@ -117,3 +117,17 @@ def test_faiss_top_k_matches_numpy_top_k():
         np.testing.assert_allclose(got[1], want[1], atol=1e-5)
     small = top_k_faiss(vectors[:3], ids[:3], vectors[:3], ids[:3], 10)
     assert small[0].shape == (3, 2) and not np.any(small[0] == ids[:3, None])
+
+
+def test_ivf_search_excludes_self_and_pads_missing():
+    from beam_jobs.neighbours import build_ivf_index, search_ivf
+
+    rng = np.random.default_rng(3)
+    vectors = l2_normalise(rng.standard_normal((400, 8)))
+    ids = np.arange(400, dtype=np.int64) + 1000
+    index = build_ivf_index(vectors)
+    found, sims = search_ivf(index, ids, vectors[:20], ids[:20], 10, nprobe=index.nlist)  # all lists: exact
+    want, _ = top_k_cosine(vectors[:20], ids[:20], vectors, ids, 10)
+    np.testing.assert_array_equal(found, want)
+    few, few_sims = search_ivf(index, ids, vectors[:2], ids[:2], 500, nprobe=index.nlist)
+    assert (few[:, -1] == -1).all() and np.isneginf(few_sims[:, -1]).all()
