@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--artists-per-style", type=int, default=10)
     demo.add_argument("--tracks-per-artist", type=int, default=2)
     demo.add_argument("--seconds", type=float, default=30.0)
-    demo.add_argument("--epochs", type=int, default=30)
+    demo.add_argument("--epochs", type=int, default=12,
+                      help="genre CNN epochs (the demo styles are learnt in a few; early stopping may end sooner)")
 
     for job in JOBS:
         sub.add_parser(job, help=f"run the {job} stage (--help for its flags)", add_help=False)
