@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import common, ingest
 from beam_jobs.embed import (EmbedOptions, EmbedTracks, MergeTopK, read_model_inputs, stack_catalogue,
-                             write_neighbour_table, write_table)
+                             write_neighbour_table)
 from beam_jobs.neighbours import top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec
@@ -124,16 +124,16 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
              | "WriteNeighbours" >> beam.Map(write_neighbour_table, posixpath.join(staging, "neighbours.parquet"),
                                              tables.with_metadata(tables.NEIGHBOURS, **provenance)))
         every = (old, new) | "AllVectors" >> beam.Flatten()
-        write_table(every | "EmbeddingRows" >> beam.MapTuple(
+        common.write_parquet(every | "EmbeddingRows" >> beam.MapTuple(
             lambda i, v: {"track_id": int(i), "embedding": np.asarray(v, np.float32).tolist()}),
             staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings")
         old_map = beam.pvalue.AsList(pipeline | "ReadOldMap" >> beam.io.ReadFromParquet(
             posixpath.join(args.tables, "map3d.parquet")))
-        write_table(every | "Everything" >> beam.combiners.ToList() | "Place" >> beam.FlatMap(place_new, old_map),
+        common.write_parquet(every | "Everything" >> beam.combiners.ToList() | "Place" >> beam.FlatMap(place_new, old_map),
                     staging, "map3d.parquet", tables.with_metadata(tables.MAP3D, **provenance), "WriteMap")
         track_rows = ((pipeline | "ReadOldTracks" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "tracks.parquet"))),
                       (pipeline | "NewTracks" >> beam.Create(new_tracks))) | "AllTracks" >> beam.Flatten()
-        write_table(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
+        common.write_parquet(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
         pipeline.run().wait_until_finish()
         common.remove(new_data)
         summary = {**old_summary, "tracks_added": len(new_tracks), "added_from": args.add,

@@ -103,6 +103,13 @@ def write_lines(path: str, lines: Iterable[str]) -> str:
     return write_text(path, "".join(line + "\n" for line in lines))
 
 
+def write_parquet(pcoll, folder: str, name: str, schema, label: str):
+    """Write ``pcoll`` (dict rows) as the single file ``folder/name`` with ``schema``."""
+    return pcoll | label >> beam.io.WriteToParquet(
+        posixpath.join(folder, name), schema, num_shards=1, shard_name_template=""
+    )
+
+
 def read_parquet(path: str):
     """A pyarrow Table from a local or remote Parquet file."""
     import pyarrow.parquet as pq

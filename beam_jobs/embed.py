@@ -331,18 +331,12 @@ class MapCoordinates(beam.PTransform):
         return vectors | "All" >> beam.combiners.ToList() | "TSNE" >> beam.FlatMap(rows)
 
 
-def write_table(pcoll, folder: str, name: str, schema, label: str):
-    return pcoll | label >> beam.io.WriteToParquet(
-        posixpath.join(folder, name), schema, num_shards=1, shard_name_template=""
-    )
-
-
 def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, input_kind: str,
                    provenance: dict[str, Any], accepted: list[dict[str, Any]], k: int, batch_size: int,
                    approximate: bool = False, nprobe: int = 32):
     inputs = read_model_inputs(pipeline, data, spec, input_kind)
     vectors = inputs | "EmbedTracks" >> EmbedTracks(model_dir, batch_size)
-    write_table(
+    common.write_parquet(
         vectors | "EmbeddingRows" >> beam.MapTuple(lambda i, v: {"track_id": int(i), "embedding": v.tolist()}),
         staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings",
     )
@@ -359,7 +353,7 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
         | "WriteNeighbours" >> beam.Map(write_neighbour_table, posixpath.join(staging, "neighbours.parquet"),
                                         tables.with_metadata(tables.NEIGHBOURS, **provenance))
     )
-    write_table(vectors | "Map" >> MapCoordinates(), staging, "map3d.parquet",
+    common.write_parquet(vectors | "Map" >> MapCoordinates(), staging, "map3d.parquet",
                 tables.with_metadata(tables.MAP3D, **provenance), "WriteMap")
     embedded_ids = vectors | "Ids" >> beam.Keys()
     tracks = (
@@ -368,7 +362,7 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
         | "KeepEmbedded" >> beam.Filter(lambda row, ids: row["track_id"] in set(ids),
                                         beam.pvalue.AsList(embedded_ids))
     )
-    write_table(tracks, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
+    common.write_parquet(tracks, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:

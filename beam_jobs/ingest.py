@@ -205,12 +205,6 @@ class WriteTiles(beam.PTransform):
         return analysed.pipeline
 
 
-def write_table(pcoll, folder: str, name: str, schema, label: str):
-    return pcoll | label >> beam.io.WriteToParquet(
-        posixpath.join(folder, name), schema, num_shards=1, shard_name_template=""
-    )
-
-
 def build_pipeline(pipeline: beam.Pipeline, catalogue_file: str, staging: str, spec: AudioSpec,
                    catalogue_rejects: list[dict[str, Any]]) -> None:
     rows = (
@@ -227,14 +221,14 @@ def build_pipeline(pipeline: beam.Pipeline, catalogue_file: str, staging: str, s
         (ok | "OkTracks" >> beam.MapTuple(track_record)),
         (rejected | "RejectedTracks" >> beam.MapTuple(lambda row, stage, reason: track_record(row, None))),
     ) | "AllTracks" >> beam.Flatten()
-    write_table(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
-    write_table(ok | "Features" >> beam.MapTuple(feature_record), staging, "features.parquet",
+    common.write_parquet(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
+    common.write_parquet(ok | "Features" >> beam.MapTuple(feature_record), staging, "features.parquet",
                 tables.FEATURES, "WriteFeatures")
     rejects = (
         (rejected | "RejectRows" >> beam.MapTuple(reject_record)),
         (pipeline | "CatalogueRejects" >> beam.Create(catalogue_rejects)),
     ) | "AllRejects" >> beam.Flatten()
-    write_table(rejects, staging, "rejects.parquet", tables.REJECTS, "WriteRejects")
+    common.write_parquet(rejects, staging, "rejects.parquet", tables.REJECTS, "WriteRejects")
 
 
 def summarise(folder: str, inputs: int) -> dict[str, Any]:

@@ -71,10 +71,11 @@ def tile_dataset(
 
 def all_tile_files(data_dir: str | Path) -> list[str]:
     """Every split's tile shards (label-free training may learn from the whole catalogue)."""
-    return [f for split in ("train", "validation", "test") for f in _files_or_none(data_dir, split)]
+    return [f for split in ("train", "validation", "test") for f in split_files(data_dir, split)]
 
 
-def _files_or_none(data_dir: str | Path, split: str) -> list[str]:
+def split_files(data_dir: str | Path, split: str) -> list[str]:
+    """:func:`tile_files` of ``split``, or an empty list when the split has no shards."""
     try:
         return tile_files(data_dir, split)
     except FileNotFoundError:

@@ -135,7 +135,7 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
                               seed=args.seed, augmented=not args.no_augment)
     plain_train = data.tile_dataset(train_files, spec, labels=labels, batch_size=args.batch_size, shuffle=False)
     splits = {split: data.tile_dataset(files, spec, labels=labels, batch_size=args.batch_size, shuffle=False)
-              for split in ("validation", "test") if (files := data._files_or_none(args.data, split))}
+              for split in ("validation", "test") if (files := data.split_files(args.data, split))}
     train_labels = np.concatenate([label.numpy() for _, label, _ in plain_train] + [np.zeros(0, np.int64)])
     if train_labels.size == 0:
         raise ValueError(f"{args.data}: no labelled training tiles")
@@ -215,7 +215,7 @@ def train_autoencoder(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     model, encoder = autoencoder.build_autoencoder(spec, _adapted_normaliser(crops))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=autoencoder.reconstruction_loss)
     validation = None
-    if files := data._files_or_none(args.data, "validation"):
+    if files := data.split_files(args.data, "validation"):
         validation = data.tile_dataset(files, spec, labels=_all_tracks(args.data), batch_size=args.batch_size,
                                        shuffle=False).unbatch().map(
             lambda mel, label, track_id: (autoencoder.random_crops(mel), 0.0)).batch(args.batch_size)
