@@ -29,7 +29,7 @@ from beam_jobs.neighbours import (block_of, l2_normalise, map_coordinates, merge
                                   top_k_cosine, top_k_faiss)
 from schemas import tables
 from schemas.audio import AudioSpec
-from schemas.tile_example import decode_tile
+from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
 
 log = logging.getLogger(__name__)
 NEIGHBOUR_REPORT = "_neighbour_report.json"
@@ -109,7 +109,7 @@ def read_model_inputs(pipeline, data: str, spec: AudioSpec, input_kind: str):
         )
     return (
         pipeline
-        | "ReadTiles" >> beam.io.ReadFromTFRecord(posixpath.join(data, "tiles", "*.tfrecord.gz"),
+        | "ReadTiles" >> beam.io.ReadFromTFRecord(posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}"),
                                                   compression_type=CompressionTypes.GZIP)
         | "DecodeTiles" >> beam.Map(lambda record: decode_tile(record, spec))
         | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, tile.mel))

@@ -32,10 +32,9 @@ from beam_jobs import catalogue as cat
 from beam_jobs.catalogue import SPLITS, TrackRow
 from schemas import tables
 from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
-from schemas.tile_example import encode_tile
+from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, encode_tile
 
 log = logging.getLogger(__name__)
-TILES_FOLDER = "tiles"
 CATALOGUE_FILE = "_catalogue.jsonl"
 
 
@@ -198,7 +197,7 @@ class WriteTiles(beam.PTransform):
                 | f"Bytes[{split}]" >> beam.Values()
                 | f"Write[{split}]" >> beam.io.WriteToTFRecord(
                     posixpath.join(self._folder, split),
-                    file_name_suffix=".tfrecord.gz",
+                    file_name_suffix=TILE_FILE_SUFFIX,
                     compression_type=CompressionTypes.GZIP,
                 )
             )

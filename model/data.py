@@ -10,14 +10,13 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from schemas.audio import AudioSpec
-from schemas.tile_example import tf_decode_mel, tf_feature_spec
+from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, tf_decode_mel, tf_feature_spec
 
-TILES_FOLDER = "tiles"
 
 
 def tile_files(data_dir: str | Path, split: str) -> list[str]:
     """The GZIP TFRecord shards of ``split`` under ``DATA/tiles``."""
-    files = sorted(glob.glob(os.path.join(str(data_dir), TILES_FOLDER, f"{split}-*.tfrecord.gz")))
+    files = sorted(glob.glob(os.path.join(str(data_dir), TILES_FOLDER, f"{split}-*{TILE_FILE_SUFFIX}")))
     if not files:
         raise FileNotFoundError(f"no {split} tiles under {data_dir}/{TILES_FOLDER}: is it an ingest output?")
     return files

@@ -15,6 +15,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 from schemas.audio import AudioSpec
 
+TILES_FOLDER = "tiles"  # DATA/tiles/{split}-SSSSS-of-NNNNN.tfrecord.gz
+TILE_FILE_SUFFIX = ".tfrecord.gz"
 MEL_DTYPE = np.dtype("<f2")  # float16, little-endian: half the size, ample for dB values
 FEATURES: dict[str, str] = {
     "track_id": "int64",
