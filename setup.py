@@ -23,6 +23,7 @@ REQUIREMENTS = [
     "tqdm==4.70.1",
     "faiss-cpu==1.15.1",
     "matplotlib==3.11.2",
+    "streamlit==1.67.0",
 ]
 
 setuptools.setup(
@@ -33,6 +34,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["beam_jobs*", "model*", "schemas*", "playlists*", "wavelist*"]),
     python_requires=">=3.11",
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
     entry_points={"console_scripts": ["wavelist=wavelist.cli:main"]},
 )
