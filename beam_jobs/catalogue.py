@@ -158,27 +158,42 @@ def read_labels(handle: TextIO, *, source: str = "labels.csv") -> dict[str, dict
     return labels
 
 
-def folder_tracks(paths: Iterable[str], *, root: str, labels: dict[str, dict[str, Any]] | None = None) -> list[TrackRow]:
+def folder_tracks(paths: Iterable[str], *, root: str, labels: dict[str, dict[str, Any]] | None = None,
+                  keep_unmatched_labels: bool = True) -> list[TrackRow]:
     """Rows for audio files under ``root`` (local or gs://), labelled from ``labels`` where it names them.
 
-    A file is looked up in ``labels`` by its path relative to ``root``, then by its file name.
+    A file is looked up in ``labels`` by its path relative to ``root``, then by its file name. A labels
+    row that names no file still becomes a row (its path under ``root``), so that ingest rejects it as
+    not found instead of losing it silently (unless ``keep_unmatched_labels`` is false: a glob may
+    select only some of the labelled files on purpose).
     """
     root = root.rstrip("/") + "/"
+    labels = labels or {}
+    used: set[str] = set()
     rows = []
     for path in sorted(p for p in paths if is_audio_path(p)):
         relative = path[len(root):] if path.startswith(root) else posixpath.basename(path)
-        label = (labels or {}).get(relative) or (labels or {}).get(posixpath.basename(path)) or {}
-        track_id = label.get("track_id") or track_id_for(relative)
-        rows.append({
-            "track_id": int(track_id),
-            "path": path,
-            "genre": label.get("genre"),
-            "artist_id": label.get("artist_id"),
-            "artist": label.get("artist"),
-            "title": label.get("title") or posixpath.splitext(posixpath.basename(path))[0],
-            "split": split_for(int(track_id), label.get("artist_id"), label.get("artist")),
-        })
+        key = relative if relative in labels else posixpath.basename(path)
+        label = labels.get(key) or {}
+        if label:
+            used.add(key)
+        rows.append(_folder_row(path, relative, label))
+    for key in sorted(set(labels) - used) if keep_unmatched_labels else ():
+        rows.append(_folder_row(root + key, key, labels[key]))
     return rows
+
+
+def _folder_row(path: str, relative: str, label: dict[str, Any]) -> TrackRow:
+    track_id = label.get("track_id") or track_id_for(relative)
+    return {
+        "track_id": int(track_id),
+        "path": path,
+        "genre": label.get("genre"),
+        "artist_id": label.get("artist_id"),
+        "artist": label.get("artist"),
+        "title": label.get("title") or posixpath.splitext(posixpath.basename(path))[0],
+        "split": split_for(int(track_id), label.get("artist_id"), label.get("artist")),
+    }
 
 
 def drop_duplicate_ids(rows: list[TrackRow]) -> tuple[list[TrackRow], list[dict[str, Any]]]:

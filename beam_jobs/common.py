@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import posixpath
 import shutil
+import tempfile
 import uuid
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 from pathlib import Path
 
 import apache_beam as beam
@@ -110,13 +112,81 @@ def write_parquet(pcoll, folder: str, name: str, schema, label: str):
     )
 
 
-def read_parquet(path: str):
-    """A pyarrow Table from a local or remote Parquet file."""
+class UnreadableTable(ValueError):
+    """A Parquet file that is missing or cannot be read."""
+
+
+def read_parquet(path: str, columns: list[str] | None = None, *, made_by: str = "the job that wrote it"):
+    """A pyarrow Table from a local or remote Parquet file; a missing or corrupt file raises
+    :class:`UnreadableTable` naming it and the job to rerun."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not FileSystems.exists(path):
+        raise UnreadableTable(f"{path} is missing; rerun {made_by}")
+    try:
+        source = path if not is_remote(path) else io.BytesIO(read_bytes(path))
+        return pq.read_table(source, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        reason = " ".join(str(error).split())
+        raise UnreadableTable(f"{path} is not a readable Parquet file ({reason}); rerun {made_by}") from error
+
+
+def read_json(path: str, *, made_by: str = "the job that wrote it") -> Any:
+    """The JSON document at ``path`` (local or remote); a missing or corrupt file names itself."""
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(f"{path} is missing; is it an output of {made_by}?")
+    try:
+        return json.loads(read_bytes(path))
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); rerun {made_by}") from None
+
+
+def parquet_num_rows(path: str) -> int:
+    """Rows of the Parquet file at ``path`` (local or remote), from its footer."""
     import pyarrow.parquet as pq
 
     if not is_remote(path):
-        return pq.read_table(path)
-    return pq.read_table(io.BytesIO(read_bytes(path)))
+        return pq.read_metadata(path).num_rows
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
+def load_audio_spec(folder: str, *, made_by: str):
+    """The ``AudioSpec`` saved in ``folder`` (local or remote) by ``made_by``."""
+    from schemas.audio import AUDIO_SPEC_FILENAME, AudioSpec
+
+    return AudioSpec.from_dict(read_json(join(folder, AUDIO_SPEC_FILENAME), made_by=made_by))
+
+
+def require_complete(folder: str, *, made_by: str) -> None:
+    """Refuse ``folder`` unless it is a published output (it holds the ``_SUCCESS`` marker, written last).
+
+    A folder without it is missing, not an output of ``made_by``, or what a killed run left behind.
+    """
+    if not _exists(folder):
+        raise FileNotFoundError(f"{folder} does not exist; give the output folder of {made_by}")
+    if not FileSystems.exists(join(folder, SUCCESS_MARKER)):
+        raise ValueError(f"{folder} has no {SUCCESS_MARKER} marker: it is not a complete output of {made_by} "
+                         f"(an interrupted run?); rerun {made_by}")
+
+
+def local_folder(folder: str) -> str:
+    """``folder`` itself when local; a remote folder is copied once per process into a temporary folder."""
+    if not is_remote(folder):
+        return folder
+    if folder not in _LOCAL_COPIES:
+        target = tempfile.mkdtemp(prefix="wavelist-")
+        prefix = folder.rstrip("/") + "/"
+        for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
+            local = Path(target, *meta.path[len(prefix):].split("/"))
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(read_bytes(meta.path))
+        _LOCAL_COPIES[folder] = target
+    return _LOCAL_COPIES[folder]
+
+
+_LOCAL_COPIES: dict[str, str] = {}
 
 
 def open_text(path: str):
@@ -153,9 +223,26 @@ def staging_folder(out: str) -> str:
 
 
 def check_output(out: str, *, overwrite: bool) -> None:
-    """Fail early, before any work, when ``out`` exists and may not be replaced."""
+    """Fail early, before any work, when ``out`` exists and may not be replaced; name leftovers of
+    interrupted runs (hidden staging folders), which are never read and may be deleted."""
     if _exists(out) and not overwrite:
-        raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
+        incomplete = "" if FileSystems.exists(join(out, SUCCESS_MARKER)) else (
+            f" (without a {SUCCESS_MARKER} marker: incomplete, e.g. an interrupted run)")
+        raise OutputExists(f"{out} already exists{incomplete}; pass --overwrite to replace it")
+    leftovers = stale_staging(out)
+    if leftovers:
+        log.warning("%s: %d unfinished staging folder(s) of earlier runs, safe to delete once no other run "
+                    "writes %s: %s", out, len(leftovers), out, ", ".join(leftovers))
+
+
+def stale_staging(out: str) -> list[str]:
+    """Hidden staging folders of ``out`` that earlier (interrupted or running) jobs left."""
+    if is_remote(out):
+        parent, name = posixpath.split(out.rstrip("/"))
+        found = FileSystems.match([posixpath.join(parent, f".{name}.partial-*")])[0].metadata_list
+        return sorted({posixpath.join(parent, m.path[len(parent) + 1:].split("/")[0]) for m in found})
+    final = Path(out).resolve()
+    return sorted(str(p) for p in final.parent.glob(f".{final.name}.partial-*"))
 
 
 def publish(staging: str, out: str, *, overwrite: bool) -> None:
@@ -170,6 +257,8 @@ def publish(staging: str, out: str, *, overwrite: bool) -> None:
         raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
     if is_remote(out):
         if _exists(out):
+            if FileSystems.exists(join(out, SUCCESS_MARKER)):  # first, so no reader trusts a half-deleted out
+                FileSystems.delete([join(out, SUCCESS_MARKER)])
             remove(out)
         sources = [m.path for m in FileSystems.match([staging.rstrip("/") + "/**"])[0].metadata_list]
         FileSystems.rename(sources, [out.rstrip("/") + s[len(staging.rstrip("/")):] for s in sources])

@@ -73,7 +73,7 @@ def read_catalogue(args: IngestOptions) -> tuple[list[TrackRow], list[dict[str, 
         if args.labels_csv:
             with common.open_text(args.labels_csv) as handle:
                 labels = cat.read_labels(handle, source=args.labels_csv)
-        rows = cat.folder_tracks(paths, root=root, labels=labels)
+        rows = cat.folder_tracks(paths, root=root, labels=labels, keep_unmatched_labels=not args.audio_glob)
         source = pattern
     else:
         raise ValueError("give a catalogue: --fma-metadata DIR --audio-dir DIR, or --audio-dir DIR, or --audio-glob GLOB")
@@ -118,6 +118,8 @@ class AnalyseTrackFn(beam.DoFn):
         path = row["path"]
         try:
             if common.is_remote(path):
+                if not FileSystems.exists(path):
+                    raise audio.AudioError("read", "file not found")
                 source: Any = io.BytesIO(common.read_bytes(path))
             elif not Path(path).is_file():
                 raise audio.AudioError("read", "file not found")

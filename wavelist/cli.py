@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, LookupError) as error:
         if known.debug:
             raise
-        print(f"wavelist {known.command}: error: {error}", file=sys.stderr)
+        print(f"wavelist {known.command}: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
         return 2
     return 0
 
