@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_jobs import common, ingest
 from beam_jobs.embed import (EmbedOptions, EmbedTracks, MergeTopK, read_model_inputs, stack_catalogue,
                              write_neighbour_table)
-from beam_jobs.neighbours import top_k_cosine
+from beam_jobs.neighbours import stack_lists, top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec
 
@@ -121,6 +121,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         _ = ((stored, cross, among_new) | "AllPartials" >> beam.Flatten()
              | "Merge" >> beam.CombinePerKey(MergeTopK(k))
              | "AllLists" >> beam.combiners.ToList()
+             | "OneBlock" >> beam.Map(lambda lists: [stack_lists(lists)])
              | "WriteNeighbours" >> beam.Map(write_neighbour_table, posixpath.join(staging, "neighbours.parquet"),
                                              tables.with_metadata(tables.NEIGHBOURS, **provenance)))
         every = (old, new) | "AllVectors" >> beam.Flatten()

@@ -26,7 +26,7 @@ from apache_beam.utils import shared
 
 from beam_jobs import common
 from beam_jobs.neighbours import (block_of, l2_normalise, map_coordinates, merge_block_top_k, merge_top_k,
-                                  top_k_cosine, top_k_faiss)
+                                  top_k_faiss)
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
@@ -68,8 +68,7 @@ class EmbedBatchFn(beam.DoFn):
             def __init__(self, model):
                 self.model = model
 
-        self._model = self._model_handle.acquire(
-            lambda: _Holder(load_embedder(common.local_folder(self._model_dir)))).model
+        self._model = self._model_handle.acquire(lambda: _Holder(load_embedder(self._model_dir))).model
 
     def process(self, batch: list[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
         track_ids = [track_id for track_id, _ in batch]
@@ -142,6 +141,36 @@ class MergeTopK(beam.CombineFn):
         return accumulator
 
 
+NeighbourBlock = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Neighbour lists of many tracks at once: ``(track ids [m], neighbour ids [m, k], similarities [m, k])``,
+best first; a row the search could not fill is padded with id -1 (see :func:`beam_jobs.neighbours.stack_lists`).
+The neighbour transforms emit these rather than one element per track: a million tracks are a few hundred
+elements to move between workers instead of a million."""
+
+
+def stack_batch(batch: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of ``(track_id, vector)`` -> ``(ids [m], vectors [m, d])`` in batch order."""
+    return np.array([i for i, _ in batch], np.int64), np.stack([v for _, v in batch]).astype(np.float32)
+
+
+def split_by_block(batch: tuple[np.ndarray, np.ndarray], n_blocks: int):
+    """``(ids, vectors)`` -> ``(block, (ids, vectors))`` for each block that the batch has tracks of."""
+    ids, vectors = batch
+    blocks = block_of(ids, n_blocks)
+    for block in np.unique(blocks).tolist():
+        rows = blocks == block
+        yield block, (ids[rows], vectors[rows])
+
+
+def stack_block(block: int, parts: Iterable[tuple[np.ndarray, np.ndarray]]):
+    """All pieces of one block -> ``(block, ids, vectors)``, rows sorted by id."""
+    parts = list(parts)
+    ids = np.concatenate([i for i, _ in parts])
+    vectors = np.concatenate([v for _, v in parts])
+    order = np.argsort(ids, kind="stable")
+    return block, ids[order], vectors[order]
+
+
 def block_pairs(block: int, ids: np.ndarray, vectors: np.ndarray, n_blocks: int):
     """Send a block to every (query block, candidate block) pair it belongs to."""
     for other in range(n_blocks):
@@ -190,34 +219,36 @@ class MergeBlockTopK(beam.CombineFn):
         return accumulator
 
 
-def per_track(block: int, merged) -> Any:
-    query_ids, ids, sims = merged
-    for track_id, row_ids, row_sims in zip(query_ids.tolist(), ids, sims):
-        yield track_id, (row_ids, row_sims)
-
-
 TRACKS_PER_ROW_GROUP = 1000
 
 
-def write_neighbour_table(lists: list[tuple[int, tuple[np.ndarray, np.ndarray]]], path: str, schema) -> int:
-    """Write neighbour lists as one Parquet file sorted by (track_id, rank), with row groups of
+def write_neighbour_table(blocks: list[NeighbourBlock], path: str, schema) -> int:
+    """Write neighbour blocks as one Parquet file sorted by (track_id, rank), with row groups of
     ``TRACKS_PER_ROW_GROUP`` tracks so that a reader filtering on one track reads one small group.
     Returns the number of rows. (One worker writes the file: the lists are compact arrays, about
     12 bytes per neighbour, so ten million rows are about 120 MB.)"""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    lists = sorted(lists, key=lambda item: item[0])
-    counts = [len(ids) for _, (ids, _) in lists]
+    width = max((b[1].shape[1] for b in blocks), default=0)
+
+    def padded(array: np.ndarray, fill) -> np.ndarray:
+        return np.pad(array, ((0, 0), (0, width - array.shape[1])), constant_values=fill)
+
+    track_ids = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.int64)
+    ids = np.concatenate([padded(b[1], -1) for b in blocks]) if blocks else np.zeros((0, 0), np.int64)
+    sims = np.concatenate([padded(b[2], -np.inf) for b in blocks]) if blocks else np.zeros((0, 0), np.float32)
+    order = np.argsort(track_ids, kind="stable")
+    track_ids, ids, sims = track_ids[order], ids[order], sims[order]
+    found = ids >= 0  # padding sits at the end of a row, so a found entry's rank is its column + 1
     table = pa.table({
-        "track_id": np.repeat(np.array([t for t, _ in lists], np.int64), counts),
-        "rank": np.concatenate([np.arange(1, c + 1, dtype=np.int32) for c in counts]) if lists else np.zeros(0, np.int32),
-        "neighbour_id": np.concatenate([ids for _, (ids, _) in lists]).astype(np.int64) if lists else np.zeros(0, np.int64),
-        "similarity": np.concatenate([sims for _, (_, sims) in lists]).astype(np.float32) if lists else np.zeros(0, np.float32),
+        "track_id": np.repeat(track_ids, found.sum(axis=1)).astype(np.int64),
+        "rank": np.broadcast_to(np.arange(1, width + 1, dtype=np.int32), ids.shape)[found],
+        "neighbour_id": ids[found].astype(np.int64),
+        "similarity": sims[found].astype(np.float32),
     }, schema=schema)
-    k = max(counts) if counts else 1
     with FileSystems.create(path, compression_type="uncompressed") as handle:
-        pq.write_table(table, handle, row_group_size=max(1, TRACKS_PER_ROW_GROUP * k))
+        pq.write_table(table, handle, row_group_size=max(1, TRACKS_PER_ROW_GROUP * max(1, width)))
     return table.num_rows
 
 
@@ -228,14 +259,17 @@ def auto_block_size(n: int) -> int:
     return max(4096, int(64 * np.sqrt(n)))
 
 
+VECTOR_BATCH = 4096  # tracks per element when vectors move between workers
+
+
 class NearestNeighbours(beam.PTransform):
-    """``(track_id, unit vector)`` -> ``(track_id, (neighbour ids, similarities))``: exact cosine top-k,
-    block against block.
+    """``(track_id, unit vector)`` -> :data:`NeighbourBlock` elements: exact cosine top-k, block against block.
 
     The catalogue is cut into blocks of ``block_size`` tracks (default :func:`auto_block_size`) by a hash
     of the id; every pair of blocks meets once on some worker, which computes the top k of the query block
-    among the candidate block (``faiss.knn``); a CombinePerKey merges the partial lists of each query block, a whole block
-    at a time. No worker holds more than two blocks; the work is n_blocks^2 independent pairs.
+    among the candidate block (``faiss.knn``); a CombinePerKey merges the partial lists of each query block,
+    a whole block at a time. No worker holds more than two blocks; the work is n_blocks^2 independent pairs.
+    Vectors travel in batches of up to :data:`VECTOR_BATCH` tracks, never one element per track.
     """
 
     def __init__(self, k: int, block_size: int | None = None):
@@ -249,75 +283,113 @@ class NearestNeighbours(beam.PTransform):
                     | "Blocks" >> beam.Map(lambda n: max(1, -(-n // (size or auto_block_size(n))))))
         return (
             vectors
-            | "KeyByBlock" >> beam.Map(lambda kv, n: (block_of(kv[0], n), kv), beam.pvalue.AsSingleton(n_blocks))
+            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
+            | "Stack" >> beam.Map(stack_batch)
+            | "SplitByBlock" >> beam.FlatMap(split_by_block, beam.pvalue.AsSingleton(n_blocks))
             | "GroupBlocks" >> beam.GroupByKey()
-            | "StackBlocks" >> beam.MapTuple(lambda block, pairs: (block, *stack_catalogue(pairs)))
+            | "StackBlocks" >> beam.MapTuple(stack_block)
             | "ToBlockPairs" >> beam.FlatMap(lambda b, n: block_pairs(*b, n), beam.pvalue.AsSingleton(n_blocks))
             | "MeetBlocks" >> beam.GroupByKey()
             | "PartialTopK" >> beam.FlatMap(partial_top_k, k)
             | "MergeTopK" >> beam.CombinePerKey(MergeBlockTopK(k))
-            | "PerTrack" >> beam.FlatMapTuple(per_track)
+            | "Lists" >> beam.Values()
         )
 
 
-class IvfIndex:
-    """The approximate index and what the job reports of it; built once, shared with workers as a side input."""
+INDEX_FILE = "_ivf_index.npz"
 
-    def __init__(self, pairs, k: int, nprobe: int, recall_queries: int = 1000):
-        from beam_jobs.neighbours import build_ivf_index, recall_at, search_ivf
 
-        self.ids, vectors = stack_catalogue(pairs)
-        self.index = build_ivf_index(vectors)
-        sample = np.random.default_rng(0).permutation(len(self.ids))[:recall_queries]
-        exact_ids, _ = top_k_cosine(vectors[sample], self.ids[sample], vectors, self.ids, 10)
-        approximate, _ = search_ivf(self.index, self.ids, vectors[sample], self.ids[sample], 10, nprobe)
-        self.report = {"mode": "approximate", "index": "faiss IVFFlat, inner product",
-                       "lists": int(self.index.nlist), "nprobe": nprobe, "recall_queries": int(len(sample)),
-                       "recall@10": recall_at(approximate, exact_ids, 10)}
+def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, nprobe: int,
+                     recall_queries: int = 1000) -> dict[str, Any]:
+    """Build the IVF index over the whole catalogue, save it with its ids to ``path`` (any Beam file
+    system), and measure its recall@10 against exact search on up to ``recall_queries`` sampled tracks.
+    Returns the report, with the file's path under ``"path"``."""
+    import io
 
-    def __getstate__(self):
+    import faiss
+
+    from beam_jobs.neighbours import build_ivf_index, recall_at, search_ivf
+
+    ids = np.concatenate([i for i, _ in batches])
+    vectors = np.concatenate([v for _, v in batches])
+    order = np.argsort(ids, kind="stable")
+    ids, vectors = ids[order], vectors[order]
+    del batches, order
+    index = build_ivf_index(vectors)
+    sample = np.sort(np.random.default_rng(0).permutation(len(ids))[:recall_queries])
+    exact_ids, _ = top_k_faiss(vectors[sample], ids[sample], vectors, ids, 10)
+    approximate, _ = search_ivf(index, ids, vectors[sample], ids[sample], 10, nprobe)
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=ids, index=faiss.serialize_index(index))
+    with FileSystems.create(path, compression_type="uncompressed") as handle:
+        handle.write(buffer.getvalue())
+    log.info("neighbour index: %d tracks in %d lists -> %s", len(ids), index.nlist, path)
+    return {"mode": "approximate", "index": "faiss IVFFlat, inner product", "lists": int(index.nlist),
+            "nprobe": nprobe, "recall_queries": int(len(sample)),
+            "recall@10": recall_at(approximate, exact_ids, 10), "path": path}
+
+
+class _LoadedIndex:
+    """An index file read into this process (held by a ``shared.Shared`` handle, one per worker)."""
+
+    def __init__(self, path: str):
+        import io
+
         import faiss
 
-        return {"ids": self.ids, "index": faiss.serialize_index(self.index), "report": self.report}
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            saved = np.load(io.BytesIO(handle.read()))
+        self.ids = saved["ids"]
+        self.index = faiss.deserialize_index(saved["index"])
 
-    def __setstate__(self, state):
+
+class SearchIndexFn(beam.DoFn):
+    """``(ids, vectors)`` query batches -> :data:`NeighbourBlock`; the index file is loaded once per worker
+    process, on its first batch (the file's path arrives as a side input once the index is built)."""
+
+    def __init__(self, k: int, nprobe: int, index_handle: shared.Shared):
+        self._k, self._nprobe, self._index_handle = k, nprobe, index_handle
+        self._queries = Metrics.counter(common.METRICS_NAMESPACE, "neighbour_queries")
+
+    def setup(self) -> None:
         import faiss
 
-        self.ids, self.report = state["ids"], state["report"]
-        self.index = faiss.deserialize_index(state["index"])
+        faiss.omp_set_num_threads(1)  # one worker per core already
+
+    def process(self, batch: tuple[np.ndarray, np.ndarray], report: dict[str, Any]):
+        from beam_jobs.neighbours import search_ivf
+
+        path = report["path"]
+        loaded = self._index_handle.acquire(lambda: _LoadedIndex(path), tag=path)
+        query_ids, queries = batch
+        found, sims = search_ivf(loaded.index, loaded.ids, queries, query_ids, self._k, self._nprobe)
+        self._queries.inc(len(query_ids))
+        yield query_ids, found, sims
 
 
 class ApproximateNeighbours(beam.PTransform):
-    """``(track_id, unit vector)`` -> ``(track_id, (ids, similarities))`` from a faiss IVF index built once
-    over the whole catalogue and shared with the workers as a side input; query batches probe ``nprobe``
-    lists. Its recall@10 against exact search, on up to 1,000 sampled queries, goes to ``report``."""
+    """``(track_id, unit vector)`` -> :data:`NeighbourBlock` elements from a faiss IVF index.
 
-    def __init__(self, k: int, nprobe: int, batch_size: int = 1024):
+    The index is built once over the whole catalogue (which arrives in batches, not one element per track)
+    and written to ``index_dir``; each worker loads it once and searches batches of queries, probing
+    ``nprobe`` lists. Its recall@10 against exact search, on up to 1,000 sampled queries, goes to ``report``.
+    """
+
+    def __init__(self, k: int, nprobe: int, index_dir: str, batch_size: int = VECTOR_BATCH):
         super().__init__()
-        self._k, self._nprobe, self._batch_size = k, nprobe, batch_size
+        self._k, self._nprobe, self._index_dir, self._batch_size = k, nprobe, index_dir, batch_size
 
     def expand(self, vectors):
-        k, nprobe = self._k, self._nprobe
-        index = (vectors | "Catalogue" >> beam.combiners.ToList()
-                 | "BuildIndex" >> beam.Map(lambda pairs: IvfIndex(pairs, k, nprobe)))
-        self.report = index | "Report" >> beam.Map(lambda built: built.report)
-
-        def search(batch, built):
-            import faiss
-
-            from beam_jobs.neighbours import search_ivf
-
-            faiss.omp_set_num_threads(1)  # one worker per core already
-            query_ids = np.array([i for i, _ in batch], np.int64)
-            found_ids, found_sims = search_ivf(built.index, built.ids, np.stack([v for _, v in batch]), query_ids,
-                                               k, nprobe)
-            for track_id, ids_row, sims_row in zip(query_ids.tolist(), found_ids, found_sims):
-                keep = ids_row >= 0  # the index may find fewer than k
-                yield track_id, (ids_row[keep], sims_row[keep])
-
-        return (vectors
-                | "QueryBatches" >> beam.BatchElements(min_batch_size=64, max_batch_size=self._batch_size)
-                | "Search" >> beam.FlatMap(search, beam.pvalue.AsSingleton(index)))
+        path = posixpath.join(self._index_dir, INDEX_FILE) if common.is_remote(self._index_dir) else str(
+            Path(self._index_dir) / INDEX_FILE)
+        batches = (vectors
+                   | "Batch" >> beam.BatchElements(min_batch_size=min(256, self._batch_size), max_batch_size=self._batch_size)
+                   | "Stack" >> beam.Map(stack_batch))
+        built = (batches | "Catalogue" >> beam.combiners.ToList()
+                 | "BuildIndex" >> beam.Map(build_index_file, path, self._nprobe))
+        self.report = built | "Report" >> beam.Map(lambda report: {k: v for k, v in report.items() if k != "path"})
+        return batches | "Search" >> beam.ParDo(SearchIndexFn(self._k, self._nprobe, shared.Shared()),
+                                                beam.pvalue.AsSingleton(built))
 
 
 class MapCoordinates(beam.PTransform):
@@ -342,7 +414,7 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
         staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings",
     )
     if approximate:
-        search = ApproximateNeighbours(k, nprobe)
+        search = ApproximateNeighbours(k, nprobe, index_dir=staging)
         lists = vectors | "Neighbours" >> search
         _ = search.report | "WriteReport" >> beam.Map(
             lambda report: common.write_text(posixpath.join(staging, NEIGHBOUR_REPORT), json.dumps(report)))
@@ -350,7 +422,7 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
         lists = vectors | "Neighbours" >> NearestNeighbours(k)
     _ = (
         lists
-        | "AllLists" >> beam.combiners.ToList()
+        | "AllBlocks" >> beam.combiners.ToList()
         | "WriteNeighbours" >> beam.Map(write_neighbour_table, posixpath.join(staging, "neighbours.parquet"),
                                         tables.with_metadata(tables.NEIGHBOURS, **provenance))
     )
@@ -368,6 +440,8 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
     """Run the embed job; returns the summary it also writes to ``OUT/summary.json``."""
+    from model.train import model_info
+
     options = PipelineOptions(argv)
     args = options.view_as(EmbedOptions)
     if args.add:
@@ -376,15 +450,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         return add_tracks.run(argv, test_pipeline)
     common.require_flags(options, "data", "model", "out")
     output = options.view_as(common.OutputOptions)
-    common.require_complete(args.data, made_by="wavelist ingest")
-    common.require_complete(args.model, made_by="wavelist train")
-    spec = common.load_audio_spec(args.data, made_by="wavelist ingest")
-    spec.require_same(common.load_audio_spec(args.model, made_by="wavelist train"),
-                      what=f"the tiles in {args.data} (vs the model {args.model})")
-    info = common.read_json(common.join(args.model, "model_info.json"), made_by="wavelist train")
+    spec = AudioSpec.load(args.data)
+    spec.require_same(AudioSpec.load(args.model), what=f"the tiles in {args.data} (vs the model {args.model})")
+    info = model_info(args.model)
     provenance = {"model_id": info["model_id"], "audio_spec": spec.to_dict()}
-    accepted = [row for row in common.read_parquet(common.join(args.data, "tracks.parquet"),
-                                                   made_by="wavelist ingest").to_pylist()
+    accepted = [row for row in pq.read_table(Path(args.data) / "tracks.parquet").to_pylist()
                 if row["status"] == "ok"]
     approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and len(accepted) > EXACT_LIMIT)
     log.info("embed: %d tracks with model %s, %s neighbours", len(accepted), info["model_id"],
@@ -392,26 +462,24 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
     with common.staged_output(output.out, overwrite=output.overwrite) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
-        model_dir = args.model if common.is_remote(args.model) else str(Path(args.model).resolve())
-        build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
+        build_pipeline(pipeline, data=args.data, model_dir=str(Path(args.model).resolve()), staging=staging,
                        spec=spec, input_kind=info.get("input", "tiles"), provenance=provenance,
                        accepted=accepted, k=args.k, batch_size=args.batch_size, approximate=approximate,
                        nprobe=args.nprobe)
         pipeline.run().wait_until_finish()
-        embedded = common.parquet_num_rows(common.join(staging, "embeddings.parquet"))
-        report_file = common.join(staging, NEIGHBOUR_REPORT)
+        embedded = pq.read_metadata(Path(staging) / "embeddings.parquet").num_rows
         summary = {
             "model_id": info["model_id"],
             "tracks_in_data": len(accepted),
             "tracks_embedded": embedded,
-            "neighbour_rows": common.parquet_num_rows(common.join(staging, "neighbours.parquet")),
+            "neighbour_rows": pq.read_metadata(Path(staging) / "neighbours.parquet").num_rows,
             "k": args.k,
-            "neighbours": (common.read_json(report_file) if approximate
+            "neighbours": (json.loads(Path(staging, NEIGHBOUR_REPORT).read_text()) if approximate
                            else {"mode": "exact", "recall@10": 1.0}),
         }
-        if FileSystems.exists(report_file):
-            FileSystems.delete([report_file])
-        common.write_text(common.join(staging, "summary.json"), json.dumps(summary, indent=2) + "\n")
+        Path(staging, NEIGHBOUR_REPORT).unlink(missing_ok=True)
+        Path(staging, INDEX_FILE).unlink(missing_ok=True)
+        (Path(staging) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("embed: %d tracks embedded -> %s", embedded, output.out)
     return summary
 

@@ -116,9 +116,34 @@ def merge_block_top_k(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tup
     return np.take_along_axis(ids, order, axis=1), np.take_along_axis(sims, order, axis=1)
 
 
-def block_of(track_id: int, n_blocks: int) -> int:
-    """The block of a track: a stable hash of its id, so blocks are balanced whatever the ids look like."""
-    return int((track_id * 0x9E3779B97F4A7C15) % (2**64) >> 32) % n_blocks
+def block_of(track_ids, n_blocks: int):
+    """The block of each track: a stable hash of its id, so blocks are balanced whatever the ids look like.
+    Takes one id (returns an int) or an array of ids (returns an int64 array)."""
+    ids = np.asarray(track_ids, np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        mixed = ids * np.uint64(0x9E3779B97F4A7C15)  # wraps modulo 2**64, as intended
+    blocks = ((mixed >> np.uint64(32)) % np.uint64(n_blocks)).astype(np.int64)
+    return int(blocks) if blocks.ndim == 0 else blocks
+
+
+def stack_lists(lists: list[tuple[int, tuple[np.ndarray, np.ndarray]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-track neighbour lists ``(track_id, (ids, similarities))`` -> one block ``(track ids [m],
+    neighbour ids [m, k], similarities [m, k])``; shorter lists are padded with id -1, similarity -inf."""
+    width = max((len(ids) for _, (ids, _) in lists), default=0)
+    track_ids = np.array([t for t, _ in lists], np.int64)
+    ids = np.full((len(lists), width), -1, np.int64)
+    sims = np.full((len(lists), width), -np.inf, np.float32)
+    for row, (_, (row_ids, row_sims)) in enumerate(lists):
+        ids[row, : len(row_ids)], sims[row, : len(row_sims)] = row_ids, row_sims
+    return track_ids, ids, sims
+
+
+def unstack_lists(block: tuple[np.ndarray, np.ndarray, np.ndarray]):
+    """The inverse of :func:`stack_lists`: ``(track_id, (ids, similarities))`` per row, padding dropped."""
+    track_ids, ids, sims = block
+    for track_id, row_ids, row_sims in zip(track_ids.tolist(), ids, sims):
+        keep = row_ids >= 0
+        yield track_id, (row_ids[keep], row_sims[keep])
 
 
 def ivf_lists(n: int) -> int:

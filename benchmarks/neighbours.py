@@ -61,16 +61,16 @@ def beam_run(path: Path, n: int, k: int, approximate: bool, nprobe: int, out: Pa
         for i in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
             yield i, np.array(vectors[i])
 
-    def save(lists):
+    def save(blocks):
         found = np.full((n, k), -1, np.int64)
-        for track_id, (ids, _) in lists:
-            found[track_id, : len(ids)] = ids
+        for track_ids, ids, _ in blocks:
+            found[track_ids, : ids.shape[1]] = ids
         np.save(out, found)
 
     argv = ["--direct_num_workers=2"]
     pipeline = common.make_pipeline(PipelineOptions(argv), argv)
     vectors = (pipeline | beam.Create(list(range(-(-n // CHUNK)))) | beam.Reshuffle() | beam.FlatMap(load))
-    search = ApproximateNeighbours(k, nprobe) if approximate else NearestNeighbours(k)
+    search = ApproximateNeighbours(k, nprobe, index_dir=str(out.parent)) if approximate else NearestNeighbours(k)
     _ = vectors | search | beam.combiners.ToList() | beam.Map(save)
     report = {}
     if approximate:

@@ -4,7 +4,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs.embed import EmbedTracks, NearestNeighbours
-from beam_jobs.neighbours import l2_normalise, top_k_cosine
+from beam_jobs.neighbours import l2_normalise, top_k_cosine, unstack_lists
 from schemas.audio import AudioSpec
 from schemas.tile_example import decode_tile, encode_tile
 
@@ -16,7 +16,8 @@ def test_nearest_neighbours_transform_equals_exact_top_k():
     want_ids, want_sims = top_k_cosine(vectors, ids, vectors, ids, 5)
     expected = [(int(t), want_ids[i].tolist()) for i, t in enumerate(ids)]
     with TestPipeline() as pipeline:
-        lists = (pipeline | beam.Create(list(zip(ids.tolist(), vectors))) | NearestNeighbours(k=5, block_size=7))
+        lists = (pipeline | beam.Create(list(zip(ids.tolist(), vectors))) | NearestNeighbours(k=5, block_size=7)
+                 | beam.FlatMap(unstack_lists))
         assert_that(lists | beam.MapTuple(lambda t, merged: (t, merged[0].tolist())), equal_to(expected))
 
 
@@ -37,7 +38,7 @@ def test_embed_tracks_gives_one_unit_vector_per_track(pipeline_outputs):
         assert_that(vectors, check)
 
 
-def test_approximate_neighbours_find_most_exact_ones():
+def test_approximate_neighbours_find_most_exact_ones(tmp_path):
     from beam_jobs.embed import ApproximateNeighbours
     from beam_jobs.neighbours import recall_at
 
@@ -55,8 +56,8 @@ def test_approximate_neighbours_find_most_exact_ones():
         assert recall_at([lists[t][0] for t in ids.tolist()], [exact[t] for t in ids.tolist()]) > 0.9
 
     with TestPipeline() as pipeline:
-        search = ApproximateNeighbours(k=10, nprobe=8)
-        lists = pipeline | beam.Create(list(zip(ids.tolist(), vectors))) | search
+        search = ApproximateNeighbours(k=10, nprobe=8, index_dir=str(tmp_path), batch_size=100)
+        lists = pipeline | beam.Create(list(zip(ids.tolist(), vectors))) | search | beam.FlatMap(unstack_lists)
         assert_that(lists, check, label="lists")
         assert_that(search.report | beam.Map(lambda r: (r["mode"], r["recall@10"] > 0.9, r["recall_queries"])),
                     equal_to([("approximate", True, 800)]), label="report")

@@ -131,3 +131,35 @@ def test_ivf_search_excludes_self_and_pads_missing():
     np.testing.assert_array_equal(found, want)
     few, few_sims = search_ivf(index, ids, vectors[:2], ids[:2], 500, nprobe=index.nlist)
     assert (few[:, -1] == -1).all() and np.isneginf(few_sims[:, -1]).all()
+
+
+def test_block_of_an_array_equals_block_of_each_id():
+    from beam_jobs.neighbours import block_of
+
+    ids = np.array([0, 7, 123_456_789, 2**62 + 7, 10**15], np.int64)
+    assert block_of(ids, 5).tolist() == [block_of(int(i), 5) for i in ids]
+    assert all(0 <= block_of(int(i), 5) < 5 for i in ids)
+
+
+def test_stacked_lists_unstack_to_the_same_lists():
+    from beam_jobs.neighbours import stack_lists, unstack_lists
+
+    lists = [(5, (np.array([1, 2, 3]), np.array([0.9, 0.8, 0.7], np.float32))), (9, (np.array([4]), np.array([0.5], np.float32)))]
+    track_ids, ids, sims = stack_lists(lists)
+    assert ids.shape == (2, 3) and ids[1].tolist() == [4, -1, -1] and np.isneginf(sims[1, 1:]).all()
+    back = list(unstack_lists((track_ids, ids, sims)))
+    assert [(t, i.tolist(), s.tolist()) for t, (i, s) in back] == [(t, i.tolist(), s.tolist()) for t, (i, s) in lists]
+
+
+def test_neighbour_table_from_padded_blocks_is_sorted_and_ranked(tmp_path):
+    import pyarrow.parquet as pq
+
+    from beam_jobs.embed import write_neighbour_table
+    from schemas import tables
+
+    blocks = [(np.array([30, 10]), np.array([[10, -1], [30, 20]]), np.array([[0.5, -np.inf], [0.5, 0.4]], np.float32)),
+              (np.array([20]), np.array([[10]]), np.array([[0.4]], np.float32))]
+    rows = write_neighbour_table(blocks, str(tmp_path / "n.parquet"), tables.NEIGHBOURS)
+    table = pq.read_table(tmp_path / "n.parquet").to_pylist()
+    assert rows == 4
+    assert [(r["track_id"], r["rank"], r["neighbour_id"]) for r in table] == [(10, 1, 30), (10, 2, 20), (20, 1, 10), (30, 1, 10)]
