@@ -68,7 +68,8 @@ class EmbedBatchFn(beam.DoFn):
             def __init__(self, model):
                 self.model = model
 
-        self._model = self._model_handle.acquire(lambda: _Holder(load_embedder(self._model_dir))).model
+        self._model = self._model_handle.acquire(
+            lambda: _Holder(load_embedder(common.local_folder(self._model_dir)))).model
 
     def process(self, batch: list[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
         track_ids = [track_id for track_id, _ in batch]
@@ -440,8 +441,6 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
     """Run the embed job; returns the summary it also writes to ``OUT/summary.json``."""
-    from model.train import model_info
-
     options = PipelineOptions(argv)
     args = options.view_as(EmbedOptions)
     if args.add:
@@ -450,11 +449,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         return add_tracks.run(argv, test_pipeline)
     common.require_flags(options, "data", "model", "out")
     output = options.view_as(common.OutputOptions)
-    spec = AudioSpec.load(args.data)
-    spec.require_same(AudioSpec.load(args.model), what=f"the tiles in {args.data} (vs the model {args.model})")
-    info = model_info(args.model)
+    common.require_complete(args.data, made_by="wavelist ingest")
+    common.require_complete(args.model, made_by="wavelist train")
+    spec = common.load_audio_spec(args.data, made_by="wavelist ingest")
+    spec.require_same(common.load_audio_spec(args.model, made_by="wavelist train"),
+                      what=f"the tiles in {args.data} (vs the model {args.model})")
+    info = common.read_json(common.join(args.model, "model_info.json"), made_by="wavelist train")
     provenance = {"model_id": info["model_id"], "audio_spec": spec.to_dict()}
-    accepted = [row for row in pq.read_table(Path(args.data) / "tracks.parquet").to_pylist()
+    accepted = [row for row in common.read_parquet(common.join(args.data, "tracks.parquet"),
+                                                   made_by="wavelist ingest").to_pylist()
                 if row["status"] == "ok"]
     approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and len(accepted) > EXACT_LIMIT)
     log.info("embed: %d tracks with model %s, %s neighbours", len(accepted), info["model_id"],
@@ -462,24 +465,29 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
     with common.staged_output(output.out, overwrite=output.overwrite) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
-        build_pipeline(pipeline, data=args.data, model_dir=str(Path(args.model).resolve()), staging=staging,
+        model_dir = args.model if common.is_remote(args.model) else str(Path(args.model).resolve())
+        build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
                        spec=spec, input_kind=info.get("input", "tiles"), provenance=provenance,
                        accepted=accepted, k=args.k, batch_size=args.batch_size, approximate=approximate,
                        nprobe=args.nprobe)
         pipeline.run().wait_until_finish()
-        embedded = pq.read_metadata(Path(staging) / "embeddings.parquet").num_rows
+        embedded = common.parquet_num_rows(common.join(staging, "embeddings.parquet"))
+        report_file = common.join(staging, NEIGHBOUR_REPORT)
         summary = {
             "model_id": info["model_id"],
             "tracks_in_data": len(accepted),
             "tracks_embedded": embedded,
-            "neighbour_rows": pq.read_metadata(Path(staging) / "neighbours.parquet").num_rows,
+            "neighbour_rows": common.parquet_num_rows(common.join(staging, "neighbours.parquet")),
             "k": args.k,
-            "neighbours": (json.loads(Path(staging, NEIGHBOUR_REPORT).read_text()) if approximate
+            "neighbours": (common.read_json(report_file) if approximate
                            else {"mode": "exact", "recall@10": 1.0}),
         }
-        Path(staging, NEIGHBOUR_REPORT).unlink(missing_ok=True)
-        Path(staging, INDEX_FILE).unlink(missing_ok=True)
-        (Path(staging) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if FileSystems.exists(report_file):
+            FileSystems.delete([report_file])
+        index_file = common.join(staging, INDEX_FILE)
+        if FileSystems.exists(index_file):
+            FileSystems.delete([index_file])
+        common.write_text(common.join(staging, "summary.json"), json.dumps(summary, indent=2) + "\n")
     log.info("embed: %d tracks embedded -> %s", embedded, output.out)
     return summary
 
