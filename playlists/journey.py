@@ -1,5 +1,8 @@
-"""Journey: a playlist from track A to track B where each step moves further along the way."""
+"""Journey: a playlist from track A to track B (or through several stops) where each step moves further along
+the way, no track twice, each consecutive pair similar."""
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -21,7 +24,28 @@ def slerp(start: np.ndarray, end: np.ndarray, t: float) -> np.ndarray:
     return (np.sin((1 - t) * angle) * start + np.sin(t * angle) * end) / np.sin(angle)
 
 
-def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 400) -> list[Entry]:
+def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band: int) -> np.ndarray:
+    """Rows strictly between A and B (projection onto A -> B inside (0, 1)), not banned, the ``band`` closest
+    to the great circle from A to B, sorted by progress. One matrix product over the catalogue."""
+    a, b = tables.vectors[a_row], tables.vectors[b_row]
+    cos_ab = float(a @ b)
+    to_a, to_b = (tables.vectors @ np.stack([a, b], axis=1)).T
+    position = (to_b - to_a + 1.0 - cos_ab) / max(2.0 - 2.0 * cos_ab, 1e-12)  # = progress(), without a copy
+    inside = np.flatnonzero((position > 0) & (position < 1) & ~banned)
+    t = position[inside]
+    angle = float(np.arccos(np.clip(cos_ab, -1.0, 1.0)))
+    if angle > 1e-6:  # similarity to the point a fraction t along the great circle (vectorised slerp())
+        on_path = (np.sin((1 - t) * angle) * to_a[inside] + np.sin(t * angle) * to_b[inside]) / np.sin(angle)
+    else:
+        on_path = to_a[inside]
+    if len(inside) > band:
+        keep = np.argpartition(-on_path, band - 1)[:band]
+        inside, t = inside[keep], t[keep]
+    return inside[np.argsort(t, kind="stable")]
+
+
+def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 400,
+            exclude: Iterable[int] = ()) -> list[Entry]:
     """``n`` tracks from ``start`` to ``end`` (both included), each further along the way, no repeats.
 
     Candidates are the ``band`` tracks between start and end (projection onto start -> end strictly
@@ -29,21 +53,57 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
     candidates by increasing progress with ``n - 1`` steps, dynamic programming picks the one with the
     least path energy, the sum of squared step lengths ``(1 - cosine)^2``: that spreads the steps evenly
     and avoids one big jump. Fewer tracks come back when too few lie between start and end.
+    ``exclude`` lists track ids that may not appear (other than start and end).
     """
     if n < 2:
         raise ValueError("a journey needs at least two tracks (-n 2 or more)")
-    a, b = tables.vector(start), tables.vector(end)
-    if tables.row(start) == tables.row(end):
+    a_row, b_row = tables.row(start), tables.row(end)
+    if a_row == b_row:
         raise ValueError("a journey needs two different tracks")
-    position = progress(tables.vectors, a, b)
-    inside = np.flatnonzero((position > 0) & (position < 1))
-    inside = inside[(inside != tables.row(start)) & (inside != tables.row(end))]
-    on_path = np.array([tables.vectors[i] @ slerp(a, b, float(position[i])) for i in inside])
-    inside = inside[np.argsort(-on_path, kind="stable")[:band]] if inside.size else inside
-    nodes = np.concatenate([[tables.row(start)], inside[np.argsort(position[inside], kind="stable")],
-                            [tables.row(end)]])
+    banned = np.zeros(len(tables), dtype=bool)
+    banned[[a_row, b_row, *(tables.row(i) for i in exclude)]] = True
+    inside = _candidates(tables, a_row, b_row, banned, band)
+    nodes = np.concatenate([[a_row], inside, [b_row]]).astype(np.int64)
     steps = _least_energy_path(tables.vectors[nodes], min(n - 1, len(nodes) - 1))
-    path = nodes[steps]
+    return _entries(tables, nodes[steps])
+
+
+def journey_via(tables: Tables, stops: list[int], n: int = 20, *, band: int = 400,
+                exclude: Iterable[int] = ()) -> list[Entry]:
+    """A journey through every stop in order (``n`` tracks in all, stops included, no track twice).
+
+    Each leg gets one step, and the rest of the ``n - 1`` steps are shared in proportion to the legs' angles;
+    each leg is a :func:`journey` that may not reuse a track of the legs before it.
+    """
+    if len(stops) < 2:
+        raise ValueError("a journey needs at least two stops")
+    rows = [tables.row(stop) for stop in stops]
+    if len(set(rows)) < len(rows):
+        raise ValueError("a journey's stops must be different tracks")
+    if n < len(stops):
+        raise ValueError(f"a journey through {len(stops)} stops needs -n {len(stops)} or more")
+    angles = np.array([np.arccos(np.clip(tables.vectors[p] @ tables.vectors[q], -1, 1))
+                       for p, q in zip(rows, rows[1:])])
+    steps = leg_steps(angles, n - 1)
+    used = {int(tables.ids[r]) for r in rows} | {int(i) for i in exclude}
+    entries = [Entry(int(stops[0]), 1.0)]
+    for start, end, leg_n in zip(stops, stops[1:], steps):
+        leg = journey(tables, start, end, leg_n + 1, band=band, exclude=used - {int(start), int(end)})
+        entries += leg[1:]
+        used |= {e.track_id for e in leg}
+    return entries
+
+
+def leg_steps(angles: np.ndarray, total: int) -> list[int]:
+    """``total`` steps: one per leg, the rest shared in proportion to ``angles`` (largest remainder)."""
+    extra = total - len(angles)
+    share = angles / angles.sum() * extra if angles.sum() > 0 else np.full(len(angles), extra / len(angles))
+    steps = np.floor(share).astype(int)
+    steps[np.argsort(-(share - steps), kind="stable")[: extra - steps.sum()]] += 1
+    return [int(s) + 1 for s in steps]
+
+
+def _entries(tables: Tables, path: np.ndarray) -> list[Entry]:
     entries = [Entry(int(tables.ids[path[0]]), 1.0)]
     for previous, row in zip(path, path[1:]):
         entries.append(Entry(int(tables.ids[row]), float(tables.vectors[previous] @ tables.vectors[row])))
@@ -68,14 +128,36 @@ def _least_energy_path(vectors: np.ndarray, n_steps: int) -> list[int]:
     return path[::-1]
 
 
-def smoothness(tables: Tables, entries: list[Entry]) -> dict[str, float]:
-    """How smooth a journey is: the weakest and mean similarity of consecutive tracks, and the share of
-    steps that move further along start -> end (1.0 = monotonic)."""
-    vectors = np.stack([tables.vector(e.track_id) for e in entries])
+def line_journey(tables: Tables, start: int, end: int, n: int = 20) -> list[Entry]:
+    """The original study's method, kept as the baseline: for each of ``n`` evenly spaced points on the
+    straight line from A to B, the nearest unused track (one scan of the catalogue per point)."""
+    a, b = tables.vector(start), tables.vector(end)
+    used = {tables.row(start), tables.row(end)}
+    path = [tables.row(start)]
+    for t in np.linspace(0, 1, n)[1:-1]:
+        distances = np.linalg.norm(tables.vectors - ((1 - t) * a + t * b), axis=1)
+        distances[list(used)] = np.inf
+        path.append(int(np.argmin(distances)))
+        used.add(path[-1])
+    path.append(tables.row(end))
+    return _entries(tables, np.array(path))
+
+
+def smoothness(tables: Tables, entries: list[Entry], stops: list[int] | None = None) -> dict[str, float]:
+    """How smooth a journey is: the weakest and mean cosine similarity of consecutive tracks (higher is
+    smoother), and the share of steps that move further along their leg (projection onto start -> end, or
+    onto each pair of consecutive ``stops``; 1.0 = monotonic)."""
+    ids = [e.track_id for e in entries]
+    vectors = np.stack([tables.vector(i) for i in ids])
     steps = np.einsum("ij,ij->i", vectors[:-1], vectors[1:])
-    position = progress(vectors, vectors[0], vectors[-1])
+    stops = stops or [ids[0], ids[-1]]
+    at = [ids.index(int(s)) for s in stops]
+    forward = []
+    for first, last in zip(at, at[1:]):
+        position = progress(vectors[first: last + 1], vectors[first], vectors[last])
+        forward += list(np.diff(position) > 0)
     return {
         "min_step_similarity": float(steps.min()),
         "mean_step_similarity": float(steps.mean()),
-        "monotonic_fraction": float(np.mean(np.diff(position) > 0)),
+        "monotonic_fraction": float(np.mean(forward)),
     }

@@ -3,44 +3,60 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import numpy as np
 
-from playlists.tables import Tables, TablesError
+from playlists.tables import Tables, _read
 from schemas import tables as schemas
+
+
+def coordinates(tables: Tables) -> np.ndarray:
+    """[shape=(n, 3)] map3d.parquet's x, y, z for each row (NaN where the map lacks the track); read once."""
+    if "map3d" not in tables._columns:
+        coords = _read(tables.folder, "map3d.parquet", schemas.MAP3D)
+        rows = tables.rows_of(coords["track_id"].to_numpy())
+        known = rows >= 0
+        xyz = np.full((len(tables), 3), np.nan, dtype=np.float32)
+        for axis, name in enumerate("xyz"):
+            xyz[rows[known], axis] = coords[name].to_numpy()[known]
+        tables._columns["map3d"] = xyz
+    return tables._columns["map3d"]
+
+
+def map_figure(tables: Tables, playlist: list[int] | None = None, title: str = "wavelist map",
+               highlight: int | None = None):
+    """The 3-D map as a plotly figure: one trace per genre, hover with id, title, artist and genre;
+    ``playlist`` track ids drawn as a path; ``highlight`` drawn as a large diamond."""
+    import plotly.graph_objects as go
+
+    xyz = coordinates(tables)
+    genres = np.array([g or "unknown" for g in tables.column("genre")], dtype=object)
+    titles, artists = tables.column("title"), tables.column("artist")
+    figure = go.Figure()
+    for genre in sorted(set(genres)):
+        rows = np.flatnonzero((genres == genre) & ~np.isnan(xyz[:, 0]))
+        hover = [f"{tables.ids[r]}: {titles[r] or ''}<br>{artists[r] or ''}<br>{genre}" for r in rows]
+        figure.add_trace(go.Scatter3d(x=xyz[rows, 0], y=xyz[rows, 1], z=xyz[rows, 2], mode="markers", name=genre,
+                                      text=hover, hoverinfo="text", marker={"size": 4}))
+    if playlist:
+        rows = [tables.row(i) for i in playlist]
+        figure.add_trace(go.Scatter3d(
+            x=xyz[rows, 0], y=xyz[rows, 1], z=xyz[rows, 2], mode="lines+markers", name="playlist",
+            line={"width": 6, "color": "black"}, marker={"size": 6, "color": "black"},
+            text=[f"{k}. {i}: {titles[r] or ''}" for k, (i, r) in enumerate(zip(playlist, rows), start=1)],
+            hoverinfo="text",
+        ))
+    if highlight is not None:
+        r = tables.row(highlight)
+        figure.add_trace(go.Scatter3d(x=[xyz[r, 0]], y=[xyz[r, 1]], z=[xyz[r, 2]], mode="markers", name="selected",
+                                      text=[f"{highlight}: {titles[r] or ''}"], hoverinfo="text",
+                                      marker={"size": 12, "color": "red", "symbol": "diamond"}))
+    figure.update_layout(title=title, legend={"itemsizing": "constant"}, margin={"l": 0, "r": 0, "b": 0, "t": 40})
+    return figure
 
 
 def write_map(tables: Tables, out: str | Path, playlist: list[int] | None = None, title: str = "wavelist map") -> Path:
     """Write ``out`` (HTML with plotly.js inlined); ``playlist`` track ids are drawn as a path."""
-    import plotly.graph_objects as go
-
-    path = tables.folder / "map3d.parquet"
-    if not path.exists():
-        raise TablesError(f"{path} is missing: is {tables.folder} an output of wavelist embed?")
-    coords = pq.read_table(path)
-    schemas.require_columns(coords.schema, schemas.MAP3D, what=str(path))
-    points = {row["track_id"]: (row["x"], row["y"], row["z"]) for row in coords.to_pylist()}
-    by_genre: dict[str, list[int]] = {}
-    for track_id in points:
-        by_genre.setdefault(tables.tracks.get(track_id, {}).get("genre") or "unknown", []).append(track_id)
-    figure = go.Figure()
-    for genre, ids in sorted(by_genre.items()):
-        hover = [
-            f"{i}: {tables.tracks.get(i, {}).get('title') or ''}<br>{tables.tracks.get(i, {}).get('artist') or ''}"
-            f"<br>{genre}"
-            for i in ids
-        ]
-        figure.add_trace(go.Scatter3d(
-            x=[points[i][0] for i in ids], y=[points[i][1] for i in ids], z=[points[i][2] for i in ids],
-            mode="markers", name=genre, text=hover, hoverinfo="text", marker={"size": 4},
-        ))
-    if playlist:
-        figure.add_trace(go.Scatter3d(
-            x=[points[i][0] for i in playlist], y=[points[i][1] for i in playlist],
-            z=[points[i][2] for i in playlist], mode="lines+markers", name="playlist",
-            line={"width": 6, "color": "black"}, marker={"size": 6, "color": "black"},
-            text=[str(i) for i in playlist], hoverinfo="text",
-        ))
-    figure.update_layout(title=title, legend={"itemsizing": "constant"}, margin={"l": 0, "r": 0, "b": 0, "t": 40})
+    figure = map_figure(tables, playlist, title)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.write_html(out, include_plotlyjs=True, full_html=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from playlists.radio import Entry
@@ -19,10 +20,35 @@ def playlist_rows(tables: Tables, entries: list[Entry]) -> list[dict[str, Any]]:
             "genre": track.get("genre"),
             "artist": track.get("artist"),
             "title": track.get("title"),
-            "path": track.get("path"),
+            "path": player_path(track.get("path")),
             "similarity": round(entry.similarity, 4),
         })
     return rows
+
+
+def player_path(path: str | None) -> str:
+    """``path`` as a player opens it: a local path made absolute (relative ones are taken from the current
+    folder, where ingest ran), a URL (``gs://``, ``http://``) unchanged."""
+    if not path:
+        return ""
+    if "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def m3u(rows: list[dict[str, Any]]) -> str:
+    """An M3U8 playlist (UTF-8) of ``rows``' audio paths, absolute, with an ``#EXTINF`` title line each."""
+    lines = ["#EXTM3U"]
+    for row in rows:
+        lines += [f"#EXTINF:-1,{row['artist'] or 'unknown'} - {row['title'] or row['track_id']}",
+                  player_path(row["path"])]
+    return "\n".join(lines)
+
+
+def missing_audio(rows: list[dict[str, Any]]) -> list[str]:
+    """The local audio paths of ``rows`` that do not exist here (a player would skip them)."""
+    paths = [player_path(row["path"]) for row in rows]
+    return [p for p in paths if p and "://" not in p and not Path(p).exists()]
 
 
 def render(tables: Tables, entries: list[Entry], fmt: str) -> str:
@@ -31,10 +57,7 @@ def render(tables: Tables, entries: list[Entry], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2, ensure_ascii=False)
     if fmt == "m3u":
-        lines = ["#EXTM3U"]
-        for row in rows:
-            lines += [f"#EXTINF:-1,{row['artist'] or 'unknown'} - {row['title'] or row['track_id']}", row["path"] or ""]
-        return "\n".join(lines)
+        return m3u(rows)
     if fmt == "table":
         header = f"{'#':>3}  {'track_id':>8}  {'similarity':>10}  {'genre':<14} {'artist':<20} title"
         body = [
@@ -44,3 +67,31 @@ def render(tables: Tables, entries: list[Entry], fmt: str) -> str:
         ]
         return "\n".join([header, *body])
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def read_track_list(tables: Tables, path: str | Path) -> list[int]:
+    """Track ids listed in ``path``, in order: an M3U/M3U8 playlist (audio paths), this module's JSON output
+    (objects with ``track_id``), or a text file of track ids or audio paths, one a line (``#`` lines skipped).
+    A line that names no track of ``tables`` is an :class:`~playlists.tables.UnknownTrack` error."""
+    from playlists.tables import UnknownTrack
+
+    text = Path(path).read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            return [tables.resolve(row["track_id"]) for row in json.loads(text)]
+        except (json.JSONDecodeError, TypeError, KeyError) as error:
+            raise ValueError(f"{path} is not a JSON list of objects with a track_id ({error})") from None
+    by_path = {player_path(p): int(i) for i, p in zip(tables.ids, tables.column("path")) if p}
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.lstrip("-").isdigit():
+            found.append(int(tables.ids[tables.row(int(line))]))
+        elif player_path(line) in by_path:
+            found.append(by_path[player_path(line)])
+        else:
+            raise UnknownTrack(f"{path} line {number}: {line!r} is neither a track id nor an audio path of "
+                               f"{tables.folder}")
+    return found

@@ -1,47 +1,144 @@
-"""Radio: the nearest neighbours of one seed track by cosine similarity."""
+"""Radio and blends: the tracks nearest to one seed, or to several, by cosine similarity."""
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from playlists.tables import Tables
 
+log = logging.getLogger("wavelist.playlists")
+
 
 @dataclass(frozen=True)
 class Entry:
-    """One playlist position; ``similarity`` is to the seed (radio) or to the previous track (journey)."""
+    """One playlist position; ``similarity`` is to the seed (radio), the seeds (like) or the previous track
+    (journey)."""
 
     track_id: int
     similarity: float
 
 
-def radio(tables: Tables, seed: int, n: int = 20) -> list[Entry]:
+def artist_keys(tables: Tables) -> np.ndarray:
+    """[shape=(n,)] who made each row's track: the artist id, else the artist name, else ``None``."""
+    ids, names = tables.column("artist_id"), tables.column("artist")
+    return np.array([i if i is not None else (n or None) for i, n in zip(ids, names)], dtype=object)
+
+
+def pick(tables: Tables, rows: np.ndarray, scores: np.ndarray, n: int, *, variety: float = 0.0,
+         max_per_artist: int | None = None) -> list[tuple[int, float]]:
+    """Up to ``n`` of the candidate ``rows`` as ``(row, score)``, best ``scores`` first.
+
+    With ``variety`` > 0 the choice is maximal marginal relevance: each step takes the candidate maximising
+    ``(1 - variety) * score - variety * (its highest similarity to a track already taken)``.
+    ``max_per_artist`` caps the tracks of one artist (tracks of unknown artists are not capped).
+    """
+    if not 0.0 <= variety < 1.0:
+        raise ValueError(f"variety must be in [0, 1), got {variety}")
+    order = np.lexsort((tables.ids[rows], -scores))
+    rows, scores = rows[order], scores[order]
+    artists = artist_keys(tables)[rows] if max_per_artist is not None else None
+    taken: list[tuple[int, float]] = []
+    per_artist: Counter = Counter()
+    vectors = tables.vectors[rows] if variety > 0 else None
+    closest_taken = np.full(len(rows), -1.0, dtype=np.float32)
+    open_ = np.ones(len(rows), dtype=bool)
+    while len(taken) < n and open_.any():
+        if variety > 0 and taken:
+            value = (1 - variety) * scores - variety * closest_taken
+        else:
+            value = scores.astype(np.float64)
+        best = int(np.argmax(np.where(open_, value, -np.inf)))
+        open_[best] = False
+        if artists is not None and artists[best] is not None:
+            if per_artist[artists[best]] >= max_per_artist:
+                continue
+            per_artist[artists[best]] += 1
+        taken.append((int(rows[best]), float(scores[best])))
+        if variety > 0:
+            closest_taken = np.maximum(closest_taken, vectors @ vectors[best])
+    return taken
+
+
+def _banned_rows(tables: Tables, seeds_rows: list[int], exclude: Iterable[int], exclude_artist: bool) -> np.ndarray:
+    """Rows that may not appear: the seeds, ``exclude`` track ids and, if asked, the seeds' artists' tracks."""
+    banned = np.zeros(len(tables), dtype=bool)
+    banned[seeds_rows] = True
+    exclude = list(exclude)
+    if exclude:
+        banned[[tables.row(track_id) for track_id in exclude]] = True
+    if exclude_artist:
+        artists = artist_keys(tables)
+        seed_artists = {artists[r] for r in seeds_rows} - {None}
+        if not seed_artists:
+            log.warning("the catalogue does not know the seed's artist; no artist excluded")
+        banned |= np.isin(artists, list(seed_artists)) if seed_artists else False
+    return banned
+
+
+def nearest(tables: Tables, scores: np.ndarray, banned: np.ndarray, n: int, *, variety: float = 0.0,
+            max_per_artist: int | None = None) -> list[tuple[int, float]]:
+    """Up to ``n`` rows by ``scores`` over the whole catalogue (``banned`` rows left out), via :func:`pick`."""
+    allowed = np.flatnonzero(~banned)
+    pool = min(len(allowed), max(4 * n, 100) if (variety or max_per_artist) else n)
+    top = allowed[np.argpartition(-scores[allowed], pool - 1)[:pool]] if pool else allowed
+    # ties at the edge of the pool: keep every candidate scoring as well as the worst one taken
+    if pool and pool < len(allowed):
+        top = allowed[scores[allowed] >= scores[top].min()]
+    return pick(tables, top, scores[top], n, variety=variety, max_per_artist=max_per_artist)
+
+
+def radio(tables: Tables, seed: int, n: int = 20, *, exclude_artist: bool = False, variety: float = 0.0,
+          max_per_artist: int | None = None, exclude: Iterable[int] = ()) -> list[Entry]:
     """The ``n`` tracks most similar to ``seed``, best first, the seed itself excluded.
 
-    Reads the precomputed neighbour list; when it holds fewer than ``n`` rows, ranks the whole catalogue.
+    Takes them from the stored neighbour lists (arrays loaded once) when those hold enough candidates after the
+    filters; otherwise ranks the whole catalogue. ``exclude_artist`` leaves out the seed's artist; ``variety``
+    trades similarity for variety (see :func:`pick`); ``exclude`` lists track ids to leave out.
     """
     if n < 1:
         raise ValueError("a radio needs at least one track (-n 1 or more)")
-    neighbour_ids, similarities = tables.stored_neighbours(seed)
-    if len(neighbour_ids) < min(n, len(tables) - 1):
-        scores = tables.vectors @ tables.vector(seed)
-        scores[tables.row(seed)] = -np.inf
-        order = np.lexsort((tables.ids, -scores))[: min(n, len(tables) - 1)]
-        neighbour_ids, similarities = tables.ids[order], scores[order]
-    return [Entry(int(i), float(s)) for i, s in zip(neighbour_ids[:n], similarities[:n])]
+    row = tables.row(seed)
+    banned = _banned_rows(tables, [row], exclude, exclude_artist)
+    wanted = min(n, int((~banned).sum()))
+    stored = tables.neighbour_rows[row]
+    stored_scores = tables.neighbour_similarities[row]
+    usable = (stored >= 0) & ~banned[np.maximum(stored, 0)]
+    if usable.sum() >= wanted * (2 if variety else 1):
+        taken = pick(tables, stored[usable], stored_scores[usable], n, variety=variety, max_per_artist=max_per_artist)
+        if len(taken) >= wanted:
+            return [Entry(int(tables.ids[r]), s) for r, s in taken]
+    scores = tables.vectors @ tables.vectors[row]
+    taken = nearest(tables, scores, banned, n, variety=variety, max_per_artist=max_per_artist)
+    return [Entry(int(tables.ids[r]), s) for r, s in taken]
+
+
+def like(tables: Tables, seeds: list[int], n: int = 20, *, exclude_artist: bool = False, variety: float = 0.0,
+         max_per_artist: int | None = None, exclude: Iterable[int] = ()) -> list[Entry]:
+    """A playlist that blends several ``seeds``: the tracks with the highest mean cosine similarity to them
+    (the seeds left out); ``similarity`` is that mean. Options as in :func:`radio`."""
+    if not seeds:
+        raise ValueError("like needs at least one seed (--seeds A B ...)")
+    if n < 1:
+        raise ValueError("a playlist needs at least one track (-n 1 or more)")
+    rows = [tables.row(seed) for seed in seeds]
+    scores = tables.vectors @ tables.vectors[rows].mean(axis=0)
+    banned = _banned_rows(tables, rows, exclude, exclude_artist)
+    taken = nearest(tables, scores, banned, n, variety=variety, max_per_artist=max_per_artist)
+    return [Entry(int(tables.ids[r]), s) for r, s in taken]
 
 
 def radio_genre_agreement(tables: Tables, n: int = 10) -> float:
     """Share of each track's ``n`` stored nearest neighbours that have its genre, over all tracks with
     a genre: the demo's check that the space carries style, not noise (chance is about 1/genres)."""
-    import pyarrow.parquet as pq
-
-    neighbours = pq.read_table(tables.folder / "neighbours.parquet", filters=[("rank", "<=", n)])
-    genre = {track_id: row.get("genre") for track_id, row in tables.tracks.items()}
+    genre = tables.column("genre")
+    neighbours = tables.neighbour_rows[:, :n]
     same = [
-        genre.get(a) == genre.get(b)
-        for a, b in zip(neighbours["track_id"].to_pylist(), neighbours["neighbour_id"].to_pylist())
-        if genre.get(a)
+        genre[row] == genre[other]
+        for row in range(len(tables)) if genre[row]
+        for other in neighbours[row] if other >= 0
     ]
     return float(np.mean(same)) if same else float("nan")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,17 @@ import pyarrow.parquet as pq
 
 from schemas import tables as schemas
 
+# Above this many tracks, an unknown id is matched against the numerically nearest ids only (difflib over
+# every id would take seconds).
+FUZZY_ID_LIMIT = 200_000
+
 
 class TablesError(ValueError):
     """A tables folder that cannot be used as it is."""
 
 
 class UnknownTrack(LookupError):
-    """A track id that the tables do not hold."""
+    """A track id (or title) that the tables do not hold."""
 
     def __str__(self) -> str:  # LookupError would quote the message
         return str(self.args[0])
@@ -39,45 +44,144 @@ def _read(folder: Path, name: str, schema: pa.Schema, columns: list[str] | None 
 
 @dataclass
 class Tables:
-    """Track vectors (unit length, rows sorted by id), track rows and the neighbour table's location."""
+    """Track vectors (unit length, rows sorted by id) and the catalogue columns aligned with those rows.
+
+    The neighbour table is read on first use (:attr:`neighbour_rows`) and kept as arrays indexed by row, so a
+    radio is an array lookup.
+    """
 
     folder: Path
     ids: np.ndarray  # [shape=(n,)] int64, sorted
     vectors: np.ndarray  # [shape=(n, d)] float32, unit rows
-    tracks: dict[int, dict[str, Any]]
+    catalogue: pa.Table  # tracks.parquet, sorted by track_id
     model_id: str
-    _row_of: dict[int, int] = field(repr=False, default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._row_of = {int(track_id): row for row, track_id in enumerate(self.ids)}
+    _columns: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def rows_of(self, track_ids: np.ndarray) -> np.ndarray:
+        """Rows of known ``track_ids`` (``-1`` for unknown ones)."""
+        track_ids = np.asarray(track_ids, dtype=np.int64)
+        rows = np.minimum(np.searchsorted(self.ids, track_ids), len(self.ids) - 1)
+        return np.where(self.ids[rows] == track_ids, rows, -1)
+
     def row(self, track_id: int) -> int:
         """Row of ``track_id`` in ``vectors``; an unknown id raises :class:`UnknownTrack` with suggestions."""
-        try:
-            return self._row_of[int(track_id)]
-        except KeyError:
-            close = difflib.get_close_matches(str(track_id), [str(i) for i in self.ids], n=5, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UnknownTrack(f"track {track_id} is not in {self.folder}{hint}") from None
+        row = int(self.rows_of(np.array([int(track_id)]))[0])
+        if row < 0:
+            hint = f"; did you mean {', '.join(self._close_ids(int(track_id)))}?"
+            raise UnknownTrack(f"track {track_id} is not in {self.folder}{hint}")
+        return row
+
+    def _close_ids(self, track_id: int, n: int = 5) -> list[str]:
+        if len(self.ids) <= FUZZY_ID_LIMIT:
+            close = difflib.get_close_matches(str(track_id), [str(i) for i in self.ids], n=n, cutoff=0.5)
+            if close:
+                return close
+        at = int(np.searchsorted(self.ids, track_id))
+        nearby = self.ids[max(0, at - n // 2): at + n - n // 2]
+        return [str(int(i)) for i in nearby]
+
+    def resolve(self, text: str | int) -> int:
+        """The track id that ``text`` names: an id, or a title (case-insensitive) held by one track."""
+        text = str(text).strip()
+        if text.lstrip("-").isdigit():
+            return int(self.ids[self.row(int(text))])
+        titles = self.column("title")
+        wanted = text.casefold()
+        exact = [row for row, title in enumerate(titles) if title and title.casefold() == wanted]
+        if len(exact) == 1:
+            return int(self.ids[exact[0]])
+        if exact:
+            listed = ", ".join(str(int(self.ids[row])) for row in exact[:10])
+            raise UnknownTrack(f"title {text!r} names {len(exact)} tracks ({listed}); give a track id")
+        known = {t.casefold(): t for t in sorted({t for t in titles if t})}
+        close = [known[t] for t in difflib.get_close_matches(wanted, list(known), n=5, cutoff=0.5)]
+        close += [t for f, t in known.items() if wanted in f and t not in close][: 5 - len(close)]
+        hint = f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
+        raise UnknownTrack(f"no track id or title {text!r} in {self.folder}{hint}")
+
+    def search(self, query: str, limit: int = 20) -> list[int]:
+        """Track ids whose id, title or artist contains ``query`` (case-insensitive), in row order."""
+        wanted = query.strip().casefold()
+        if not wanted:
+            return [int(i) for i in self.ids[:limit]]
+        found = []
+        for row, (title, artist) in enumerate(zip(self.column("title"), self.column("artist"))):
+            if wanted in f"{self.ids[row]} {title or ''} {artist or ''}".casefold():
+                found.append(int(self.ids[row]))
+                if len(found) == limit:
+                    break
+        return found
 
     def vector(self, track_id: int) -> np.ndarray:
         return self.vectors[self.row(track_id)]
 
+    def column(self, name: str) -> np.ndarray:
+        """Catalogue column ``name`` aligned with the rows (``None`` where tracks.parquet lacks the track)."""
+        if name not in self._columns:
+            table_ids = self.catalogue["track_id"].to_numpy()
+            at = np.minimum(np.searchsorted(table_ids, self.ids), max(len(table_ids) - 1, 0))
+            present = table_ids[at] == self.ids if len(table_ids) else np.zeros(len(self.ids), bool)
+            values = np.asarray(self.catalogue[name].to_numpy(zero_copy_only=False), dtype=object)
+            column = np.full(len(self.ids), None, dtype=object)
+            column[present] = values[at[present]]
+            self._columns[name] = column
+        return self._columns[name]
+
     def track(self, track_id: int) -> dict[str, Any]:
-        self.row(track_id)
-        return self.tracks.get(int(track_id), {"track_id": int(track_id)})
+        """The catalogue row of ``track_id`` (only ``track_id`` when tracks.parquet lacks it)."""
+        row = self.row(track_id)
+        values = {name: self.column(name)[row] for name in self.catalogue.column_names if name != "track_id"}
+        return {"track_id": int(track_id), **{k: v for k, v in values.items() if v is not None}}
+
+    @cached_property
+    def tracks(self) -> dict[int, dict[str, Any]]:
+        """Every catalogue row by track id (small catalogues; large ones should use :meth:`column`)."""
+        return {row["track_id"]: row for row in self.catalogue.to_pylist()}
+
+    @cached_property
+    def _neighbour_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        path = self.folder / "neighbours.parquet"
+        if not path.exists():
+            empty = np.zeros((len(self), 0))
+            return empty.astype(np.int64), empty.astype(np.float32)
+        table = _read(self.folder, "neighbours.parquet", schemas.NEIGHBOURS)
+        rows = self.rows_of(table["track_id"].to_numpy())
+        ranks = table["rank"].to_numpy()
+        neighbour_rows = self.rows_of(table["neighbour_id"].to_numpy())
+        similarity = table["similarity"].to_numpy()
+        if not (np.all(np.diff(rows) >= 0) and np.all((np.diff(rows) > 0) | (np.diff(ranks) > 0))):
+            order = np.lexsort((ranks, rows))
+            rows, neighbour_rows, similarity = rows[order], neighbour_rows[order], similarity[order]
+        keep = (rows >= 0) & (neighbour_rows >= 0)
+        rows, neighbour_rows, similarity = rows[keep], neighbour_rows[keep], similarity[keep]
+        counts = np.bincount(rows, minlength=len(self))
+        k = int(counts.max()) if len(counts) else 0
+        slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        by_row = np.full((len(self), k), -1, dtype=np.int64)
+        sims = np.full((len(self), k), np.nan, dtype=np.float32)
+        by_row[rows, slot] = neighbour_rows
+        sims[rows, slot] = similarity
+        return by_row, sims
+
+    @property
+    def neighbour_rows(self) -> np.ndarray:
+        """[shape=(n, k)] rows of each row's stored neighbours, best first; ``-1`` pads short lists."""
+        return self._neighbour_arrays[0]
+
+    @property
+    def neighbour_similarities(self) -> np.ndarray:
+        """[shape=(n, k)] cosine similarity of each stored neighbour; NaN pads short lists."""
+        return self._neighbour_arrays[1]
 
     def stored_neighbours(self, track_id: int) -> tuple[np.ndarray, np.ndarray]:
         """``(neighbour_ids, similarities)`` of ``track_id`` from neighbours.parquet, best first."""
-        self.row(track_id)
-        path = self.folder / "neighbours.parquet"
-        table = pq.read_table(path, filters=[("track_id", "=", int(track_id))])
-        schemas.require_columns(table.schema, schemas.NEIGHBOURS, what=str(path))
-        order = np.argsort(table["rank"].to_numpy())
-        return table["neighbour_id"].to_numpy()[order], table["similarity"].to_numpy()[order]
+        row = self.row(track_id)
+        rows = self.neighbour_rows[row]
+        known = rows >= 0
+        return self.ids[rows[known]], self.neighbour_similarities[row][known]
 
 
 def load_tables(folder: str | Path) -> Tables:
@@ -94,9 +198,16 @@ def load_tables(folder: str | Path) -> Tables:
             raise TablesError(f"{folder} mixes two models: embeddings from {model_id}, "
                               f"neighbours from {neighbours_model}; rerun wavelist embed")
     ids = embeddings["track_id"].to_numpy()
-    vectors = np.stack(embeddings["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
-    order = np.argsort(ids)
+    lists = embeddings["embedding"].combine_chunks()
+    lengths = np.unique(lists.value_lengths().to_numpy(zero_copy_only=False)) if len(lists) else np.array([0])
+    if len(lengths) != 1 or lists.null_count:
+        raise TablesError(f"{folder / 'embeddings.parquet'} holds vectors of lengths {lengths.tolist()}; "
+                          "every track needs one vector of the same length")
+    vectors = lists.flatten().to_numpy().astype(np.float32).reshape(len(ids), int(lengths[0]))
+    order = np.argsort(ids, kind="stable")
     ids, vectors = ids[order], vectors[order]
+    if len(ids) and np.any(ids[1:] == ids[:-1]):
+        raise TablesError(f"{folder / 'embeddings.parquet'} holds track {ids[1:][ids[1:] == ids[:-1]][0]} twice")
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    tracks = {row["track_id"]: row for row in _read(folder, "tracks.parquet", schemas.TRACKS).to_pylist()}
-    return Tables(folder=folder, ids=ids, vectors=vectors, tracks=tracks, model_id=model_id)
+    catalogue = _read(folder, "tracks.parquet", schemas.TRACKS).sort_by("track_id")
+    return Tables(folder=folder, ids=ids, vectors=vectors, catalogue=catalogue, model_id=model_id)

@@ -82,18 +82,36 @@ def build_parser() -> argparse.ArgumentParser:
     for job in JOBS:
         sub.add_parser(job, help=f"run the {job} stage (--help for its flags)", add_help=False)
 
+    track = "track id or exact title"
     radio = _playlist_parser(sub, "radio", "nearest neighbours of one seed track")
-    radio.add_argument("--seed", type=int, required=True, help="track id of the seed")
+    radio.add_argument("--seed", required=True, help=track)
+    like = _playlist_parser(sub, "like", "a playlist that blends several seed tracks")
+    like.add_argument("--seeds", nargs="+", required=True, metavar="TRACK", help=f"seeds ({track})")
+    for parser_ in (radio, like):
+        parser_.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
+        parser_.add_argument("--variety", type=float, default=0.0,
+                             help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
     journey = _playlist_parser(sub, "journey", "a smooth path of tracks from one track to another")
-    journey.add_argument("--from", dest="start", type=int, required=True, help="first track id")
-    journey.add_argument("--to", dest="end", type=int, required=True, help="last track id")
+    journey.add_argument("--from", dest="start", help=f"first track ({track})")
+    journey.add_argument("--to", dest="end", help=f"last track ({track})")
+    journey.add_argument("--via", nargs="+", metavar="TRACK", help="stops in order, first to last (instead of --from/--to)")
 
     mapper = sub.add_parser("map", help="write the interactive 3-D catalogue map as HTML")
     mapper.add_argument("--tables", required=True)
     mapper.add_argument("--out", default="map.html")
-    mapper.add_argument("--radio", type=int, metavar="SEED", help="draw this seed's radio on the map")
-    mapper.add_argument("--journey", type=int, nargs=2, metavar=("FROM", "TO"), help="draw a journey")
+    mapper.add_argument("--radio", metavar="SEED", help="draw this seed's radio on the map")
+    mapper.add_argument("--journey", nargs="+", metavar="TRACK", help="draw a journey through these tracks (2 or more)")
+    mapper.add_argument("--playlist", metavar="FILE", help="draw this playlist (M3U8, JSON output, or ids one a line)")
     mapper.add_argument("-n", type=int, default=12, help="length of the drawn playlist")
+
+    projector = sub.add_parser("projector", help="export vectors.tsv, metadata.tsv and a config for "
+                                                 "TensorFlow's Embedding Projector")
+    projector.add_argument("--tables", required=True)
+    projector.add_argument("--out", default="projector")
+
+    app = sub.add_parser("app", help="the Streamlit app: search, map, play, radio, journey, M3U download")
+    app.add_argument("--tables", required=True)
+    app.add_argument("--port", type=int, default=8501)
     return parser
 
 
@@ -106,31 +124,81 @@ def _emit(text: str, output: str | None) -> None:
 
 
 def _playlist_command(args: argparse.Namespace) -> None:
-    from playlists import journey, load_tables, radio, smoothness
-    from playlists.output import render
+    from playlists import journey_via, like, load_tables, radio, smoothness
+    from playlists.output import missing_audio, playlist_rows, render
 
     tables = load_tables(args.tables)
     if args.command == "radio":
-        entries = radio(tables, args.seed, args.n)
+        entries = radio(tables, tables.resolve(args.seed), args.n, exclude_artist=args.exclude_artist,
+                        variety=args.variety)
+    elif args.command == "like":
+        entries = like(tables, [tables.resolve(s) for s in args.seeds], args.n,
+                       exclude_artist=args.exclude_artist, variety=args.variety)
     else:
-        entries = journey(tables, args.start, args.end, args.n)
-        if args.format == "table":
-            figures = smoothness(tables, entries)
-            print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), file=sys.stderr)
+        stops = _journey_stops(args)
+        stops = [tables.resolve(s) for s in stops]
+        entries = journey_via(tables, stops, args.n)
+        figures = smoothness(tables, entries, stops)
+        print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), file=sys.stderr)
+    if args.format == "m3u":
+        missing = missing_audio(playlist_rows(tables, entries))
+        if missing:
+            print(f"warning: {len(missing)} audio files do not exist here, e.g. {missing[0]}", file=sys.stderr)
     _emit(render(tables, entries, args.format), args.output)
 
 
+def _journey_stops(args: argparse.Namespace) -> list[str]:
+    if args.via and (args.start or args.end):
+        raise ValueError("give either --from A --to B or --via A B ..., not both")
+    if args.via:
+        if len(args.via) < 2:
+            raise ValueError("--via needs at least two tracks")
+        return args.via
+    if not (args.start and args.end):
+        raise ValueError("a journey needs --from A --to B (or --via A B ...)")
+    return [args.start, args.end]
+
+
 def _map_command(args: argparse.Namespace) -> None:
-    from playlists import journey, load_tables, radio
+    from playlists import journey_via, load_tables, radio
     from playlists.mapview import write_map
+    from playlists.output import read_track_list
 
     tables = load_tables(args.tables)
     playlist = None
     if args.radio is not None:
-        playlist = [args.radio] + [e.track_id for e in radio(tables, args.radio, args.n)]
+        seed = tables.resolve(args.radio)
+        playlist = [seed] + [e.track_id for e in radio(tables, seed, args.n)]
     elif args.journey:
-        playlist = [e.track_id for e in journey(tables, *args.journey, args.n)]
+        if len(args.journey) < 2:
+            raise ValueError("--journey needs at least two tracks")
+        playlist = [e.track_id for e in journey_via(tables, [tables.resolve(s) for s in args.journey], args.n)]
+    elif args.playlist:
+        playlist = read_track_list(tables, args.playlist)
     print(write_map(tables, args.out, playlist))
+
+
+def _projector_command(args: argparse.Namespace) -> None:
+    from playlists import load_tables
+    from playlists.projector import write_projector
+
+    out = write_projector(load_tables(args.tables), args.out)
+    print(f"{out}: vectors.tsv, metadata.tsv, projector_config.pbtxt (tensorboard --logdir {out}), "
+          "projector_config.json (load vectors.tsv and metadata.tsv in the standalone Embedding Projector)")
+
+
+def _app_command(args: argparse.Namespace) -> int:
+    """Run the Streamlit app on ``args.tables`` until interrupted."""
+    import subprocess
+
+    from playlists import load_tables
+
+    load_tables(args.tables)  # a bad folder is a one-line error here, not a page of Streamlit output
+    app = Path(__file__).with_name("app.py")
+    env = {**os.environ, "WAVELIST_TABLES": str(Path(args.tables).resolve())}
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+               "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+    return subprocess.call(command, env=env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,10 +215,14 @@ def main(argv: list[str] | None = None) -> int:
             from wavelist.demo import run_demo
 
             run_demo(known)
-        elif known.command in ("radio", "journey"):
+        elif known.command in ("radio", "journey", "like"):
             _playlist_command(known)
         elif known.command == "map":
             _map_command(known)
+        elif known.command == "projector":
+            _projector_command(known)
+        elif known.command == "app":
+            return _app_command(known)
     except KeyboardInterrupt:
         print("wavelist: interrupted", file=sys.stderr)
         return 130

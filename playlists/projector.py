@@ -1,0 +1,35 @@
+"""Export for TensorFlow's Embedding Projector (TensorBoard's projector plugin or the standalone page)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from playlists.tables import Tables
+
+METADATA_COLUMNS = ("track_id", "title", "artist", "genre")
+
+
+def _cell(value: object) -> str:
+    """A metadata cell: tabs and line breaks would split the row, so they become spaces."""
+    return " ".join(str("" if value is None else value).split())
+
+
+def write_projector(tables: Tables, out: str | Path, name: str = "wavelist") -> Path:
+    """Write ``vectors.tsv`` (one tab-separated vector per line), ``metadata.tsv`` (a header line, then one
+    line per track in the same order), ``projector_config.pbtxt`` (TensorBoard: ``--logdir OUT``) and
+    ``projector_config.json`` (the standalone projector's config) into the folder ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savetxt(out / "vectors.tsv", tables.vectors, fmt="%.6f", delimiter="\t")
+    columns = [[str(int(i)) for i in tables.ids]] + [[_cell(v) for v in tables.column(c)] for c in METADATA_COLUMNS[1:]]
+    lines = ["\t".join(METADATA_COLUMNS)] + ["\t".join(row) for row in zip(*columns)]
+    (out / "metadata.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "projector_config.pbtxt").write_text(
+        f'embeddings {{\n  tensor_name: "{name}"\n  tensor_path: "vectors.tsv"\n  metadata_path: "metadata.tsv"\n}}\n',
+        encoding="utf-8")
+    config = {"embeddings": [{"tensorName": name, "tensorShape": list(tables.vectors.shape),
+                              "tensorPath": "vectors.tsv", "metadataPath": "metadata.tsv"}]}
+    (out / "projector_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return out
