@@ -72,7 +72,9 @@ def read_fma_tracks(
     if subset not in FMA_SUBSETS:
         raise CatalogueError(f"unknown FMA subset {subset!r}; choose one of {', '.join(FMA_SUBSETS)}")
     try:
-        table = pd.read_csv(tracks_csv, index_col=0, header=[0, 1])
+        # every cell as text, and only an empty cell is missing: a title "NA" or a genre "007" stays as written
+        table = pd.read_csv(tracks_csv, index_col=0, header=[0, 1], dtype=str, keep_default_na=False,
+                            na_values=[""])
     except (ValueError, pd.errors.ParserError) as error:
         raise CatalogueError(f"{source} is not an FMA tracks.csv with a two-row header: {error}") from error
     try:
@@ -98,9 +100,17 @@ def read_fma_tracks(
         value = series.iloc[i]
         return None if pd.isna(value) else str(value)
 
+    def integer(series: pd.Series | None, i: int, what: str) -> int | None:
+        value = text(series, i)
+        try:  # "12.0" too: pandas writes an integer column with gaps as floats
+            return None if value is None else int(value) if value.strip().lstrip("-").isdigit() else int(
+                _whole(float(value)))
+        except ValueError:
+            raise CatalogueError(f"{source}: track {track_ids[i]} has {what} {value!r}, not an integer") from None
+
     rows = []
     for i, track_id in enumerate(track_ids):
-        artist_value = None if artist_id is None or pd.isna(artist_id.iloc[i]) else int(artist_id.iloc[i])
+        artist_value = integer(artist_id, i, "artist id")
         fma_split = text(split, i)
         if fma_split is not None and fma_split not in FMA_SPLIT_NAMES:
             raise CatalogueError(f"{source}: track {track_id} has unknown split {fma_split!r}")
@@ -117,6 +127,12 @@ def read_fma_tracks(
             }
         )
     return rows
+
+
+def _whole(value: float) -> float:
+    if not value.is_integer():
+        raise ValueError(value)
+    return value
 
 
 def genre_vocabulary(rows: Iterable[TrackRow]) -> list[str]:
@@ -151,9 +167,13 @@ def read_labels(handle: TextIO, *, source: str = "labels.csv") -> dict[str, dict
                     values[key] = int(values[key])
                 except ValueError:
                     raise CatalogueError(f"{source} line {line}: {key} {values[key]!r} is not an integer") from None
-        path = (row.get("path") or "").strip().lstrip("./")
+        path = (row.get("path") or "").strip()
+        while path.startswith("./"):
+            path = path[2:]
         if not path:
             raise CatalogueError(f"{source} line {line}: empty path")
+        if path in labels:
+            raise CatalogueError(f"{source} line {line}: {path!r} is listed twice; keep one row per file")
         labels[path] = values
     return labels
 
@@ -184,7 +204,7 @@ def folder_tracks(paths: Iterable[str], *, root: str, labels: dict[str, dict[str
 
 
 def _folder_row(path: str, relative: str, label: dict[str, Any]) -> TrackRow:
-    track_id = label.get("track_id") or track_id_for(relative)
+    track_id = label["track_id"] if label.get("track_id") is not None else track_id_for(relative)
     return {
         "track_id": int(track_id),
         "path": path,

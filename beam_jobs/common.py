@@ -193,7 +193,8 @@ def open_text(path: str):
     """A text handle on ``path`` (local or any Beam filesystem); raises FileNotFoundError naming it."""
     if not FileSystems.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
-    return io.TextIOWrapper(FileSystems.open(path, compression_type="uncompressed"), encoding="utf-8")
+    # newline="": the csv module and pandas see line ends inside quoted fields as written
+    return io.TextIOWrapper(FileSystems.open(path, compression_type="uncompressed"), encoding="utf-8", newline="")
 
 
 def _exists(out: str) -> bool:
@@ -239,7 +240,7 @@ def stale_staging(out: str) -> list[str]:
     """Hidden staging folders of ``out`` that earlier (interrupted or running) jobs left."""
     if is_remote(out):
         parent, name = posixpath.split(out.rstrip("/"))
-        found = FileSystems.match([posixpath.join(parent, f".{name}.partial-*")])[0].metadata_list
+        found = FileSystems.match([posixpath.join(parent, f".{name}.partial-**")])[0].metadata_list
         return sorted({posixpath.join(parent, m.path[len(parent) + 1:].split("/")[0]) for m in found})
     final = Path(out).resolve()
     return sorted(str(p) for p in final.parent.glob(f".{final.name}.partial-*"))

@@ -61,10 +61,24 @@ def gcs(catalogue):
     server.wait(timeout=10)
 
 
-def test_ingest_reads_and_writes_gs_paths(gcs, catalogue):
+@pytest.fixture(scope="module")
+def gs_data(gcs):
+    """The session catalogue ingested from gs:// to gs://BUCKET/data; (folder, summary)."""
     out = f"{gcs}/data"
     summary = ingest.run(["--fma-metadata", f"{gcs}/catalogue/fma_metadata", "--audio-dir",
                           f"{gcs}/catalogue/fma_small", "--out", out, *IN_MEMORY])
+    return out, summary
+
+
+def storage_bucket():
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(credentials=AnonymousCredentials(), project="test").bucket(BUCKET)
+
+
+def test_ingest_reads_and_writes_gs_paths(gcs, gs_data, catalogue):
+    out, summary = gs_data
     assert summary["inputs"] == summary["accepted"] == 32
     assert FileSystems.exists(f"{out}/{common.SUCCESS_MARKER}")
     tracks = common.read_parquet(f"{out}/tracks.parquet").to_pylist()
@@ -75,6 +89,70 @@ def test_ingest_reads_and_writes_gs_paths(gcs, catalogue):
     with pytest.raises(common.OutputExists):
         ingest.run(["--fma-metadata", f"{gcs}/catalogue/fma_metadata", "--audio-dir",
                     f"{gcs}/catalogue/fma_small", "--out", out, *IN_MEMORY])
+
+
+def test_embed_reads_and_writes_gs_paths(gcs, gs_data, pipeline_outputs):
+    """DATA, MODEL and TABLES all on gs://; the tables read back with google-cloud-storage match a local run."""
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from beam_jobs import embed
+
+    bucket = storage_bucket()
+    model = pipeline_outputs["model"]
+    for path in sorted(model.rglob("*")):
+        if path.is_file():
+            bucket.blob(f"model/{path.relative_to(model)}").upload_from_filename(str(path))
+    summary = embed.run(["--data", gs_data[0], "--model", f"{gcs}/model", "--out", f"{gcs}/tables", "--k", "10",
+                         *IN_MEMORY])
+    assert summary["tracks_embedded"] == 32 and summary["neighbour_rows"] == 320
+    names = {blob.name for blob in bucket.list_blobs(prefix="tables/")}
+    assert names == {f"tables/{n}" for n in ("embeddings.parquet", "neighbours.parquet", "tracks.parquet",
+                                             "map3d.parquet", "summary.json", common.SUCCESS_MARKER)}
+    assert not [b.name for b in bucket.list_blobs(prefix=".tables.partial-")]
+
+    def remote(name):
+        return pq.read_table(io.BytesIO(bucket.blob(f"tables/{name}").download_as_bytes()))
+
+    def local(name):
+        return pq.read_table(pipeline_outputs["tables"] / name)
+
+    for name, key in (("embeddings.parquet", ["track_id"]), ("neighbours.parquet", ["track_id", "rank"])):
+        got, want = remote(name).sort_by([(k, "ascending") for k in key]), local(name).sort_by(
+            [(k, "ascending") for k in key])
+        assert got.schema.metadata == want.schema.metadata
+        assert got["track_id"].to_pylist() == want["track_id"].to_pylist()
+    got, want = remote("neighbours.parquet"), local("neighbours.parquet")
+    assert got["neighbour_id"].to_pylist() == want["neighbour_id"].to_pylist()  # both sorted by track and rank
+    np.testing.assert_allclose(got["similarity"].to_numpy(), want["similarity"].to_numpy(), atol=1e-5)
+
+
+def test_incomplete_gs_output_is_refused_and_named(gcs, gs_data, pipeline_outputs):
+    """An output folder without its _SUCCESS marker (as an interrupted publish leaves it) is not read."""
+    from beam_jobs import embed
+
+    bucket = storage_bucket()
+    for name in ("tracks.parquet", "audio_spec.json"):
+        bucket.blob(f"half/{name}").upload_from_string(bucket.blob(f"data/{name}").download_as_bytes())
+    with pytest.raises(ValueError, match=f"{gcs}/half has no _SUCCESS marker"):
+        embed.run(["--data", f"{gcs}/half", "--model", str(pipeline_outputs["model"]), "--out", f"{gcs}/t2",
+                   *IN_MEMORY])
+    with pytest.raises(common.OutputExists, match="without a _SUCCESS marker: incomplete"):
+        common.check_output(f"{gcs}/half", overwrite=False)
+    bucket.blob(".half.partial-0123abcd/tiles/x").upload_from_string(b"x")
+    assert common.stale_staging(f"{gcs}/half") == [f"{gcs}/.half.partial-0123abcd"]
+
+
+def test_gs_publish_replaces_the_old_output_and_writes_the_marker_last(gcs):
+    out = f"{gcs}/republished"
+    for round_ in ("first", "second"):
+        with common.staged_output(out, overwrite=True) as staging:
+            common.write_text(common.join(staging, f"{round_}.txt"), round_)
+            assert not FileSystems.exists(common.join(out, f"{round_}.txt"))
+    names = sorted(m.path for m in FileSystems.match([f"{out}/**"])[0].metadata_list)
+    assert names == [f"{out}/{common.SUCCESS_MARKER}", f"{out}/second.txt"]
 
 
 def test_dataflow_job_graph_builds_without_submitting(gcs):
