@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import common, ingest
-from beam_jobs.embed import (EmbedOptions, EmbedTracks, MergeTopK, read_model_inputs, stack_catalogue,
+from beam_jobs.embed import (EmbedOptions, MergeTopK, TrackVectors, stack_catalogue,
                              write_neighbour_table)
 from beam_jobs.neighbours import stack_lists, top_k_cosine
 from schemas import tables
@@ -105,8 +105,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         old = (pipeline
                | "ReadOld" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "embeddings.parquet"))
                | "OldVectors" >> beam.Map(lambda r: (r["track_id"], np.array(r["embedding"], np.float32))))
-        new = (read_model_inputs(pipeline, new_data, spec, info.get("input", "tiles"))
-               | "EmbedNew" >> EmbedTracks(str(Path(args.model).resolve()), args.batch_size))
+        new = pipeline | "EmbedNew" >> TrackVectors(new_data, str(Path(args.model).resolve()), spec,
+                                                    info.get("input", "tiles"), args.batch_size)
         new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()
                                              | "NewMatrix" >> beam.Map(stack_catalogue))
         cross = (old | "OldBatches" >> beam.BatchElements(min_batch_size=64, max_batch_size=4096)

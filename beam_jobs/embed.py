@@ -56,9 +56,10 @@ class EmbedOptions(PipelineOptions):
 class EmbedBatchFn(beam.DoFn):
     """A batch of ``(track_id, model input)`` -> ``(track_id, vector)``; the model loads once per process."""
 
-    def __init__(self, model_dir: str, model_handle: shared.Shared):
+    def __init__(self, model_dir: str, model_handle: shared.Shared, file: str = "embedder.keras"):
         self._model_dir = model_dir
         self._model_handle = model_handle
+        self._file = file
         self._inputs = Metrics.counter(common.METRICS_NAMESPACE, "embed_model_inputs")
 
     def setup(self) -> None:
@@ -69,7 +70,7 @@ class EmbedBatchFn(beam.DoFn):
                 self.model = model
 
         self._model = self._model_handle.acquire(
-            lambda: _Holder(load_embedder(common.local_folder(self._model_dir)))).model
+            lambda: _Holder(load_embedder(common.local_folder(self._model_dir), self._file))).model
 
     def process(self, batch: list[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
         track_ids = [track_id for track_id, _ in batch]
@@ -82,17 +83,18 @@ class EmbedTracks(beam.PTransform):
     """``(track_id, model input)`` -> ``(track_id, unit vector)``: the mean of the vectors of a track's
     inputs (its tiles, or its one row of summary features), normalised."""
 
-    def __init__(self, model_dir: str, batch_size: int):
+    def __init__(self, model_dir: str, batch_size: int, file: str = "embedder.keras"):
         super().__init__()
         self._model_dir = model_dir
         self._batch_size = batch_size
+        self._file = file
 
     def expand(self, inputs):
         return (
             inputs
             | "Batch" >> beam.BatchElements(min_batch_size=min(16, self._batch_size),
                                             max_batch_size=self._batch_size)
-            | "Model" >> beam.ParDo(EmbedBatchFn(self._model_dir, shared.Shared()))
+            | "Model" >> beam.ParDo(EmbedBatchFn(self._model_dir, shared.Shared(), self._file))
             | "MeanPerTrack" >> beam.CombinePerKey(beam.combiners.MeanCombineFn())
             | "Normalise" >> beam.MapTuple(lambda track_id, v: (track_id, l2_normalise(v[None])[0]))
         )
@@ -115,6 +117,38 @@ def read_model_inputs(pipeline, data: str, spec: AudioSpec, input_kind: str):
         | "DecodeTiles" >> beam.Map(lambda record: decode_tile(record, spec))
         | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, tile.mel))
     )
+
+
+def join_halves(track_id: int, halves: dict[str, list[np.ndarray]]):
+    """A ``tiles+features`` track: its two unit halves side by side, scaled to a unit vector. A track
+    with one half only (no tiles, or no summary row) is counted and left out."""
+    if halves["tiles"] and halves["features"]:
+        yield track_id, np.concatenate([halves["tiles"][0], halves["features"][0]]) / np.float32(np.sqrt(2.0))
+    else:
+        Metrics.counter(common.METRICS_NAMESPACE, "tracks_missing_a_half").inc()
+
+
+class TrackVectors(beam.PTransform):
+    """The tracks of an ingest output folder -> ``(track_id, unit vector)``, as the model's input kind
+    says: the mean of its tile vectors (``tiles``), its summary statistics (``features``), or both halves
+    joined per track (``tiles+features``)."""
+
+    def __init__(self, data: str, model_dir: str, spec: AudioSpec, input_kind: str, batch_size: int):
+        super().__init__()
+        self._data, self._model_dir, self._spec = data, model_dir, spec
+        self._input_kind, self._batch_size = input_kind, batch_size
+
+    def expand(self, pipeline):
+        from model.train import FEATURES_EMBEDDER_FILE
+
+        def vectors(kind: str, file: str = "embedder.keras"):
+            return (read_model_inputs(pipeline, self._data, self._spec, kind)
+                    | f"Embed{kind.title()}" >> EmbedTracks(self._model_dir, self._batch_size, file))
+
+        if self._input_kind != "tiles+features":
+            return vectors(self._input_kind)
+        halves = {"tiles": vectors("tiles"), "features": vectors("features", FEATURES_EMBEDDER_FILE)}
+        return halves | "JoinHalves" >> beam.CoGroupByKey() | "Concatenate" >> beam.FlatMapTuple(join_halves)
 
 
 def stack_catalogue(pairs: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -229,7 +263,6 @@ def write_neighbour_table(blocks: list[NeighbourBlock], path: str, schema) -> in
     Returns the number of rows. (One worker writes the file: the lists are compact arrays, about
     12 bytes per neighbour, so ten million rows are about 120 MB.)"""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     width = max((b[1].shape[1] for b in blocks), default=0)
 
@@ -408,8 +441,7 @@ class MapCoordinates(beam.PTransform):
 def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, input_kind: str,
                    provenance: dict[str, Any], accepted: list[dict[str, Any]], k: int, batch_size: int,
                    approximate: bool = False, nprobe: int = 32):
-    inputs = read_model_inputs(pipeline, data, spec, input_kind)
-    vectors = inputs | "EmbedTracks" >> EmbedTracks(model_dir, batch_size)
+    vectors = pipeline | "TrackVectors" >> TrackVectors(data, model_dir, spec, input_kind, batch_size)
     common.write_parquet(
         vectors | "EmbeddingRows" >> beam.MapTuple(lambda i, v: {"track_id": int(i), "embedding": v.tolist()}),
         staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings",

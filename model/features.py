@@ -40,3 +40,16 @@ def features_embedder(features: np.ndarray) -> keras.Model:
     x = projection(x)
     projection.set_weights([kernel])
     return keras.Model(inputs, keras.layers.UnitNormalization(name="unit_embedding")(x), name="embedder")
+
+
+def whitened_features_embedder(features: np.ndarray, dims: int) -> keras.Model:
+    """track features -> standardised -> PCA whitening to ``dims`` -> unit vector, fitted on ``features``
+    (every track of the catalogue; no labels). The half of a ``tiles+features`` model that the summary
+    statistics give."""
+    from model.train import whitening_layer
+
+    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
+    inputs = keras.Input(shape=(features.shape[1],), name="features")
+    x = keras.layers.Normalization(mean=mean, variance=std**2, name="standardise")(inputs)
+    x = whitening_layer((features - mean) / std, dims)(x)
+    return keras.Model(inputs, keras.layers.UnitNormalization(name="unit_embedding")(x), name="features_embedder")

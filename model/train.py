@@ -24,6 +24,8 @@ from schemas.audio import AudioSpec
 
 log = logging.getLogger(__name__)
 EMBEDDER_FILE = "embedder.keras"
+FEATURES_EMBEDDER_FILE = "features_embedder.keras"  # the second half of a "tiles+features" model
+WHITENED_DIMS = 32
 MODEL_INFO_FILE = "model_info.json"
 KINDS = ("cnn", "contrastive", "autoencoder", "features")
 
@@ -38,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=5, help="early stopping on validation loss")
     parser.add_argument("--temperature", type=float, default=0.1, help="contrastive: NT-Xent temperature")
+    parser.add_argument("--no-features", action="store_true",
+                        help="contrastive: the learned vector alone, not joined with the whitened summary statistics")
     parser.add_argument("--init-from", type=Path, metavar="MODEL",
                         help="cnn: start the encoder from a trained contrastive (or cnn) model, then fine-tune")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -54,8 +58,9 @@ class Trained:
     """What a trainer hands to the export: the embedding model, its input kind and its metrics."""
 
     embedder: Any
-    input_kind: str  # "tiles" or "features"
+    input_kind: str  # "tiles", "features" or "tiles+features"
     metrics: dict[str, Any]
+    features_embedder: Any = None  # for "tiles+features": summary statistics -> the vector's other half
 
 
 def track_level_predictions(probabilities: np.ndarray, labels: np.ndarray, track_ids: np.ndarray):
@@ -191,10 +196,60 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
               callbacks=_callbacks(staging, "loss", args.patience), verbose=args.verbose)
     raw = cnn.embedding_outputs(encoder)
     centre = _mean_embedding(raw, sample)
+    unit = cnn.embedder_of(encoder, centre)
+    track_means = per_track_mean(predict_in_chunks(unit, tiles), track_ids)
+    embedder = whitened(unit, track_means, WHITENED_DIMS)
     history = model.history.history["loss"]
     metrics = {"epochs_run": len(history), "final_loss": float(history[-1]), "tracks": n_tracks,
-               "tiles": int(len(tiles))}
-    return Trained(cnn.embedder_of(encoder, centre), "tiles", metrics)
+               "tiles": int(len(tiles)), "whitened_dims": int(embedder.output.shape[-1])}
+    if args.no_features:
+        return Trained(embedder, "tiles", metrics)
+    from model import features
+
+    _, values = features.load_features(args.data)
+    return Trained(embedder, "tiles+features", {**metrics, "features": "summary statistics, whitened"},
+                   features_embedder=features.whitened_features_embedder(values, WHITENED_DIMS))
+
+
+def predict_in_chunks(model, tiles: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """``model`` over float16 ``tiles`` a chunk at a time (float32 copies of fma_small's tiles would take 5 GB)."""
+    return np.concatenate([model.predict_on_batch(tiles[i:i + chunk].astype(np.float32))
+                           for i in range(0, len(tiles), chunk)])
+
+
+def per_track_mean(vectors: np.ndarray, track_ids: np.ndarray) -> np.ndarray:
+    """Mean vector of each track (rows grouped by sorted track id)."""
+    _, inverse, counts = np.unique(track_ids, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(counts), vectors.shape[1]), np.float64)
+    np.add.at(sums, inverse, vectors)
+    return (sums / counts[:, None]).astype(np.float32)
+
+
+def whitening_layer(vectors: np.ndarray, dims: int, name: str = "whitening"):
+    """A Dense layer computing the PCA whitening of ``vectors``: ``(x - mean) @ components.T / sqrt(variance)``
+    on the first ``dims`` principal components. Fitted on track vectors of the whole catalogue, no labels:
+    equal variance in every direction keeps one dominant direction (loudness, recording quality) from
+    deciding all cosine similarities. The layer is affine, so whitening each tile and averaging equals
+    averaging and then whitening."""
+    import keras
+    from sklearn.decomposition import PCA
+
+    fitted = min(dims, len(vectors) - 1, vectors.shape[1])
+    pca = PCA(n_components=fitted, whiten=True, random_state=0).fit(vectors)
+    kernel = np.zeros((vectors.shape[1], dims), np.float32)  # columns past the catalogue's rank stay zero
+    kernel[:, :fitted] = pca.components_.T / np.sqrt(np.maximum(pca.explained_variance_, 1e-12))
+    layer = keras.layers.Dense(dims, name=name)
+    layer.build((None, vectors.shape[1]))
+    layer.set_weights([kernel, (-pca.mean_ @ kernel).astype(np.float32)])
+    return layer
+
+
+def whitened(embedder, track_vectors: np.ndarray, dims: int):
+    """``embedder`` followed by the whitening of ``track_vectors`` (its outputs averaged per track). The
+    output is not normalised: the embed job averages a track's tile vectors and then normalises."""
+    import keras
+
+    return keras.Model(embedder.input, whitening_layer(track_vectors, dims)(embedder.output), name="embedder")
 
 
 def tf_constant_batches(tiles: np.ndarray, batch: int = 256):
@@ -256,11 +311,11 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def load_embedder(model_dir: str | Path):
-    """The exported input -> unit vector Keras model of ``model_dir``."""
+def load_embedder(model_dir: str | Path, file: str = EMBEDDER_FILE):
+    """The exported input -> vector Keras model of ``model_dir`` (``file``: which of its embedders)."""
     import keras
 
-    path = Path(model_dir) / EMBEDDER_FILE
+    path = Path(model_dir) / file
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: is {model_dir} an output of wavelist train?")
     return keras.saving.load_model(path, compile=False)
@@ -287,11 +342,15 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         staging = Path(staging_name)
         trained = TRAINERS[args.model](args, spec, staging)
         trained.embedder.save(staging / EMBEDDER_FILE)
+        if trained.features_embedder is not None:
+            trained.features_embedder.save(staging / FEATURES_EMBEDDER_FILE)
         spec.save(staging)
         metrics = {"kind": args.model, **trained.metrics}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         info = {"model_id": f"{args.model}-{file_digest(staging / EMBEDDER_FILE)}", "kind": args.model,
-                "input": trained.input_kind, "embedding_dim": 64, "tensorflow": tf.__version__,
+                "input": trained.input_kind,
+                "embedding_dim": int(trained.embedder.output.shape[-1]) + (
+                    int(trained.features_embedder.output.shape[-1]) if trained.features_embedder is not None else 0), "tensorflow": tf.__version__,
                 "keras": keras.__version__}
         (staging / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     log.info("train %s -> %s", args.model, args.out)

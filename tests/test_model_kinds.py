@@ -23,10 +23,39 @@ def kinds(pipeline_outputs, tmp_path_factory):
 def test_each_kind_exports_a_unit_64d_embedder(kinds, pipeline_outputs, kind):
     info = train.model_info(kinds[kind])
     assert info["kind"] == kind and info["model_id"].startswith(kind)
-    assert info["input"] == ("features" if kind == "features" else "tiles")
+    assert info["input"] == {"features": "features", "contrastive": "tiles+features"}.get(kind, "tiles")
     vectors = evaluate.embed_catalogue(kinds[kind], pipeline_outputs["data"])
     assert vectors.full.shape == (32, 64)
     np.testing.assert_allclose(np.linalg.norm(vectors.full, axis=1), 1.0, atol=1e-5)
+
+
+def test_embed_job_joins_the_learned_and_summary_halves_as_evaluate_does(kinds, pipeline_outputs, tmp_path):
+    from beam_jobs import embed
+    from tests.conftest import IN_MEMORY
+
+    summary = embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(kinds["contrastive"]),
+                         "--out", str(tmp_path / "t"), "--k", "5", *IN_MEMORY])
+    assert summary["tracks_embedded"] == 32
+    table = pq.read_table(tmp_path / "t" / "embeddings.parquet").to_pydict()
+    job = dict(zip(table["track_id"], np.array(table["embedding"])))
+    local = evaluate.embed_catalogue(kinds["contrastive"], pipeline_outputs["data"])
+    for track_id, vector in zip(local.ids.tolist(), local.full):
+        np.testing.assert_allclose(job[track_id], vector, atol=1e-4)
+    # each half is a unit vector scaled by 1/sqrt(2): the learned part and the statistics weigh the same
+    halves = np.linalg.norm(local.full[:, :32], axis=1), np.linalg.norm(local.full[:, 32:], axis=1)
+    np.testing.assert_allclose(halves, np.sqrt(0.5), atol=1e-5)
+
+
+def test_whitening_layer_gives_unit_variance_on_what_it_was_fitted_on():
+    from model.train import whitening_layer
+
+    rng = np.random.default_rng(0)
+    vectors = (rng.standard_normal((500, 8)) * [10, 5, 1, 1, 0.5, 0.1, 0.1, 0.1] + 3).astype(np.float32)
+    layer = whitening_layer(vectors, 4)
+    out = np.asarray(layer(vectors))
+    assert out.shape == (500, 4)
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-3)
+    np.testing.assert_allclose(np.cov(out.T, bias=False), np.eye(4), atol=1e-2)
 
 
 def test_embed_job_runs_a_features_model(kinds, pipeline_outputs, tmp_path):
