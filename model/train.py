@@ -332,6 +332,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Train the kind asked for and export it; returns the metrics also written to metrics.json."""
     args = parse_args(argv)
     common.check_output(args.out, overwrite=args.overwrite)
+    common.require_complete(args.data, made_by="wavelist ingest")
     spec = AudioSpec.load(args.data)
 
     import keras
