@@ -56,4 +56,4 @@ def test_job_help_lists_its_flags(capsys):
 @pytest.mark.parametrize("argv", [["train", "--data", "/nonexistent", "--out", "/tmp/x"]])
 def test_job_errors_are_one_line(argv, capsys):
     assert main(argv) == 2
-    assert "audio_spec.json is missing" in capsys.readouterr().err
+    assert "/nonexistent does not exist; give the output folder of wavelist ingest" in capsys.readouterr().err
