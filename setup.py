@@ -24,6 +24,7 @@ REQUIREMENTS = [
     "faiss-cpu==1.15.1",
     "matplotlib==3.11.2",
     "streamlit==1.67.0",
+    "threadpoolctl==3.8.0",
 ]
 
 setuptools.setup(

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from playlists.radio import Entry
-from playlists.tables import Tables
+from playlists.tables import Tables, one_blas_thread
 
 
 def progress(vectors: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -24,14 +24,21 @@ def slerp(start: np.ndarray, end: np.ndarray, t: float) -> np.ndarray:
     return (np.sin((1 - t) * angle) * start + np.sin(t * angle) * end) / np.sin(angle)
 
 
+BINS = 20  # stretches of the way from A to B that share the candidates
+
+
 def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band: int) -> np.ndarray:
-    """Rows strictly between A and B (projection onto A -> B inside (0, 1)), not banned, the ``band`` closest
-    to the great circle from A to B, sorted by progress. One matrix product over the catalogue."""
+    """Rows strictly between A and B (projection onto A -> B inside (0, 1)), not among the ``banned`` rows, the
+    ``band`` closest to the great circle from A to B, sorted by progress. One matrix product over the catalogue;
+    the rest works on the tracks between A and B only."""
     a, b = tables.vectors[a_row], tables.vectors[b_row]
     cos_ab = float(a @ b)
-    to_a, to_b = (tables.vectors @ np.stack([a, b], axis=1)).T
-    position = (to_b - to_a + 1.0 - cos_ab) / max(2.0 - 2.0 * cos_ab, 1e-12)  # = progress(), without a copy
-    inside = np.flatnonzero((position > 0) & (position < 1) & ~banned)
+    to_a, to_b = np.ascontiguousarray((tables.vectors @ np.stack([a, b], axis=1)).T)  # [2, n]
+    position = to_b - to_a  # = progress(), computed in place without a copy of the catalogue
+    position += 1.0 - cos_ab
+    position *= 1.0 / max(2.0 - 2.0 * cos_ab, 1e-12)
+    inside = np.flatnonzero((position > 0) & (position < 1))
+    inside = inside[~np.isin(inside, banned)]
     t = position[inside]
     angle = float(np.arccos(np.clip(cos_ab, -1.0, 1.0)))
     if angle > 1e-6:  # similarity to the point a fraction t along the great circle (vectorised slerp())
@@ -39,7 +46,18 @@ def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band
     else:
         on_path = to_a[inside]
     if len(inside) > band:
-        keep = np.argpartition(-on_path, band - 1)[:band]
+        # the best band // BINS of each of BINS equal stretches of the way: tracks near A and B, which lie close
+        # to the great circle too, must not take every place and leave the middle of the way without candidates
+        stretch = np.minimum((t * BINS).astype(np.int8), BINS - 1)  # int8: argsort is a radix sort
+        order = np.argsort(stretch, kind="stable")
+        bounds = np.searchsorted(stretch[order], np.arange(BINS + 1))
+        keep = []
+        for first, last in zip(bounds[:-1], bounds[1:]):
+            members = order[first:last]
+            if len(members) > band // BINS:
+                members = members[np.argpartition(-on_path[members], band // BINS - 1)[: band // BINS]]
+            keep.append(members)
+        keep = np.concatenate(keep)
         inside, t = inside[keep], t[keep]
     return inside[np.argsort(t, kind="stable")]
 
@@ -48,8 +66,8 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
             exclude: Iterable[int] = ()) -> list[Entry]:
     """``n`` tracks from ``start`` to ``end`` (both included), each further along the way, no repeats.
 
-    Candidates are the ``band`` tracks between start and end (projection onto start -> end strictly
-    inside (0, 1)) that lie closest to the great circle from start to end. Among all orderings of
+    Candidates are ``band`` tracks between start and end (projection onto start -> end strictly inside
+    (0, 1)): in each of 20 equal stretches of the way, those closest to the great circle from start to end. Among all orderings of
     candidates by increasing progress with ``n - 1`` steps, dynamic programming picks the one with the
     least path energy, the sum of squared step lengths ``(1 - cosine)^2``: that spreads the steps evenly
     and avoids one big jump. Fewer tracks come back when too few lie between start and end.
@@ -60,11 +78,11 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
     a_row, b_row = tables.row(start), tables.row(end)
     if a_row == b_row:
         raise ValueError("a journey needs two different tracks")
-    banned = np.zeros(len(tables), dtype=bool)
-    banned[[a_row, b_row, *(tables.row(i) for i in exclude)]] = True
-    inside = _candidates(tables, a_row, b_row, banned, band)
-    nodes = np.concatenate([[a_row], inside, [b_row]]).astype(np.int64)
-    steps = _least_energy_path(tables.vectors[nodes], min(n - 1, len(nodes) - 1))
+    banned = np.array([a_row, b_row, *(tables.row(i) for i in exclude)], dtype=np.int64)
+    with one_blas_thread():
+        inside = _candidates(tables, a_row, b_row, banned, band)
+        nodes = np.concatenate([[a_row], inside, [b_row]]).astype(np.int64)
+        steps = _least_energy_path(tables.vectors[nodes], min(n - 1, len(nodes) - 1))
     return _entries(tables, nodes[steps])
 
 
@@ -113,15 +131,15 @@ def _entries(tables: Tables, path: np.ndarray) -> list[Entry]:
 def _least_energy_path(vectors: np.ndarray, n_steps: int) -> list[int]:
     """Indices ``0 = i_0 < i_1 < ... < i_n_steps = last`` minimising sum of (1 - cos(i_k, i_k+1))^2."""
     last = len(vectors) - 1
-    cost = (1.0 - vectors @ vectors.T) ** 2
-    cost[np.tril_indices(len(vectors))] = np.inf  # only forward steps
-    best = np.full(len(vectors), np.inf)
+    arrival = ((1.0 - vectors @ vectors.T) ** 2).astype(np.float32)  # [to, from]: rows contiguous for argmin
+    arrival[np.triu_indices(len(vectors))] = np.inf  # only forward steps (from < to)
+    best = np.full(len(vectors), np.inf, dtype=np.float32)
     best[0] = 0.0
     parents = []
     for _ in range(n_steps):
-        total = best[:, None] + cost
-        parents.append(np.argmin(total, axis=0))
-        best = total[parents[-1], np.arange(len(vectors))]
+        total = arrival + best[None, :]
+        parents.append(np.argmin(total, axis=1))
+        best = np.take_along_axis(total, parents[-1][:, None], axis=1)[:, 0]
     path = [last]
     for parent in reversed(parents):
         path.append(int(parent[path[-1]]))
@@ -134,11 +152,12 @@ def line_journey(tables: Tables, start: int, end: int, n: int = 20) -> list[Entr
     a, b = tables.vector(start), tables.vector(end)
     used = {tables.row(start), tables.row(end)}
     path = [tables.row(start)]
-    for t in np.linspace(0, 1, n)[1:-1]:
-        distances = np.linalg.norm(tables.vectors - ((1 - t) * a + t * b), axis=1)
-        distances[list(used)] = np.inf
-        path.append(int(np.argmin(distances)))
-        used.add(path[-1])
+    with one_blas_thread():
+        for t in np.linspace(0, 1, n)[1:-1]:
+            distances = np.linalg.norm(tables.vectors - ((1 - t) * a + t * b), axis=1)
+            distances[list(used)] = np.inf
+            path.append(int(np.argmin(distances)))
+            used.add(path[-1])
     path.append(tables.row(end))
     return _entries(tables, np.array(path))
 

@@ -8,6 +8,10 @@ import numpy as np
 from playlists.tables import Tables, _read
 from schemas import tables as schemas
 
+# plotly's default palette, set on each genre's trace so the HTML map and the app colour genres alike
+GENRE_COLOURS = ("#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880",
+                 "#FF97FF", "#FECB52")
+
 
 def coordinates(tables: Tables) -> np.ndarray:
     """[shape=(n, 3)] map3d.parquet's x, y, z for each row (NaN where the map lacks the track); read once."""
@@ -32,11 +36,12 @@ def map_figure(tables: Tables, playlist: list[int] | None = None, title: str = "
     genres = np.array([g or "unknown" for g in tables.column("genre")], dtype=object)
     titles, artists = tables.column("title"), tables.column("artist")
     figure = go.Figure()
-    for genre in sorted(set(genres)):
+    for k, genre in enumerate(sorted(set(genres))):
         rows = np.flatnonzero((genres == genre) & ~np.isnan(xyz[:, 0]))
         hover = [f"{tables.ids[r]}: {titles[r] or ''}<br>{artists[r] or ''}<br>{genre}" for r in rows]
         figure.add_trace(go.Scatter3d(x=xyz[rows, 0], y=xyz[rows, 1], z=xyz[rows, 2], mode="markers", name=genre,
-                                      text=hover, hoverinfo="text", marker={"size": 4}))
+                                      text=hover, hoverinfo="text",
+                                      marker={"size": 4, "color": GENRE_COLOURS[k % len(GENRE_COLOURS)]}))
     if playlist:
         rows = [tables.row(i) for i in playlist]
         figure.add_trace(go.Scatter3d(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from playlists.tables import Tables
+from playlists.tables import Tables, one_blas_thread
 
 log = logging.getLogger("wavelist.playlists")
 
@@ -23,9 +23,12 @@ class Entry:
 
 
 def artist_keys(tables: Tables) -> np.ndarray:
-    """[shape=(n,)] who made each row's track: the artist id, else the artist name, else ``None``."""
-    ids, names = tables.column("artist_id"), tables.column("artist")
-    return np.array([i if i is not None else (n or None) for i, n in zip(ids, names)], dtype=object)
+    """[shape=(n,)] who made each row's track: the artist id, else the artist name, else ``None`` (built once)."""
+    if "artist_key" not in tables._columns:
+        ids, names = tables.column("artist_id"), tables.column("artist")
+        tables._columns["artist_key"] = np.array([i if i is not None else (n or None) for i, n in zip(ids, names)],
+                                                 dtype=object)
+    return tables._columns["artist_key"]
 
 
 def pick(tables: Tables, rows: np.ndarray, scores: np.ndarray, n: int, *, variety: float = 0.0,
@@ -102,33 +105,55 @@ def radio(tables: Tables, seed: int, n: int = 20, *, exclude_artist: bool = Fals
     if n < 1:
         raise ValueError("a radio needs at least one track (-n 1 or more)")
     row = tables.row(seed)
-    banned = _banned_rows(tables, [row], exclude, exclude_artist)
-    wanted = min(n, int((~banned).sum()))
+    exclude_rows = [tables.row(i) for i in exclude]
     stored = tables.neighbour_rows[row]
     stored_scores = tables.neighbour_similarities[row]
-    usable = (stored >= 0) & ~banned[np.maximum(stored, 0)]
-    if usable.sum() >= wanted * (2 if variety else 1):
+    usable = (stored >= 0) & (stored != row)  # filters on the stored list only: no work of catalogue size
+    if exclude_rows:
+        usable &= ~np.isin(stored, exclude_rows)
+    if exclude_artist and artist_keys(tables)[row] is not None:
+        usable &= artist_keys(tables)[stored] != artist_keys(tables)[row]
+    enough = min(n, len(tables) - 1 - len(exclude_rows))
+    if usable.sum() >= enough and not variety and max_per_artist is None:  # the common case: a slice
+        return [Entry(int(i), float(s)) for i, s in zip(tables.ids[stored[usable][:n]], stored_scores[usable][:n])]
+    if usable.sum() >= enough * (2 if variety else 1):
         taken = pick(tables, stored[usable], stored_scores[usable], n, variety=variety, max_per_artist=max_per_artist)
-        if len(taken) >= wanted:
+        if len(taken) >= enough:
             return [Entry(int(tables.ids[r]), s) for r, s in taken]
-    scores = tables.vectors @ tables.vectors[row]
-    taken = nearest(tables, scores, banned, n, variety=variety, max_per_artist=max_per_artist)
+    banned = _banned_rows(tables, [row], exclude, exclude_artist)
+    with one_blas_thread():
+        scores = tables.vectors @ tables.vectors[row]
+        taken = nearest(tables, scores, banned, n, variety=variety, max_per_artist=max_per_artist)
     return [Entry(int(tables.ids[r]), s) for r, s in taken]
 
 
 def like(tables: Tables, seeds: list[int], n: int = 20, *, exclude_artist: bool = False, variety: float = 0.0,
          max_per_artist: int | None = None, exclude: Iterable[int] = ()) -> list[Entry]:
-    """A playlist that blends several ``seeds``: the tracks with the highest mean cosine similarity to them
-    (the seeds left out); ``similarity`` is that mean. Options as in :func:`radio`."""
+    """A playlist that blends several ``seeds``, taking turns between them.
+
+    Each track belongs to the seed it is most similar to; the seeds take turns (in the order given), each
+    giving its best remaining track by the blend score, the mean cosine similarity to all seeds (that is
+    ``similarity``). So every seed has its share, and within it the tracks that suit the whole blend come
+    first. With seeds alike, this is the tracks nearest to their mean. Options as in :func:`radio`.
+    """
     if not seeds:
         raise ValueError("like needs at least one seed (--seeds A B ...)")
     if n < 1:
         raise ValueError("a playlist needs at least one track (-n 1 or more)")
     rows = [tables.row(seed) for seed in seeds]
-    scores = tables.vectors @ tables.vectors[rows].mean(axis=0)
     banned = _banned_rows(tables, rows, exclude, exclude_artist)
-    taken = nearest(tables, scores, banned, n, variety=variety, max_per_artist=max_per_artist)
-    return [Entry(int(tables.ids[r]), s) for r, s in taken]
+    with one_blas_thread():
+        to_seeds = tables.vectors @ tables.vectors[rows].T  # [n_tracks, n_seeds]
+        scores = to_seeds.mean(axis=1)
+        owner = to_seeds.argmax(axis=1)
+        shares = []
+        for k in range(len(rows)):
+            shares.append(nearest(tables, scores, banned | (owner != k), n, variety=variety,
+                                  max_per_artist=max_per_artist))
+    taken: list[tuple[int, float]] = []
+    for turn in range(n):
+        taken += [share[turn] for share in shares if turn < len(share)]
+    return [Entry(int(tables.ids[r]), s) for r, s in taken[:n]]
 
 
 def radio_genre_agreement(tables: Tables, n: int = 10) -> float:

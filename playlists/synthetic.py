@@ -37,7 +37,7 @@ def synthetic_vectors(n_tracks: int, *, n_styles: int = 8, tracks_per_artist: in
     return vectors, style, artist
 
 
-def neighbour_lists(vectors: np.ndarray, k: int, *, exact_up_to: int = 50_000, nprobe: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def neighbour_lists(vectors: np.ndarray, k: int, *, exact_up_to: int = 50_000, nprobe: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """``(rows [n, k], similarities [n, k])``: each row's ``k`` most similar other rows by faiss (exact inner
     product up to ``exact_up_to`` tracks, an IVF index above)."""
     import faiss
@@ -47,7 +47,7 @@ def neighbour_lists(vectors: np.ndarray, k: int, *, exact_up_to: int = 50_000, n
         index = faiss.IndexFlatIP(dim)
     else:
         quantiser = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantiser, dim, int(4 * np.sqrt(n)), faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFFlat(quantiser, dim, int(np.sqrt(n)), faiss.METRIC_INNER_PRODUCT)
         index.train(vectors[np.random.default_rng(0).choice(n, min(n, 64 * index.nlist), replace=False)])
         index.nprobe = nprobe
     index.add(vectors)

@@ -3,19 +3,32 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from threadpoolctl import ThreadpoolController
 
 from schemas import tables as schemas
 
 # Above this many tracks, an unknown id is matched against the numerically nearest ids only (difflib over
 # every id would take seconds).
 FUZZY_ID_LIMIT = 200_000
+
+
+@lru_cache(maxsize=1)
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context in which BLAS uses one thread. A query's products are small or memory-bound: on a busy
+    2-core machine a second BLAS thread made a 1,000,000 x 64 matrix-vector product 6 times slower (260 vs
+    40 ms) and a 400 x 64 one 10 times slower (benchmarks/RESULTS.md)."""
+    return _blas().limit(limits=1, user_api="blas")
 
 
 class TablesError(ValueError):
@@ -148,10 +161,15 @@ class Tables:
             empty = np.zeros((len(self), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
         table = _read(self.folder, "neighbours.parquet", schemas.NEIGHBOURS)
-        rows = self.rows_of(table["track_id"].to_numpy())
-        ranks = table["rank"].to_numpy()
+        track_ids, ranks = table["track_id"].to_numpy(), table["rank"].to_numpy()
         neighbour_rows = self.rows_of(table["neighbour_id"].to_numpy())
         similarity = table["similarity"].to_numpy()
+        k = len(track_ids) // max(len(self), 1)
+        if len(track_ids) == k * len(self) and k and np.array_equal(track_ids[::k], self.ids) \
+                and np.all(track_ids.reshape(-1, k) == self.ids[:, None]) and np.all(np.diff(ranks.reshape(-1, k)) > 0):
+            # as the embed job writes it: every track, k rows each, sorted by (track_id, rank)
+            return neighbour_rows.reshape(-1, k), similarity.reshape(-1, k).astype(np.float32)
+        rows = self.rows_of(track_ids)
         if not (np.all(np.diff(rows) >= 0) and np.all((np.diff(rows) > 0) | (np.diff(ranks) > 0))):
             order = np.lexsort((ranks, rows))
             rows, neighbour_rows, similarity = rows[order], neighbour_rows[order], similarity[order]

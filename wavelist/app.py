@@ -1,0 +1,123 @@
+"""The wavelist web app (Streamlit): search a track, see it on the 3-D map, play it, build a radio or a journey,
+play the tracks, download the M3U8.
+
+    wavelist app --tables TABLES                               (or)
+    WAVELIST_TABLES=TABLES streamlit run wavelist/app.py
+
+The search text and the tab are kept in the page address (``?q=...&tab=Journey``), so a view can be shared.
+"""
+from __future__ import annotations
+
+import mimetypes
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from playlists import Entry, Tables, journey_via, load_tables, radio, smoothness
+from playlists.mapview import map_figure
+from playlists.output import m3u, player_path, playlist_rows
+
+TABS = ("Radio", "Journey")
+MAX_PLAYERS = 20  # audio players on one page: each one sends its file to the browser
+
+
+@st.cache_resource(show_spinner="Loading the tables")
+def _load(folder: str) -> Tables:
+    return load_tables(folder)
+
+
+def label(tables: Tables, track_id: int) -> str:
+    """``title - artist (genre) · id`` for lists and headings."""
+    track = tables.track(track_id)
+    return (f"{track.get('title') or track_id} - {track.get('artist') or 'unknown artist'} "
+            f"({track.get('genre') or 'no genre'}) · {track_id}")
+
+
+def pick_track(tables: Tables, text_label: str, key: str, default: str = "") -> int | None:
+    """A search box (id, title or artist) and a list of the matching tracks; the chosen id, or None."""
+    query = st.text_input(text_label, value=default, key=key, bind="query-params")
+    matches = tables.search(query, limit=200)
+    if not matches:
+        st.warning(f"No track matches {query!r}: try part of a title, an artist or an id.")
+        return None
+    return st.selectbox(f"{len(matches)}{'+' if len(matches) == 200 else ''} matching tracks", matches,
+                        format_func=lambda i: label(tables, i), key=f"{key}-choice")
+
+
+def play(tables: Tables, track_id: int) -> None:
+    """An audio player for ``track_id``, or a note saying why there is none."""
+    path = player_path(tables.track(track_id).get("path"))
+    if path and Path(path).is_file():
+        st.audio(path, format=mimetypes.guess_type(path)[0] or "audio/mpeg")
+    else:
+        st.caption(f"no audio file here for {track_id} ({path or 'no path in tracks.parquet'})")
+
+
+def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int) -> None:
+    """The playlist on the map, as a table, as players, and as an M3U8 download."""
+    ids = [e.track_id for e in entries]
+    figure = map_figure(tables, ids, title=name, highlight=seed)
+    figure.update_layout(height=650)
+    st.plotly_chart(figure, key=f"map-{name}")
+    rows = playlist_rows(tables, entries)
+    st.table([{"#": k, "track": r["track_id"], "title": r["title"], "artist": r["artist"], "genre": r["genre"],
+               "similarity": f"{r['similarity']:.3f}"} for k, r in enumerate(rows, start=1)], hide_index=True)
+    st.download_button("Download M3U8", m3u(rows), file_name=f"{name.replace(' ', '_')}.m3u8",
+                       mime="audio/x-mpegurl", key=f"m3u-{name}")
+    with st.expander(f"Play the tracks ({min(len(ids), MAX_PLAYERS)} of {len(ids)})"):
+        for track_id in ids[:MAX_PLAYERS]:
+            st.write(label(tables, track_id))
+            play(tables, track_id)
+
+
+def radio_tab(tables: Tables, seed: int) -> None:
+    n = st.slider("Tracks", 5, 50, 20, key="radio-n")
+    exclude_artist = st.checkbox("Leave out the seed's artist", key="radio-artist")
+    variety = st.slider("Variety (0 = most similar)", 0.0, 0.9, 0.0, 0.1, key="radio-variety")
+    entries = [Entry(seed, 1.0)] + radio(tables, seed, n - 1, exclude_artist=exclude_artist, variety=variety)
+    show_playlist(tables, entries, name=f"radio {seed}", seed=seed)
+
+
+def journey_tab(tables: Tables, seed: int) -> None:
+    far = int(tables.ids[int((tables.vectors @ tables.vector(seed)).argmin())])
+    end = pick_track(tables, "Journey to: search a track", key="to", default=str(far))
+    if end is None:
+        return
+    if end == seed:
+        st.info("Choose a destination other than the seed.")
+        return
+    n = st.slider("Tracks", 3, 50, 20, key="journey-n")
+    entries = journey_via(tables, [seed, end], n)
+    figures = smoothness(tables, entries)
+    left, middle, right = st.columns(3)
+    left.metric("weakest step (cosine)", f"{figures['min_step_similarity']:.3f}")
+    middle.metric("mean step (cosine)", f"{figures['mean_step_similarity']:.3f}")
+    right.metric("steps forward", f"{figures['monotonic_fraction']:.0%}")
+    show_playlist(tables, entries, name=f"journey {seed} to {end}", seed=seed)
+
+
+def main() -> None:
+    st.set_page_config(page_title="wavelist", layout="wide")
+    st.title("wavelist")
+    folder = os.environ.get("WAVELIST_TABLES")
+    if not folder:
+        st.error("No tables: start the app with `wavelist app --tables TABLES`.")
+        st.stop()
+    try:
+        tables = _load(folder)
+    except (OSError, ValueError, LookupError) as error:
+        st.error(str(error))
+        st.stop()
+    st.caption(f"{len(tables):,} tracks from {tables.folder} (model {tables.model_id})")
+    seed = pick_track(tables, "Search a track (title, artist or id)", key="q")
+    if seed is None:
+        st.stop()
+    st.subheader(label(tables, seed))
+    play(tables, seed)
+    for tab, show in zip(st.tabs(TABS, key="tab", bind="query-params"), (radio_tab, journey_tab)):
+        with tab:
+            show(tables, seed)
+
+
+main()
