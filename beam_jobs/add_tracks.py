@@ -18,7 +18,6 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import common, ingest
@@ -69,35 +68,37 @@ def place_new(all_pairs, old_coords: list[dict[str, Any]]):
         yield {"track_id": track_id, "x": float(x), "y": float(y), "z": float(z)}
 
 
-def check_tables(folder: str, model_id: str, spec: AudioSpec) -> dict[str, Any]:
-    """The existing tables' summary; refuses tables of another model or other audio parameters."""
-    metadata = tables.read_metadata(pq.read_schema(Path(folder) / "embeddings.parquet"))
+def check_tables(folder: str, model_id: str, spec: AudioSpec) -> tuple[dict[str, Any], set[int]]:
+    """The existing tables' summary and track ids; refuses tables of another model or other audio parameters."""
+    common.require_complete(folder, made_by="wavelist embed")
+    embedded = common.read_parquet(common.join(folder, "embeddings.parquet"), ["track_id"], made_by="wavelist embed")
+    metadata = tables.read_metadata(embedded.schema)
     if metadata.get("model_id") != model_id:
         raise ValueError(f"{folder} holds embeddings of model {metadata.get('model_id')}, not {model_id}; "
                          "add tracks with the model that made the tables, or embed everything anew")
     spec.require_same(AudioSpec.from_dict(metadata["audio_spec"]), what=f"the tables in {folder}")
-    return json.loads((Path(folder) / "summary.json").read_text())
+    summary = common.read_json(common.join(folder, "summary.json"), made_by="wavelist embed")
+    return summary, set(embedded["track_id"].to_pylist())
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
-    from model.train import model_info
-
     options = PipelineOptions(argv)
     args = options.view_as(EmbedOptions)
     common.require_flags(options, "add", "tables", "model", "out")
     output = options.view_as(common.OutputOptions)
-    spec = AudioSpec.load(args.model)
-    info = model_info(args.model)
-    old_summary = check_tables(args.tables, info["model_id"], spec)
+    common.require_complete(args.model, made_by="wavelist train")
+    spec = common.load_audio_spec(args.model, made_by="wavelist train")
+    info = common.read_json(common.join(args.model, "model_info.json"), made_by="wavelist train")
+    old_summary, old_ids = check_tables(args.tables, info["model_id"], spec)
     k = old_summary["k"]
-    old_ids = set(pq.read_table(Path(args.tables) / "embeddings.parquet", columns=["track_id"])["track_id"].to_pylist())
     provenance = {"model_id": info["model_id"], "audio_spec": spec.to_dict()}
     runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
 
     with common.staged_output(output.out, overwrite=output.overwrite) as staging:
         new_data = posixpath.join(staging, "_new_data")
         ingested = ingest.run(["--audio-dir", args.add, "--out", new_data, *runner_flags], spec=spec)
-        new_tracks = [r for r in pq.read_table(Path(new_data) / "tracks.parquet").to_pylist() if r["status"] == "ok"]
+        new_tracks = [r for r in common.read_parquet(common.join(new_data, "tracks.parquet")).to_pylist()
+                      if r["status"] == "ok"]
         clashes = sorted(old_ids & {r["track_id"] for r in new_tracks})
         if clashes:
             raise ValueError(f"{args.add}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
@@ -105,7 +106,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         old = (pipeline
                | "ReadOld" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "embeddings.parquet"))
                | "OldVectors" >> beam.Map(lambda r: (r["track_id"], np.array(r["embedding"], np.float32))))
-        new = pipeline | "EmbedNew" >> TrackVectors(new_data, str(Path(args.model).resolve()), spec,
+        model_dir = args.model if common.is_remote(args.model) else str(Path(args.model).resolve())
+        new = pipeline | "EmbedNew" >> TrackVectors(new_data, model_dir, spec,
                                                     info.get("input", "tiles"), args.batch_size)
         new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()
                                              | "NewMatrix" >> beam.Map(stack_catalogue))
@@ -139,8 +141,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         common.remove(new_data)
         summary = {**old_summary, "tracks_added": len(new_tracks), "added_from": args.add,
                    "add_rejects": ingested["rejected"],
-                   "tracks_embedded": pq.read_metadata(Path(staging) / "embeddings.parquet").num_rows,
-                   "neighbour_rows": pq.read_metadata(Path(staging) / "neighbours.parquet").num_rows}
-        (Path(staging) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+                   "tracks_embedded": common.parquet_num_rows(common.join(staging, "embeddings.parquet")),
+                   "neighbour_rows": common.parquet_num_rows(common.join(staging, "neighbours.parquet"))}
+        common.write_text(common.join(staging, "summary.json"), json.dumps(summary, indent=2) + "\n")
     log.info("embed --add: %d tracks added -> %s", len(new_tracks), output.out)
     return summary

@@ -67,6 +67,7 @@ def test_tables_of_another_model_are_refused(incremental, tmp_path):
     other.mkdir()
     (other / "model_info.json").write_text('{"model_id": "cnn-other", "kind": "cnn", "input": "tiles"}')
     (other / "audio_spec.json").write_text((root / "data-old" / "audio_spec.json").read_text())
+    (other / "_SUCCESS").write_text("")
     with pytest.raises(ValueError, match="not cnn-other"):
         embed.run(["--add", str(root / "new"), "--tables", str(root / "tables-old"), "--model", str(other),
                    "--out", str(tmp_path / "t"), *IN_MEMORY])
