@@ -2,6 +2,7 @@
 the way, no track twice, each consecutive pair similar."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
@@ -63,7 +64,7 @@ def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band
 
 
 def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 400,
-            exclude: Iterable[int] = ()) -> list[Entry]:
+            exclude: Iterable[int] = (), max_per_artist: int | None = None) -> list[Entry]:
     """``n`` tracks from ``start`` to ``end`` (both included), each further along the way, no repeats.
 
     Candidates are ``band`` tracks between start and end (projection onto start -> end strictly inside
@@ -71,7 +72,8 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
     candidates by increasing progress with ``n - 1`` steps, dynamic programming picks the one with the
     least path energy, the sum of squared step lengths ``(1 - cosine)^2``: that spreads the steps evenly
     and avoids one big jump. Fewer tracks come back when too few lie between start and end.
-    ``exclude`` lists track ids that may not appear (other than start and end).
+    ``exclude`` lists track ids that may not appear (other than start and end). ``max_per_artist`` caps the
+    tracks of one artist: an artist's tracks beyond the cap are left out and the path is searched again.
     """
     if n < 2:
         raise ValueError("a journey needs at least two tracks (-n 2 or more)")
@@ -79,19 +81,39 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
     if a_row == b_row:
         raise ValueError("a journey needs two different tracks")
     banned = np.array([a_row, b_row, *(tables.row(i) for i in exclude)], dtype=np.int64)
-    with one_blas_thread():
-        inside = _candidates(tables, a_row, b_row, banned, band)
-        nodes = np.concatenate([[a_row], inside, [b_row]]).astype(np.int64)
-        steps = _least_energy_path(tables.vectors[nodes], min(n - 1, len(nodes) - 1))
-    return _entries(tables, nodes[steps])
+    while True:
+        with one_blas_thread():
+            inside = _candidates(tables, a_row, b_row, banned, band)
+            nodes = np.concatenate([[a_row], inside, [b_row]]).astype(np.int64)
+            path = nodes[_least_energy_path(tables.vectors[nodes], min(n - 1, len(nodes) - 1))]
+        excess = _over_cap(tables, path, max_per_artist) if max_per_artist is not None else []
+        if not excess:
+            return _entries(tables, path)
+        banned = np.concatenate([banned, excess])
+
+
+def _over_cap(tables: Tables, path: np.ndarray, cap: int) -> list[int]:
+    """Inner rows of ``path`` whose artist already has ``cap`` tracks earlier on it (start and end count)."""
+    from playlists.radio import artist_keys
+
+    artists = artist_keys(tables)
+    seen = Counter(artists[r] for r in (path[0], path[-1]) if artists[r] is not None)
+    excess = []
+    for row in path[1:-1]:
+        artist = artists[row]
+        if artist is not None:
+            seen[artist] += 1
+            if seen[artist] > cap:
+                excess.append(int(row))
+    return excess
 
 
 def journey_via(tables: Tables, stops: list[int], n: int = 20, *, band: int = 400,
-                exclude: Iterable[int] = ()) -> list[Entry]:
+                exclude: Iterable[int] = (), max_per_artist: int | None = None) -> list[Entry]:
     """A journey through every stop in order (``n`` tracks in all, stops included, no track twice).
 
     Each leg gets one step, and the rest of the ``n - 1`` steps are shared in proportion to the legs' angles;
-    each leg is a :func:`journey` that may not reuse a track of the legs before it.
+    each leg is a :func:`journey` that may not reuse a track of the legs before it (the artist cap holds per leg).
     """
     if len(stops) < 2:
         raise ValueError("a journey needs at least two stops")
@@ -106,7 +128,8 @@ def journey_via(tables: Tables, stops: list[int], n: int = 20, *, band: int = 40
     used = {int(tables.ids[r]) for r in rows} | {int(i) for i in exclude}
     entries = [Entry(int(stops[0]), 1.0)]
     for start, end, leg_n in zip(stops, stops[1:], steps):
-        leg = journey(tables, start, end, leg_n + 1, band=band, exclude=used - {int(start), int(end)})
+        leg = journey(tables, start, end, leg_n + 1, band=band, exclude=used - {int(start), int(end)},
+                      max_per_artist=max_per_artist)
         entries += leg[1:]
         used |= {e.track_id for e in leg}
     return entries

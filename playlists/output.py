@@ -73,9 +73,14 @@ def read_track_list(tables: Tables, path: str | Path) -> list[int]:
     """Track ids listed in ``path``, in order: an M3U/M3U8 playlist (audio paths), this module's JSON output
     (objects with ``track_id``), or a text file of track ids or audio paths, one a line (``#`` lines skipped).
     A line that names no track of ``tables`` is an :class:`~playlists.tables.UnknownTrack` error."""
+    return parse_track_list(tables, Path(path).read_text(encoding="utf-8"), source=str(path))
+
+
+def parse_track_list(tables: Tables, text: str, source: str = "the list") -> list[int]:
+    """Track ids in ``text``, in order, read as :func:`read_track_list` reads a file (named ``source``)."""
     from playlists.tables import UnknownTrack
 
-    text = Path(path).read_text(encoding="utf-8")
+    path = source
     if text.lstrip().startswith("["):
         try:
             return [tables.resolve(row["track_id"]) for row in json.loads(text)]
@@ -87,7 +92,7 @@ def read_track_list(tables: Tables, path: str | Path) -> list[int]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if line.lstrip("-").isdigit():
+        if line.lstrip("-").isdecimal():
             found.append(int(tables.ids[tables.row(int(line))]))
         elif player_path(line) in by_path:
             found.append(by_path[player_path(line)])

@@ -99,7 +99,7 @@ class Tables:
     def resolve(self, text: str | int) -> int:
         """The track id that ``text`` names: an id, or a title (case-insensitive) held by one track."""
         text = str(text).strip()
-        if text.lstrip("-").isdigit():
+        if text.lstrip("-").isdecimal():
             return int(self.ids[self.row(int(text))])
         titles = self.column("title")
         wanted = text.casefold()

@@ -1,5 +1,5 @@
-"""The wavelist web app (Streamlit): search a track, see it on the 3-D map, play it, build a radio or a journey,
-play the tracks, download the M3U8.
+"""The wavelist web app (Streamlit): search a track, see it on the 3-D map, play it, build a radio, a journey, a
+blend, an alchemy, the catalogue's clusters or a listener's profile, play the tracks, download the M3U8.
 
     wavelist app --tables TABLES                               (or)
     WAVELIST_TABLES=TABLES streamlit run wavelist/app.py
@@ -14,11 +14,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from playlists import Entry, Tables, journey_via, load_tables, radio, smoothness
+from playlists import Entry, Tables, journey_via, like, load_tables, radio, smoothness
+from playlists.discover import alchemy, clusters, profile
 from playlists.mapview import map_figure
-from playlists.output import m3u, player_path, playlist_rows
+from playlists.output import m3u, parse_track_list, player_path, playlist_rows
 
-TABS = ("Radio", "Journey")
+TABS = ("Radio", "Journey", "Like", "Alchemy", "Clusters", "Profile")
 MAX_PLAYERS = 20  # audio players on one page: each one sends its file to the browser
 
 
@@ -97,6 +98,61 @@ def journey_tab(tables: Tables, seed: int) -> None:
     show_playlist(tables, entries, name=f"journey {seed} to {end}", seed=seed)
 
 
+def pick_tracks(tables: Tables, text_label: str, key: str) -> list[int]:
+    """A search box and a multi-select of its matches (kept across searches); the chosen ids."""
+    query = st.text_input(f"{text_label}: search", key=f"{key}-search")
+    chosen = st.session_state.get(key, [])
+    options = list(dict.fromkeys(chosen + tables.search(query, limit=100)))
+    return st.multiselect(text_label, options, format_func=lambda i: label(tables, i), key=key)
+
+
+def like_tab(tables: Tables, seed: int) -> None:
+    more = pick_tracks(tables, "More seeds to blend with the selected track", key="like-seeds")
+    n = st.slider("Tracks", 5, 50, 20, key="like-n")
+    show_playlist(tables, like(tables, [seed, *more], n), name=f"like {seed}", seed=seed)
+
+
+def alchemy_tab(tables: Tables, seed: int) -> None:
+    st.caption("The selected track, plus the tracks to add, minus the tracks to subtract.")
+    add = pick_tracks(tables, "Add", key="alchemy-add")
+    subtract = pick_tracks(tables, "Subtract", key="alchemy-subtract")
+    n = st.slider("Tracks", 5, 50, 20, key="alchemy-n")
+    try:
+        entries = alchemy(tables, [seed, *add], subtract, n)
+    except ValueError as error:
+        st.warning(str(error))
+        return
+    show_playlist(tables, entries, name=f"alchemy {seed}", seed=seed)
+
+
+@st.cache_data(show_spinner="Clustering the catalogue")
+def _clusters(folder: str, k: int) -> tuple[list, float]:
+    return clusters(_load(folder), k)
+
+
+def clusters_tab(tables: Tables, seed: int) -> None:
+    k = st.slider("Playlists", 2, min(30, len(tables) - 1), min(8, len(tables) - 1), key="clusters-k")
+    found, silhouette = _clusters(str(tables.folder), k)
+    st.metric("silhouette (cosine)", f"{silhouette:.3f}")
+    st.table([{"cluster": c.number, "name": c.name, "tracks": len(c.entries), "coherence": f"{c.coherence:.3f}",
+               "genre share": f"{c.genre_share:.2f}"} for c in found], hide_index=True)
+    chosen = st.selectbox("Play a cluster", found, format_func=lambda c: c.name, key="clusters-choice")
+    show_playlist(tables, chosen.entries, name=f"cluster {chosen.number}", seed=chosen.central_track)
+
+
+def profile_tab(tables: Tables, seed: int) -> None:
+    text = st.text_area("History, oldest play first: track ids or audio paths, one a line (or paste an M3U)",
+                        value=str(seed), key="profile-history")
+    n = st.slider("Tracks", 5, 100, 30, key="profile-n")
+    try:
+        history = parse_track_list(tables, text, source="the history")
+        entries = profile(tables, history, n)
+    except (ValueError, LookupError) as error:
+        st.warning(str(error))
+        return
+    show_playlist(tables, entries, name=f"profile of {len(history)} plays", seed=history[-1])
+
+
 def main() -> None:
     st.set_page_config(page_title="wavelist", layout="wide")
     st.title("wavelist")
@@ -115,9 +171,11 @@ def main() -> None:
         st.stop()
     st.subheader(label(tables, seed))
     play(tables, seed)
-    for tab, show in zip(st.tabs(TABS, key="tab", bind="query-params"), (radio_tab, journey_tab)):
-        with tab:
-            show(tables, seed)
+    shows = (radio_tab, journey_tab, like_tab, alchemy_tab, clusters_tab, profile_tab)
+    for tab, show in zip(st.tabs(TABS, key="tab", bind="query-params"), shows):
+        if tab.open is not False:  # only the open tab's playlist is built and drawn
+            with tab:
+                show(tables, seed)
 
 
 main()

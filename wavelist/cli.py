@@ -95,6 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     journey.add_argument("--from", dest="start", help=f"first track ({track})")
     journey.add_argument("--to", dest="end", help=f"last track ({track})")
     journey.add_argument("--via", nargs="+", metavar="TRACK", help="stops in order, first to last (instead of --from/--to)")
+    journey.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
+    journey.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist (per leg)")
+    alchemy = _playlist_parser(sub, "alchemy", "tracks nearest to the sum of some tracks minus others")
+    alchemy.add_argument("--add", nargs="+", required=True, metavar="TRACK", help="tracks whose sound to add")
+    alchemy.add_argument("--subtract", nargs="+", default=[], metavar="TRACK", help="tracks whose sound to take away")
+    profile = _playlist_parser(sub, "profile", "a playlist for a listener from the tracks they played")
+    profile.add_argument("--history", required=True, metavar="FILE",
+                         help="plays, oldest first: an M3U, wavelist's JSON, or track ids or audio paths one a line")
+    profile.add_argument("--half-life", type=float, default=20.0, help="a play this many plays older counts half")
+    profile.set_defaults(n=50)
+    for parser_ in (alchemy, profile):
+        parser_.add_argument("--variety", type=float, default=0.0, help="0 (most similar) to 0.9")
+        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+    clusters = sub.add_parser("clusters", help="cut the catalogue into K sound-coherent playlists (k-means)")
+    clusters.add_argument("--tables", required=True)
+    clusters.add_argument("--k", type=int, required=True, help="number of playlists")
+    clusters.add_argument("--out", help="write clusters.parquet and one M3U8 per playlist into this folder")
+    clusters.add_argument("--format", choices=("table", "json"), default="table")
+    clusters.add_argument("--seed", type=int, default=0)
 
     mapper = sub.add_parser("map", help="write the interactive 3-D catalogue map as HTML")
     mapper.add_argument("--tables", required=True)
@@ -134,10 +153,22 @@ def _playlist_command(args: argparse.Namespace) -> None:
     elif args.command == "like":
         entries = like(tables, [tables.resolve(s) for s in args.seeds], args.n,
                        exclude_artist=args.exclude_artist, variety=args.variety)
+    elif args.command == "alchemy":
+        from playlists.discover import alchemy
+
+        entries = alchemy(tables, [tables.resolve(s) for s in args.add], [tables.resolve(s) for s in args.subtract],
+                          args.n, variety=args.variety, max_per_artist=args.max_per_artist)
+    elif args.command == "profile":
+        from playlists.discover import profile
+        from playlists.output import read_track_list
+
+        entries = profile(tables, read_track_list(tables, args.history), args.n, half_life=args.half_life,
+                          variety=args.variety, max_per_artist=args.max_per_artist)
     else:
         stops = _journey_stops(args)
         stops = [tables.resolve(s) for s in stops]
-        entries = journey_via(tables, stops, args.n)
+        entries = journey_via(tables, stops, args.n, exclude=[tables.resolve(s) for s in args.avoid],
+                              max_per_artist=args.max_per_artist)
         figures = smoothness(tables, entries, stops)
         print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), file=sys.stderr)
     if args.format == "m3u":
@@ -178,6 +209,27 @@ def _map_command(args: argparse.Namespace) -> None:
     print(write_map(tables, args.out, playlist))
 
 
+def _clusters_command(args: argparse.Namespace) -> None:
+    import json
+
+    from playlists import load_tables
+    from playlists.discover import clusters, write_clusters
+
+    tables = load_tables(args.tables)
+    found, silhouette = clusters(tables, args.k, seed=args.seed)
+    if args.out:
+        log.info("wrote %s", write_clusters(tables, found, args.out))
+    summary = [{"cluster": c.number, "name": c.name, "tracks": len(c.entries), "genre_share": round(c.genre_share, 3),
+                "coherence": round(c.coherence, 3), "central_track": c.central_track} for c in found]
+    if args.format == "json":
+        print(json.dumps({"silhouette": round(silhouette, 4), "clusters": summary}, indent=2, ensure_ascii=False))
+        return
+    print(f"silhouette (cosine): {silhouette:.3f}")
+    print(f"{'cluster':>7}  {'tracks':>6}  {'coherence':>9}  {'genre share':>11}  name")
+    for row in summary:
+        print(f"{row['cluster']:>7}  {row['tracks']:>6}  {row['coherence']:>9.3f}  {row['genre_share']:>11.3f}  {row['name']}")
+
+
 def _projector_command(args: argparse.Namespace) -> None:
     from playlists import load_tables
     from playlists.projector import write_projector
@@ -215,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             from wavelist.demo import run_demo
 
             run_demo(known)
-        elif known.command in ("radio", "journey", "like"):
+        elif known.command in ("radio", "journey", "like", "alchemy", "profile"):
             _playlist_command(known)
+        elif known.command == "clusters":
+            _clusters_command(known)
         elif known.command == "map":
             _map_command(known)
         elif known.command == "projector":
