@@ -1,6 +1,7 @@
 """Playlist query latency: radio and a 20-track journey, at catalogue sizes up to 1,000,000 tracks.
 
     python benchmarks/queries.py [--sizes 8000 1000000] [--radios 2000] [--journeys 100] [--baseline-journeys 10]
+    python benchmarks/queries.py --quality TABLES      # style figures of the playlist kinds on real tables
 
 For each size, synthetic tables (``playlists.synthetic``: 64-d clustered unit vectors, 50 neighbours per track
 by faiss, exact up to 50,000 tracks, IVF above) are written once under ``--cache``, loaded with
@@ -106,6 +107,46 @@ def bench(size: int, cache: Path, args: argparse.Namespace) -> None:
               f"original {np.mean([f[1][key] for f in figures]):.3f}")
 
 
+def quality(folder: Path) -> None:
+    """Style figures of alchemy, like, profile, clusters and journeys on a real TABLES folder (e.g. the demo's)."""
+    from collections import Counter
+
+    from playlists import journey, like, line_journey, load_tables, smoothness
+    from playlists.discover import alchemy, clusters, profile
+
+    tables = load_tables(folder)
+    genre = tables.column("genre")
+    styles = sorted({g for g in genre if g})
+    ids = {s: [int(i) for i in tables.ids[genre == s]] for s in styles}
+
+    def share(entries, style):
+        return Counter(genre[tables.row(e.track_id)] for e in entries)[style] / len(entries)
+
+    pairs = [(a, b) for a in styles for b in styles if a != b]
+    kept, removed = [], []
+    for a, b in pairs:
+        entries = alchemy(tables, [ids[a][0], ids[b][0]], ids[b][1:2], 20)
+        kept.append(share(entries, a))
+        removed.append(share(entries, b))
+    print(f"\n{folder}: {len(tables)} tracks, {len(styles)} styles")
+    print(f"  alchemy (+1 of A, +1 of B, -1 other of B; 20 tracks), {len(pairs)} style pairs: share of A "
+          f"{np.mean(kept):.3f} (min {np.min(kept):.3f}), share of B {np.mean(removed):.3f} (max {np.max(removed):.3f})")
+    blend = [min(share(like(tables, [ids[a][0], ids[b][0]], 20), a), share(like(tables, [ids[a][0], ids[b][0]], 20), b))
+             for a, b in pairs]
+    print(f"  like (one seed of A, one of B; 20 tracks): the smaller style's share {np.mean(blend):.3f} (min {np.min(blend):.3f})")
+    own = [share(profile(tables, ids[s][:5], 10), s) for s in styles]
+    print(f"  profile (history of 5 tracks of one style; 10 tracks): share of that style {np.mean(own):.3f} (min {np.min(own):.3f})")
+    found, silhouette = clusters(tables, len(styles))
+    print(f"  clusters (k = {len(styles)}): silhouette {silhouette:.3f}, coherence mean "
+          f"{np.mean([c.coherence for c in found]):.3f} (min {np.min([c.coherence for c in found]):.3f}), "
+          f"genre share mean {np.mean([c.genre_share for c in found]):.3f}, distinct genres {len({c.genre for c in found})}")
+    ours = [smoothness(tables, journey(tables, ids[a][0], ids[b][0], 10)) for a, b in pairs]
+    line = [smoothness(tables, line_journey(tables, ids[a][0], ids[b][0], 10)) for a, b in pairs]
+    for key in ("min_step_similarity", "monotonic_fraction"):
+        print(f"  journey (10 tracks, {len(pairs)} style pairs) {key}: wavelist {np.mean([o[key] for o in ours]):.3f}, "
+              f"original line method {np.mean([x[key] for x in line]):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[8000, 1_000_000])
@@ -113,7 +154,12 @@ def main() -> None:
     parser.add_argument("--journeys", type=int, default=100)
     parser.add_argument("--baseline-journeys", type=int, default=10)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/wavelist-query-bench"))
+    parser.add_argument("--quality", type=Path, metavar="TABLES",
+                        help="instead: style figures of alchemy, like, profile, clusters, journeys on TABLES")
     args = parser.parse_args()
+    if args.quality:
+        quality(args.quality)
+        return
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):  # the baselines too, as wavelist's queries do (one_blas_thread)
