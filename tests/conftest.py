@@ -49,6 +49,6 @@ def pipeline_outputs(tmp_path_factory, catalogue) -> dict[str, Path]:
     data, model_dir, tables = root / "data", root / "model", root / "tables"
     ingest.run(["--fma-metadata", str(catalogue / "fma_metadata"), "--audio-dir", str(catalogue / "fma_small"),
                 "--out", str(data), *IN_MEMORY])
-    train.run(["--data", str(data), "--out", str(model_dir), "--epochs", "1", "--verbose", "0"])
+    train.run(["--data", str(data), "--out", str(model_dir), "--model", "cnn", "--epochs", "1", "--verbose", "0"])
     embed.run(["--data", str(data), "--model", str(model_dir), "--out", str(tables), "--k", "10", *IN_MEMORY])
     return {"catalogue": catalogue, "data": data, "model": model_dir, "tables": tables}

@@ -43,7 +43,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     ingest.run(["--fma-metadata", str(catalogue / "fma_metadata"), "--audio-dir", str(catalogue / "fma_small"),
                 "--out", str(data), "--overwrite"])
     log.info("2/4 train: genre CNN with tf.data")
-    metrics = train.run(["--data", str(data), "--out", str(model_dir), "--epochs", str(args.epochs),
+    metrics = train.run(["--data", str(data), "--out", str(model_dir), "--model", "cnn", "--epochs", str(args.epochs),
                          "--seed", str(args.seed), "--overwrite"])
     log.info("3/4 embed: Beam, track vectors, neighbours, map")
     embed.run(["--data", str(data), "--model", str(model_dir), "--out", str(tables_dir), "--overwrite"])
