@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from playlists.radio import Entry
+from playlists.radio import Entry, artist_keys
 from playlists.tables import Tables, one_blas_thread
 
 
@@ -64,7 +64,8 @@ def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band
 
 
 def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 400,
-            exclude: Iterable[int] = (), max_per_artist: int | None = None) -> list[Entry]:
+            exclude: Iterable[int] = (), max_per_artist: int | None = None,
+            earlier_artists: Counter | None = None) -> list[Entry]:
     """``n`` tracks from ``start`` to ``end`` (both included), each further along the way, no repeats.
 
     Candidates are ``band`` tracks between start and end (projection onto start -> end strictly inside
@@ -73,7 +74,9 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
     least path energy, the sum of squared step lengths ``(1 - cosine)^2``: that spreads the steps evenly
     and avoids one big jump. Fewer tracks come back when too few lie between start and end.
     ``exclude`` lists track ids that may not appear (other than start and end). ``max_per_artist`` caps the
-    tracks of one artist: an artist's tracks beyond the cap are left out and the path is searched again.
+    tracks of one artist: an artist's tracks beyond the cap are left out and the path is searched again;
+    ``earlier_artists`` counts the tracks per artist that the cap must also include (by default start and end;
+    :func:`journey_via` passes every stop and the earlier legs' tracks).
     """
     if n < 2:
         raise ValueError("a journey needs at least two tracks (-n 2 or more)")
@@ -86,18 +89,17 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
             inside = _candidates(tables, a_row, b_row, banned, band)
             nodes = np.concatenate([[a_row], inside, [b_row]]).astype(np.int64)
             path = nodes[_least_energy_path(tables.vectors[nodes], min(n - 1, len(nodes) - 1))]
-        excess = _over_cap(tables, path, max_per_artist) if max_per_artist is not None else []
+        excess = _over_cap(tables, path, max_per_artist, earlier_artists) if max_per_artist is not None else []
         if not excess:
             return _entries(tables, path)
         banned = np.concatenate([banned, excess])
 
 
-def _over_cap(tables: Tables, path: np.ndarray, cap: int) -> list[int]:
-    """Inner rows of ``path`` whose artist already has ``cap`` tracks earlier on it (start and end count)."""
-    from playlists.radio import artist_keys
-
+def _over_cap(tables: Tables, path: np.ndarray, cap: int, counted: Counter | None = None) -> list[int]:
+    """Inner rows of ``path`` whose artist already has ``cap`` tracks (``counted`` ones, by default start and
+    end, then the inner ones before it)."""
     artists = artist_keys(tables)
-    seen = Counter(artists[r] for r in (path[0], path[-1]) if artists[r] is not None)
+    seen = Counter(counted) if counted is not None else Counter(artists[r] for r in (path[0], path[-1]))
     excess = []
     for row in path[1:-1]:
         artist = artists[row]
@@ -113,7 +115,8 @@ def journey_via(tables: Tables, stops: list[int], n: int = 20, *, band: int = 40
     """A journey through every stop in order (``n`` tracks in all, stops included, no track twice).
 
     Each leg gets one step, and the rest of the ``n - 1`` steps are shared in proportion to the legs' angles;
-    each leg is a :func:`journey` that may not reuse a track of the legs before it (the artist cap holds per leg).
+    each leg is a :func:`journey` that may not reuse a track of the legs before it; the artist cap holds over
+    the whole journey (the stops themselves cannot be left out).
     """
     if len(stops) < 2:
         raise ValueError("a journey needs at least two stops")
@@ -127,9 +130,12 @@ def journey_via(tables: Tables, stops: list[int], n: int = 20, *, band: int = 40
     steps = leg_steps(angles, n - 1)
     used = {int(tables.ids[r]) for r in rows} | {int(i) for i in exclude}
     entries = [Entry(int(stops[0]), 1.0)]
+    artists = artist_keys(tables)
     for start, end, leg_n in zip(stops, stops[1:], steps):
+        inner = [e.track_id for e in entries if e.track_id not in stops]
+        earlier = Counter(artists[tables.row(i)] for i in [*stops, *inner]) if max_per_artist else None
         leg = journey(tables, start, end, leg_n + 1, band=band, exclude=used - {int(start), int(end)},
-                      max_per_artist=max_per_artist)
+                      max_per_artist=max_per_artist, earlier_artists=earlier)
         entries += leg[1:]
         used |= {e.track_id for e in leg}
     return entries

@@ -78,6 +78,10 @@ def test_journey_avoids_tracks_and_caps_artists(tables):
     assert plain[2] not in capped and capped[0] == stops[0] and capped[-1] == stops[1]
     counts = Counter(artist[i] for i in capped)
     assert all(n <= 1 for a, n in counts.items() if a not in (artist[stops[0]], artist[stops[1]]))
+    stops = [int(tables.ids[0]), int(tables.ids[900]), int(tables.ids[5])]  # back to the first artist's style
+    capped = [e.track_id for e in journey_via(tables, stops, 16, max_per_artist=2)]
+    counts = Counter(artist[i] for i in capped)
+    assert len(capped) == 16 and max(counts.values()) <= 2, counts
 
 
 def test_cli_alchemy_clusters_profile(tables, tmp_path, capsys):

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     journey.add_argument("--to", dest="end", help=f"last track ({track})")
     journey.add_argument("--via", nargs="+", metavar="TRACK", help="stops in order, first to last (instead of --from/--to)")
     journey.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
-    journey.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist (per leg)")
+    journey.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
     alchemy = _playlist_parser(sub, "alchemy", "tracks nearest to the sum of some tracks minus others")
     alchemy.add_argument("--add", nargs="+", required=True, metavar="TRACK", help="tracks whose sound to add")
     alchemy.add_argument("--subtract", nargs="+", default=[], metavar="TRACK", help="tracks whose sound to take away")
