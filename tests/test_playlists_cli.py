@@ -73,3 +73,9 @@ def test_map_draws_a_given_playlist(tables_dir, tmp_path):
 def test_projector_writes_the_three_files(tables_dir, tmp_path, capsys):
     assert main(["projector", "--tables", tables_dir, "--out", str(tmp_path / "proj")]) == 0
     assert {p.name for p in (tmp_path / "proj").iterdir()} >= {"vectors.tsv", "metadata.tsv", "projector_config.pbtxt"}
+
+
+def test_app_refuses_a_bad_tables_folder_in_one_line(tmp_path, capsys):
+    assert main(["app", "--tables", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wavelist app: error:") and "nowhere is not a folder" in err and "\n" not in err

@@ -240,9 +240,7 @@ def _projector_command(args: argparse.Namespace) -> None:
 
 
 def _app_command(args: argparse.Namespace) -> int:
-    """Run the Streamlit app on ``args.tables`` until interrupted."""
-    import subprocess
-
+    """Run the Streamlit app on ``args.tables`` until interrupted (this process becomes the Streamlit server)."""
     from playlists import load_tables
 
     load_tables(args.tables)  # a bad folder is a one-line error here, not a page of Streamlit output
@@ -250,7 +248,9 @@ def _app_command(args: argparse.Namespace) -> int:
     env = {**os.environ, "WAVELIST_TABLES": str(Path(args.tables).resolve())}
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
                "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
-    return subprocess.call(command, env=env)
+    sys.stdout.flush()
+    os.execve(sys.executable, command, env)  # signals reach Streamlit itself; no child left behind
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
