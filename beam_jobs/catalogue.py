@@ -32,6 +32,11 @@ def stable_split(key: str, fractions: tuple[float, float, float] = SPLIT_FRACTIO
     return SPLITS[2]
 
 
+def _ascii_digits(text: str) -> bool:
+    """Only 0-9 (``str.isdigit`` also accepts characters such as '²' that ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def hash_id(key: str) -> int:
     """A positive 63-bit id from a SHA-1 of ``key``: stable across machines and runs."""
     return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") >> 1
@@ -103,7 +108,7 @@ def read_fma_tracks(
     def integer(series: pd.Series | None, i: int, what: str) -> int | None:
         value = text(series, i)
         try:  # "12.0" too: pandas writes an integer column with gaps as floats
-            return None if value is None else int(value) if value.strip().lstrip("-").isdigit() else int(
+            return None if value is None else int(value) if _ascii_digits(value.strip().lstrip("-")) else int(
                 _whole(float(value)))
         except ValueError:
             raise CatalogueError(f"{source}: track {track_ids[i]} has {what} {value!r}, not an integer") from None
@@ -147,7 +152,7 @@ def is_audio_path(path: str) -> bool:
 def track_id_for(relative_path: str) -> int:
     """A file named like FMA's ``000002.mp3`` keeps its number; any other path gets a hash id."""
     stem = posixpath.splitext(posixpath.basename(relative_path))[0]
-    return int(stem) if stem.isdigit() and len(stem) <= 18 else hash_id(relative_path)
+    return int(stem) if _ascii_digits(stem) and len(stem) <= 18 else hash_id(relative_path)
 
 
 def read_labels(handle: TextIO, *, source: str = "labels.csv") -> dict[str, dict[str, Any]]:
