@@ -1,0 +1,157 @@
+"""Does nearness mean "sounds alike"? wavelist's default model against reference embeddings, on a corpus.
+
+    python benchmarks/quality.py CORPUS WORKDIR [--references DIR] [--train-flags "..."] [--skip-pipeline]
+
+CORPUS is in FMA layout (``fma_metadata/tracks.csv``, ``audio/XXX/XXXXXX.mp3``), e.g. what
+``shared/build_music_corpus.py`` builds. The script runs the user's own commands (``wavelist ingest``,
+``wavelist train`` with the default model, ``wavelist embed``) into WORKDIR, times them, and scores
+``WORKDIR/tables/embeddings.parquet`` with ``shared/similarity_metrics.py`` beside the reference embeddings
+found in ``--references`` (``.npz`` files written by ``shared/reference_embeddings.py``: ``mfcc_stats``,
+``musicnn``, ``mtt_musicnn``, ``random``; missing ``mfcc_stats`` and ``random`` are computed here, MusiCNN needs
+its own environment, see the issue). Noise: a paired bootstrap over the corpus's original tracks (1,000
+resamples of the query tracks); a difference counts only when its 95 % interval excludes zero.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REFERENCES = {"mfcc_stats": "librosa summary statistics (reference_embeddings.py mfcc)",
+              "musicnn": "MusiCNN, Million Song Dataset", "mtt_musicnn": "MusiCNN, MagnaTagATune",
+              "random": "random vectors"}
+K = 10
+
+
+def similarity_metrics():
+    """The shared metrics script as a module (it is the judge; nothing here re-defines its metrics)."""
+    spec = importlib.util.spec_from_file_location("similarity_metrics", SHARED / "similarity_metrics.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_step(name: str, argv: list[str], log: Path) -> float:
+    """Run one wavelist command, its output to ``log``; returns the wall time in seconds."""
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        done = subprocess.run([str(REPO / ".venv" / "bin" / "wavelist"), *argv], stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode:
+        sys.exit(f"{name} failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - started
+
+
+def per_query(metrics, ids: np.ndarray, X: np.ndarray, tracks: pd.DataFrame, repeats: set[int]) -> dict:
+    """Each test query's source P@10 and same-track hit@10, by the shared script's definitions (its
+    ``evaluate`` gives only the means; :func:`main` checks that these means equal them)."""
+    X = X[pd.Index(ids).get_indexer(tracks.index)]
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    S = X @ X.T
+    n = len(X)
+    own = np.eye(n, dtype=bool)
+    source, track = tracks["source"].to_numpy(), tracks["track"].to_numpy()
+    same_track = (track[:, None] == track[None, :]) & ~own
+    relevant = metrics.ranked_relevance(S, (source[:, None] == source[None, :]) & ~same_track & ~own, same_track | own)
+    first_sibling = metrics.ranked_relevance(S, same_track, own).argmax(1) + 1
+    test = (tracks["split"] == "test").to_numpy()
+    source_q = test & (tracks["source"].map(tracks.groupby("source")["track"].nunique()).to_numpy() >= 3)
+    track_q = test & same_track.any(1) & ~tracks.index.isin(list(repeats))
+    return {"source_p10": pd.Series(relevant[source_q, :K].mean(1), index=track[source_q]),
+            "same_track_r10": pd.Series((first_sibling[track_q] <= K).astype(float), index=track[track_q])}
+
+
+def bootstrap(values: dict[str, dict[str, pd.Series]], ours: str, resamples: int = 1000, seed: int = 0) -> dict:
+    """95 % intervals of each embedding's mean and of (ours - it), resampling query tracks (both clips of
+    a track go together), paired: every embedding sees the same resample."""
+    rng = np.random.default_rng(seed)
+    out: dict = {}
+    for metric in ("source_p10", "same_track_r10"):
+        groups = np.unique(values[ours][metric].index)
+        draws = [rng.choice(groups, len(groups)) for _ in range(resamples)]
+        for name, by_metric in values.items():
+            series = by_metric[metric]
+            sums = series.groupby(level=0).sum()
+            counts = series.groupby(level=0).count()
+            means = np.array([sums[d].sum() / counts[d].sum() for d in draws])
+            out.setdefault(name, {})[metric] = (float(series.mean()), *np.percentile(means, [2.5, 97.5]).tolist())
+            out[name][f"{metric}_draws"] = means
+        for name in values:
+            diff = out[ours][f"{metric}_draws"] - out[name][f"{metric}_draws"]
+            out[name][f"{metric}_diff"] = (float(out[ours][metric][0] - out[name][metric][0]),
+                                           *np.percentile(diff, [2.5, 97.5]).tolist())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--references", type=Path, help="folder of reference .npz files (default WORKDIR/references)")
+    parser.add_argument("--ab-repeats", type=Path, default=SHARED / "dev_ab_repeats.txt")
+    parser.add_argument("--train-flags", default="", help="extra flags for wavelist train (default: none)")
+    parser.add_argument("--skip-pipeline", action="store_true", help="score WORKDIR/tables as it is")
+    args = parser.parse_args()
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    if not args.skip_pipeline:
+        meta, audio = args.corpus / "fma_metadata", args.corpus / "audio"
+        timings["ingest_s"] = run_step("ingest", ["ingest", "--fma-metadata", str(meta), "--audio-dir", str(audio),
+                                                  "--out", str(work / "data"), "--overwrite"], work / "ingest.log")
+        timings["train_s"] = run_step("train", ["train", "--data", str(work / "data"), "--out", str(work / "model"),
+                                                "--overwrite", "--verbose", "2", *shlex.split(args.train_flags)],
+                                      work / "train.log")
+        timings["embed_s"] = run_step("embed", ["embed", "--data", str(work / "data"), "--model", str(work / "model"),
+                                                "--out", str(work / "tables"), "--overwrite"], work / "embed.log")
+    references = args.references or work / "references"
+    references.mkdir(parents=True, exist_ok=True)
+    for kind, file in (("mfcc", "mfcc_stats.npz"), ("random", "random.npz")):
+        if not (references / file).exists():
+            subprocess.run([sys.executable, str(SHARED / "reference_embeddings.py"), kind, str(args.corpus),
+                            str(references), "--jobs", "2"], check=True)
+
+    metrics = similarity_metrics()
+    tracks = metrics.load_tracks(str(args.corpus / "fma_metadata" / "tracks.csv"))
+    repeats = metrics.load_repeat_clips(str(args.ab_repeats))
+    model_info = json.loads((work / "model" / "model_info.json").read_text())
+    ours = f"wavelist default ({model_info['kind']}, {model_info['input']})"
+    embeddings = {ours: metrics.load_embeddings(str(work / "tables" / "embeddings.parquet"))}
+    for stem, label in REFERENCES.items():
+        if (references / f"{stem}.npz").exists():
+            embeddings[label] = metrics.load_embeddings(str(references / f"{stem}.npz"))
+
+    values, shared_means = {}, {}
+    for name, (ids, X) in embeddings.items():
+        shared_means[name] = metrics.evaluate(ids, X, tracks, repeats)["test"]
+        values[name] = per_query(metrics, ids, X, tracks, repeats)
+        for metric in ("source_p10", "same_track_r10"):  # the bootstrap's per-query values are the judge's
+            assert abs(values[name][metric].mean() - shared_means[name][metric]) < 1e-9, (name, metric)
+    intervals = bootstrap(values, ours)
+
+    n_source, n_track = shared_means[ours]["n_source_q"], shared_means[ours]["n_track_q"]
+    print(json.dumps({"corpus": str(args.corpus), **timings, "model": model_info["model_id"]}))
+    print(f"\nTest-split queries: {n_source} for source, {n_track} for same-track; 95 % bootstrap intervals "
+          f"over original tracks.\n")
+    print("| embedding | source P@10 | same-track R@10 | source P@10: ours minus it | same-track R@10: ours minus it |")
+    print("|---|---|---|---|---|")
+    for name in embeddings:
+        row = intervals[name]
+        cells = [f"{row[m][0]:.3f} [{row[m][1]:.2f}, {row[m][2]:.2f}]" for m in ("source_p10", "same_track_r10")]
+        diffs = [("" if name == ours else
+                  f"{row[f'{m}_diff'][0]:+.3f} [{row[f'{m}_diff'][1]:+.2f}, {row[f'{m}_diff'][2]:+.2f}]"
+                  f"{' beaten' if row[f'{m}_diff'][1] > 0 else ''}") for m in ("source_p10", "same_track_r10")]
+        print(f"| {name} | {' | '.join(cells)} | {' | '.join(diffs)} |")
+
+
+if __name__ == "__main__":
+    main()
