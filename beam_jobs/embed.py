@@ -45,7 +45,11 @@ class EmbedOptions(PipelineOptions):
         parser.add_argument("--neighbours", choices=("auto", "exact", "approximate"), default="auto",
                             help=f"exact block top-k, or a faiss IVF index; auto: exact up to "
                             f"{EXACT_LIMIT:,} tracks")
-        parser.add_argument("--nprobe", type=int, default=32, help="approximate: inverted lists probed")
+        parser.add_argument("--nprobe", type=int, default=None,
+                            help="approximate: inverted lists probed per query (default: the fewest that reach "
+                            "--target-recall on 1,000 sampled tracks)")
+        parser.add_argument("--target-recall", "--target_recall", dest="target_recall", type=float, default=0.95,
+                            help="approximate: recall@10 against exact search that the automatic --nprobe must reach")
         parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=256,
                             help="tiles per model call")
         parser.add_argument("--add", metavar="NEW_AUDIO",
@@ -333,11 +337,13 @@ class NearestNeighbours(beam.PTransform):
 INDEX_FILE = "_ivf_index.npz"
 
 
-def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, nprobe: int,
-                     recall_queries: int = 1000) -> dict[str, Any]:
+def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, nprobe: int | None,
+                     target_recall: float = 0.95, recall_queries: int = 1000) -> dict[str, Any]:
     """Build the IVF index over the whole catalogue, save it with its ids to ``path`` (any Beam file
     system), and measure its recall@10 against exact search on up to ``recall_queries`` sampled tracks.
-    Returns the report, with the file's path under ``"path"``."""
+    ``nprobe`` None: the fewest lists (1, 2, 4, ... all) whose recall reaches ``target_recall``; search time
+    grows with ``nprobe``, and clustered catalogues need far fewer lists than uniform noise.
+    Returns the report (with the ``nprobe`` to search with), the file's path under ``"path"``."""
     import io
 
     import faiss
@@ -350,17 +356,35 @@ def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, np
     ids, vectors = ids[order], vectors[order]
     del batches, order
     index = build_ivf_index(vectors)
-    sample = np.sort(np.random.default_rng(0).permutation(len(ids))[:recall_queries])
-    exact_ids, _ = top_k_faiss(vectors[sample], ids[sample], vectors, ids, 10)
-    approximate, _ = search_ivf(index, ids, vectors[sample], ids[sample], 10, nprobe)
+    # two disjoint samples: one chooses nprobe, the other reports the recall of that choice
+    drawn = np.random.default_rng(0).permutation(len(ids))
+    tuning, held_out = np.sort(drawn[:recall_queries]), np.sort(drawn[recall_queries:2 * recall_queries])
+    if len(held_out) == 0:
+        held_out = tuning
+
+    def recall(sample: np.ndarray, probes: int) -> float:
+        exact_ids, _ = top_k_faiss(vectors[sample], ids[sample], vectors, ids, 10)
+        approximate, _ = search_ivf(index, ids, vectors[sample], ids[sample], 10, probes)
+        return recall_at(approximate, exact_ids, 10)
+
+    tried: dict[int, float] = {}
+    if nprobe is None:
+        exact_ids, _ = top_k_faiss(vectors[tuning], ids[tuning], vectors, ids, 10)
+        for probes in sorted({*(2**i for i in range(int(np.log2(index.nlist)) + 1)), index.nlist}):
+            approximate, _ = search_ivf(index, ids, vectors[tuning], ids[tuning], 10, probes)
+            tried[probes] = recall_at(approximate, exact_ids, 10)
+            if tried[probes] >= target_recall:
+                break
+        nprobe = probes
+    reported = recall(held_out, nprobe)
     buffer = io.BytesIO()
     np.savez(buffer, ids=ids, index=faiss.serialize_index(index))
     with FileSystems.create(path, compression_type="uncompressed") as handle:
         handle.write(buffer.getvalue())
     log.info("neighbour index: %d tracks in %d lists -> %s", len(ids), index.nlist, path)
     return {"mode": "approximate", "index": "faiss IVFFlat, inner product", "lists": int(index.nlist),
-            "nprobe": nprobe, "recall_queries": int(len(sample)),
-            "recall@10": recall_at(approximate, exact_ids, 10), "path": path}
+            "nprobe": int(nprobe), "recall_queries": int(len(held_out)), "recall@10": reported,
+            "target_recall": target_recall, "tuning recall@10 by nprobe": tried, "path": path}
 
 
 class _LoadedIndex:
@@ -381,8 +405,8 @@ class SearchIndexFn(beam.DoFn):
     """``(ids, vectors)`` query batches -> :data:`NeighbourBlock`; the index file is loaded once per worker
     process, on its first batch (the file's path arrives as a side input once the index is built)."""
 
-    def __init__(self, k: int, nprobe: int, index_handle: shared.Shared):
-        self._k, self._nprobe, self._index_handle = k, nprobe, index_handle
+    def __init__(self, k: int, index_handle: shared.Shared):
+        self._k, self._index_handle = k, index_handle
         self._queries = Metrics.counter(common.METRICS_NAMESPACE, "neighbour_queries")
 
     def setup(self) -> None:
@@ -396,7 +420,7 @@ class SearchIndexFn(beam.DoFn):
         path = report["path"]
         loaded = self._index_handle.acquire(lambda: _LoadedIndex(path), tag=path)
         query_ids, queries = batch
-        found, sims = search_ivf(loaded.index, loaded.ids, queries, query_ids, self._k, self._nprobe)
+        found, sims = search_ivf(loaded.index, loaded.ids, queries, query_ids, self._k, report["nprobe"])
         self._queries.inc(len(query_ids))
         yield query_ids, found, sims
 
@@ -409,9 +433,11 @@ class ApproximateNeighbours(beam.PTransform):
     ``nprobe`` lists. Its recall@10 against exact search, on up to 1,000 sampled queries, goes to ``report``.
     """
 
-    def __init__(self, k: int, nprobe: int, index_dir: str, batch_size: int = VECTOR_BATCH):
+    def __init__(self, k: int, nprobe: int | None, index_dir: str, batch_size: int = VECTOR_BATCH,
+                 target_recall: float = 0.95):
         super().__init__()
         self._k, self._nprobe, self._index_dir, self._batch_size = k, nprobe, index_dir, batch_size
+        self._target_recall = target_recall
 
     def expand(self, vectors):
         path = posixpath.join(self._index_dir, INDEX_FILE) if common.is_remote(self._index_dir) else str(
@@ -420,9 +446,9 @@ class ApproximateNeighbours(beam.PTransform):
                    | "Batch" >> beam.BatchElements(min_batch_size=min(256, self._batch_size), max_batch_size=self._batch_size)
                    | "Stack" >> beam.Map(stack_batch))
         built = (batches | "Catalogue" >> beam.combiners.ToList()
-                 | "BuildIndex" >> beam.Map(build_index_file, path, self._nprobe))
+                 | "BuildIndex" >> beam.Map(build_index_file, path, self._nprobe, self._target_recall))
         self.report = built | "Report" >> beam.Map(lambda report: {k: v for k, v in report.items() if k != "path"})
-        return batches | "Search" >> beam.ParDo(SearchIndexFn(self._k, self._nprobe, shared.Shared()),
+        return batches | "Search" >> beam.ParDo(SearchIndexFn(self._k, shared.Shared()),
                                                 beam.pvalue.AsSingleton(built))
 
 
@@ -440,14 +466,14 @@ class MapCoordinates(beam.PTransform):
 
 def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, input_kind: str,
                    provenance: dict[str, Any], accepted: list[dict[str, Any]], k: int, batch_size: int,
-                   approximate: bool = False, nprobe: int = 32):
+                   approximate: bool = False, nprobe: int | None = None, target_recall: float = 0.95):
     vectors = pipeline | "TrackVectors" >> TrackVectors(data, model_dir, spec, input_kind, batch_size)
     common.write_parquet(
         vectors | "EmbeddingRows" >> beam.MapTuple(lambda i, v: {"track_id": int(i), "embedding": v.tolist()}),
         staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings",
     )
     if approximate:
-        search = ApproximateNeighbours(k, nprobe, index_dir=staging)
+        search = ApproximateNeighbours(k, nprobe, index_dir=staging, target_recall=target_recall)
         lists = vectors | "Neighbours" >> search
         _ = search.report | "WriteReport" >> beam.Map(
             lambda report: common.write_text(posixpath.join(staging, NEIGHBOUR_REPORT), json.dumps(report)))
@@ -501,7 +527,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
                        spec=spec, input_kind=info.get("input", "tiles"), provenance=provenance,
                        accepted=accepted, k=args.k, batch_size=args.batch_size, approximate=approximate,
-                       nprobe=args.nprobe)
+                       nprobe=args.nprobe, target_recall=args.target_recall)
         pipeline.run().wait_until_finish()
         embedded = common.parquet_num_rows(common.join(staging, "embeddings.parquet"))
         report_file = common.join(staging, NEIGHBOUR_REPORT)
