@@ -58,12 +58,17 @@ class EmbedOptions(PipelineOptions):
 
 
 class EmbedBatchFn(beam.DoFn):
-    """A batch of ``(track_id, model input)`` -> ``(track_id, vector)``; the model loads once per process."""
+    """A batch of ``(track_id, (order, model input))`` -> ``(track_id, (order, vector))``; the model loads
+    once per process. Every batch is padded to ``batch_size`` rows: the CPU kernels give bit-identical
+    rows for one batch shape wherever a row sits, but not across shapes, and the runner sizes batches by
+    timing, so without the padding two runs would differ in the last bits (and t-SNE would amplify it)."""
 
-    def __init__(self, model_dir: str, model_handle: shared.Shared, file: str = "embedder.keras"):
+    def __init__(self, model_dir: str, model_handle: shared.Shared, file: str = "embedder.keras",
+                 batch_size: int = 256):
         self._model_dir = model_dir
         self._model_handle = model_handle
         self._file = file
+        self._batch_size = batch_size
         self._inputs = Metrics.counter(common.METRICS_NAMESPACE, "embed_model_inputs")
 
     def setup(self) -> None:
@@ -76,16 +81,38 @@ class EmbedBatchFn(beam.DoFn):
         self._model = self._model_handle.acquire(
             lambda: _Holder(load_embedder(common.local_folder(self._model_dir), self._file))).model
 
-    def process(self, batch: list[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
-        track_ids = [track_id for track_id, _ in batch]
-        vectors = np.asarray(self._model(np.stack([x for _, x in batch]), training=False))
+    def process(self, batch: list[tuple[int, tuple[int, np.ndarray]]]) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
+        inputs = np.stack([x for _, (_, x) in batch])
+        padded = np.zeros((max(self._batch_size, len(inputs)), *inputs.shape[1:]), inputs.dtype)
+        padded[: len(inputs)] = inputs
+        vectors = np.asarray(self._model(padded, training=False))[: len(inputs)]
         self._inputs.inc(len(batch))
-        yield from zip(track_ids, vectors)
+        for (track_id, (order, _)), vector in zip(batch, vectors):
+            yield track_id, (order, vector)
+
+
+class OrderedMean(beam.CombineFn):
+    """Mean of a track's ``(order, vector)`` parts, summed in ``order``: the same bits however the runner
+    splits and merges the parts (a track has tens of tiles, so the accumulator stays small)."""
+
+    def create_accumulator(self) -> list:
+        return []
+
+    def add_input(self, accumulator: list, part) -> list:
+        accumulator.append(part)
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> list:
+        return [part for accumulator in accumulators for part in accumulator]
+
+    def extract_output(self, accumulator: list) -> np.ndarray:
+        parts = sorted(accumulator, key=lambda part: part[0])
+        return np.stack([v for _, v in parts]).astype(np.float64).mean(axis=0).astype(np.float32)
 
 
 class EmbedTracks(beam.PTransform):
-    """``(track_id, model input)`` -> ``(track_id, unit vector)``: the mean of the vectors of a track's
-    inputs (its tiles, or its one row of summary features), normalised."""
+    """``(track_id, (order, model input))`` -> ``(track_id, unit vector)``: the mean of the vectors of a
+    track's inputs (its tiles in tile order, or its one row of summary features), normalised."""
 
     def __init__(self, model_dir: str, batch_size: int, file: str = "embedder.keras"):
         super().__init__()
@@ -98,28 +125,29 @@ class EmbedTracks(beam.PTransform):
             inputs
             | "Batch" >> beam.BatchElements(min_batch_size=min(16, self._batch_size),
                                             max_batch_size=self._batch_size)
-            | "Model" >> beam.ParDo(EmbedBatchFn(self._model_dir, shared.Shared(), self._file))
-            | "MeanPerTrack" >> beam.CombinePerKey(beam.combiners.MeanCombineFn())
+            | "Model" >> beam.ParDo(EmbedBatchFn(self._model_dir, shared.Shared(), self._file, self._batch_size))
+            | "MeanPerTrack" >> beam.CombinePerKey(OrderedMean())
             | "Normalise" >> beam.MapTuple(lambda track_id, v: (track_id, l2_normalise(v[None])[0]))
         )
 
 
 def read_model_inputs(pipeline, data: str, spec: AudioSpec, input_kind: str):
-    """``(track_id, array)`` pairs the model takes: every log-mel tile, or each track's summary features."""
+    """``(track_id, (order, array))`` pairs the model takes: every log-mel tile (in tile order), or each
+    track's summary features (order 0)."""
     if input_kind == "features":
         names = tables.summary_feature_names()
         return (
             pipeline
             | "ReadFeatures" >> beam.io.ReadFromParquet(posixpath.join(data, "features.parquet"))
             | "FeatureVector" >> beam.Map(
-                lambda row: (row["track_id"], np.array([row[n] for n in names], np.float32)))
+                lambda row: (row["track_id"], (0, np.array([row[n] for n in names], np.float32))))
         )
     return (
         pipeline
         | "ReadTiles" >> beam.io.ReadFromTFRecord(posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}"),
                                                   compression_type=CompressionTypes.GZIP)
         | "DecodeTiles" >> beam.Map(lambda record: decode_tile(record, spec))
-        | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, tile.mel))
+        | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, (tile.tile_index, tile.mel)))
     )
 
 

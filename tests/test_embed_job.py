@@ -1,4 +1,5 @@
 import apache_beam as beam
+from apache_beam.utils import shared
 import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -33,7 +34,8 @@ def test_embed_tracks_gives_one_unit_vector_per_track(pipeline_outputs):
             assert vector.shape == (64,) and abs(np.linalg.norm(vector) - 1) < 1e-5
 
     with TestPipeline() as pipeline:
-        vectors = (pipeline | beam.Create(records) | beam.Map(lambda r: (decode_tile(r, spec).track_id, decode_tile(r, spec).mel))
+        vectors = (pipeline | beam.Create(records)
+                   | beam.Map(lambda r: (decode_tile(r, spec).track_id, (decode_tile(r, spec).tile_index, decode_tile(r, spec).mel)))
                    | EmbedTracks(str(pipeline_outputs["model"]), 4))
         assert_that(vectors, check)
 
@@ -90,3 +92,21 @@ def test_automatic_nprobe_is_the_fewest_lists_reaching_the_target(tmp_path):
         assert all(recall < 0.9 for probes, recall in tried.items() if probes < report["nprobe"])
         assert report["recall@10"] > 0.8  # measured on other tracks than the ones that chose nprobe
     assert reports["uniform"]["nprobe"] > reports["clustered"]["nprobe"]
+
+
+def test_track_vectors_do_not_depend_on_batching_or_part_order(pipeline_outputs):
+    from beam_jobs.embed import EmbedBatchFn, OrderedMean
+
+    spec = AudioSpec.load(pipeline_outputs["data"])
+    mels = np.random.default_rng(1).normal(-40, 10, (7, *spec.tile_shape)).astype(np.float32)
+    embed = EmbedBatchFn(str(pipeline_outputs["model"]), shared.Shared(), batch_size=8)
+    embed.setup()
+    whole = [v for _, (_, v) in embed.process([(5, (i, m)) for i, m in enumerate(mels)])]
+    pieces = [v for start in (0, 3, 4) for _, (_, v) in embed.process(
+        [(5, (i, mels[i])) for i in range(start, {0: 3, 3: 4, 4: 7}[start])])]
+    assert all(np.array_equal(a, b) for a, b in zip(whole, pieces))  # bit for bit
+    mean = OrderedMean()
+    parts = list(enumerate(whole))
+    one = mean.extract_output(mean.merge_accumulators([mean.add_input([], p) for p in parts]))
+    other = mean.extract_output(mean.merge_accumulators([[p] for p in parts[::-1]]))
+    assert np.array_equal(one, other)
