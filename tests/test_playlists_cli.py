@@ -24,6 +24,15 @@ def test_radio_by_title_with_options(tables_dir, capsys):
     assert len(rows) == 6 and 1010 not in [r["track_id"] for r in rows]
 
 
+def test_radio_caps_each_artist(tables_dir, capsys):
+    from collections import Counter
+
+    assert main(["radio", "--tables", tables_dir, "--seed", "1010", "-n", "12", "--max-per-artist", "1",
+                 "--format", "json"]) == 0
+    rows = _json(capsys)
+    assert len(rows) == 12 and max(Counter(r["artist"] for r in rows).values()) == 1
+
+
 def test_like_blends_seeds(tables_dir, capsys):
     assert main(["like", "--tables", tables_dir, "--seeds", "1001", "1002", "-n", "5", "--format", "json"]) == 0
     assert len({r["track_id"] for r in _json(capsys)} - {1001, 1002}) == 5

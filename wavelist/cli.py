@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
         parser_.add_argument("--variety", type=float, default=0.0,
                              help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
+        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
     journey = _playlist_parser(sub, "journey", "a smooth path of tracks from one track to another")
     journey.add_argument("--from", dest="start", help=f"first track ({track})")
     journey.add_argument("--to", dest="end", help=f"last track ({track})")
@@ -149,10 +150,11 @@ def _playlist_command(args: argparse.Namespace) -> None:
     tables = load_tables(args.tables)
     if args.command == "radio":
         entries = radio(tables, tables.resolve(args.seed), args.n, exclude_artist=args.exclude_artist,
-                        variety=args.variety)
+                        variety=args.variety, max_per_artist=args.max_per_artist)
     elif args.command == "like":
         entries = like(tables, [tables.resolve(s) for s in args.seeds], args.n,
-                       exclude_artist=args.exclude_artist, variety=args.variety)
+                       exclude_artist=args.exclude_artist, variety=args.variety,
+                       max_per_artist=args.max_per_artist)
     elif args.command == "alchemy":
         from playlists.discover import alchemy
 
