@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", choices=KINDS, default="contrastive",
                         help="kind of model (default: contrastive, which needs no labels and gave the best "
                         "neighbours; see benchmarks/RESULTS.md)")
-    parser.add_argument("--epochs", type=int, help=f"training epochs (default: {DEFAULT_EPOCHS})")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: 20 for contrastive, 30 for cnn and autoencoder)")
     parser.add_argument("--steps-per-epoch", type=int, default=50, help="contrastive: pair batches per epoch")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=5, help="early stopping on validation loss")
