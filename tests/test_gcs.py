@@ -91,13 +91,9 @@ def test_ingest_reads_and_writes_gs_paths(gcs, gs_data, catalogue):
                     f"{gcs}/catalogue/fma_small", "--out", out, *IN_MEMORY])
 
 
-def test_embed_reads_and_writes_gs_paths(gcs, gs_data, pipeline_outputs):
-    """DATA, MODEL and TABLES all on gs://; the tables read back with google-cloud-storage match a local run."""
-    import io
-
-    import numpy as np
-    import pyarrow.parquet as pq
-
+@pytest.fixture(scope="module")
+def gs_tables(gcs, gs_data, pipeline_outputs):
+    """The session model uploaded to gs://BUCKET/model, and embed run from gs:// DATA to gs://BUCKET/tables."""
     from beam_jobs import embed
 
     bucket = storage_bucket()
@@ -105,8 +101,19 @@ def test_embed_reads_and_writes_gs_paths(gcs, gs_data, pipeline_outputs):
     for path in sorted(model.rglob("*")):
         if path.is_file():
             bucket.blob(f"model/{path.relative_to(model)}").upload_from_filename(str(path))
-    summary = embed.run(["--data", gs_data[0], "--model", f"{gcs}/model", "--out", f"{gcs}/tables", "--k", "10",
-                         *IN_MEMORY])
+    return embed.run(["--data", gs_data[0], "--model", f"{gcs}/model", "--out", f"{gcs}/tables", "--k", "10",
+                      *IN_MEMORY])
+
+
+def test_embed_reads_and_writes_gs_paths(gcs, gs_tables, pipeline_outputs):
+    """DATA, MODEL and TABLES all on gs://; the tables read back with google-cloud-storage match a local run."""
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    bucket = storage_bucket()
+    summary = gs_tables
     assert summary["tracks_embedded"] == 32 and summary["neighbour_rows"] == 320
     names = {blob.name for blob in bucket.list_blobs(prefix="tables/")}
     assert names == {f"tables/{n}" for n in ("embeddings.parquet", "neighbours.parquet", "tracks.parquet",
@@ -127,6 +134,24 @@ def test_embed_reads_and_writes_gs_paths(gcs, gs_data, pipeline_outputs):
     got, want = remote("neighbours.parquet"), local("neighbours.parquet")
     assert got["neighbour_id"].to_pylist() == want["neighbour_id"].to_pylist()  # both sorted by track and rank
     np.testing.assert_allclose(got["similarity"].to_numpy(), want["similarity"].to_numpy(), atol=1e-5)
+
+
+def test_embed_add_extends_gs_tables(gcs, gs_tables, tmp_path):
+    """embed --add with the old tables, the model, the new audio and the new tables all on gs://."""
+    from beam_jobs import embed
+    from tests.conftest import tone, write_audio
+
+    bucket = storage_bucket()
+    for i, freq in enumerate((330.0, 550.0)):
+        path = write_audio(tmp_path / f"new {i}.wav", tone(freq, 7.0, 22050), 22050)
+        bucket.blob(f"new/{path.name}").upload_from_filename(str(path))
+    summary = embed.run(["--add", f"{gcs}/new", "--tables", f"{gcs}/tables", "--model", f"{gcs}/model",
+                         "--out", f"{gcs}/tables-added", *IN_MEMORY])
+    assert summary["tracks_added"] == 2 and summary["tracks_embedded"] == gs_tables["tracks_embedded"] + 2
+    neighbours = common.read_parquet(f"{gcs}/tables-added/neighbours.parquet")
+    assert len(set(neighbours["track_id"].to_pylist())) == gs_tables["tracks_embedded"] + 2
+    assert FileSystems.exists(f"{gcs}/tables-added/{common.SUCCESS_MARKER}")
+    assert FileSystems.exists(f"{gcs}/tables/{common.SUCCESS_MARKER}")  # the old version stays as it was
 
 
 def test_incomplete_gs_output_is_refused_and_named(gcs, gs_data, pipeline_outputs):
