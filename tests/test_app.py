@@ -60,6 +60,10 @@ def test_journey_runs_from_seed_to_destination(app):
     tracks = _column(app.table[0], "track")
     assert tracks[0] == 1003 and tracks[-1] == 1290 and len(tracks) == 12 and len(set(tracks)) == 12
     assert {m.label: m.value for m in app.metric}["steps forward"] == "100%"
+    app.text_input(key="journey-via-search").input("1150").run()
+    app.multiselect(key="journey-via").select(1150).run()
+    tracks = _column(app.table[0], "track")
+    assert tracks[0] == 1003 and 1150 in tracks and tracks[-1] == 1290 and len(tracks) == 12
 
 
 def test_no_match_says_so(app):

@@ -88,9 +88,13 @@ def journey_tab(tables: Tables, seed: int) -> None:
     if end == seed:
         st.info("Choose a destination other than the seed.")
         return
+    stops = [seed, *pick_tracks(tables, "Stops on the way, in order", key="journey-via"), end]
     n = st.slider("Tracks", 3, 50, 20, key="journey-n")
-    entries = journey_via(tables, [seed, end], n)
-    figures = smoothness(tables, entries)
+    if len(set(stops)) < len(stops):
+        st.info("A stop cannot be the seed, the destination or another stop.")
+        return
+    entries = journey_via(tables, stops, max(n, len(stops)))
+    figures = smoothness(tables, entries, stops)
     left, middle, right = st.columns(3)
     left.metric("weakest step (cosine)", f"{figures['min_step_similarity']:.3f}")
     middle.metric("mean step (cosine)", f"{figures['mean_step_similarity']:.3f}")
