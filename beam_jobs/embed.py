@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from beam_jobs import common
+from model.train import EMBEDDER_FILE, FEATURES_EMBEDDER_FILE
 from beam_jobs.neighbours import (block_of, l2_normalise, map_coordinates, merge_block_top_k, merge_top_k,
                                   top_k_faiss)
 from schemas import tables
@@ -63,7 +64,7 @@ class EmbedBatchFn(beam.DoFn):
     rows for one batch shape wherever a row sits, but not across shapes, and the runner sizes batches by
     timing, so without the padding two runs would differ in the last bits (and t-SNE would amplify it)."""
 
-    def __init__(self, model_dir: str, model_handle: shared.Shared, file: str = "embedder.keras",
+    def __init__(self, model_dir: str, model_handle: shared.Shared, file: str = EMBEDDER_FILE,
                  batch_size: int = 256):
         self._model_dir = model_dir
         self._model_handle = model_handle
@@ -114,7 +115,7 @@ class EmbedTracks(beam.PTransform):
     """``(track_id, (order, model input))`` -> ``(track_id, unit vector)``: the mean of the vectors of a
     track's inputs (its tiles in tile order, or its one row of summary features), normalised."""
 
-    def __init__(self, model_dir: str, batch_size: int, file: str = "embedder.keras"):
+    def __init__(self, model_dir: str, batch_size: int, file: str = EMBEDDER_FILE):
         super().__init__()
         self._model_dir = model_dir
         self._batch_size = batch_size
@@ -171,9 +172,7 @@ class TrackVectors(beam.PTransform):
         self._input_kind, self._batch_size = input_kind, batch_size
 
     def expand(self, pipeline):
-        from model.train import FEATURES_EMBEDDER_FILE
-
-        def vectors(kind: str, file: str = "embedder.keras"):
+        def vectors(kind: str, file: str = EMBEDDER_FILE):
             return (read_model_inputs(pipeline, self._data, self._spec, kind)
                     | f"Embed{kind.title()}" >> EmbedTracks(self._model_dir, self._batch_size, file))
 
