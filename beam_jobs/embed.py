@@ -184,8 +184,7 @@ class TrackVectors(beam.PTransform):
 
 def stack_catalogue(pairs: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """``(ids [n], vectors [n, d])`` sorted by id."""
-    pairs = sorted(pairs, key=lambda pair: pair[0])
-    return np.array([i for i, _ in pairs], np.int64), np.stack([v for _, v in pairs]).astype(np.float32)
+    return stack_batch(sorted(pairs, key=lambda pair: pair[0]))
 
 
 class MergeTopK(beam.CombineFn):
@@ -377,11 +376,8 @@ def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, np
 
     from beam_jobs.neighbours import build_ivf_index, recall_at, search_ivf
 
-    ids = np.concatenate([i for i, _ in batches])
-    vectors = np.concatenate([v for _, v in batches])
-    order = np.argsort(ids, kind="stable")
-    ids, vectors = ids[order], vectors[order]
-    del batches, order
+    _, ids, vectors = stack_block(0, batches)
+    del batches
     index = build_ivf_index(vectors)
     # two disjoint samples: one chooses nprobe, the other reports the recall of that choice
     drawn = np.random.default_rng(0).permutation(len(ids))
@@ -389,21 +385,21 @@ def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, np
     if len(held_out) == 0:
         held_out = tuning
 
-    def recall(sample: np.ndarray, probes: int) -> float:
+    def recall_of(sample: np.ndarray):
+        """recall@10 of the index on ``sample`` as a function of nprobe (exact search done once)."""
         exact_ids, _ = top_k_faiss(vectors[sample], ids[sample], vectors, ids, 10)
-        approximate, _ = search_ivf(index, ids, vectors[sample], ids[sample], 10, probes)
-        return recall_at(approximate, exact_ids, 10)
+        return lambda probes: recall_at(search_ivf(index, ids, vectors[sample], ids[sample], 10, probes)[0],
+                                        exact_ids, 10)
 
     tried: dict[int, float] = {}
     if nprobe is None:
-        exact_ids, _ = top_k_faiss(vectors[tuning], ids[tuning], vectors, ids, 10)
+        tuning_recall = recall_of(tuning)
         for probes in sorted({*(2**i for i in range(int(np.log2(index.nlist)) + 1)), index.nlist}):
-            approximate, _ = search_ivf(index, ids, vectors[tuning], ids[tuning], 10, probes)
-            tried[probes] = recall_at(approximate, exact_ids, 10)
+            tried[probes] = tuning_recall(probes)
             if tried[probes] >= target_recall:
                 break
         nprobe = probes
-    reported = recall(held_out, nprobe)
+    reported = recall_of(held_out)(nprobe)
     buffer = io.BytesIO()
     np.savez(buffer, ids=ids, index=faiss.serialize_index(index))
     with FileSystems.create(path, compression_type="uncompressed") as handle:
