@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from beam_jobs import common
-from model.train import EMBEDDER_FILE, FEATURES_EMBEDDER_FILE
+from model.train import EMBEDDER_FILE, FEATURES_EMBEDDER_FILE, GENRE_EMBEDDER_FILE
 from beam_jobs.neighbours import (block_of, l2_normalise, map_coordinates, merge_block_top_k, merge_top_k,
                                   top_k_faiss)
 from schemas import tables
@@ -163,8 +163,9 @@ def join_halves(track_id: int, halves: dict[str, list[np.ndarray]]):
 
 class TrackVectors(beam.PTransform):
     """The tracks of an ingest output folder -> ``(track_id, unit vector)``, as the model's input kind
-    says: the mean of its tile vectors (``tiles``), its summary statistics (``features``), or both halves
-    joined per track (``tiles+features``)."""
+    says: the mean of its tile vectors (``tiles``), its summary statistics (``features``), both halves
+    joined per track (``tiles+features``), and then the genre part the joined vector predicts
+    (``tiles+features+genres``)."""
 
     def __init__(self, data: str, model_dir: str, spec: AudioSpec, input_kind: str, batch_size: int):
         super().__init__()
@@ -176,10 +177,15 @@ class TrackVectors(beam.PTransform):
             return (read_model_inputs(pipeline, self._data, self._spec, kind)
                     | f"Embed{kind.title()}" >> EmbedTracks(self._model_dir, self._batch_size, file))
 
-        if self._input_kind != "tiles+features":
+        if not self._input_kind.startswith("tiles+features"):
             return vectors(self._input_kind)
         halves = {"tiles": vectors("tiles"), "features": vectors("features", FEATURES_EMBEDDER_FILE)}
-        return halves | "JoinHalves" >> beam.CoGroupByKey() | "Concatenate" >> beam.FlatMapTuple(join_halves)
+        joined = halves | "JoinHalves" >> beam.CoGroupByKey() | "Concatenate" >> beam.FlatMapTuple(join_halves)
+        if not self._input_kind.endswith("+genres"):
+            return joined
+        return (joined
+                | "AsModelInput" >> beam.MapTuple(lambda track_id, vector: (track_id, (0, vector)))
+                | "EmbedGenres" >> EmbedTracks(self._model_dir, self._batch_size, GENRE_EMBEDDER_FILE))
 
 
 def stack_catalogue(pairs: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -60,13 +60,16 @@ def embed_catalogue(model_dir: str | Path, data_dir: str | Path) -> TrackVectors
     excerpt_a = _unit(np.stack([vectors[s:s + (e - s) // 2].mean(axis=0) for s, e in two])) if two else full[:0]
     excerpt_b = _unit(np.stack([vectors[s + (e - s) // 2:e].mean(axis=0) for s, e in two])) if two else full[:0]
     ids = track_ids[starts]
-    if model_info(model_dir).get("input") == "tiles+features":  # as the embed job joins the halves
-        from model.train import FEATURES_EMBEDDER_FILE
+    input_kind = model_info(model_dir).get("input", "tiles")
+    if input_kind.startswith("tiles+features"):  # as the embed job joins the halves
+        from model.train import FEATURES_EMBEDDER_FILE, GENRE_EMBEDDER_FILE
 
         feature_ids, values = features.load_features(data_dir)
         halves = _unit(np.asarray(load_embedder(model_dir, FEATURES_EMBEDDER_FILE)(values, training=False)))
         row_of = {int(t): i for i, t in enumerate(feature_ids)}
         full = np.hstack([full, halves[[row_of[int(t)] for t in ids]]]) / np.sqrt(2.0)
+        if input_kind.endswith("+genres"):
+            full = _unit(np.asarray(load_embedder(model_dir, GENRE_EMBEDDER_FILE)(full, training=False)))
         # excerpts keep the tile half only: a track's summary statistics are one row for both halves
     return TrackVectors(ids, full, track_ids[[s for s, _ in two]], excerpt_a, excerpt_b)
 

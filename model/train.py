@@ -7,6 +7,9 @@ summary statistics) to a vector, with ``audio_spec.json`` and ``model_info.json`
 plus ``metrics.json``, ``history.csv`` and TensorBoard ``logs/``. The default, ``contrastive`` (no labels
 needed), whitens its tile vectors and adds ``features_embedder.keras``: the track's whitened summary
 statistics, the other half of its vector (``input``: ``tiles+features``; ``--no-features`` leaves it out).
+When the catalogue has at least two genres of ``MIN_GENRE_TRACKS`` labelled tracks outside its test split, it also
+adds ``genre_embedder.keras``, the genre probabilities the joined vector predicts as a third part
+(``input``: ``tiles+features+genres``; ``--no-genres`` leaves it out; see ``model.genre_part``).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +30,7 @@ from schemas.audio import AudioSpec
 log = logging.getLogger(__name__)
 EMBEDDER_FILE = "embedder.keras"
 FEATURES_EMBEDDER_FILE = "features_embedder.keras"  # the second half of a "tiles+features" model
+GENRE_EMBEDDER_FILE = "genre_embedder.keras"  # joined halves -> final vector with the genre part
 WHITENED_DIMS = 32
 MODEL_INFO_FILE = "model_info.json"
 KINDS = ("cnn", "contrastive", "autoencoder", "features")
@@ -48,6 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=0.1, help="contrastive: NT-Xent temperature")
     parser.add_argument("--no-features", action="store_true",
                         help="contrastive: the learned vector alone, not joined with the whitened summary statistics")
+    parser.add_argument("--no-genres", action="store_true",
+                        help="contrastive: no genre part even when the catalogue has enough labelled tracks "
+                        "(the vector then comes from the audio and label-free training alone)")
+    parser.add_argument("--min-genre-tracks", type=int, default=None, metavar="N",
+                        help="contrastive: labelled tracks (outside the test split) a genre needs to count for the genre part "
+                        "(default: model.genre_part.MIN_GENRE_TRACKS, 5)")
     parser.add_argument("--init-from", type=Path, metavar="MODEL",
                         help="cnn: start the encoder from a trained contrastive (or cnn) model, then fine-tune")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -67,9 +77,11 @@ class Trained:
     """What a trainer hands to the export: the embedding model, its input kind and its metrics."""
 
     embedder: Any
-    input_kind: str  # "tiles", "features" or "tiles+features"
+    input_kind: str  # "tiles", "features", "tiles+features" or "tiles+features+genres"
     metrics: dict[str, Any]
     features_embedder: Any = None  # for "tiles+features": summary statistics -> the vector's other half
+    genre_embedder: Any = None  # for "+genres": joined halves -> the final vector with its genre part
+    genres: list[str] | None = None
 
 
 def track_level_predictions(probabilities: np.ndarray, labels: np.ndarray, track_ids: np.ndarray):
@@ -215,9 +227,45 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
         return Trained(embedder, "tiles", metrics)
     from model import features
 
-    _, values = features.load_features(args.data)
-    return Trained(embedder, "tiles+features", {**metrics, "features": "summary statistics, whitened"},
-                   features_embedder=features.whitened_features_embedder(values, WHITENED_DIMS))
+    feature_ids, values = features.load_features(args.data)
+    features_embedder = features.whitened_features_embedder(values, WHITENED_DIMS)
+    metrics = {**metrics, "features": "summary statistics, whitened"}
+    if args.no_genres:
+        return Trained(embedder, "tiles+features", {**metrics, "genre_part": "off (--no-genres)"},
+                       features_embedder=features_embedder)
+    tile_half = per_track_mean(predict_in_chunks(embedder, tiles), track_ids)
+    features_half = predict_in_chunks(features_embedder, values)
+    return with_genre_part(Trained(embedder, "tiles+features", metrics, features_embedder=features_embedder),
+                           args.data, np.unique(track_ids), tile_half, feature_ids, features_half,
+                           args.min_genre_tracks)
+
+
+def with_genre_part(trained: Trained, data_dir: str, track_ids: np.ndarray, tile_half: np.ndarray,
+                    feature_ids: np.ndarray, features_half: np.ndarray, min_tracks: int | None = None) -> Trained:
+    """``trained`` with a genre part fitted on the catalogue's labelled tracks outside its test split, or as it is (and
+    why, in its metrics) when the labels are too few."""
+    from model import genre_part
+
+    min_tracks = genre_part.MIN_GENRE_TRACKS if min_tracks is None else min_tracks
+    labels, genres = genre_part.training_labels(data_dir, min_tracks)
+    if len(genres) < 2:
+        why = (f"off: fewer than two genres with {min_tracks} labelled tracks outside the test split "
+               f"(found {genres})")
+        log.info("train contrastive: genre part %s", why)
+        return replace(trained, metrics={**trained.metrics, "genre_part": why})
+    row_of = {int(t): i for i, t in enumerate(feature_ids)}
+    both = [i for i, t in enumerate(track_ids) if int(t) in row_of]
+    ids = track_ids[both]
+    joined = genre_part.joined_halves(tile_half[both], features_half[[row_of[int(t)] for t in ids]])
+    fitted = [i for i, t in enumerate(ids) if int(t) in labels]
+    y = np.array([labels[int(ids[i])] for i in fitted])
+    embedder = genre_part.genre_part_embedder(joined[fitted], y, genres)
+    predicted = np.asarray(embedder(joined[fitted], training=False))[:, joined.shape[1]:].argmax(axis=1)
+    log.info("train contrastive: genre part on %d labelled tracks of %d genres", len(fitted), len(genres))
+    metrics = {**trained.metrics, "genre_part": {"genres": genres, "labelled_tracks": len(fitted),
+                                                 "training_accuracy": float(np.mean(predicted == y))}}
+    return replace(trained, input_kind="tiles+features+genres", metrics=metrics, genre_embedder=embedder,
+                   genres=genres)
 
 
 def predict_in_chunks(model, tiles: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -337,6 +385,14 @@ def model_info(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def embedding_dim(trained: Trained) -> int:
+    """Length of the vectors the embed job writes with this model."""
+    if trained.genre_embedder is not None:
+        return int(trained.genre_embedder.output.shape[-1])
+    halves = [trained.embedder, trained.features_embedder]
+    return sum(int(m.output.shape[-1]) for m in halves if m is not None)
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Train the kind asked for and export it; returns the metrics also written to metrics.json."""
     args = parse_args(argv)
@@ -354,14 +410,15 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         trained.embedder.save(staging / EMBEDDER_FILE)
         if trained.features_embedder is not None:
             trained.features_embedder.save(staging / FEATURES_EMBEDDER_FILE)
+        if trained.genre_embedder is not None:
+            trained.genre_embedder.save(staging / GENRE_EMBEDDER_FILE)
         spec.save(staging)
         metrics = {"kind": args.model, **trained.metrics}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         info = {"model_id": f"{args.model}-{file_digest(staging / EMBEDDER_FILE)}", "kind": args.model,
                 "input": trained.input_kind,
-                "embedding_dim": int(trained.embedder.output.shape[-1]) + (
-                    int(trained.features_embedder.output.shape[-1]) if trained.features_embedder is not None else 0), "tensorflow": tf.__version__,
-                "keras": keras.__version__}
+                "embedding_dim": embedding_dim(trained), "genres": trained.genres,
+                "tensorflow": tf.__version__, "keras": keras.__version__}
         (staging / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     log.info("train %s -> %s", args.model, args.out)
     return metrics

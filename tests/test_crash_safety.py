@@ -60,7 +60,7 @@ def test_killed_ingest_leaves_no_output_and_a_rerun_completes(pipeline_outputs, 
 
     with caplog.at_level(logging.WARNING, logger="beam_jobs.common"):
         summary = ingest.run(ingest_flags(pipeline_outputs["catalogue"], out))  # no --overwrite needed
-    assert f"unfinished staging folder(s) of earlier runs" in caplog.text and str(staging) in caplog.text
+    assert "unfinished staging folder(s) of earlier runs" in caplog.text and str(staging) in caplog.text
     assert summary["inputs"] == summary["accepted"] + summary["rejected"] == 32
     assert (out / common.SUCCESS_MARKER).exists()
     assert_same_ingest_output(pipeline_outputs["data"], out)

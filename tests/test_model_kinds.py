@@ -12,7 +12,7 @@ from model import evaluate, train
 def kinds(pipeline_outputs, tmp_path_factory):
     root = tmp_path_factory.mktemp("kinds")
     data = pipeline_outputs["data"]
-    flags = {"contrastive": ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8"],
+    flags = {"contrastive": ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--min-genre-tracks", "7"],
              "autoencoder": ["--epochs", "1"], "features": []}
     for kind, extra in flags.items():
         train.run(["--data", str(data), "--out", str(root / kind), "--model", kind, "--verbose", "0", *extra])
@@ -44,6 +44,52 @@ def test_embed_job_joins_the_learned_and_summary_halves_as_evaluate_does(kinds, 
     # each half is a unit vector scaled by 1/sqrt(2): the learned part and the statistics weigh the same
     halves = np.linalg.norm(local.full[:, :32], axis=1), np.linalg.norm(local.full[:, 32:], axis=1)
     np.testing.assert_allclose(halves, np.sqrt(0.5), atol=1e-5)
+
+
+def test_genre_part_is_off_when_the_catalogue_has_too_few_labelled_tracks(kinds):
+    # the tiny catalogue has 4 training and 2 validation tracks per genre: 6, so a minimum of 7 turns it off
+    metrics = json.loads((kinds["contrastive"] / "metrics.json").read_text())
+    assert metrics["genre_part"].startswith("off: fewer than two genres with 7 labelled tracks outside the test")
+    assert not (kinds["contrastive"] / train.GENRE_EMBEDDER_FILE).exists()
+    assert train.model_info(kinds["contrastive"])["genres"] is None
+
+
+@pytest.fixture(scope="module")
+def with_genres(pipeline_outputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("genres") / "model"
+    train.run(["--data", str(pipeline_outputs["data"]), "--out", str(out), "--verbose", "0", "--epochs", "1",
+               "--steps-per-epoch", "2", "--batch-size", "8"])
+    return out
+
+
+def test_genre_part_joins_the_embed_job_vector_as_a_third_part(with_genres, pipeline_outputs, tmp_path):
+    from beam_jobs import embed
+    from tests.conftest import IN_MEMORY, TINY_STYLES
+
+    info = train.model_info(with_genres)
+    assert info["input"] == "tiles+features+genres" and info["genres"] == sorted(TINY_STYLES)
+    assert info["embedding_dim"] == 64 + 4
+    metrics = json.loads((with_genres / "metrics.json").read_text())["genre_part"]
+    assert metrics["labelled_tracks"] == 24 and metrics["training_accuracy"] > 0.5
+    embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(with_genres), "--out", str(tmp_path / "t"),
+               "--k", "5", *IN_MEMORY])
+    table = pq.read_table(tmp_path / "t" / "embeddings.parquet").to_pydict()
+    job = dict(zip(table["track_id"], np.array(table["embedding"])))
+    local = evaluate.embed_catalogue(with_genres, pipeline_outputs["data"])
+    assert local.full.shape == (32, 68)
+    for track_id, vector in zip(local.ids.tolist(), local.full):
+        np.testing.assert_allclose(job[track_id], vector, atol=1e-4)
+    # three parts of equal weight: learned half, statistics half, genre probabilities
+    parts = [np.linalg.norm(local.full[:, a:b], axis=1) for a, b in ((0, 32), (32, 64), (64, 68))]
+    np.testing.assert_allclose(parts, np.sqrt(1 / 3), atol=1e-5)
+    assert (local.full[:, 64:] >= 0).all()  # probabilities
+
+
+def test_no_genres_flag_keeps_the_label_free_vector(pipeline_outputs, tmp_path):
+    train.run(["--data", str(pipeline_outputs["data"]), "--out", str(tmp_path / "m"), "--verbose", "0",
+               "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--no-genres"])
+    info = train.model_info(tmp_path / "m")
+    assert info["input"] == "tiles+features" and info["embedding_dim"] == 64
 
 
 def test_whitening_layer_gives_unit_variance_on_what_it_was_fitted_on():
