@@ -3,7 +3,8 @@ has enough labelled tracks to learn it.
 
 A linear probe (logistic regression) on the joined label-free vector of a track (its whitened tile half and
 its whitened statistics half) gives genre probabilities; their unit vector becomes a third part of equal
-weight beside the two halves. Fitted on the labelled tracks outside the test split (which stays held out
+weight beside the two halves. The trainer fits the probe on every tile of a labelled track (the tile's vector
+joined with its track's statistics), which gives it ten examples per 30-s track rather than one. Fitted on the labelled tracks outside the test split (which stays held out
 for evaluation), so test tracks are predicted from their audio, as any new track is. It is computed from audio alone at embed time: a track
 whose sound is unlike its genre gets the probabilities of what it sounds like.
 """
@@ -40,7 +41,8 @@ def joined_halves(tile_half: np.ndarray, features_half: np.ndarray) -> np.ndarra
 
 def fit_probe(joined: np.ndarray, labels: np.ndarray, n_genres: int) -> tuple[np.ndarray, np.ndarray]:
     """``(kernel [d, n_genres], bias [n_genres])`` of a softmax over genres fitted by logistic regression
-    (scikit-learn's defaults, C = 1, with balanced class weights) on ``joined`` vectors and their labels."""
+    (scikit-learn's defaults, C = 1, with balanced class weights) on ``joined`` vectors (of tracks or of
+    tiles) and their labels."""
     from sklearn.linear_model import LogisticRegression
 
     probe = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(joined, labels)

@@ -233,17 +233,17 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     if args.no_genres:
         return Trained(embedder, "tiles+features", {**metrics, "genre_part": "off (--no-genres)"},
                        features_embedder=features_embedder)
-    tile_half = per_track_mean(predict_in_chunks(embedder, tiles), track_ids)
-    features_half = predict_in_chunks(features_embedder, values)
     return with_genre_part(Trained(embedder, "tiles+features", metrics, features_embedder=features_embedder),
-                           args.data, np.unique(track_ids), tile_half, feature_ids, features_half,
-                           args.min_genre_tracks)
+                           args.data, predict_in_chunks(embedder, tiles), track_ids, feature_ids,
+                           predict_in_chunks(features_embedder, values), args.min_genre_tracks)
 
 
-def with_genre_part(trained: Trained, data_dir: str, track_ids: np.ndarray, tile_half: np.ndarray,
+def with_genre_part(trained: Trained, data_dir: str, tile_vectors: np.ndarray, tile_track_ids: np.ndarray,
                     feature_ids: np.ndarray, features_half: np.ndarray, min_tracks: int | None = None) -> Trained:
-    """``trained`` with a genre part fitted on the catalogue's labelled tracks outside its test split, or as it is (and
-    why, in its metrics) when the labels are too few."""
+    """``trained`` with a genre part fitted on the catalogue's labelled tracks outside its test split, or as
+    it is (and why, in its metrics) when the labels are too few. The probe learns from every tile of a
+    labelled track (the tile's vector joined with its track's statistics: ten examples per 30-s track rather
+    than one) and is applied to the track's joined vector, as the embed job computes it."""
     from model import genre_part
 
     min_tracks = genre_part.MIN_GENRE_TRACKS if min_tracks is None else min_tracks
@@ -254,15 +254,21 @@ def with_genre_part(trained: Trained, data_dir: str, track_ids: np.ndarray, tile
         log.info("train contrastive: genre part %s", why)
         return replace(trained, metrics={**trained.metrics, "genre_part": why})
     row_of = {int(t): i for i, t in enumerate(feature_ids)}
-    both = [i for i, t in enumerate(track_ids) if int(t) in row_of]
-    ids = track_ids[both]
-    joined = genre_part.joined_halves(tile_half[both], features_half[[row_of[int(t)] for t in ids]])
-    fitted = [i for i, t in enumerate(ids) if int(t) in labels]
-    y = np.array([labels[int(ids[i])] for i in fitted])
-    embedder = genre_part.genre_part_embedder(joined[fitted], y, genres)
-    predicted = np.asarray(embedder(joined[fitted], training=False))[:, joined.shape[1]:].argmax(axis=1)
-    log.info("train contrastive: genre part on %d labelled tracks of %d genres", len(fitted), len(genres))
-    metrics = {**trained.metrics, "genre_part": {"genres": genres, "labelled_tracks": len(fitted),
+    labelled_tiles = np.array([int(t) in labels and int(t) in row_of for t in tile_track_ids])
+    tile_rows = [row_of[int(t)] for t in tile_track_ids[labelled_tiles]]
+    tile_joined = genre_part.joined_halves(tile_vectors[labelled_tiles], features_half[tile_rows])
+    tile_labels = np.array([labels[int(t)] for t in tile_track_ids[labelled_tiles]])
+    embedder = genre_part.genre_part_embedder(tile_joined, tile_labels, genres)
+
+    track_ids = np.unique(tile_track_ids[labelled_tiles])
+    track_joined = genre_part.joined_halves(per_track_mean(tile_vectors[labelled_tiles], tile_track_ids[labelled_tiles]),
+                                            features_half[[row_of[int(t)] for t in track_ids]])
+    y = np.array([labels[int(t)] for t in track_ids])
+    predicted = np.asarray(embedder(track_joined, training=False))[:, track_joined.shape[1]:].argmax(axis=1)
+    log.info("train contrastive: genre part on %d tiles of %d labelled tracks, %d genres",
+             len(tile_labels), len(track_ids), len(genres))
+    metrics = {**trained.metrics, "genre_part": {"genres": genres, "labelled_tracks": len(track_ids),
+                                                 "labelled_tiles": len(tile_labels),
                                                  "training_accuracy": float(np.mean(predicted == y))}}
     return replace(trained, input_kind="tiles+features+genres", metrics=metrics, genre_embedder=embedder,
                    genres=genres)

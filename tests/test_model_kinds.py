@@ -70,7 +70,7 @@ def test_genre_part_joins_the_embed_job_vector_as_a_third_part(with_genres, pipe
     assert info["input"] == "tiles+features+genres" and info["genres"] == sorted(TINY_STYLES)
     assert info["embedding_dim"] == 64 + 4
     metrics = json.loads((with_genres / "metrics.json").read_text())["genre_part"]
-    assert metrics["labelled_tracks"] == 24 and metrics["training_accuracy"] > 0.5
+    assert metrics["labelled_tracks"] == 24 and metrics["labelled_tiles"] > 24 and metrics["training_accuracy"] > 0.5
     embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(with_genres), "--out", str(tmp_path / "t"),
                "--k", "5", *IN_MEMORY])
     table = pq.read_table(tmp_path / "t" / "embeddings.parquet").to_pydict()
