@@ -14,20 +14,27 @@ def link_folder(folder, files):
     return folder
 
 
-@pytest.fixture(scope="module")
-def incremental(pipeline_outputs, tmp_path_factory):
+@pytest.fixture(scope="module", params=["cnn", "contrastive with genre part"])
+def incremental(request, pipeline_outputs, tmp_path_factory):
     root = tmp_path_factory.mktemp("add")
     audio = sorted((pipeline_outputs["catalogue"] / "fma_small").rglob("*.mp3"))
     old, new, both = (link_folder(root / name, files) for name, files in
                       [("old", audio[:24]), ("new", audio[24:]), ("both", audio)])
     model = str(pipeline_outputs["model"])
+    if request.param != "cnn":  # the default kind: the new tracks' vectors get their genre part too
+        from model import train
+
+        model = str(root / "model")
+        train.run(["--data", str(pipeline_outputs["data"]), "--out", model, "--verbose", "0", "--epochs", "1",
+                   "--steps-per-epoch", "2", "--batch-size", "8"])
+        assert train.model_info(model)["input"] == "tiles+features+genres"
     for name, folder in [("old", old), ("both", both)]:
         ingest.run(["--audio-dir", str(folder), "--out", str(root / f"data-{name}"), *IN_MEMORY])
         embed.run(["--data", str(root / f"data-{name}"), "--model", model, "--out", str(root / f"tables-{name}"),
                    "--k", "5", *IN_MEMORY])
     summary = embed.run(["--add", str(new), "--tables", str(root / "tables-old"), "--model", model,
                          "--out", str(root / "tables-added"), *IN_MEMORY])
-    return root, summary
+    return root, summary, model
 
 
 def read_sorted(path, key):
@@ -35,7 +42,7 @@ def read_sorted(path, key):
 
 
 def test_added_tables_equal_a_full_recomputation(incremental):
-    root, summary = incremental
+    root, summary, _ = incremental
     assert summary["tracks_added"] == 8 and summary["tracks_embedded"] == 32
     by_id = lambda r: r["track_id"]  # noqa: E731
     added = read_sorted(root / "tables-added" / "embeddings.parquet", by_id)
@@ -53,16 +60,16 @@ def test_added_tables_equal_a_full_recomputation(incremental):
 
 
 def test_old_tables_are_untouched_and_clashes_refused(incremental, pipeline_outputs):
-    root, _ = incremental
+    root, _, model = incremental
     assert pq.read_metadata(root / "tables-old" / "embeddings.parquet").num_rows == 24
     with pytest.raises(ValueError, match="already in"):
         embed.run(["--add", str(root / "old"), "--tables", str(root / "tables-old"), "--model",
-                   str(pipeline_outputs["model"]), "--out", str(root / "again"), *IN_MEMORY])
+                   model, "--out", str(root / "again"), *IN_MEMORY])
     assert not (root / "again").exists()
 
 
 def test_tables_of_another_model_are_refused(incremental, tmp_path):
-    root, _ = incremental
+    root, _, model = incremental
     other = tmp_path / "model"
     other.mkdir()
     (other / "model_info.json").write_text('{"model_id": "cnn-other", "kind": "cnn", "input": "tiles"}')
