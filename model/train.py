@@ -370,8 +370,13 @@ TRAINERS: dict[str, Callable[[argparse.Namespace, AudioSpec, Path], Trained]] = 
 }
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def files_digest(paths: list[Path]) -> str:
+    """First 16 hex digits of the SHA-256 of the files' bytes, one after the other (the files that exist)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def load_embedder(model_dir: str | Path, file: str = EMBEDDER_FILE):
@@ -421,7 +426,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         spec.save(staging)
         metrics = {"kind": args.model, **trained.metrics}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        info = {"model_id": f"{args.model}-{file_digest(staging / EMBEDDER_FILE)}", "kind": args.model,
+        # every embedder counts: the same tile model with and without a genre part makes other vectors
+        digest = files_digest([staging / f for f in (EMBEDDER_FILE, FEATURES_EMBEDDER_FILE, GENRE_EMBEDDER_FILE)])
+        info = {"model_id": f"{args.model}-{digest}", "kind": args.model,
                 "input": trained.input_kind,
                 "embedding_dim": embedding_dim(trained), "genres": trained.genres,
                 "tensorflow": tf.__version__, "keras": keras.__version__}

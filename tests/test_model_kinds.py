@@ -92,6 +92,16 @@ def test_no_genres_flag_keeps_the_label_free_vector(pipeline_outputs, tmp_path):
     assert info["input"] == "tiles+features" and info["embedding_dim"] == 64
 
 
+def test_model_id_covers_every_embedder_file(tmp_path):
+    # the same tile model with and without a genre part writes other vectors: their ids must differ
+    (tmp_path / train.EMBEDDER_FILE).write_bytes(b"tile model")
+    files = [tmp_path / f for f in (train.EMBEDDER_FILE, train.FEATURES_EMBEDDER_FILE, train.GENRE_EMBEDDER_FILE)]
+    tiles_only = train.files_digest(files)
+    (tmp_path / train.GENRE_EMBEDDER_FILE).write_bytes(b"genre probe")
+    assert train.files_digest(files) != tiles_only
+    assert tiles_only == train.files_digest(files[:1])  # a one-file model keeps the id it always had
+
+
 def test_whitening_layer_gives_unit_variance_on_what_it_was_fitted_on():
     from model.train import whitening_layer
 
