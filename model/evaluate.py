@@ -62,12 +62,13 @@ def embed_catalogue(model_dir: str | Path, data_dir: str | Path) -> TrackVectors
     ids = track_ids[starts]
     input_kind = model_info(model_dir).get("input", "tiles")
     if input_kind.startswith("tiles+features"):  # as the embed job joins the halves
+        from model import genre_part
         from model.train import FEATURES_EMBEDDER_FILE, GENRE_EMBEDDER_FILE
 
         feature_ids, values = features.load_features(data_dir)
         halves = _unit(np.asarray(load_embedder(model_dir, FEATURES_EMBEDDER_FILE)(values, training=False)))
         row_of = {int(t): i for i, t in enumerate(feature_ids)}
-        full = np.hstack([full, halves[[row_of[int(t)] for t in ids]]]) / np.sqrt(2.0)
+        full = genre_part.joined_halves(full, halves[[row_of[int(t)] for t in ids]])
         if input_kind.endswith("+genres"):
             full = _unit(np.asarray(load_embedder(model_dir, GENRE_EMBEDDER_FILE)(full, training=False)))
         # excerpts keep the tile half only: a track's summary statistics are one row for both halves
