@@ -4,17 +4,21 @@ has enough labelled tracks to learn it.
 A linear probe (logistic regression) on the joined label-free vector of a track (its whitened tile half and
 its whitened statistics half) gives genre probabilities; their unit vector becomes a third part of equal
 weight beside the two halves. The trainer fits the probe on every tile of a labelled track (the tile's vector
-joined with its track's statistics), which gives it ten examples per 30-s track rather than one. Fitted on the labelled tracks outside the test split (which stays held out
-for evaluation), so test tracks are predicted from their audio, as any new track is. It is computed from audio alone at embed time: a track
-whose sound is unlike its genre gets the probabilities of what it sounds like.
+joined with its track's statistics), which gives it ten examples per 30-s track rather than one, and only on
+labelled tracks outside the test split (held out for evaluation), so test tracks are predicted from their
+audio, as any new track is. It is computed from audio alone at embed time: a track whose sound is unlike its
+genre gets the probabilities of what it sounds like.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import keras
 import numpy as np
 import pyarrow.parquet as pq
+
+from beam_jobs.neighbours import l2_normalise
 
 MIN_GENRE_TRACKS = 5  # labelled tracks (outside the test split) a genre needs before the probe learns it
 HELD_OUT_SPLIT = "test"
@@ -25,9 +29,7 @@ def training_labels(data_dir: str | Path, min_tracks: int = MIN_GENRE_TRACKS) ->
     least ``min_tracks`` of them; tracks of rarer genres and unlabelled tracks are left out."""
     rows = pq.read_table(Path(data_dir) / "tracks.parquet", columns=["track_id", "genre", "split", "status"]).to_pylist()
     labelled = [r for r in rows if r["status"] == "ok" and r["genre"] and r["split"] != HELD_OUT_SPLIT]
-    counts: dict[str, int] = {}
-    for row in labelled:
-        counts[row["genre"]] = counts.get(row["genre"], 0) + 1
+    counts = Counter(r["genre"] for r in labelled)
     genres = sorted(g for g, n in counts.items() if n >= min_tracks)
     index = {g: i for i, g in enumerate(genres)}
     return {r["track_id"]: index[r["genre"]] for r in labelled if r["genre"] in index}, genres
@@ -35,8 +37,7 @@ def training_labels(data_dir: str | Path, min_tracks: int = MIN_GENRE_TRACKS) ->
 
 def joined_halves(tile_half: np.ndarray, features_half: np.ndarray) -> np.ndarray:
     """Two unit halves side by side, scaled to a unit vector (as the embed job joins them)."""
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    return np.hstack([unit(tile_half), unit(features_half)]) / np.sqrt(2.0)
+    return np.hstack([l2_normalise(tile_half), l2_normalise(features_half)]) / np.float32(np.sqrt(2.0))
 
 
 def fit_probe(joined: np.ndarray, labels: np.ndarray, n_genres: int) -> tuple[np.ndarray, np.ndarray]:
