@@ -2,8 +2,11 @@
 has enough labelled tracks to learn it.
 
 A linear probe (logistic regression) on the joined label-free vector of a track (its whitened tile half and
-its whitened statistics half) gives genre probabilities; their unit vector becomes a third part of equal
-weight beside the two halves. The trainer fits the probe on every tile of a labelled track (the tile's vector
+its whitened statistics half) gives genre probabilities; their square roots (a unit vector: the cosine of two
+of them is the Bhattacharyya coefficient of the two distributions, the Hellinger embedding) become a third part
+of equal weight beside the two halves. Square roots rather than the probabilities scaled to unit length: two
+excerpts of one track that the probe assigns to different genres, each with some doubt, stay closer, so the
+genre part does not push a track's own other excerpt out of its nearest neighbours. The trainer fits the probe on every tile of a labelled track (the tile's vector
 joined with its track's statistics), which gives it ten examples per 30-s track rather than one, and only on
 labelled tracks outside the test split (held out for evaluation), so test tracks are predicted from their
 audio, as any new track is. It is computed from audio alone at embed time: a track whose sound is unlike its
@@ -58,7 +61,7 @@ def fit_probe(joined: np.ndarray, labels: np.ndarray, n_genres: int) -> tuple[np
 
 
 def genre_part_embedder(joined: np.ndarray, labels: np.ndarray, genres: list[str]) -> keras.Model:
-    """joined vector [d] -> final unit vector [d + n_genres]: the joined vector and the unit vector of its
+    """joined vector [d] -> final unit vector [d + n_genres]: the joined vector and the square roots of its
     genre probabilities, each given the weight of one part of three (the halves keep 2/3 of the similarity)."""
     kernel, bias = fit_probe(joined, labels, len(genres))
     inputs = keras.Input(shape=(joined.shape[1],), name="joined")
@@ -66,7 +69,7 @@ def genre_part_embedder(joined: np.ndarray, labels: np.ndarray, genres: list[str
     probabilities = probe(inputs)
     probe.set_weights([kernel, bias])
     genre_part = keras.layers.Rescaling(1 / np.sqrt(3.0), name="genre_weight")(
-        keras.layers.UnitNormalization(name="unit_genres")(probabilities))
+        keras.layers.UnitNormalization(name="unit_genres")(keras.ops.sqrt(probabilities)))
     halves = keras.layers.Rescaling(np.sqrt(2 / 3), name="halves_weight")(inputs)
     return keras.Model(inputs, keras.layers.Concatenate(name="with_genres")([halves, genre_part]),
                        name="genre_embedder")

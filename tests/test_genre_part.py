@@ -37,8 +37,7 @@ def test_probe_layer_gives_the_probabilities_of_the_fitted_logistic_regression(n
     model = genre_part.genre_part_embedder(joined, labels, [f"g{i}" for i in range(n_genres)])
     out = np.asarray(model(joined))
     expected = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(joined, labels).predict_proba(joined)
-    unit = expected / np.linalg.norm(expected, axis=1, keepdims=True)
-    np.testing.assert_allclose(out[:, 16:], unit / np.sqrt(3), atol=1e-5)
+    np.testing.assert_allclose(out[:, 16:], np.sqrt(expected / 3), atol=1e-5)  # Hellinger: sqrt(p), norm 1
     np.testing.assert_allclose(out[:, :16], joined * np.sqrt(2 / 3), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert (out[:, 16:].argmax(axis=1) == labels).mean() > 0.9
