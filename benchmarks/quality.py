@@ -126,6 +126,9 @@ def main() -> None:
     model_info = json.loads((work / "model" / "model_info.json").read_text())
     ours = f"wavelist default ({model_info['kind']}, {model_info['input']})"
     embeddings = {ours: metrics.load_embeddings(str(work / "tables" / "embeddings.parquet"))}
+    if model_info["input"].endswith("+genres"):  # also what a catalogue without labels gets
+        ids, X = embeddings[ours]
+        embeddings["wavelist, the same model's label-free part alone (the --no-genres vector)"] = (ids, X[:, :-len(model_info["genres"])])
     for stem, label in REFERENCES.items():
         if (references / f"{stem}.npz").exists():
             embeddings[label] = metrics.load_embeddings(str(references / f"{stem}.npz"))
