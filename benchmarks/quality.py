@@ -128,7 +128,8 @@ def main() -> None:
     embeddings = {ours: metrics.load_embeddings(str(work / "tables" / "embeddings.parquet"))}
     if model_info["input"].endswith("+genres"):  # also what a catalogue without labels gets
         ids, X = embeddings[ours]
-        embeddings["wavelist, the same model's label-free part alone (the --no-genres vector)"] = (ids, X[:, :-len(model_info["genres"])])
+        label_free = X[:, :-len(model_info["genres"])]  # the halves; the genre part is the last columns
+        embeddings["wavelist, the same model's label-free part alone (the --no-genres vector)"] = (ids, label_free)
     for stem, label in REFERENCES.items():
         if (references / f"{stem}.npz").exists():
             embeddings[label] = metrics.load_embeddings(str(references / f"{stem}.npz"))

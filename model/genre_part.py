@@ -6,11 +6,11 @@ its whitened statistics half) gives genre probabilities; their square roots (a u
 of them is the Bhattacharyya coefficient of the two distributions, the Hellinger embedding) become a third part
 of equal weight beside the two halves. Square roots rather than the probabilities scaled to unit length: two
 excerpts of one track that the probe assigns to different genres, each with some doubt, stay closer, so the
-genre part does not push a track's own other excerpt out of its nearest neighbours. The trainer fits the probe on every tile of a labelled track (the tile's vector
-joined with its track's statistics), which gives it ten examples per 30-s track rather than one, and only on
-labelled tracks outside the test split (held out for evaluation), so test tracks are predicted from their
-audio, as any new track is. It is computed from audio alone at embed time: a track whose sound is unlike its
-genre gets the probabilities of what it sounds like.
+genre part does not push a track's own other excerpt out of its nearest neighbours. The trainer fits the
+probe on every tile of a labelled track (the tile's vector joined with its track's statistics), which gives it
+ten examples per 30-s track rather than one, and only on labelled tracks outside the test split (held out for
+evaluation), so test tracks are predicted from their audio, as any new track is. It is computed from audio
+alone at embed time: a track whose sound is unlike its genre gets the probabilities of what it sounds like.
 """
 from __future__ import annotations
 
