@@ -255,13 +255,13 @@ def with_genre_part(trained: Trained, data_dir: str, tile_vectors: np.ndarray, t
         return replace(trained, metrics={**trained.metrics, "genre_part": why})
     row_of = {int(t): i for i, t in enumerate(feature_ids)}
     labelled_tiles = np.array([int(t) in labels and int(t) in row_of for t in tile_track_ids])
-    tile_rows = [row_of[int(t)] for t in tile_track_ids[labelled_tiles]]
-    tile_joined = genre_part.joined_halves(tile_vectors[labelled_tiles], features_half[tile_rows])
-    tile_labels = np.array([labels[int(t)] for t in tile_track_ids[labelled_tiles]])
+    labelled_vectors, labelled_ids = tile_vectors[labelled_tiles], tile_track_ids[labelled_tiles]
+    tile_joined = genre_part.joined_halves(labelled_vectors, features_half[[row_of[int(t)] for t in labelled_ids]])
+    tile_labels = np.array([labels[int(t)] for t in labelled_ids])
     embedder = genre_part.genre_part_embedder(tile_joined, tile_labels, genres)
 
-    track_ids = np.unique(tile_track_ids[labelled_tiles])
-    track_joined = genre_part.joined_halves(per_track_mean(tile_vectors[labelled_tiles], tile_track_ids[labelled_tiles]),
+    track_ids = np.unique(labelled_ids)
+    track_joined = genre_part.joined_halves(per_track_mean(labelled_vectors, labelled_ids),
                                             features_half[[row_of[int(t)] for t in track_ids]])
     y = np.array([labels[int(t)] for t in track_ids])
     predicted = np.asarray(embedder(track_joined, training=False))[:, track_joined.shape[1]:].argmax(axis=1)
