@@ -18,6 +18,22 @@ def test_stereo_44k_wav_decodes_to_mono_at_spec_rate(tmp_path):
     assert np.abs(decoded).max() == pytest.approx(0.375, abs=0.02)  # mean of the two channels
 
 
+def test_stereo_in_opposite_phase_decodes_to_one_channel_not_to_silence(tmp_path):
+    left = tone(440, 3.0, 22050)
+    path = write_audio(tmp_path / "anti-phase.wav", np.stack([left, -left], axis=1), 22050)
+    decoded = audio.decode(str(path), SPEC)
+    assert np.sqrt(np.mean(decoded**2)) == pytest.approx(np.sqrt(np.mean(left**2)), rel=0.01)
+    assert audio.analyse(decoded, SPEC).tiles.size  # not rejected as silent
+
+
+def test_mono_is_the_mean_of_the_channels_unless_they_cancel():
+    frames = np.random.default_rng(0).normal(size=(1000, 2)).astype(np.float32)
+    np.testing.assert_allclose(audio.to_mono(frames), frames.mean(axis=1), rtol=1e-5, atol=1e-6)
+    nearly_opposite = np.stack([frames[:, 0], -0.95 * frames[:, 0]], axis=1)  # mean 32 dB under the left channel
+    np.testing.assert_array_equal(audio.to_mono(nearly_opposite), frames[:, 0])
+    assert audio.to_mono(frames[:, :1]).shape == (1000,)
+
+
 def test_decoded_duration_is_capped(tmp_path):
     path = write_audio(tmp_path / "long.flac", tone(220, 20.0, 22050), 22050)
     decoded = audio.decode(str(path), AudioSpec(max_duration_s=5.0))
