@@ -34,6 +34,22 @@ def make_catalogue(folder: Path, *, artists_per_style: int = 4, seconds: float =
                                    seconds=seconds, styles=styles, progress=False)
 
 
+def assert_same_neighbours(got, want, embeddings: dict[int, np.ndarray], atol: float = 1e-5) -> None:
+    """Two neighbour tables (pyarrow, sorted by track and rank) list equally near tracks at every rank.
+
+    Vectors that agree to float rounding may order two tracks of the same cosine either way, so a different
+    neighbour at a rank passes only if its cosine to the track (from ``embeddings``) is that rank's similarity.
+    """
+    assert got["track_id"].to_pylist() == want["track_id"].to_pylist()
+    assert got["rank"].to_pylist() == want["rank"].to_pylist()
+    np.testing.assert_allclose(got["similarity"].to_numpy(), want["similarity"].to_numpy(), atol=atol)
+    unit = {track: vector / np.linalg.norm(vector) for track, vector in embeddings.items()}
+    rows = zip(want["track_id"].to_pylist(), got["neighbour_id"].to_pylist(), want["neighbour_id"].to_pylist(),
+               want["similarity"].to_pylist())
+    for track, got_id, want_id, similarity in rows:
+        assert got_id == want_id or abs(float(unit[track] @ unit[got_id]) - similarity) < atol, (track, got_id)
+
+
 @pytest.fixture(scope="session")
 def catalogue(tmp_path_factory) -> Path:
     return make_catalogue(tmp_path_factory.mktemp("catalogue"))

@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs import embed, ingest
-from tests.conftest import IN_MEMORY
+from tests.conftest import IN_MEMORY, assert_same_neighbours
 
 
 def link_folder(folder, files):
@@ -49,11 +49,9 @@ def test_added_tables_equal_a_full_recomputation(incremental):
     full = read_sorted(root / "tables-both" / "embeddings.parquet", by_id)
     assert [r["track_id"] for r in added] == [r["track_id"] for r in full]
     np.testing.assert_allclose([r["embedding"] for r in added], [r["embedding"] for r in full], atol=1e-5)
-    neighbours = pq.read_table(root / "tables-added" / "neighbours.parquet")
-    expected = pq.read_table(root / "tables-both" / "neighbours.parquet")
-    assert neighbours["track_id"].to_pylist() == expected["track_id"].to_pylist()  # both sorted by track, rank
-    assert neighbours["neighbour_id"].to_pylist() == expected["neighbour_id"].to_pylist()
-    np.testing.assert_allclose(neighbours["similarity"].to_numpy(), expected["similarity"].to_numpy(), atol=1e-5)
+    assert_same_neighbours(pq.read_table(root / "tables-added" / "neighbours.parquet"),  # both sorted by track, rank
+                           pq.read_table(root / "tables-both" / "neighbours.parquet"),
+                           {r["track_id"]: np.asarray(r["embedding"]) for r in full})
     assert {r["track_id"] for r in pq.read_table(root / "tables-added" / "tracks.parquet").to_pylist()} == \
         {r["track_id"] for r in full}
     assert pq.read_table(root / "tables-added" / "map3d.parquet").num_rows == 32
@@ -78,3 +76,14 @@ def test_tables_of_another_model_are_refused(incremental, tmp_path):
     with pytest.raises(ValueError, match="not cnn-other"):
         embed.run(["--add", str(root / "new"), "--tables", str(root / "tables-old"), "--model", str(other),
                    "--out", str(tmp_path / "t"), *IN_MEMORY])
+
+
+def test_neighbour_comparison_allows_only_tied_swaps():
+    import pyarrow as pa
+
+    vectors = {1: np.array([1.0, 0.0]), 2: np.array([0.6, 0.8]), 3: np.array([0.6, -0.8]), 4: np.array([0.0, 1.0])}
+    table = lambda ids, sims: pa.table({"track_id": [1, 1], "rank": [1, 2], "neighbour_id": ids,  # noqa: E731
+                                        "similarity": sims})
+    assert_same_neighbours(table([3, 2], [0.6, 0.6]), table([2, 3], [0.6, 0.6]), vectors)  # a tie: either order
+    with pytest.raises(AssertionError):
+        assert_same_neighbours(table([4, 3], [0.6, 0.6]), table([2, 3], [0.6, 0.6]), vectors)  # 4 is not as near
