@@ -82,7 +82,7 @@ def check_tables(folder: str, model_id: str, spec: AudioSpec) -> tuple[dict[str,
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
-    options = PipelineOptions(argv)
+    options = common.parse_options(argv)
     args = options.view_as(EmbedOptions)
     common.require_flags(options, "add", "tables", "model", "out")
     output = options.view_as(common.OutputOptions)
@@ -94,11 +94,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     provenance = {"model_id": info["model_id"], "audio_spec": spec.to_dict()}
     runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
 
-    with common.staged_output(output.out, overwrite=output.overwrite) as staging:
+    with common.staged_output(output.out, overwrite=output.overwrite, kind="embed",
+                              inputs=[args.tables, args.model, args.add]) as staging:
         new_data = posixpath.join(staging, "_new_data")
         ingested = ingest.run(["--audio-dir", args.add, "--out", new_data, *runner_flags], spec=spec)
         new_tracks = [r for r in common.read_parquet(common.join(new_data, "tracks.parquet")).to_pylist()
                       if r["status"] == "ok"]
+        if not new_tracks:
+            raise ValueError(f"{args.add}: none of its {ingested['inputs']} audio files could be added (all "
+                             f"rejected: {ingested['rejected_per_stage']}); nothing was added")
         clashes = sorted(old_ids & {r["track_id"] for r in new_tracks})
         if clashes:
             raise ValueError(f"{args.add}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
@@ -137,7 +141,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         track_rows = ((pipeline | "ReadOldTracks" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "tracks.parquet"))),
                       (pipeline | "NewTracks" >> beam.Create(new_tracks))) | "AllTracks" >> beam.Flatten()
         common.write_parquet(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
-        pipeline.run().wait_until_finish()
+        common.run_pipeline(pipeline)
         common.remove(new_data)
         summary = {**old_summary, "tracks_added": len(new_tracks), "added_from": args.add,
                    "add_rejects": ingested["rejected"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -12,6 +13,11 @@ import soxr
 
 from schemas.audio import AudioSpec
 from schemas.tables import SUMMARY_FEATURES
+
+
+# Samples beyond this are not audio (full scale is 1.0): a float file whose samples are finite but huge would
+# overflow the power spectrogram to infinity.
+MAX_SAMPLE = 1000.0
 
 
 class AudioError(Exception):
@@ -38,8 +44,10 @@ def decode(source: str | BinaryIO, spec: AudioSpec) -> np.ndarray:
     soundfile (libsndfile reads WAV, FLAC, OGG and MP3) first; audioread through librosa for the rest.
     Returns ``[shape=(n_samples,)]``.
     """
+    # a local name is handed over as bytes: soundfile would refuse a name that is not UTF-8 (surrogate escapes)
+    opened = os.fsencode(source) if isinstance(source, str) else source
     try:
-        with soundfile.SoundFile(source) as sound:
+        with soundfile.SoundFile(opened) as sound:
             native_rate = sound.samplerate
             frames = min(sound.frames, int(spec.max_duration_s * native_rate)) if sound.frames > 0 else -1
             audio = to_mono(sound.read(frames=frames, dtype="float32", always_2d=True))
@@ -54,6 +62,9 @@ def decode(source: str | BinaryIO, spec: AudioSpec) -> np.ndarray:
         raise AudioError("decode", "no audio samples")
     if not np.all(np.isfinite(audio)):
         raise AudioError("decode", "audio holds NaN or infinite samples")
+    peak = float(np.max(np.abs(audio)))
+    if peak > MAX_SAMPLE:
+        raise AudioError("decode", f"sample values out of range (peak {peak:.3g}; full scale is 1.0)")
     if native_rate != spec.sample_rate:
         audio = soxr.resample(audio, native_rate, spec.sample_rate, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
@@ -162,3 +173,17 @@ def analyse(audio: np.ndarray, spec: AudioSpec) -> Analysis:
         tiles=tiles(mel_db, spec),
         features=summary_features(audio, power, mel_db, spec),
     )
+
+
+def analyse_source(source: str | BinaryIO, spec: AudioSpec) -> Analysis:
+    """:func:`decode` then :func:`analyse`; any failure, of any type, is an :class:`AudioError` naming the
+    stage, so that one file can never stop a job."""
+    stage = "decode"
+    try:
+        audio = decode(source, spec)
+        stage = "analyse"
+        return analyse(audio, spec)
+    except AudioError:
+        raise
+    except Exception as error:  # libraries raise many types on hostile input
+        raise AudioError(stage, f"{type(error).__name__}: {' '.join(str(error).split())}") from error

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import posixpath
-from typing import Any, Iterable, TextIO
+from typing import Any, Iterable, Mapping, TextIO
 
 import pandas as pd
 
@@ -16,6 +17,8 @@ AUDIO_EXTENSIONS = (".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".aif", ".
 LABEL_COLUMNS = ("track_id", "genre", "artist_id", "artist", "title")
 
 TrackRow = dict[str, Any]
+Labels = Mapping[str, dict[str, Any]] | list[tuple[str, dict[str, Any]]]
+GLOB_CHARACTERS = "*?["
 
 
 class CatalogueError(ValueError):
@@ -38,8 +41,71 @@ def _ascii_digits(text: str) -> bool:
 
 
 def hash_id(key: str) -> int:
-    """A positive 63-bit id from a SHA-1 of ``key``: stable across machines and runs."""
-    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") >> 1
+    """A positive 63-bit id from a SHA-1 of ``key``: stable across machines and runs (a file name that is not
+    UTF-8, decoded by Python with surrogate escapes, hashes its raw bytes)."""
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") >> 1
+
+
+def safe_text(text: str) -> str:
+    """``text`` as valid UTF-8: the bytes of a file name that is not UTF-8 (which Python holds as surrogate
+    escapes) written as ``\\xNN``, so tables, messages and logs can show it."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def glob_root(pattern: str) -> str:
+    """The folder part of a glob before its first wildcard: ``music/**/*.flac`` -> ``music``."""
+    cut = min((i for i in (pattern.find(c) for c in GLOB_CHARACTERS) if i >= 0), default=len(pattern))
+    return pattern[:cut].rsplit("/", 1)[0] if cut < len(pattern) else pattern.rstrip("/")
+
+
+def escape_glob(path: str) -> str:
+    """``path`` with its wildcard characters escaped, so a folder named ``music [live]`` matches itself."""
+    return "".join(f"[{c}]" if c in GLOB_CHARACTERS else c for c in path)
+
+
+def walk_audio_folder(root: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Audio files under the local folder ``root``, taken literally (no glob), links followed once.
+
+    Returns (paths, rejects): a link that resolves to nothing or loops is a ``read`` reject; a linked folder
+    already walked (a loop) is not walked twice.
+    """
+    paths: list[str] = []
+    rejects: list[dict[str, Any]] = []
+    seen_folders: set[str] = set()
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        real = os.path.realpath(folder)
+        if real in seen_folders:
+            continue
+        seen_folders.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as error:
+            rejects.append(_reject(folder, root, "read", f"folder cannot be read ({error.strerror})"))
+            continue
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows links
+                exists = is_dir or entry.is_file()
+            except OSError as error:  # a link loop (ELOOP) or a name the system refuses
+                is_dir, exists = False, False
+                broken = f"link cannot be followed ({error.strerror})"
+            else:
+                broken = "link leads nowhere (the file it names does not exist)"
+            if is_dir:
+                pending.append(entry.path)
+            elif exists and is_audio_path(entry.name):
+                paths.append(entry.path)
+            elif not exists and entry.is_symlink() and is_audio_path(entry.name):
+                rejects.append(_reject(entry.path, root, "read", broken))
+    return sorted(paths), rejects
+
+
+def _reject(path: str, root: str, stage: str, reason: str, track_id: int | None = None) -> dict[str, Any]:
+    relative = path[len(root.rstrip("/")) + 1:] if path.startswith(root.rstrip("/") + "/") else path
+    return {"track_id": track_id_for(relative) if track_id is None else track_id, "path": safe_text(path),
+            "stage": stage, "reason": reason}
 
 
 def split_for(track_id: int, artist_id: int | None = None, artist: str | None = None) -> str:
@@ -155,15 +221,17 @@ def track_id_for(relative_path: str) -> int:
     return int(stem) if _ascii_digits(stem) and len(stem) <= 18 else hash_id(relative_path)
 
 
-def read_labels(handle: TextIO, *, source: str = "labels.csv") -> dict[str, dict[str, Any]]:
-    """Rows of a labels CSV keyed by its ``path`` column (relative to the audio folder, or a file name).
+def read_labels(handle: TextIO, *, source: str = "labels.csv") -> list[tuple[str, dict[str, Any]]]:
+    """Rows of a labels CSV as (path, values), in file order; ``path`` is as written (relative to the audio
+    folder, absolute, or a file name) less a leading ``./``. A file listed twice is kept twice here: the
+    catalogue rejects the second as a duplicate.
 
     Optional columns: ``track_id``, ``genre``, ``artist_id``, ``artist``, ``title``; others are ignored.
     """
     reader = csv.DictReader(handle)
     if reader.fieldnames is None or "path" not in reader.fieldnames:
         raise CatalogueError(f"{source} needs a 'path' column (found {reader.fieldnames})")
-    labels: dict[str, dict[str, Any]] = {}
+    labels: list[tuple[str, dict[str, Any]]] = []
     for line, row in enumerate(reader, start=2):
         values: dict[str, Any] = {k: (row.get(k) or "").strip() or None for k in LABEL_COLUMNS}
         for key in ("track_id", "artist_id"):
@@ -177,46 +245,105 @@ def read_labels(handle: TextIO, *, source: str = "labels.csv") -> dict[str, dict
             path = path[2:]
         if not path:
             raise CatalogueError(f"{source} line {line}: empty path")
-        if path in labels:
-            raise CatalogueError(f"{source} line {line}: {path!r} is listed twice; keep one row per file")
-        labels[path] = values
+        labels.append((path, values))
     return labels
 
 
-def folder_tracks(paths: Iterable[str], *, root: str, labels: dict[str, dict[str, Any]] | None = None,
-                  keep_unmatched_labels: bool = True) -> list[TrackRow]:
-    """Rows for audio files under ``root`` (local or gs://), labelled from ``labels`` where it names them.
+def label_path(path: str, root: str) -> str | None:
+    """The path relative to ``root`` that a labels CSV entry names, normalised (``sub/../a.wav`` -> ``a.wav``);
+    ``None`` when it lies outside ``root``. Decided on the text alone: an entry outside is never opened."""
+    root = root.rstrip("/")
+    remote = "://" in root
+    if path.startswith("/") or "://" in path:
+        if remote:
+            inside = path.startswith(root + "/")
+            return posixpath.normpath(path[len(root) + 1:]) if inside else None
+        real_root = os.path.realpath(root)
+        absolute = os.path.normpath(path)
+        for base in (os.path.abspath(root), real_root):
+            if absolute.startswith(base.rstrip("/") + "/"):
+                return absolute[len(base.rstrip("/")) + 1:]
+        return None
+    relative = posixpath.normpath(path)
+    return None if relative == ".." or relative.startswith("../") or relative == "." else relative
+
+
+def folder_tracks(paths: Iterable[str], *, root: str, labels: Labels | None = None,
+                  keep_unmatched_labels: bool = True) -> tuple[list[TrackRow], list[dict[str, Any]]]:
+    """Rows for audio files under ``root`` (local or gs://), labelled from ``labels`` where it names them,
+    and rejects (stage ``catalogue``) for labels outside ``root`` and files listed or linked twice.
 
     A file is looked up in ``labels`` by its path relative to ``root``, then by its file name. A labels
     row that names no file still becomes a row (its path under ``root``), so that ingest rejects it as
     not found instead of losing it silently (unless ``keep_unmatched_labels`` is false: a glob may
-    select only some of the labelled files on purpose).
+    select only some of the labelled files on purpose). A local file is known by its real path (links
+    resolved): the second name of a file already listed is a ``duplicate`` reject.
     """
     root = root.rstrip("/") + "/"
-    labels = labels or {}
+    entries = list(labels.items()) if isinstance(labels, Mapping) else list(labels or [])
+    rejects: list[dict[str, Any]] = []
+    by_path: dict[str, dict[str, Any]] = {}
+    first_named: dict[str, str] = {}
+    for written, values in entries:
+        relative = label_path(written, root)
+        if relative is None:
+            rejects.append(_reject(written, root, "catalogue", "outside the audio folder (labels CSV path)",
+                                   values.get("track_id") or hash_id(written)))
+        elif relative in by_path:
+            rejects.append(_reject(root + relative, root, "catalogue",
+                                   f"duplicate: the labels CSV lists this file twice (first as {first_named[relative]!r})",
+                                   values.get("track_id")))
+        else:
+            by_path[relative], first_named[relative] = values, written
     used: set[str] = set()
     rows = []
     for path in sorted(p for p in paths if is_audio_path(p)):
         relative = path[len(root):] if path.startswith(root) else posixpath.basename(path)
-        key = relative if relative in labels else posixpath.basename(path)
-        label = labels.get(key) or {}
+        key = relative if relative in by_path else posixpath.basename(path)
+        label = by_path.get(key) or {}
         if label:
             used.add(key)
         rows.append(_folder_row(path, relative, label))
-    for key in sorted(set(labels) - used) if keep_unmatched_labels else ():
-        rows.append(_folder_row(root + key, key, labels[key]))
-    return rows
+    for key in sorted(set(by_path) - used) if keep_unmatched_labels else ():
+        rows.append(_folder_row(root + key, key, by_path[key]))
+    return _drop_same_files(rows, rejects)
+
+
+def readable_path(row: TrackRow) -> str:
+    """The path to open for ``row``: ``path``, or the name ``source`` keeps when it is not UTF-8."""
+    return os.fsdecode(bytes.fromhex(row["source"])) if row.get("source") else row["path"]
+
+
+def _drop_same_files(rows: list[TrackRow], rejects: list[dict[str, Any]]) -> tuple[list[TrackRow], list[dict[str, Any]]]:
+    """Keep one row of each local file (by real path): the file under its own name rather than a link to it,
+    else the first; the others become ``duplicate`` rejects."""
+    by_file: dict[str, list[TrackRow]] = {}
+    for row in rows:
+        path = readable_path(row)
+        by_file.setdefault(path if "://" in path else os.path.realpath(path), []).append(row)
+    kept = []
+    for real, named in by_file.items():
+        own = [r for r in named if os.path.abspath(readable_path(r)) == real]
+        first = own[0] if own else named[0]
+        kept.append(first)
+        rejects += [{"track_id": r["track_id"], "path": r["path"], "stage": "catalogue",
+                     "reason": f"duplicate: the same file as {first['path']}"} for r in named if r is not first]
+    return kept, rejects
 
 
 def _folder_row(path: str, relative: str, label: dict[str, Any]) -> TrackRow:
+    """A catalogue row; ``path`` is shown escaped where the file name is not UTF-8, and ``source`` then keeps
+    the name to open (see :func:`readable_path`)."""
     track_id = label["track_id"] if label.get("track_id") is not None else track_id_for(relative)
-    return {
+    shown = safe_text(path)
+    return {  # the name's raw bytes in hex: a runner's coders take only valid UTF-8 text
+        **({"source": os.fsencode(path).hex()} if shown != path else {}),
         "track_id": int(track_id),
-        "path": path,
+        "path": shown,
         "genre": label.get("genre"),
         "artist_id": label.get("artist_id"),
         "artist": label.get("artist"),
-        "title": label.get("title") or posixpath.splitext(posixpath.basename(path))[0],
+        "title": label.get("title") or posixpath.splitext(posixpath.basename(shown))[0],
         "split": split_for(int(track_id), label.get("artist_id"), label.get("artist")),
     }
 

@@ -30,6 +30,30 @@ class OutputOptions(PipelineOptions):
         parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
+def _all_subclasses(cls: type) -> list[type]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _all_subclasses(direct))]
+
+
+def parse_options(argv: list[str] | None) -> PipelineOptions:
+    """The pipeline options of ``argv``; a flag that neither wavelist nor Beam knows (which Beam would drop
+    with a warning) raises ``ValueError`` naming the closest known flag."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    from schemas.flags import unknown_flags_message
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in dict.fromkeys(_all_subclasses(PipelineOptions)):
+        try:
+            cls._add_argparse_args(parser)
+        except Exception:  # noqa: BLE001 - another module's options class that clashes is not ours to judge
+            continue
+    _, unknown = parser.parse_known_args(list(argv or []))
+    unknown = [word for word in unknown if word.startswith("-")]
+    if unknown:
+        raise ValueError(unknown_flags_message(unknown, parser._option_string_actions))
+    return PipelineOptions(argv)
+
+
 def require_flags(options: PipelineOptions, *names: str) -> None:
     """Raise ``ValueError`` naming each flag in ``names`` that was not given."""
     values = options.get_all_options()
@@ -71,6 +95,32 @@ def make_pipeline(options: PipelineOptions, argv: list[str] | None) -> beam.Pipe
     if "--direct_num_workers" not in given:
         direct.direct_num_workers = os.cpu_count() or 1
     return beam.Pipeline(runner=FnApiRunner(), options=options)
+
+
+class InputError(ValueError):
+    """An input that a worker found unusable (a damaged shard, a model Keras refuses): the driver shows its
+    message as one line (:func:`run_pipeline`), not as a runner's traceback."""
+
+    PREFIX = "wavelist input error: "
+
+    def __init__(self, message: str):  # a runner may rebuild the exception from its message: prefix it once
+        super().__init__((self.PREFIX if self.PREFIX not in message else "") + " ".join(message.split()))
+
+
+def run_pipeline(pipeline: beam.Pipeline):
+    """Run ``pipeline`` to the end; an :class:`InputError` raised on a worker (which the runner wraps in
+    its own exception and traceback) is raised again here as a ``ValueError`` with its message alone."""
+    import re
+
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+        return result
+    except Exception as error:
+        found = re.search(re.escape(InputError.PREFIX) + r"([^\n]*)", str(error))
+        if found is None:
+            raise
+        raise ValueError(found.group(1).split(" [while running")[0].strip()) from error
 
 
 class DryRun(Exception):
@@ -159,16 +209,40 @@ def load_audio_spec(folder: str, *, made_by: str):
     return AudioSpec.from_dict(read_json(join(folder, AUDIO_SPEC_FILENAME), made_by=made_by))
 
 
+def read_marker(folder: str) -> dict[str, Any] | None:
+    """What the ``_SUCCESS`` marker of ``folder`` says: ``{"kind": "ingest", "files": [...]}``; ``{}`` for a
+    marker of an older wavelist (empty); ``None`` when there is no marker."""
+    path = join(folder, SUCCESS_MARKER)
+    if not FileSystems.exists(path):
+        return None
+    text = read_bytes(path).decode("utf-8", "replace").strip()
+    try:
+        marker = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _kind_of(made_by: str) -> str:
+    """``"wavelist ingest"`` -> ``"ingest"``."""
+    return made_by.removeprefix("wavelist ").split()[0]
+
+
 def require_complete(folder: str, *, made_by: str) -> None:
-    """Refuse ``folder`` unless it is a published output (it holds the ``_SUCCESS`` marker, written last).
+    """Refuse ``folder`` unless it is a published output of ``made_by`` (it holds the ``_SUCCESS`` marker,
+    written last, and the marker names that command).
 
     A folder without it is missing, not an output of ``made_by``, or what a killed run left behind.
     """
     if not _exists(folder):
         raise FileNotFoundError(f"{folder} does not exist; give the output folder of {made_by}")
-    if not FileSystems.exists(join(folder, SUCCESS_MARKER)):
+    marker = read_marker(folder)
+    if marker is None:
         raise ValueError(f"{folder} has no {SUCCESS_MARKER} marker: it is not a complete output of {made_by} "
                          f"(an interrupted run?); rerun {made_by}")
+    kind = marker.get("kind")
+    if kind and kind != _kind_of(made_by):
+        raise ValueError(f"{folder} is an output of wavelist {kind}, not of {made_by}")
 
 
 def local_folder(folder: str) -> str:
@@ -223,13 +297,57 @@ def staging_folder(out: str) -> str:
     return str(staging)
 
 
-def check_output(out: str, *, overwrite: bool) -> None:
-    """Fail early, before any work, when ``out`` exists and may not be replaced; name leftovers of
-    interrupted runs (hidden staging folders), which are never read and may be deleted."""
-    if _exists(out) and not overwrite:
-        incomplete = "" if FileSystems.exists(join(out, SUCCESS_MARKER)) else (
-            f" (without a {SUCCESS_MARKER} marker: incomplete, e.g. an interrupted run)")
-        raise OutputExists(f"{out} already exists{incomplete}; pass --overwrite to replace it")
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (local paths compared after resolving links)."""
+    if is_remote(path) or is_remote(folder):
+        return path.rstrip("/") == folder.rstrip("/") or path.startswith(folder.rstrip("/") + "/")
+    path_, folder_ = Path(path).resolve(), Path(folder).resolve()
+    return path_ == folder_ or folder_ in path_.parents
+
+
+def _holds_files(folder: str) -> bool:
+    """Whether ``folder`` exists and is not empty (an empty folder may become an output: nothing is lost)."""
+    if is_remote(folder):
+        return _exists(folder)
+    return Path(folder).is_dir() and any(Path(folder).iterdir())
+
+
+def _listing(folder: str) -> list[str]:
+    """Every file under ``folder``, as paths relative to it ('/'-separated)."""
+    prefix = folder.rstrip("/") + "/"
+    if is_remote(folder):
+        return sorted(m.path[len(prefix):] for m in FileSystems.match([prefix + "**"])[0].metadata_list)
+    root = Path(folder)
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def check_output(out: str, *, overwrite: bool, kind: str, inputs: Iterable[str | None] = ()) -> None:
+    """Fail early, before any work, unless ``out`` may be written by ``wavelist kind``.
+
+    A command writes only into a new (or empty) folder, or replaces, with ``overwrite``, a complete output of
+    the same kind whose every file it wrote (the marker lists them) and which holds none of this run's
+    ``inputs``. Leftovers of interrupted runs (hidden staging folders) are named: never read, safe to delete.
+    """
+    for given in inputs:
+        if given and _inside(given, out):
+            raise OutputExists(f"--out {out} holds {given}, an input of this run; choose another --out")
+    if not is_remote(out) and Path(out).exists() and not Path(out).is_dir():
+        raise OutputExists(f"--out {out} is a file; give a folder")
+    if _holds_files(out):
+        marker = read_marker(out)
+        if marker is None:
+            raise OutputExists(f"{out} already exists and is not a complete wavelist output (no {SUCCESS_MARKER} "
+                               "marker); wavelist replaces only its own outputs: choose another --out")
+        if marker.get("kind") != kind:
+            what = f"an output of wavelist {marker['kind']}" if marker.get("kind") else \
+                "an output of an older wavelist (its marker lists no files)"
+            raise OutputExists(f"{out} is {what}, not of wavelist {kind}; choose another --out")
+        if not overwrite:
+            raise OutputExists(f"{out} already holds a wavelist {kind} output; pass --overwrite to replace it")
+        foreign = sorted(set(_listing(out)) - set(marker.get("files", [])) - {SUCCESS_MARKER})
+        if foreign:
+            raise OutputExists(f"{out} holds {len(foreign)} file(s) wavelist did not write (e.g. "
+                               f"{', '.join(foreign[:3])}); move them away or choose another --out")
     leftovers = stale_staging(out)
     if leftovers:
         log.warning("%s: %d unfinished staging folder(s) of earlier runs, safe to delete once no other run "
@@ -246,27 +364,56 @@ def stale_staging(out: str) -> list[str]:
     return sorted(str(p) for p in final.parent.glob(f".{final.name}.partial-*"))
 
 
-def publish(staging: str, out: str, *, overwrite: bool) -> None:
-    """Move the complete ``staging`` folder to ``out``.
+def _marker(staging: str, kind: str) -> str:
+    return json.dumps({"kind": kind, "files": [f for f in _listing(staging) if f != SUCCESS_MARKER]}) + "\n"
 
-    Local: one atomic rename; an old ``out`` is moved aside first and deleted after. Remote (gs://,
-    where there are no folders to rename): the old ``out`` is deleted, each object is renamed, and the
-    ``_SUCCESS`` marker is written last, so a reader that checks for it never sees a partial folder.
+
+def _remove_listed(folder: str, files: list[str]) -> None:
+    """Delete the ``files`` (relative paths) of ``folder``, then the folders left empty; nothing else."""
+    if is_remote(folder):
+        paths = [join(folder, *f.split("/")) for f in files]
+        if paths:
+            FileSystems.delete([p for p in paths if FileSystems.exists(p)])
+        return
+    root = Path(folder)
+    for name in files:
+        (root / name).unlink(missing_ok=True)
+    for sub in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(sub.iterdir()):
+            sub.rmdir()
+    if not any(root.iterdir()):
+        root.rmdir()
+    else:
+        log.warning("%s kept: it holds files wavelist did not write", root)
+
+
+def publish(staging: str, out: str, *, overwrite: bool, kind: str) -> None:
+    """Move the complete ``staging`` folder to ``out``, with a ``_SUCCESS`` marker naming ``kind`` and listing
+    every file written.
+
+    Local: one atomic rename; an old ``out`` is moved aside first, and then only the files its marker lists
+    are deleted. Remote (gs://, where there are no folders to rename): the old ``out``'s listed files are
+    deleted, each object is renamed, and the marker is written last, so a reader that checks for it never
+    sees a partial folder.
     """
-    if _exists(out) and not overwrite:
-        remove(staging)
-        raise OutputExists(f"{out} already exists; pass --overwrite to replace it")
+    old_files = []
+    if _holds_files(out):
+        marker = read_marker(out) or {}
+        if not overwrite or marker.get("kind") != kind:
+            remove(staging)
+            raise OutputExists(f"{out} appeared while the job ran; pass --overwrite to replace it")
+        old_files = [*marker.get("files", []), SUCCESS_MARKER]
     if is_remote(out):
-        if _exists(out):
-            if FileSystems.exists(join(out, SUCCESS_MARKER)):  # first, so no reader trusts a half-deleted out
-                FileSystems.delete([join(out, SUCCESS_MARKER)])
-            remove(out)
+        if old_files:
+            FileSystems.delete([join(out, SUCCESS_MARKER)])  # first, so no reader trusts a half-deleted out
+            _remove_listed(out, old_files[:-1])
+        marker_text = _marker(staging, kind)
         sources = [m.path for m in FileSystems.match([staging.rstrip("/") + "/**"])[0].metadata_list]
         FileSystems.rename(sources, [out.rstrip("/") + s[len(staging.rstrip("/")):] for s in sources])
-        write_text(join(out, SUCCESS_MARKER), "")
+        write_text(join(out, SUCCESS_MARKER), marker_text)
         log.info("published %s", out)
         return
-    write_text(join(staging, SUCCESS_MARKER), "")
+    write_text(join(staging, SUCCESS_MARKER), _marker(staging, kind))
     final = Path(out).resolve()
     old = None
     if final.exists():
@@ -274,18 +421,18 @@ def publish(staging: str, out: str, *, overwrite: bool) -> None:
         final.rename(old)
     Path(staging).rename(final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_listed(str(old), old_files)
     log.info("published %s", final)
 
 
 @contextmanager
-def staged_output(out: str, *, overwrite: bool) -> Iterator[str]:
+def staged_output(out: str, *, overwrite: bool, kind: str, inputs: Iterable[str | None] = ()) -> Iterator[str]:
     """Yield a staging folder; publish it as ``out`` if the block succeeds, delete it if it fails."""
-    check_output(out, overwrite=overwrite)
+    check_output(out, overwrite=overwrite, kind=kind, inputs=inputs)
     staging = staging_folder(out)
     try:
         yield staging
     except BaseException:
         remove(staging)
         raise
-    publish(staging, out, overwrite=overwrite)
+    publish(staging, out, overwrite=overwrite, kind=kind)

@@ -79,8 +79,15 @@ class EmbedBatchFn(beam.DoFn):
             def __init__(self, model):
                 self.model = model
 
-        self._model = self._model_handle.acquire(
-            lambda: _Holder(load_embedder(common.local_folder(self._model_dir), self._file))).model
+        def load() -> _Holder:
+            try:
+                return _Holder(load_embedder(common.local_folder(self._model_dir), self._file))
+            except (ValueError, OSError, TypeError) as error:  # e.g. Keras' safe mode refusing a Lambda layer
+                first = str(error).strip().split(". ")[0]
+                raise common.InputError(f"{common.join(self._model_dir, self._file)}: Keras cannot load this "
+                                        f"model ({first}); retrain it with wavelist train") from error
+
+        self._model = self._model_handle.acquire(load).model
 
     def process(self, batch: list[tuple[int, tuple[int, np.ndarray]]]) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
         inputs = np.stack([x for _, (_, x) in batch])
@@ -143,13 +150,33 @@ def read_model_inputs(pipeline, data: str, spec: AudioSpec, input_kind: str):
             | "FeatureVector" >> beam.Map(
                 lambda row: (row["track_id"], (0, np.array([row[n] for n in names], np.float32))))
         )
+    shards = sorted(m.path for m in FileSystems.match(
+        [posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}")])[0].metadata_list)
     return (
         pipeline
-        | "ReadTiles" >> beam.io.ReadFromTFRecord(posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}"),
-                                                  compression_type=CompressionTypes.GZIP)
+        | "TileShards" >> beam.Create(shards)
+        | "SpreadShards" >> beam.Reshuffle()
+        | "ReadTiles" >> beam.FlatMap(read_tile_shard)
         | "DecodeTiles" >> beam.Map(lambda record: decode_tile(record, spec))
         | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, (tile.tile_index, tile.mel)))
     )
+
+
+def read_tile_shard(path: str) -> Iterator[bytes]:
+    """The records of one GZIP TFRecord shard, their CRCs checked; a truncated or damaged shard raises an
+    :class:`~beam_jobs.common.InputError` that names it (Beam's reader would not say which file)."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    with FileSystems.open(path, compression_type=CompressionTypes.GZIP) as handle:
+        while True:
+            try:
+                record = _TFRecordUtil.read_record(handle)
+            except Exception as error:  # EOFError, zlib.error, ValueError (CRC): all mean a damaged file
+                reason = f"{type(error).__name__}: {str(error)[:120]}"  # its message may quote the record
+                raise common.InputError(f"{path} is a damaged tile shard ({reason}); rerun wavelist ingest") from error
+            if record is None:
+                return
+            yield record
 
 
 def join_halves(track_id: int, halves: dict[str, list[np.ndarray]]):
@@ -318,7 +345,8 @@ def write_neighbour_table(blocks: list[NeighbourBlock], path: str, schema) -> in
         "similarity": sims[found].astype(np.float32),
     }, schema=schema)
     with FileSystems.create(path, compression_type="uncompressed") as handle:
-        pq.write_table(table, handle, row_group_size=max(1, TRACKS_PER_ROW_GROUP * max(1, width)))
+        pq.write_table(table, handle, row_group_size=max(1, TRACKS_PER_ROW_GROUP * max(1, width)),
+                       write_page_checksum=True)
     return table.num_rows
 
 
@@ -528,7 +556,7 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
     """Run the embed job; returns the summary it also writes to ``OUT/summary.json``."""
-    options = PipelineOptions(argv)
+    options = common.parse_options(argv)
     args = options.view_as(EmbedOptions)
     if args.add:
         from beam_jobs import add_tracks
@@ -550,14 +578,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     log.info("embed: %d tracks with model %s, %s neighbours", len(accepted), info["model_id"],
              "approximate" if approximate else "exact")
 
-    with common.staged_output(output.out, overwrite=output.overwrite) as staging:
+    with common.staged_output(output.out, overwrite=output.overwrite, kind="embed",
+                              inputs=[args.data, args.model]) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         model_dir = args.model if common.is_remote(args.model) else str(Path(args.model).resolve())
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
                        spec=spec, input_kind=info.get("input", "tiles"), provenance=provenance,
                        accepted=accepted, k=args.k, batch_size=args.batch_size, approximate=approximate,
                        nprobe=args.nprobe, target_recall=args.target_recall)
-        pipeline.run().wait_until_finish()
+        common.run_pipeline(pipeline)
         embedded = common.parquet_num_rows(common.join(staging, "embeddings.parquet"))
         report_file = common.join(staging, NEIGHBOUR_REPORT)
         summary = {

@@ -55,32 +55,59 @@ class IngestOptions(PipelineOptions):
 
 
 def read_catalogue(args: IngestOptions) -> tuple[list[TrackRow], list[dict[str, Any]], str]:
-    """Rows of the catalogue the flags name, rejects for duplicate ids, and a description."""
+    """Rows of the catalogue the flags name, rejects found before any audio is read (duplicate ids and
+    files, labels outside the folder, broken links), and a description."""
+    rejects: list[dict[str, Any]] = []
     if args.fma_metadata:
         if not args.audio_dir:
             raise ValueError("--fma-metadata needs --audio-dir, the folder of FMA's audio (e.g. fma_small)")
         tracks_csv = posixpath.join(args.fma_metadata, "tracks.csv")
         with common.open_text(tracks_csv) as handle:
             rows = cat.read_fma_tracks(handle, audio_dir=args.audio_dir, subset=args.subset, source=tracks_csv)
+        require_fma_audio(rows, args.audio_dir, tracks_csv)
         source = f"{tracks_csv} (subset {args.subset})"
     elif args.audio_dir or args.audio_glob:
-        root = (args.audio_dir or args.audio_glob.split("*")[0]).rstrip("/")
-        pattern = args.audio_glob or posixpath.join(root, "**")
-        if args.audio_dir and not common.is_remote(root) and not Path(root).is_dir():
-            raise FileNotFoundError(f"{root} is not a folder")
-        paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        root = (args.audio_dir or cat.glob_root(args.audio_glob)).rstrip("/")
+        if args.audio_dir and not common.is_remote(root):
+            if not Path(root).is_dir():
+                raise FileNotFoundError(f"--audio-dir {root} is not a folder")
+            paths, rejects = cat.walk_audio_folder(root)
+        else:  # a folder is taken literally: only --audio-glob is a pattern
+            pattern = args.audio_glob or posixpath.join(cat.escape_glob(root), "**")
+            paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
         labels = None
         if args.labels_csv:
             with common.open_text(args.labels_csv) as handle:
                 labels = cat.read_labels(handle, source=args.labels_csv)
-        rows = cat.folder_tracks(paths, root=root, labels=labels, keep_unmatched_labels=not args.audio_glob)
-        source = pattern
+        rows, found_rejects = cat.folder_tracks(paths, root=root, labels=labels,
+                                                keep_unmatched_labels=not args.audio_glob)
+        rejects += found_rejects
+        source = args.audio_glob or root
     else:
         raise ValueError("give a catalogue: --fma-metadata DIR --audio-dir DIR, or --audio-dir DIR, or --audio-glob GLOB")
-    if not rows:
+    if not rows and not rejects:
         raise ValueError(f"{source} holds no audio track to ingest")
     rows, duplicates = cat.drop_duplicate_ids(rows)
-    return rows, duplicates, source
+    return rows, rejects + duplicates, source
+
+
+def require_fma_audio(rows: list[TrackRow], audio_dir: str, tracks_csv: str) -> None:
+    """Refuse an FMA ingest whose audio folder holds none of the files ``tracks.csv`` lists (a mistyped
+    ``--audio-dir``); log how many it holds."""
+    if common.is_remote(audio_dir):
+        prefix = audio_dir.rstrip("/") + "/"
+        present = {m.path for m in FileSystems.match([cat.escape_glob(prefix) + "**"])[0].metadata_list}
+    else:
+        if not Path(audio_dir).is_dir():
+            raise FileNotFoundError(f"--audio-dir {audio_dir} is not a folder")
+        present = {os.path.normpath(os.path.join(folder, name))
+                   for folder, _, names in os.walk(audio_dir) for name in names}
+    found = sum((row["path"] if common.is_remote(audio_dir) else os.path.normpath(row["path"])) in present
+                for row in rows)
+    if rows and not found:
+        raise FileNotFoundError(f"--audio-dir {audio_dir} holds none of the {len(rows)} audio files {tracks_csv} "
+                                f"lists (e.g. {rows[0]['path']}); is it the FMA audio folder (fma_small ...)?")
+    log.info("ingest: %d of the %d files %s lists are in %s", found, len(rows), tracks_csv, audio_dir)
 
 
 class AnalyseTrackFn(beam.DoFn):
@@ -115,7 +142,8 @@ class AnalyseTrackFn(beam.DoFn):
 
         self._received.inc()
         self._progress()
-        path = row["path"]
+        path = cat.readable_path(row)
+        stage = "read"
         try:
             if common.is_remote(path):
                 if not FileSystems.exists(path):
@@ -125,14 +153,16 @@ class AnalyseTrackFn(beam.DoFn):
                 raise audio.AudioError("read", "file not found")
             else:
                 source = path
-            analysis = audio.analyse(audio.decode(source, self._spec), self._spec)
+            stage = "decode"
+            analysis = audio.analyse_source(source, self._spec)
         except audio.AudioError as error:
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(self.REJECTS, (row, error.stage, error.reason))
             return
-        except OSError as error:  # e.g. a remote object that vanished or cannot be read
+        except Exception as error:  # any other failure of one file (a vanished object, ...) rejects that file
             self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(self.REJECTS, (row, "read", str(error)))
+            log.warning("%s: %s failed: %s", row["path"], stage, error, exc_info=True)
+            yield beam.pvalue.TaggedOutput(self.REJECTS, (row, stage, f"{type(error).__name__}: {error}"))
             return
         self._accepted.inc()
         self._tiles.inc(len(analysis.tiles))
@@ -255,18 +285,22 @@ def summarise(folder: str, inputs: int) -> dict[str, Any]:
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None,
         spec: AudioSpec = DEFAULT_AUDIO_SPEC) -> dict[str, Any]:
     """Run the ingest job; returns the summary it also writes to ``OUT/summary.json``."""
-    options = PipelineOptions(argv)
+    options = common.parse_options(argv)
     args = options.view_as(IngestOptions)
     common.require_flags(options, "out")
     output = options.view_as(common.OutputOptions)
     common.require_remote_paths(options, {"--out": output.out, "--audio-dir": args.audio_dir,
                                           "--audio-glob": args.audio_glob})
-    common.check_output(output.out, overwrite=output.overwrite)
+    input_paths = [args.audio_dir, args.fma_metadata, args.labels_csv,
+                   args.audio_glob and cat.glob_root(args.audio_glob)]
+    common.check_output(output.out, overwrite=output.overwrite, kind="ingest", inputs=input_paths)
     rows, duplicates, source = read_catalogue(args)
     inputs = len(rows) + len(duplicates)
-    log.info("ingest: %d tracks from %s (%d duplicate ids rejected)", inputs, source, len(duplicates))
+    log.info("ingest: %d tracks from %s (%d rejected before reading: duplicates, outside, broken links)",
+             inputs, source, len(duplicates))
     try:
-        with common.staged_output(output.out, overwrite=output.overwrite) as staging:
+        with common.staged_output(output.out, overwrite=output.overwrite, kind="ingest",
+                                  inputs=input_paths) as staging:
             catalogue_file = common.write_lines(common.join(staging, CATALOGUE_FILE), map(json.dumps, rows))
             pipeline = test_pipeline or common.make_pipeline(options, argv)
             build_pipeline(pipeline, catalogue_file, staging, spec, duplicates)

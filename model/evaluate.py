@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from schemas.audio import AudioSpec
+from schemas.flags import FlagParser
 
 log = logging.getLogger(__name__)
 K = 10
@@ -187,7 +188,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 
 def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(prog="wavelist evaluate", description=__doc__.split("\n")[0])
+    parser = FlagParser(prog="wavelist evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, type=Path, help="output folder of wavelist ingest")
     parser.add_argument("--models", required=True, nargs="+", type=Path, help="model folders to compare")
     parser.add_argument("--out", required=True, type=Path, help="report folder")

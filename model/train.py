@@ -26,6 +26,7 @@ import numpy as np
 
 from beam_jobs import common
 from schemas.audio import AudioSpec
+from schemas.flags import FlagParser
 
 log = logging.getLogger(__name__)
 EMBEDDER_FILE = "embedder.keras"
@@ -39,7 +40,7 @@ DEFAULT_EPOCHS = {"cnn": 30, "contrastive": 20, "autoencoder": 30, "features": 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="wavelist train", description=__doc__.split("\n")[0])
+    parser = FlagParser(prog="wavelist train", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="output folder of wavelist ingest")
     parser.add_argument("--out", required=True, help="model folder to write")
     parser.add_argument("--model", choices=KINDS, default="contrastive",
@@ -407,7 +408,8 @@ def embedding_dim(trained: Trained) -> int:
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Train the kind asked for and export it; returns the metrics also written to metrics.json."""
     args = parse_args(argv)
-    common.check_output(args.out, overwrite=args.overwrite)
+    inputs = [args.data, args.init_from and str(args.init_from)]
+    common.check_output(args.out, overwrite=args.overwrite, kind="train", inputs=inputs)
     common.require_complete(args.data, made_by="wavelist ingest")
     spec = AudioSpec.load(args.data)
 
@@ -415,7 +417,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     import tensorflow as tf
 
     keras.utils.set_random_seed(args.seed)
-    with common.staged_output(args.out, overwrite=args.overwrite) as staging_name:
+    with common.staged_output(args.out, overwrite=args.overwrite, kind="train", inputs=inputs) as staging_name:
         staging = Path(staging_name)
         trained = TRAINERS[args.model](args, spec, staging)
         trained.embedder.save(staging / EMBEDDER_FILE)

@@ -21,6 +21,9 @@ def _unit(vector: np.ndarray, what: str) -> np.ndarray:
 
 def _ranked(tables: Tables, direction: np.ndarray, inputs: list[int], n: int, *, variety: float,
             max_per_artist: int | None, exclude_artist: bool = False) -> list[Entry]:
+    if n < 1:
+        raise ValueError("a playlist needs at least one track (-n 1 or more)")
+    n = min(n, len(tables))  # a longer playlist cannot exist
     banned = _banned_rows(tables, inputs, (), exclude_artist)
     with one_blas_thread():
         scores = tables.vectors @ direction
@@ -48,6 +51,8 @@ def profile(tables: Tables, history: list[int], n: int = 50, *, half_life: float
     played track left out. ``similarity`` is to that taste vector."""
     if not history:
         raise ValueError("the listening history is empty")
+    if not half_life > 0:
+        raise ValueError(f"--half-life must be above 0, got {half_life}")
     rows = [tables.row(i) for i in history]
     age = np.arange(len(rows))[::-1]  # 0 for the latest play
     weights = 0.5 ** (age / half_life)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from playlists.tables import Tables, _read
+from playlists.text import for_html
 from schemas import tables as schemas
 
 # plotly's default palette, set on each genre's trace so the HTML map and the app colour genres alike
@@ -33,8 +34,9 @@ def map_figure(tables: Tables, playlist: list[int] | None = None, title: str = "
     import plotly.graph_objects as go
 
     xyz = coordinates(tables)
-    genres = np.array([g or "unknown" for g in tables.column("genre")], dtype=object)
-    titles, artists = tables.column("title"), tables.column("artist")
+    genres = np.array([for_html(g or "unknown") for g in tables.column("genre")], dtype=object)
+    titles = np.array([for_html(t or "") for t in tables.column("title")], dtype=object)
+    artists = np.array([for_html(a or "") for a in tables.column("artist")], dtype=object)
     figure = go.Figure()
     for k, genre in enumerate(sorted(set(genres))):
         rows = np.flatnonzero((genres == genre) & ~np.isnan(xyz[:, 0]))
@@ -55,7 +57,7 @@ def map_figure(tables: Tables, playlist: list[int] | None = None, title: str = "
         figure.add_trace(go.Scatter3d(x=[xyz[r, 0]], y=[xyz[r, 1]], z=[xyz[r, 2]], mode="markers", name="selected",
                                       text=[f"{highlight}: {titles[r] or ''}"], hoverinfo="text",
                                       marker={"size": 12, "color": "red", "symbol": "diamond"}))
-    figure.update_layout(title=title, legend={"itemsizing": "constant"}, margin={"l": 0, "r": 0, "b": 0, "t": 40})
+    figure.update_layout(title=for_html(title), legend={"itemsizing": "constant"}, margin={"l": 0, "r": 0, "b": 0, "t": 40})
     return figure
 
 

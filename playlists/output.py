@@ -7,6 +7,7 @@ from typing import Any
 
 from playlists.radio import Entry
 from playlists.tables import Tables
+from playlists.text import for_terminal, one_line
 
 FORMATS = ("table", "json", "m3u")
 
@@ -37,11 +38,15 @@ def player_path(path: str | None) -> str:
 
 
 def m3u(rows: list[dict[str, Any]]) -> str:
-    """An M3U8 playlist (UTF-8) of ``rows``' audio paths, absolute, with an ``#EXTINF`` title line each."""
+    """An M3U8 playlist (UTF-8) of ``rows``' audio paths, absolute, with an ``#EXTINF`` title line each.
+
+    Each entry is exactly two lines whatever the tags hold: control characters in titles and paths become
+    spaces, so no title can add a line (a playlist entry the user never chose).
+    """
     lines = ["#EXTM3U"]
     for row in rows:
-        lines += [f"#EXTINF:-1,{row['artist'] or 'unknown'} - {row['title'] or row['track_id']}",
-                  player_path(row["path"])]
+        lines += [one_line(f"#EXTINF:-1,{row['artist'] or 'unknown'} - {row['title'] or row['track_id']}"),
+                  one_line(player_path(row["path"]))]
     return "\n".join(lines)
 
 
@@ -60,9 +65,9 @@ def render(tables: Tables, entries: list[Entry], fmt: str) -> str:
         return m3u(rows)
     if fmt == "table":
         header = f"{'#':>3}  {'track_id':>8}  {'similarity':>10}  {'genre':<14} {'artist':<20} title"
-        body = [
-            f"{i:>3}  {r['track_id']:>8}  {r['similarity']:>10.3f}  {str(r['genre'] or ''):<14} "
-            f"{str(r['artist'] or ''):<20} {r['title'] or ''}"
+        body = [  # tags are shown without escape sequences or control characters
+            f"{i:>3}  {r['track_id']:>8}  {r['similarity']:>10.3f}  {for_terminal(r['genre'] or ''):<14} "
+            f"{for_terminal(r['artist'] or ''):<20} {for_terminal(r['title'] or '')}"
             for i, r in enumerate(rows, start=1)
         ]
         return "\n".join([header, *body])

@@ -16,6 +16,9 @@ def _cell(value: object) -> str:
     return " ".join(str("" if value is None else value).split())
 
 
+PROJECTOR_FILES = ("vectors.tsv", "metadata.tsv", "projector_config.pbtxt", "projector_config.json")
+
+
 def write_projector(tables: Tables, out: str | Path, name: str = "wavelist") -> Path:
     """Write ``vectors.tsv`` (one tab-separated vector per line), ``metadata.tsv`` (a header line, then one
     line per track in the same order), ``projector_config.pbtxt`` (TensorBoard: ``--logdir OUT``) and

@@ -41,6 +41,8 @@ def pick(tables: Tables, rows: np.ndarray, scores: np.ndarray, n: int, *, variet
     """
     if not 0.0 <= variety < 1.0:
         raise ValueError(f"variety must be in [0, 1), got {variety}")
+    if max_per_artist is not None and max_per_artist < 1:
+        raise ValueError(f"--max-per-artist must be 1 or more, got {max_per_artist}")
     order = np.lexsort((tables.ids[rows], -scores))
     rows, scores = rows[order], scores[order]
     artists = artist_keys(tables)[rows] if max_per_artist is not None else None
@@ -140,6 +142,7 @@ def like(tables: Tables, seeds: list[int], n: int = 20, *, exclude_artist: bool 
         raise ValueError("like needs at least one seed (--seeds A B ...)")
     if n < 1:
         raise ValueError("a playlist needs at least one track (-n 1 or more)")
+    n = min(n, len(tables))  # a longer playlist cannot exist
     rows = [tables.row(seed) for seed in seeds]
     banned = _banned_rows(tables, rows, exclude, exclude_artist)
     with one_blas_thread():

@@ -47,10 +47,11 @@ def _read(folder: Path, name: str, schema: pa.Schema, columns: list[str] | None 
     path = folder / name
     if not path.exists():
         raise TablesError(f"{path} is missing: is {folder} an output of wavelist embed?")
-    try:
-        table = pq.read_table(path, columns=columns)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise TablesError(f"{path} is not a readable Parquet file ({error}); rerun wavelist embed") from error
+    try:  # pages written with a checksum are verified: flipped bytes are an error, not data
+        table = pq.read_table(path, columns=columns, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as error:
+        reason = " ".join(str(error).split())
+        raise TablesError(f"{path} is not a readable Parquet file ({reason}); rerun wavelist embed") from error
     expected = pa.schema([schema.field(c) for c in (columns or schema.names)])
     schemas.require_columns(table.schema, expected, what=str(path))
     return table
@@ -85,6 +86,8 @@ class Tables:
 
     def row(self, track_id: int) -> int:
         """Row of ``track_id`` in ``vectors``; an unknown id raises :class:`UnknownTrack` with suggestions."""
+        if not -2**63 <= int(track_id) < 2**63:
+            raise UnknownTrack(f"track {track_id} is not in {self.folder}: track ids are 64-bit integers")
         row = int(self.rows_of(np.array([int(track_id)]))[0])
         if row < 0:
             hint = f"; did you mean {', '.join(self._close_ids(int(track_id)))}?"
@@ -168,6 +171,7 @@ class Tables:
         track_ids, ranks = table["track_id"].to_numpy(), table["rank"].to_numpy()
         neighbour_rows = self.rows_of(table["neighbour_id"].to_numpy())
         similarity = table["similarity"].to_numpy()
+        check_neighbours(path, track_ids, ranks, self.rows_of(track_ids), neighbour_rows, similarity)
         k = len(track_ids) // max(len(self), 1)
         if len(track_ids) == k * len(self) and k and np.array_equal(track_ids[::k], self.ids) \
                 and np.all(track_ids.reshape(-1, k) == self.ids[:, None]) and np.all(np.diff(ranks.reshape(-1, k)) > 0):
@@ -206,6 +210,52 @@ class Tables:
         return self.ids[rows[known]], self.neighbour_similarities[row][known]
 
 
+def _check_summary(folder: Path, embedded: int) -> None:
+    """The row count that the embed job recorded in summary.json, where it is there, must be the one read."""
+    import json
+
+    path = folder / "summary.json"
+    if not path.exists():
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("tracks_embedded")
+    except (ValueError, AttributeError, UnicodeDecodeError) as error:
+        raise TablesError(f"{path} is not the JSON summary wavelist embed writes ({error})") from None
+    if recorded is not None and recorded != embedded:
+        raise TablesError(f"{folder / 'embeddings.parquet'} holds {embedded} tracks but {path} records {recorded}; "
+                          "a table was replaced or truncated: rerun wavelist embed")
+
+
+# Stored cosines may exceed 1 by float rounding, never by more.
+SIMILARITY_SLACK = 1e-3
+
+
+def check_neighbours(path: Path, track_ids: np.ndarray, ranks: np.ndarray, rows: np.ndarray,
+                     neighbour_rows: np.ndarray, similarity: np.ndarray) -> None:
+    """Refuse a neighbour table that cannot be what the embed job wrote: similarities that are not cosines,
+    ranks below 1, tracks unknown to the embeddings. The error names the file and the first bad row."""
+    problems = [
+        (~np.isfinite(similarity) | (np.abs(similarity) > 1 + SIMILARITY_SLACK), "a similarity outside [-1, 1]"),
+        (ranks < 1, "a rank below 1"),
+        (rows < 0, "a track that embeddings.parquet does not hold"),
+        (neighbour_rows < 0, "a neighbour that embeddings.parquet does not hold"),
+    ]
+    for bad, what in problems:
+        if bad.any():
+            at = int(np.argmax(bad))
+            raise TablesError(f"{path} is damaged: row {at} (track {track_ids[at]}, rank {ranks[at]}) has {what} "
+                              f"({int(bad.sum())} such rows); rerun wavelist embed")
+
+
+def check_vectors(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
+    """Refuse vectors that are not finite or are zero: no cosine can be taken of them."""
+    norms = np.linalg.norm(vectors, axis=1) if vectors.size else np.ones(len(ids))
+    bad = ~np.isfinite(vectors).all(axis=1) | ~np.isfinite(norms) | (norms < 1e-12)
+    if bad.any():
+        raise TablesError(f"{path} is damaged: track {ids[int(np.argmax(bad))]} has a vector that is not finite "
+                          f"or is zero ({int(bad.sum())} such tracks); rerun wavelist embed")
+
+
 def load_tables(folder: str | Path) -> Tables:
     """Read ``embeddings.parquet`` and ``tracks.parquet`` of an embed output folder."""
     folder = Path(folder)
@@ -215,7 +265,13 @@ def load_tables(folder: str | Path) -> Tables:
     model_id = schemas.read_metadata(embeddings.schema).get("model_id", "unknown")
     neighbours_path = folder / "neighbours.parquet"
     if neighbours_path.exists():
-        neighbours_model = schemas.read_metadata(pq.read_schema(neighbours_path)).get("model_id", "unknown")
+        try:
+            neighbours_schema = pq.read_schema(neighbours_path)
+        except (pa.ArrowException, OSError) as error:
+            reason = " ".join(str(error).split())
+            raise TablesError(f"{neighbours_path} is not a readable Parquet file ({reason}); "
+                              "rerun wavelist embed") from error
+        neighbours_model = schemas.read_metadata(neighbours_schema).get("model_id", "unknown")
         if neighbours_model != model_id:
             raise TablesError(f"{folder} mixes two models: embeddings from {model_id}, "
                               f"neighbours from {neighbours_model}; rerun wavelist embed")
@@ -230,6 +286,8 @@ def load_tables(folder: str | Path) -> Tables:
     ids, vectors = ids[order], vectors[order]
     if len(ids) and np.any(ids[1:] == ids[:-1]):
         raise TablesError(f"{folder / 'embeddings.parquet'} holds track {ids[1:][ids[1:] == ids[:-1]][0]} twice")
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    check_vectors(folder / "embeddings.parquet", ids, vectors)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    _check_summary(folder, len(ids))
     catalogue = _read(folder, "tracks.parquet", schemas.TRACKS).sort_by("track_id")
     return Tables(folder=folder, ids=ids, vectors=vectors, catalogue=catalogue, model_id=model_id)

@@ -69,29 +69,33 @@ def test_killed_ingest_leaves_no_output_and_a_rerun_completes(pipeline_outputs, 
 def test_killed_overwrite_leaves_the_old_output_untouched(pipeline_outputs, tmp_path):
     out = tmp_path / "data"
     shutil.copytree(pipeline_outputs["data"], out)
-    (out / "old-run.txt").write_text("from the earlier run\n")
     before = snapshot(out)
     kill_while_writing([*ingest_flags(pipeline_outputs["catalogue"], out), "--overwrite"], out)
     assert snapshot(out) == before
 
 
+def old_output(out: Path) -> None:
+    """A complete output of the kind ``test`` holding ``old.txt``."""
+    with common.staged_output(str(out), overwrite=False, kind="test") as staging:
+        Path(staging, "old.txt").write_text("old")
+
+
 def test_publish_replaces_a_folder_in_one_rename(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
-    with common.staged_output(str(out), overwrite=True) as staging:
+    old_output(out)
+    with common.staged_output(str(out), overwrite=True, kind="test") as staging:
         Path(staging, "new.txt").write_text("new")
-        assert sorted(p.name for p in out.iterdir()) == ["old.txt"]  # untouched while the job runs
+        assert sorted(p.name for p in out.iterdir()) == [common.SUCCESS_MARKER, "old.txt"]  # untouched meanwhile
     assert sorted(p.name for p in out.iterdir()) == [common.SUCCESS_MARKER, "new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging or moved-aside folder left
 
 
 def test_a_failed_job_removes_its_staging_and_keeps_the_old_output(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    old_output(out)
     with pytest.raises(RuntimeError, match="boom"):
-        with common.staged_output(str(out), overwrite=True) as staging:
+        with common.staged_output(str(out), overwrite=True, kind="test") as staging:
             Path(staging, "half.txt").write_text("half")
             raise RuntimeError("boom")
-    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == [common.SUCCESS_MARKER, "old.txt"]

@@ -163,8 +163,8 @@ def test_incomplete_gs_output_is_refused_and_named(gcs, gs_data, pipeline_output
     with pytest.raises(ValueError, match=f"{gcs}/half has no _SUCCESS marker"):
         embed.run(["--data", f"{gcs}/half", "--model", str(pipeline_outputs["model"]), "--out", f"{gcs}/t2",
                    *IN_MEMORY])
-    with pytest.raises(common.OutputExists, match="without a _SUCCESS marker: incomplete"):
-        common.check_output(f"{gcs}/half", overwrite=False)
+    with pytest.raises(common.OutputExists, match="is not a complete wavelist output .no _SUCCESS marker"):
+        common.check_output(f"{gcs}/half", overwrite=True, kind="ingest")
     bucket.blob(".half.partial-0123abcd/tiles/x").upload_from_string(b"x")
     assert common.stale_staging(f"{gcs}/half") == [f"{gcs}/.half.partial-0123abcd"]
 
@@ -172,7 +172,7 @@ def test_incomplete_gs_output_is_refused_and_named(gcs, gs_data, pipeline_output
 def test_gs_publish_replaces_the_old_output_and_writes_the_marker_last(gcs):
     out = f"{gcs}/republished"
     for round_ in ("first", "second"):
-        with common.staged_output(out, overwrite=True) as staging:
+        with common.staged_output(out, overwrite=True, kind="test") as staging:
             common.write_text(common.join(staging, f"{round_}.txt"), round_)
             assert not FileSystems.exists(common.join(out, f"{round_}.txt"))
     names = sorted(m.path for m in FileSystems.match([f"{out}/**"])[0].metadata_list)

@@ -18,7 +18,7 @@ def test_track_ids_keep_fma_numbers_and_hash_other_names():
 
 
 def test_labels_csv_is_keyed_by_path_and_checked():
-    labels = cat.read_labels(io.StringIO("path,genre,artist,track_id\n./a/b.mp3,Rock,X,7\nc.ogg,,,\n"))
+    labels = dict(cat.read_labels(io.StringIO("path,genre,artist,track_id\n./a/b.mp3,Rock,X,7\nc.ogg,,,\n")))
     assert labels == {"a/b.mp3": {"track_id": 7, "genre": "Rock", "artist_id": None, "artist": "X", "title": None},
                       "c.ogg": {"track_id": None, "genre": None, "artist_id": None, "artist": None, "title": None}}
     with pytest.raises(cat.CatalogueError, match="needs a 'path' column"):
@@ -30,7 +30,8 @@ def test_labels_csv_is_keyed_by_path_and_checked():
 def test_folder_rows_split_by_artist_and_skip_other_files():
     paths = ["/m/a/1.mp3", "/m/a/2.mp3", "/m/cover.jpg", "/m/b/3.FLAC"]
     labels = {"a/1.mp3": {"artist": "Same"}, "a/2.mp3": {"artist": "Same"}}
-    rows = cat.folder_tracks(paths, root="/m", labels=labels)
+    rows, rejects = cat.folder_tracks(paths, root="/m", labels=labels)
+    assert rejects == []
     assert [r["path"] for r in rows] == ["/m/a/1.mp3", "/m/a/2.mp3", "/m/b/3.FLAC"]
     assert rows[0]["split"] == rows[1]["split"] == cat.split_for(1, None, "Same")
     assert rows[2]["split"] == cat.split_for(3)

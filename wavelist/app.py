@@ -18,6 +18,7 @@ from playlists import Entry, Tables, journey_via, like, load_tables, radio, smoo
 from playlists.discover import alchemy, clusters, profile
 from playlists.mapview import map_figure
 from playlists.output import m3u, parse_track_list, player_path, playlist_rows
+from playlists.text import for_markdown
 
 TABS = ("Radio", "Journey", "Like", "Alchemy", "Clusters", "Profile")
 MAX_PLAYERS = 20  # audio players on one page: each one sends its file to the browser
@@ -52,7 +53,7 @@ def play(tables: Tables, track_id: int) -> None:
     if path and Path(path).is_file():
         st.audio(path, format=mimetypes.guess_type(path)[0] or "audio/mpeg")
     else:
-        st.caption(f"no audio file here for {track_id} ({path or 'no path in tracks.parquet'})")
+        st.caption(for_markdown(f"no audio file here for {track_id} ({path or 'no path in tracks.parquet'})"))
 
 
 def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int) -> None:
@@ -68,7 +69,7 @@ def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int)
                        mime="audio/x-mpegurl", key=f"m3u-{name}")
     with st.expander(f"Play the tracks ({min(len(ids), MAX_PLAYERS)} of {len(ids)})"):
         for track_id in ids[:MAX_PLAYERS]:
-            st.write(label(tables, track_id))
+            st.write(for_markdown(label(tables, track_id)))
             play(tables, track_id)
 
 
@@ -169,11 +170,11 @@ def main() -> None:
     except (OSError, ValueError, LookupError) as error:
         st.error(str(error))
         st.stop()
-    st.caption(f"{len(tables):,} tracks from {tables.folder} (model {tables.model_id})")
+    st.caption(for_markdown(f"{len(tables):,} tracks from {tables.folder} (model {tables.model_id})"))
     seed = pick_track(tables, "Search a track (title, artist or id)", key="q")
     if seed is None:
         st.stop()
-    st.subheader(label(tables, seed))
+    st.subheader(for_markdown(label(tables, seed)))
     play(tables, seed)
     shows = (radio_tab, journey_tab, like_tab, alchemy_tab, clusters_tab, profile_tab)
     for tab, show in zip(st.tabs(TABS, key="tab", bind="query-params"), shows):

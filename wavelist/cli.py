@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from schemas.flags import FlagParser, unknown_flags_message
+
 JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed",
         "evaluate": "model.evaluate"}
 log = logging.getLogger("wavelist")
@@ -44,7 +46,7 @@ def _run_job(name: str, argv: list[str]) -> None:
 
         print(module.__doc__)
         options = next(v for k, v in vars(module).items() if k.endswith("Options") and k != "PipelineOptions")
-        parser = argparse.ArgumentParser(prog=f"wavelist {name}", add_help=False)
+        parser = FlagParser(prog=f"wavelist {name}", add_help=False)
         options._add_argparse_args(parser)
         OutputOptions._add_argparse_args(parser)
         parser.print_help()
@@ -66,7 +68,7 @@ def _playlist_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wavelist", description="Playlists from the sound of the music.")
+    parser = FlagParser(prog="wavelist", description="Playlists from the sound of the music.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -112,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     clusters = sub.add_parser("clusters", help="cut the catalogue into K sound-coherent playlists (k-means)")
     clusters.add_argument("--tables", required=True)
     clusters.add_argument("--k", type=int, required=True, help="number of playlists")
-    clusters.add_argument("--out", help="write clusters.parquet and one M3U8 per playlist into this folder")
+    clusters.add_argument("--out", help="write clusters.parquet and one M3U8 per playlist into this folder "
+                                        "(new, empty, or an earlier clusters --out)")
     clusters.add_argument("--format", choices=("table", "json"), default="table")
     clusters.add_argument("--seed", type=int, default=0)
 
@@ -127,12 +130,43 @@ def build_parser() -> argparse.ArgumentParser:
     projector = sub.add_parser("projector", help="export vectors.tsv, metadata.tsv and a config for "
                                                  "TensorFlow's Embedding Projector")
     projector.add_argument("--tables", required=True)
-    projector.add_argument("--out", default="projector")
+    projector.add_argument("--out", default="projector",
+                           help="folder to write (new, empty, or an earlier projector --out)")
 
     app = sub.add_parser("app", help="the Streamlit app: search, map, play, radio, journey, M3U download")
     app.add_argument("--tables", required=True)
+    app.add_argument("--address", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this machine only). Another address lets "
+                          "anyone who reaches it browse the catalogue and play its audio: there is no login")
     app.add_argument("--port", type=int, default=8501)
     return parser
+
+
+def check_output_file(path: str | None, tables: str) -> None:
+    """Refuse an output file inside the TABLES folder (an input) or where a folder is."""
+    if not path:
+        return
+    target = Path(path).resolve()
+    if target == Path(tables).resolve() or Path(tables).resolve() in target.parents:
+        raise ValueError(f"{path} is inside the tables folder {tables}, an input; write it elsewhere")
+    if target.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name")
+
+
+def check_output_folder(out: str | None, tables: str, names: tuple[str, ...], suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse ``out`` unless it is new, empty, or holds only files this command writes (``names``, or names
+    ending in ``suffixes``): it never writes over a file it did not make."""
+    if not out:
+        return
+    check_output_file(out + "/x", tables)
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in names and not p.name.endswith(suffixes)) \
+        if folder.is_dir() else []
+    if foreign:
+        raise ValueError(f"--out {out} holds files this command did not write (e.g. {', '.join(foreign[:3])}); "
+                         "choose a new or empty folder")
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -147,6 +181,7 @@ def _playlist_command(args: argparse.Namespace) -> None:
     from playlists import journey_via, like, load_tables, radio, smoothness
     from playlists.output import missing_audio, playlist_rows, render
 
+    check_output_file(args.output, args.tables)
     tables = load_tables(args.tables)
     if args.command == "radio":
         entries = radio(tables, tables.resolve(args.seed), args.n, exclude_artist=args.exclude_artist,
@@ -197,6 +232,7 @@ def _map_command(args: argparse.Namespace) -> None:
     from playlists.mapview import write_map
     from playlists.output import read_track_list
 
+    check_output_file(args.out, args.tables)
     tables = load_tables(args.tables)
     playlist = None
     if args.radio is not None:
@@ -216,7 +252,9 @@ def _clusters_command(args: argparse.Namespace) -> None:
 
     from playlists import load_tables
     from playlists.discover import clusters, write_clusters
+    from playlists.text import for_terminal
 
+    check_output_folder(args.out, args.tables, ("clusters.parquet",), (".m3u8",))
     tables = load_tables(args.tables)
     found, silhouette = clusters(tables, args.k, seed=args.seed)
     if args.out:
@@ -229,16 +267,26 @@ def _clusters_command(args: argparse.Namespace) -> None:
     print(f"silhouette (cosine): {silhouette:.3f}")
     print(f"{'cluster':>7}  {'tracks':>6}  {'coherence':>9}  {'genre share':>11}  name")
     for row in summary:
-        print(f"{row['cluster']:>7}  {row['tracks']:>6}  {row['coherence']:>9.3f}  {row['genre_share']:>11.3f}  {row['name']}")
+        print(f"{row['cluster']:>7}  {row['tracks']:>6}  {row['coherence']:>9.3f}  {row['genre_share']:>11.3f}  "
+              f"{for_terminal(row['name'])}")
 
 
 def _projector_command(args: argparse.Namespace) -> None:
     from playlists import load_tables
-    from playlists.projector import write_projector
+    from playlists.projector import PROJECTOR_FILES, write_projector
 
+    check_output_folder(args.out, args.tables, PROJECTOR_FILES)
     out = write_projector(load_tables(args.tables), args.out)
     print(f"{out}: vectors.tsv, metadata.tsv, projector_config.pbtxt (tensorboard --logdir {out}), "
           "projector_config.json (load vectors.tsv and metadata.tsv in the standalone Embedding Projector)")
+
+
+def app_command_line(args: argparse.Namespace) -> list[str]:
+    """The Streamlit command that serves the app on ``args.address`` and ``args.port``."""
+    app = Path(__file__).with_name("app.py")
+    return [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+            "--server.address", args.address, "--server.port", str(args.port),
+            "--browser.gatherUsageStats", "false"]
 
 
 def _app_command(args: argparse.Namespace) -> int:
@@ -246,12 +294,12 @@ def _app_command(args: argparse.Namespace) -> int:
     from playlists import load_tables
 
     load_tables(args.tables)  # a bad folder is a one-line error here, not a page of Streamlit output
-    app = Path(__file__).with_name("app.py")
+    if args.address not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("the app listens on %s: anyone who reaches it can browse the catalogue and play its audio "
+                    "(there is no login)", args.address)
     env = {**os.environ, "WAVELIST_TABLES": str(Path(args.tables).resolve())}
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-               "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
     sys.stdout.flush()
-    os.execve(sys.executable, command, env)  # signals reach Streamlit itself; no child left behind
+    os.execve(sys.executable, app_command_line(args), env)  # signals reach Streamlit itself; no child left behind
     return 0
 
 
@@ -264,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         if known.command in JOBS:
             _run_job(known.command, rest)
         elif rest:
-            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+            command = parser._subparsers._group_actions[0].choices[known.command]
+            command.error(unknown_flags_message(rest, command.known_flags()))
         elif known.command == "demo":
             from wavelist.demo import run_demo
 
