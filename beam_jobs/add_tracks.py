@@ -88,10 +88,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     output = options.view_as(common.OutputOptions)
     common.require_complete(args.model, made_by="wavelist train")
     spec = common.load_audio_spec(args.model, made_by="wavelist train")
-    info = common.read_json(common.join(args.model, "model_info.json"), made_by="wavelist train")
-    old_summary, old_ids = check_tables(args.tables, info["model_id"], spec)
+    info = common.load_model_info(args.model)
+    old_summary, old_ids = check_tables(args.tables, info.model_id, spec)
     k = old_summary["k"]
-    provenance = {"model_id": info["model_id"], "audio_spec": spec.to_dict()}
+    provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
     runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
 
     with common.staged_output(output.out, overwrite=output.overwrite, kind="embed",
@@ -112,7 +112,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                | "OldVectors" >> beam.Map(lambda r: (r["track_id"], np.array(r["embedding"], np.float32))))
         model_dir = args.model if common.is_remote(args.model) else str(Path(args.model).resolve())
         new = pipeline | "EmbedNew" >> TrackVectors(new_data, model_dir, spec,
-                                                    info.get("input", "tiles"), args.batch_size)
+                                                    info, args.batch_size)
         new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()
                                              | "NewMatrix" >> beam.Map(stack_catalogue))
         cross = (old | "OldBatches" >> beam.BatchElements(min_batch_size=64, max_batch_size=4096)

@@ -228,6 +228,20 @@ def _kind_of(made_by: str) -> str:
     return made_by.removeprefix("wavelist ").split()[0]
 
 
+def load_model_info(folder: str):
+    """The :class:`~schemas.model_info.ModelInfo` of a MODEL folder (local or remote)."""
+    from schemas.layout import Model
+    from schemas.model_info import ModelInfo, ModelInfoError
+
+    path = join(folder, Model.INFO)
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(f"{path} is missing; is {folder} an output of wavelist train?")
+    try:
+        return ModelInfo.from_json(read_bytes(path), source=path)
+    except ModelInfoError as error:
+        raise ValueError(str(error)) from None
+
+
 def require_complete(folder: str, *, made_by: str) -> None:
     """Refuse ``folder`` unless it is a published output of ``made_by`` (it holds the ``_SUCCESS`` marker,
     written last, and the marker names that command).

@@ -25,11 +25,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from beam_jobs import common
-from model.train import EMBEDDER_FILE, FEATURES_EMBEDDER_FILE, GENRE_EMBEDDER_FILE
-from beam_jobs.neighbours import (block_of, l2_normalise, map_coordinates, merge_block_top_k, merge_top_k,
+from beam_jobs.neighbours import (block_of, map_coordinates, merge_block_top_k, merge_top_k,
                                   top_k_faiss)
+from core import vectors as recipe
 from schemas import tables
 from schemas.audio import AudioSpec
+from schemas.layout import Model
+from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ class EmbedBatchFn(beam.DoFn):
     rows for one batch shape wherever a row sits, but not across shapes, and the runner sizes batches by
     timing, so without the padding two runs would differ in the last bits (and t-SNE would amplify it)."""
 
-    def __init__(self, model_dir: str, model_handle: shared.Shared, file: str = EMBEDDER_FILE,
+    def __init__(self, model_dir: str, model_handle: shared.Shared, file: str = Model.EMBEDDER,
                  batch_size: int = 256):
         self._model_dir = model_dir
         self._model_handle = model_handle
@@ -100,8 +102,9 @@ class EmbedBatchFn(beam.DoFn):
 
 
 class OrderedMean(beam.CombineFn):
-    """Mean of a track's ``(order, vector)`` parts, summed in ``order``: the same bits however the runner
-    splits and merges the parts (a track has tens of tiles, so the accumulator stays small)."""
+    """A track's part vector (:func:`core.vectors.part_vector`) from its ``(order, vector)`` model outputs,
+    summed in ``order``: the same bits however the runner splits and merges them (a track has tens of tiles,
+    so the accumulator stays small)."""
 
     def create_accumulator(self) -> list:
         return []
@@ -115,14 +118,14 @@ class OrderedMean(beam.CombineFn):
 
     def extract_output(self, accumulator: list) -> np.ndarray:
         parts = sorted(accumulator, key=lambda part: part[0])
-        return np.stack([v for _, v in parts]).astype(np.float64).mean(axis=0).astype(np.float32)
+        return recipe.part_vector(np.stack([v for _, v in parts]))
 
 
 class EmbedTracks(beam.PTransform):
-    """``(track_id, (order, model input))`` -> ``(track_id, unit vector)``: the mean of the vectors of a
-    track's inputs (its tiles in tile order, or its one row of summary features), normalised."""
+    """``(track_id, (order, model input))`` -> ``(track_id, unit vector)``: the part vector of a track's inputs
+    (its tiles in tile order, or its one row of summary features; :func:`core.vectors.part_vector`)."""
 
-    def __init__(self, model_dir: str, batch_size: int, file: str = EMBEDDER_FILE):
+    def __init__(self, model_dir: str, batch_size: int, file: str = Model.EMBEDDER):
         super().__init__()
         self._model_dir = model_dir
         self._batch_size = batch_size
@@ -134,15 +137,14 @@ class EmbedTracks(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=min(16, self._batch_size),
                                             max_batch_size=self._batch_size)
             | "Model" >> beam.ParDo(EmbedBatchFn(self._model_dir, shared.Shared(), self._file, self._batch_size))
-            | "MeanPerTrack" >> beam.CombinePerKey(OrderedMean())
-            | "Normalise" >> beam.MapTuple(lambda track_id, v: (track_id, l2_normalise(v[None])[0]))
+            | "PartVector" >> beam.CombinePerKey(OrderedMean())
         )
 
 
-def read_model_inputs(pipeline, data: str, spec: AudioSpec, input_kind: str):
+def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str):
     """``(track_id, (order, array))`` pairs the model takes: every log-mel tile (in tile order), or each
     track's summary features (order 0)."""
-    if input_kind == "features":
+    if part == FEATURES:
         names = tables.summary_feature_names()
         return (
             pipeline
@@ -180,10 +182,10 @@ def read_tile_shard(path: str) -> Iterator[bytes]:
 
 
 def join_halves(track_id: int, halves: dict[str, list[np.ndarray]]):
-    """A ``tiles+features`` track: its two unit halves side by side, scaled to a unit vector. A track
-    with one half only (no tiles, or no summary row) is counted and left out."""
-    if halves["tiles"] and halves["features"]:
-        yield track_id, np.concatenate([halves["tiles"][0], halves["features"][0]]) / np.float32(np.sqrt(2.0))
+    """A ``tiles+features`` track: :func:`core.vectors.join_halves` of its two halves. A track with one half
+    only (no tiles, or no summary row) is counted and left out."""
+    if halves[TILES] and halves[FEATURES]:
+        yield track_id, recipe.join_halves(halves[TILES][0], halves[FEATURES][0])
     else:
         Metrics.counter(common.METRICS_NAMESPACE, "tracks_missing_a_half").inc()
 
@@ -194,25 +196,25 @@ class TrackVectors(beam.PTransform):
     joined per track (``tiles+features``), and then the genre part the joined vector predicts
     (``tiles+features+genres``)."""
 
-    def __init__(self, data: str, model_dir: str, spec: AudioSpec, input_kind: str, batch_size: int):
+    def __init__(self, data: str, model_dir: str, spec: AudioSpec, info: ModelInfo, batch_size: int):
         super().__init__()
         self._data, self._model_dir, self._spec = data, model_dir, spec
-        self._input_kind, self._batch_size = input_kind, batch_size
+        self._info, self._batch_size = info, batch_size
 
     def expand(self, pipeline):
-        def vectors(kind: str, file: str = EMBEDDER_FILE):
+        def part(kind: str, file: str = Model.EMBEDDER):
             return (read_model_inputs(pipeline, self._data, self._spec, kind)
                     | f"Embed{kind.title()}" >> EmbedTracks(self._model_dir, self._batch_size, file))
 
-        if not self._input_kind.startswith("tiles+features"):
-            return vectors(self._input_kind)
-        halves = {"tiles": vectors("tiles"), "features": vectors("features", FEATURES_EMBEDDER_FILE)}
+        if not (self._info.has(TILES) and self._info.has(FEATURES)):
+            return part(self._info.parts[0])
+        halves = {TILES: part(TILES), FEATURES: part(FEATURES, Model.FEATURES_EMBEDDER)}
         joined = halves | "JoinHalves" >> beam.CoGroupByKey() | "Concatenate" >> beam.FlatMapTuple(join_halves)
-        if not self._input_kind.endswith("+genres"):
+        if not self._info.has(GENRES):
             return joined
         return (joined
                 | "AsModelInput" >> beam.MapTuple(lambda track_id, vector: (track_id, (0, vector)))
-                | "EmbedGenres" >> EmbedTracks(self._model_dir, self._batch_size, GENRE_EMBEDDER_FILE))
+                | "EmbedGenres" >> EmbedTracks(self._model_dir, self._batch_size, Model.GENRE_EMBEDDER))
 
 
 def stack_catalogue(pairs: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -521,10 +523,10 @@ class MapCoordinates(beam.PTransform):
         return vectors | "All" >> beam.combiners.ToList() | "TSNE" >> beam.FlatMap(rows)
 
 
-def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, input_kind: str,
+def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, info: ModelInfo,
                    provenance: dict[str, Any], accepted: list[dict[str, Any]], k: int, batch_size: int,
                    approximate: bool = False, nprobe: int | None = None, target_recall: float = 0.95):
-    vectors = pipeline | "TrackVectors" >> TrackVectors(data, model_dir, spec, input_kind, batch_size)
+    vectors = pipeline | "TrackVectors" >> TrackVectors(data, model_dir, spec, info, batch_size)
     common.write_parquet(
         vectors | "EmbeddingRows" >> beam.MapTuple(lambda i, v: {"track_id": int(i), "embedding": v.tolist()}),
         staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings",
@@ -569,13 +571,13 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     spec = common.load_audio_spec(args.data, made_by="wavelist ingest")
     spec.require_same(common.load_audio_spec(args.model, made_by="wavelist train"),
                       what=f"the tiles in {args.data} (vs the model {args.model})")
-    info = common.read_json(common.join(args.model, "model_info.json"), made_by="wavelist train")
-    provenance = {"model_id": info["model_id"], "audio_spec": spec.to_dict()}
+    info = common.load_model_info(args.model)
+    provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
     accepted = [row for row in common.read_parquet(common.join(args.data, "tracks.parquet"),
                                                    made_by="wavelist ingest").to_pylist()
                 if row["status"] == "ok"]
     approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and len(accepted) > EXACT_LIMIT)
-    log.info("embed: %d tracks with model %s, %s neighbours", len(accepted), info["model_id"],
+    log.info("embed: %d tracks with model %s, %s neighbours", len(accepted), info.model_id,
              "approximate" if approximate else "exact")
 
     with common.staged_output(output.out, overwrite=output.overwrite, kind="embed",
@@ -583,14 +585,14 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         model_dir = args.model if common.is_remote(args.model) else str(Path(args.model).resolve())
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
-                       spec=spec, input_kind=info.get("input", "tiles"), provenance=provenance,
+                       spec=spec, info=info, provenance=provenance,
                        accepted=accepted, k=args.k, batch_size=args.batch_size, approximate=approximate,
                        nprobe=args.nprobe, target_recall=args.target_recall)
         common.run_pipeline(pipeline)
         embedded = common.parquet_num_rows(common.join(staging, "embeddings.parquet"))
         report_file = common.join(staging, NEIGHBOUR_REPORT)
         summary = {
-            "model_id": info["model_id"],
+            "model_id": info.model_id,
             "tracks_in_data": len(accepted),
             "tracks_embedded": embedded,
             "neighbour_rows": common.parquet_num_rows(common.join(staging, "neighbours.parquet")),

@@ -3,14 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; ``[shape=(n, d)]`` float32. A zero row raises ``ValueError``."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError("cannot normalise a zero vector")
-    return vectors / norms
+from core.vectors import unit as l2_normalise  # the one unit-normalise (a zero row raises)
 
 
 def top_k_cosine(

@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from schemas.layout import Model, Tables
+from schemas.model_info import GENRES, ModelInfo
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REFERENCES = {"mfcc_stats": "librosa summary statistics (reference_embeddings.py mfcc)",
@@ -123,12 +126,12 @@ def main() -> None:
     metrics = similarity_metrics()
     tracks = metrics.load_tracks(str(args.corpus / "fma_metadata" / "tracks.csv"))
     repeats = metrics.load_repeat_clips(str(args.ab_repeats))
-    model_info = json.loads((work / "model" / "model_info.json").read_text())
-    ours = f"wavelist default ({model_info['kind']}, {model_info['input']})"
-    embeddings = {ours: metrics.load_embeddings(str(work / "tables" / "embeddings.parquet"))}
-    if model_info["input"].endswith("+genres"):  # also what a catalogue without labels gets
+    model_info = ModelInfo.from_json((work / "model" / Model.INFO).read_text())
+    ours = f"wavelist default ({model_info.kind}, {model_info.input})"
+    embeddings = {ours: metrics.load_embeddings(str(work / "tables" / Tables.EMBEDDINGS))}
+    if model_info.has(GENRES):  # also what a catalogue without labels gets
         ids, X = embeddings[ours]
-        label_free = X[:, :-len(model_info["genres"])]  # the halves; the genre part is the last columns
+        label_free = X[:, :-len(model_info.genres)]  # the halves; the genre part is the last columns
         embeddings["wavelist, the same model's label-free part alone (the --no-genres vector)"] = (ids, label_free)
     for stem, label in REFERENCES.items():
         if (references / f"{stem}.npz").exists():
@@ -143,7 +146,7 @@ def main() -> None:
     intervals = bootstrap(values, ours)
 
     n_source, n_track = shared_means[ours]["n_source_q"], shared_means[ours]["n_track_q"]
-    print(json.dumps({"corpus": str(args.corpus), **timings, "model": model_info["model_id"]}))
+    print(json.dumps({"corpus": str(args.corpus), **timings, "model": model_info.model_id}))
     print(f"\nTest-split queries: {n_source} for source, {n_track} for same-track; 95 % bootstrap intervals "
           f"over original tracks.\n")
     print("| embedding | source P@10 | same-track R@10 | source P@10: ours minus it | same-track R@10: ours minus it |")

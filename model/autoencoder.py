@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from schemas.audio import AudioSpec
-from schemas.tables import EMBEDDING_DIM
+from schemas.model_info import PART_DIM
 
 CROP_FRAMES = 32
 LATENT_DIM = 256
@@ -54,7 +54,7 @@ def tile_embedder(spec: AudioSpec, encoder: keras.Model, mean: np.ndarray, compo
     latents = keras.layers.TimeDistributed(encoder)(crops)
     latent = keras.layers.GlobalAveragePooling1D()(latents)
     centred = keras.layers.Normalization(mean=mean, variance=np.ones_like(mean), name="pca_centre")(latent)
-    projection = keras.layers.Dense(EMBEDDING_DIM, use_bias=False, name="pca")
+    projection = keras.layers.Dense(PART_DIM, use_bias=False, name="pca")
     reduced = projection(centred)
     projection.set_weights([components])
     unit = keras.layers.UnitNormalization(name="unit_embedding")(reduced)

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 
 from schemas.audio import AudioSpec
-from schemas.tables import EMBEDDING_DIM
+from schemas.model_info import PART_DIM
 
 EMBEDDING_LAYER = "embedding"
 
@@ -29,7 +29,7 @@ def build_encoder(spec: AudioSpec, normaliser: keras.layers.Normalization, name:
         x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(0.3)(x)
-    embedding = keras.layers.Dense(EMBEDDING_DIM, name=EMBEDDING_LAYER)(x)
+    embedding = keras.layers.Dense(PART_DIM, name=EMBEDDING_LAYER)(x)
     return keras.Model(inputs, embedding, name=name)
 
 

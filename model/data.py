@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from schemas.audio import AudioSpec
+from schemas.layout import SPLITS, Data
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, tf_decode_mel, tf_feature_spec
 
 
@@ -24,7 +25,7 @@ def tile_files(data_dir: str | Path, split: str) -> list[str]:
 
 def track_labels(data_dir: str | Path) -> tuple[dict[int, int], list[str]]:
     """``{track_id: genre index}`` for accepted tracks with a genre, and the sorted genre names."""
-    table = pq.read_table(Path(data_dir) / "tracks.parquet", columns=["track_id", "genre", "status"]).to_pylist()
+    table = pq.read_table(Path(data_dir) / Data.TRACKS, columns=["track_id", "genre", "status"]).to_pylist()
     ok = [row for row in table if row["status"] == "ok" and row["genre"]]
     genres = sorted({row["genre"] for row in ok})
     index = {genre: i for i, genre in enumerate(genres)}
@@ -70,7 +71,7 @@ def tile_dataset(
 
 def all_tile_files(data_dir: str | Path) -> list[str]:
     """Every split's tile shards (label-free training may learn from the whole catalogue)."""
-    return [f for split in ("train", "validation", "test") for f in split_files(data_dir, split)]
+    return [f for split in SPLITS for f in split_files(data_dir, split)]
 
 
 def split_files(data_dir: str | Path, split: str) -> list[str]:

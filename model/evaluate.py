@@ -16,8 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from core import vectors as recipe
 from schemas.audio import AudioSpec
 from schemas.flags import FlagParser
+from schemas.layout import Data, Model
+from schemas.model_info import FEATURES, GENRES
 
 log = logging.getLogger(__name__)
 K = 10
@@ -34,19 +37,17 @@ class TrackVectors:
     excerpt_b: np.ndarray  # [m, d]
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def embed_catalogue(model_dir: str | Path, data_dir: str | Path) -> TrackVectors:
-    """Vectors of every track of DATA under the model (in this process, batch by batch)."""
+    """Vectors of every track of DATA under the model (in this process, batch by batch), made by the one
+    recipe the embed job uses (:mod:`core.vectors`)."""
     from model import data, features
     from model.train import load_embedder, model_info
 
+    info = model_info(model_dir)
     embedder = load_embedder(model_dir)
-    if model_info(model_dir).get("input") == "features":
+    if info.parts == (FEATURES,):
         ids, values = features.load_features(data_dir)
-        full = _unit(np.asarray(embedder(values, training=False)))
+        full = recipe.track_vectors(info, features=np.asarray(embedder(values, training=False)))
         empty = np.zeros((0, full.shape[1]), np.float32)
         return TrackVectors(ids, full, np.zeros(0, np.int64), empty, empty)
     spec = AudioSpec.load(data_dir)
@@ -56,23 +57,22 @@ def embed_catalogue(model_dir: str | Path, data_dir: str | Path) -> TrackVectors
                               for i in range(0, len(tiles), 256)])
     starts = np.flatnonzero(np.r_[True, track_ids[1:] != track_ids[:-1]])
     ends = np.r_[starts[1:], len(track_ids)]
-    full = _unit(np.stack([vectors[s:e].mean(axis=0) for s, e in zip(starts, ends)]))
+    tile_part = np.stack([recipe.part_vector(vectors[s:e]) for s, e in zip(starts, ends)])
     two = [(s, e) for s, e in zip(starts, ends) if e - s >= 2]
-    excerpt_a = _unit(np.stack([vectors[s:s + (e - s) // 2].mean(axis=0) for s, e in two])) if two else full[:0]
-    excerpt_b = _unit(np.stack([vectors[s + (e - s) // 2:e].mean(axis=0) for s, e in two])) if two else full[:0]
+    excerpt_a = np.stack([recipe.part_vector(vectors[s:s + (e - s) // 2]) for s, e in two]) if two else tile_part[:0]
+    excerpt_b = np.stack([recipe.part_vector(vectors[s + (e - s) // 2:e]) for s, e in two]) if two else tile_part[:0]
     ids = track_ids[starts]
-    input_kind = model_info(model_dir).get("input", "tiles")
-    if input_kind.startswith("tiles+features"):  # as the embed job joins the halves
-        from model import genre_part
-        from model.train import FEATURES_EMBEDDER_FILE, GENRE_EMBEDDER_FILE
-
+    features_part, genre_embedder = None, None
+    if info.has(FEATURES):
         feature_ids, values = features.load_features(data_dir)
-        halves = _unit(np.asarray(load_embedder(model_dir, FEATURES_EMBEDDER_FILE)(values, training=False)))
+        halves = np.asarray(load_embedder(model_dir, Model.FEATURES_EMBEDDER)(values, training=False))
         row_of = {int(t): i for i, t in enumerate(feature_ids)}
-        full = genre_part.joined_halves(full, halves[[row_of[int(t)] for t in ids]])
-        if input_kind.endswith("+genres"):
-            full = _unit(np.asarray(load_embedder(model_dir, GENRE_EMBEDDER_FILE)(full, training=False)))
-        # excerpts keep the tile half only: a track's summary statistics are one row for both halves
+        features_part = halves[[row_of[int(t)] for t in ids]]
+    if info.has(GENRES):
+        genre_model = load_embedder(model_dir, Model.GENRE_EMBEDDER)
+        genre_embedder = lambda joined: genre_model(joined, training=False)  # noqa: E731
+    full = recipe.track_vectors(info, tiles=tile_part, features=features_part, genre_embedder=genre_embedder)
+    # excerpts keep the tile half only: a track's summary statistics are one row for both halves
     return TrackVectors(ids, full, track_ids[[s for s, _ in two]], excerpt_a, excerpt_b)
 
 
@@ -150,21 +150,21 @@ def evaluate_model(model_dir: Path, data_dir: Path, report: Path) -> dict[str, A
     from model.train import model_info
 
     info = model_info(model_dir)
-    tracks = {r["track_id"]: r for r in pq.read_table(data_dir / "tracks.parquet").to_pylist() if r["status"] == "ok"}
+    tracks = {r["track_id"]: r for r in pq.read_table(data_dir / Data.TRACKS).to_pylist() if r["status"] == "ok"}
     vectors = embed_catalogue(model_dir, data_dir)
     genres = np.array([tracks[int(t)]["genre"] or "" for t in vectors.ids])
     artists = np.array([tracks[int(t)]["artist_id"] if tracks[int(t)]["artist_id"] is not None else -1
                         for t in vectors.ids])
     splits = np.array([tracks[int(t)]["split"] for t in vectors.ids])
     test_queries = np.flatnonzero((splits == "test") & (genres != ""))
-    result: dict[str, Any] = {"model": str(model_dir), "kind": info["kind"], "model_id": info["model_id"]}
+    result: dict[str, Any] = {"model": str(model_dir), "kind": info.kind, "model_id": info.model_id}
     result["neighbours"] = neighbour_quality(vectors.full, genres, artists, test_queries)
     result["same_track"] = same_track_recall(vectors, {int(t) for t in vectors.ids[splits == "test"]})
     result["genre_logreg"] = genre_accuracy(vectors.full, genres, splits)
-    metrics_path = model_dir / "metrics.json"
-    if info["kind"] == "cnn" and metrics_path.exists():
+    metrics_path = model_dir / Model.METRICS
+    if info.kind == "cnn" and metrics_path.exists():
         result["genre_classifier"] = json.loads(metrics_path.read_text()).get("test", {})
-    picture(vectors.full, genres, f"{info['kind']} ({info['model_id']})", report / f"{model_dir.name}-map2d.png")
+    picture(vectors.full, genres, f"{info.kind} ({info.model_id})", report / f"{model_dir.name}-map2d.png")
     return result
 
 

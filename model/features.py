@@ -7,17 +7,19 @@ import keras
 import numpy as np
 import pyarrow.parquet as pq
 
-from schemas.tables import EMBEDDING_DIM, summary_feature_names
+from schemas.layout import Data
+from schemas.model_info import PART_DIM
+from schemas.tables import summary_feature_names
 
 
 def load_features(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(track_ids [n], features [n, 200] float32)`` from ``DATA/features.parquet``."""
-    table = pq.read_table(Path(data_dir) / "features.parquet")
+    table = pq.read_table(Path(data_dir) / Data.FEATURES)
     names = summary_feature_names()
     return table["track_id"].to_numpy(), np.stack([table[n].to_numpy() for n in names], axis=1).astype(np.float32)
 
 
-def pca_components(values: np.ndarray, dims: int = EMBEDDING_DIM) -> tuple[np.ndarray, np.ndarray]:
+def pca_components(values: np.ndarray, dims: int = PART_DIM) -> tuple[np.ndarray, np.ndarray]:
     """``(mean [d], kernel [d, 64])`` of a PCA of ``values``; columns past the rank are zero."""
     from sklearn.decomposition import PCA
 
@@ -36,7 +38,7 @@ def features_embedder(features: np.ndarray) -> keras.Model:
     inputs = keras.Input(shape=(features.shape[1],), name="features")
     x = keras.layers.Normalization(mean=mean, variance=std**2, name="standardise")(inputs)
     x = keras.layers.Normalization(mean=pca_mean, variance=np.ones_like(pca_mean), name="pca_centre")(x)
-    projection = keras.layers.Dense(EMBEDDING_DIM, use_bias=False, name="pca")
+    projection = keras.layers.Dense(PART_DIM, use_bias=False, name="pca")
     x = projection(x)
     projection.set_weights([kernel])
     return keras.Model(inputs, keras.layers.UnitNormalization(name="unit_embedding")(x), name="embedder")

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import pyarrow.parquet as pq
 
-from beam_jobs.neighbours import l2_normalise
+from schemas.layout import Data
 
 MIN_GENRE_TRACKS = 5  # labelled tracks (outside the test split) a genre needs before the probe learns it
 HELD_OUT_SPLIT = "test"
@@ -30,17 +30,12 @@ HELD_OUT_SPLIT = "test"
 def training_labels(data_dir: str | Path, min_tracks: int = MIN_GENRE_TRACKS) -> tuple[dict[int, int], list[str]]:
     """``({track_id: genre index}, genres)`` of accepted tracks outside the test split whose genre has at
     least ``min_tracks`` of them; tracks of rarer genres and unlabelled tracks are left out."""
-    rows = pq.read_table(Path(data_dir) / "tracks.parquet", columns=["track_id", "genre", "split", "status"]).to_pylist()
+    rows = pq.read_table(Path(data_dir) / Data.TRACKS, columns=["track_id", "genre", "split", "status"]).to_pylist()
     labelled = [r for r in rows if r["status"] == "ok" and r["genre"] and r["split"] != HELD_OUT_SPLIT]
     counts = Counter(r["genre"] for r in labelled)
     genres = sorted(g for g, n in counts.items() if n >= min_tracks)
     index = {g: i for i, g in enumerate(genres)}
     return {r["track_id"]: index[r["genre"]] for r in labelled if r["genre"] in index}, genres
-
-
-def joined_halves(tile_half: np.ndarray, features_half: np.ndarray) -> np.ndarray:
-    """Two unit halves side by side, scaled to a unit vector (as the embed job joins them)."""
-    return np.hstack([l2_normalise(tile_half), l2_normalise(features_half)]) / np.float32(np.sqrt(2.0))
 
 
 def fit_probe(joined: np.ndarray, labels: np.ndarray, n_genres: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,15 +25,14 @@ from typing import Any, Callable
 import numpy as np
 
 from beam_jobs import common
+from core import vectors as recipe
 from schemas.audio import AudioSpec
 from schemas.flags import FlagParser
+from schemas.layout import Data, Model
+from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 
 log = logging.getLogger(__name__)
-EMBEDDER_FILE = "embedder.keras"
-FEATURES_EMBEDDER_FILE = "features_embedder.keras"  # the second half of a "tiles+features" model
-GENRE_EMBEDDER_FILE = "genre_embedder.keras"  # joined halves -> final vector with the genre part
 WHITENED_DIMS = 32
-MODEL_INFO_FILE = "model_info.json"
 KINDS = ("cnn", "contrastive", "autoencoder", "features")
 # contrastive: 20 x 50 steps of 64 pairs take about 11 minutes on 2 CPU cores whatever the catalogue's size
 DEFAULT_EPOCHS = {"cnn": 30, "contrastive": 20, "autoencoder": 30, "features": 0}
@@ -130,8 +129,8 @@ def _callbacks(staging: Path, monitor: str, patience: int) -> list:
 
     return [
         keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(staging / "history.csv")),
-        keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
+        keras.callbacks.CSVLogger(str(staging / Model.HISTORY)),
+        keras.callbacks.TensorBoard(log_dir=str(staging / Model.LOGS)),
     ]
 
 
@@ -192,8 +191,8 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
         "test": evaluate_split(classifier, splits["test"], genres) if "test" in splits else {},
         "validation": evaluate_split(classifier, validation, genres) if has_validation else {},
     }
-    classifier.save(staging / "classifier.keras")
-    (staging / "genres.json").write_text(json.dumps(genres, indent=2) + "\n")
+    classifier.save(staging / Model.CLASSIFIER)
+    (staging / Model.GENRES).write_text(json.dumps(genres, indent=2) + "\n")
     raw = cnn.embedding_outputs(classifier)
     centre = _mean_embedding(raw, (m for m, _, _ in plain_train))
     return Trained(cnn.embedder_of(classifier, centre), "tiles", metrics)
@@ -257,12 +256,12 @@ def with_genre_part(trained: Trained, data_dir: str, tile_vectors: np.ndarray, t
     row_of = {int(t): i for i, t in enumerate(feature_ids)}
     labelled_tiles = np.array([int(t) in labels and int(t) in row_of for t in tile_track_ids])
     labelled_vectors, labelled_ids = tile_vectors[labelled_tiles], tile_track_ids[labelled_tiles]
-    tile_joined = genre_part.joined_halves(labelled_vectors, features_half[[row_of[int(t)] for t in labelled_ids]])
+    tile_joined = recipe.join_halves(labelled_vectors, features_half[[row_of[int(t)] for t in labelled_ids]])
     tile_labels = np.array([labels[int(t)] for t in labelled_ids])
     embedder = genre_part.genre_part_embedder(tile_joined, tile_labels, genres)
 
     track_ids = np.unique(labelled_ids)
-    track_joined = genre_part.joined_halves(per_track_mean(labelled_vectors, labelled_ids),
+    track_joined = recipe.join_halves(per_track_mean(labelled_vectors, labelled_ids),
                                             features_half[[row_of[int(t)] for t in track_ids]])
     y = np.array([labels[int(t)] for t in track_ids])
     predicted = np.asarray(embedder(track_joined, training=False))[:, track_joined.shape[1]:].argmax(axis=1)
@@ -271,7 +270,7 @@ def with_genre_part(trained: Trained, data_dir: str, tile_vectors: np.ndarray, t
     metrics = {**trained.metrics, "genre_part": {"genres": genres, "labelled_tracks": len(track_ids),
                                                  "labelled_tiles": len(tile_labels),
                                                  "training_accuracy": float(np.mean(predicted == y))}}
-    return replace(trained, input_kind="tiles+features+genres", metrics=metrics, genre_embedder=embedder,
+    return replace(trained, input_kind="+".join((TILES, FEATURES, GENRES)), metrics=metrics, genre_embedder=embedder,
                    genres=genres)
 
 
@@ -352,7 +351,7 @@ def _all_tracks(data_dir: str) -> dict[int, int]:
     """Every accepted track labelled 0: the label-free trainers read tiles through the same parser."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(Path(data_dir) / "tracks.parquet", columns=["track_id", "status"]).to_pylist()
+    table = pq.read_table(Path(data_dir) / Data.TRACKS, columns=["track_id", "status"]).to_pylist()
     return {row["track_id"]: 0 for row in table if row["status"] == "ok"}
 
 
@@ -380,7 +379,7 @@ def files_digest(paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_embedder(model_dir: str | Path, file: str = EMBEDDER_FILE):
+def load_embedder(model_dir: str | Path, file: str = Model.EMBEDDER):
     """The exported input -> vector Keras model of ``model_dir`` (``file``: which of its embedders)."""
     import keras
 
@@ -390,19 +389,19 @@ def load_embedder(model_dir: str | Path, file: str = EMBEDDER_FILE):
     return keras.saving.load_model(path, compile=False)
 
 
-def model_info(model_dir: str | Path) -> dict[str, Any]:
-    path = Path(model_dir) / MODEL_INFO_FILE
+def model_info(model_dir: str | Path) -> ModelInfo:
+    path = Path(model_dir) / Model.INFO
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: is {model_dir} an output of wavelist train?")
-    return json.loads(path.read_text())
+    return ModelInfo.from_json(path.read_text(), source=str(path))
 
 
-def embedding_dim(trained: Trained) -> int:
-    """Length of the vectors the embed job writes with this model."""
-    if trained.genre_embedder is not None:
-        return int(trained.genre_embedder.output.shape[-1])
-    halves = [trained.embedder, trained.features_embedder]
-    return sum(int(m.output.shape[-1]) for m in halves if m is not None)
+def vector_parts(trained: Trained) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The parts of the vectors the embed job makes with this model, and the length of each."""
+    parts = tuple(trained.input_kind.split("+"))
+    width = {TILES: trained.embedder, FEATURES: trained.features_embedder or trained.embedder}
+    dims = tuple(len(trained.genres or []) if part == GENRES else int(width[part].output.shape[-1]) for part in parts)
+    return parts, dims
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
@@ -420,21 +419,20 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     with common.staged_output(args.out, overwrite=args.overwrite, kind="train", inputs=inputs) as staging_name:
         staging = Path(staging_name)
         trained = TRAINERS[args.model](args, spec, staging)
-        trained.embedder.save(staging / EMBEDDER_FILE)
+        trained.embedder.save(staging / Model.EMBEDDER)
         if trained.features_embedder is not None:
-            trained.features_embedder.save(staging / FEATURES_EMBEDDER_FILE)
+            trained.features_embedder.save(staging / Model.FEATURES_EMBEDDER)
         if trained.genre_embedder is not None:
-            trained.genre_embedder.save(staging / GENRE_EMBEDDER_FILE)
+            trained.genre_embedder.save(staging / Model.GENRE_EMBEDDER)
         spec.save(staging)
         metrics = {"kind": args.model, **trained.metrics}
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (staging / Model.METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         # every embedder counts: the same tile model with and without a genre part makes other vectors
-        digest = files_digest([staging / f for f in (EMBEDDER_FILE, FEATURES_EMBEDDER_FILE, GENRE_EMBEDDER_FILE)])
-        info = {"model_id": f"{args.model}-{digest}", "kind": args.model,
-                "input": trained.input_kind,
-                "embedding_dim": embedding_dim(trained), "genres": trained.genres,
-                "tensorflow": tf.__version__, "keras": keras.__version__}
-        (staging / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        digest = files_digest([staging / f for f in (Model.EMBEDDER, Model.FEATURES_EMBEDDER, Model.GENRE_EMBEDDER)])
+        parts, dims = vector_parts(trained)
+        info = ModelInfo(model_id=f"{args.model}-{digest}", kind=args.model, parts=parts, part_dims=dims,
+                         genres=trained.genres, versions={"tensorflow": tf.__version__, "keras": keras.__version__})
+        (staging / Model.INFO).write_text(info.to_json())
     log.info("train %s -> %s", args.model, args.out)
     return metrics
 

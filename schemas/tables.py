@@ -6,8 +6,6 @@ from typing import Any
 
 import pyarrow as pa
 
-EMBEDDING_DIM = 64
-
 # Per-track librosa summary features, FMA style: (name, number of coefficients); each gets mean and std.
 SUMMARY_FEATURES: tuple[tuple[str, int], ...] = (
     ("mfcc", 20),

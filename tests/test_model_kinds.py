@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model import evaluate, train
+from schemas.layout import Model
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +23,8 @@ def kinds(pipeline_outputs, tmp_path_factory):
 @pytest.mark.parametrize("kind", ["contrastive", "autoencoder", "features"])
 def test_each_kind_exports_a_unit_64d_embedder(kinds, pipeline_outputs, kind):
     info = train.model_info(kinds[kind])
-    assert info["kind"] == kind and info["model_id"].startswith(kind)
-    assert info["input"] == {"features": "features", "contrastive": "tiles+features"}.get(kind, "tiles")
+    assert info.kind == kind and info.model_id.startswith(kind)
+    assert info.input == {"features": "features", "contrastive": "tiles+features"}.get(kind, "tiles")
     vectors = evaluate.embed_catalogue(kinds[kind], pipeline_outputs["data"])
     assert vectors.full.shape == (32, 64)
     np.testing.assert_allclose(np.linalg.norm(vectors.full, axis=1), 1.0, atol=1e-5)
@@ -50,8 +51,8 @@ def test_genre_part_is_off_when_the_catalogue_has_too_few_labelled_tracks(kinds)
     # the tiny catalogue has 4 training and 2 validation tracks per genre: 6, so a minimum of 7 turns it off
     metrics = json.loads((kinds["contrastive"] / "metrics.json").read_text())
     assert metrics["genre_part"].startswith("off: fewer than two genres with 7 labelled tracks outside the test")
-    assert not (kinds["contrastive"] / train.GENRE_EMBEDDER_FILE).exists()
-    assert train.model_info(kinds["contrastive"])["genres"] is None
+    assert not (kinds["contrastive"] / Model.GENRE_EMBEDDER).exists()
+    assert train.model_info(kinds["contrastive"]).genres is None
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +63,34 @@ def with_genres(pipeline_outputs, tmp_path_factory):
     return out
 
 
+def trainer_vectors(model_dir, data_dir) -> dict[int, np.ndarray]:
+    """Track vectors computed the trainer's way (its chunked predictions and per-track means, in this process)
+    through the recipe."""
+    from core import vectors as recipe
+    from model import data, features
+    from schemas.audio import AudioSpec
+
+    info = train.model_info(model_dir)
+    tiles, tile_ids = data.load_tiles(data.all_tile_files(data_dir), AudioSpec.load(data_dir))
+    tile_part = train.per_track_mean(train.predict_in_chunks(train.load_embedder(model_dir), tiles), tile_ids)
+    ids = np.unique(tile_ids)
+    feature_ids, values = features.load_features(data_dir)
+    features_half = train.load_embedder(model_dir, Model.FEATURES_EMBEDDER).predict_on_batch(values)
+    row_of = {int(t): i for i, t in enumerate(feature_ids)}
+    genre = train.load_embedder(model_dir, Model.GENRE_EMBEDDER)
+    vectors = recipe.track_vectors(info, tiles=tile_part, features=features_half[[row_of[int(t)] for t in ids]],
+                                   genre_embedder=genre.predict_on_batch)
+    return dict(zip(ids.tolist(), vectors))
+
+
 def test_genre_part_joins_the_embed_job_vector_as_a_third_part(with_genres, pipeline_outputs, tmp_path):
     from beam_jobs import embed
     from tests.conftest import IN_MEMORY, TINY_STYLES
 
     info = train.model_info(with_genres)
-    assert info["input"] == "tiles+features+genres" and info["genres"] == sorted(TINY_STYLES)
-    assert info["embedding_dim"] == 64 + 4
+    assert info.input == "tiles+features+genres" and info.genres == sorted(TINY_STYLES)
+    assert info.parts == ("tiles", "features", "genres") and info.part_dims == (32, 32, 4)
+    assert info.embedding_dim == 64 + 4
     metrics = json.loads((with_genres / "metrics.json").read_text())["genre_part"]
     assert metrics["labelled_tracks"] == 24 and metrics["labelled_tiles"] > 24 and metrics["training_accuracy"] > 0.5
     embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(with_genres), "--out", str(tmp_path / "t"),
@@ -77,8 +99,10 @@ def test_genre_part_joins_the_embed_job_vector_as_a_third_part(with_genres, pipe
     job = dict(zip(table["track_id"], np.array(table["embedding"])))
     local = evaluate.embed_catalogue(with_genres, pipeline_outputs["data"])
     assert local.full.shape == (32, 68)
-    for track_id, vector in zip(local.ids.tolist(), local.full):
-        np.testing.assert_allclose(job[track_id], vector, atol=1e-4)
+    trainer = trainer_vectors(with_genres, pipeline_outputs["data"])
+    for track_id, vector in zip(local.ids.tolist(), local.full):  # one recipe: embed, evaluate and train agree
+        np.testing.assert_allclose(job[track_id], vector, atol=1e-5)
+        np.testing.assert_allclose(trainer[track_id], vector, atol=1e-5)
     # three parts of equal weight: learned half, statistics half, genre probabilities
     parts = [np.linalg.norm(local.full[:, a:b], axis=1) for a, b in ((0, 32), (32, 64), (64, 68))]
     np.testing.assert_allclose(parts, np.sqrt(1 / 3), atol=1e-5)
@@ -89,15 +113,15 @@ def test_no_genres_flag_keeps_the_label_free_vector(pipeline_outputs, tmp_path):
     train.run(["--data", str(pipeline_outputs["data"]), "--out", str(tmp_path / "m"), "--verbose", "0",
                "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--no-genres"])
     info = train.model_info(tmp_path / "m")
-    assert info["input"] == "tiles+features" and info["embedding_dim"] == 64
+    assert info.input == "tiles+features" and info.embedding_dim == 64
 
 
 def test_model_id_covers_every_embedder_file(tmp_path):
     # the same tile model with and without a genre part writes other vectors: their ids must differ
-    (tmp_path / train.EMBEDDER_FILE).write_bytes(b"tile model")
-    files = [tmp_path / f for f in (train.EMBEDDER_FILE, train.FEATURES_EMBEDDER_FILE, train.GENRE_EMBEDDER_FILE)]
+    (tmp_path / Model.EMBEDDER).write_bytes(b"tile model")
+    files = [tmp_path / f for f in (Model.EMBEDDER, Model.FEATURES_EMBEDDER, Model.GENRE_EMBEDDER)]
     tiles_only = train.files_digest(files)
-    (tmp_path / train.GENRE_EMBEDDER_FILE).write_bytes(b"genre probe")
+    (tmp_path / Model.GENRE_EMBEDDER).write_bytes(b"genre probe")
     assert train.files_digest(files) != tiles_only
     assert tiles_only == train.files_digest(files[:1])  # a one-file model keeps the id it always had
 

@@ -8,6 +8,7 @@ import pytest
 from beam_jobs.neighbours import top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec, AudioSpecMismatch
+from schemas.model_info import ModelInfo
 
 
 def test_train_writes_model_and_metrics(pipeline_outputs):
@@ -31,8 +32,10 @@ def test_embeddings_are_unit_vectors_one_per_track(pipeline_outputs):
     meta = tables.read_metadata(table.schema)
     assert meta["model_id"].startswith("cnn-") and meta["audio_spec"] == AudioSpec.load(data).to_dict()
     vectors = np.stack(table["embedding"].to_numpy(zero_copy_only=False))
+    info = ModelInfo.from_json((pipeline_outputs["model"] / "model_info.json").read_text())
+    assert info.parts == ("tiles",) and info.embedding_dim == 64
     assert set(table["track_id"].to_pylist()) == accepted
-    assert vectors.shape == (len(accepted), tables.EMBEDDING_DIM)
+    assert vectors.shape == (len(accepted), info.embedding_dim)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
