@@ -466,7 +466,10 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                 if endpoint.path == "/openapi.json":
                     return _json(openapi())
                 if endpoint.path == "/reload":
-                    await anyio.to_thread.run_sync(service.reload)
+                    try:
+                        await anyio.to_thread.run_sync(service.reload)
+                    except (OSError, ValueError) as error:
+                        raise BadRequest(f"kept the current tables: {error}", 409) from None
                     return _json({"reloaded": True, "tables": service.current.info})
                 if endpoint.path == "/profile" and request.method == "POST":
                     from playlists.output import parse_track_list
