@@ -245,6 +245,22 @@ class Endpoint:
     methods: tuple[str, ...] = ("GET",)
     tags: tuple[str, ...] = ("wavelist",)
     handler: Callable | None = field(default=None, compare=False)
+    # whether a request is cheap enough (well under a millisecond) to answer on the event loop, without the hop
+    # to a worker thread, which under load costs more than the answer (the GIL is handed over every 5 ms)
+    inline: Callable[[Snapshot, dict[str, Any]], bool] = field(default=lambda snapshot, args: False, compare=False)
+
+
+def _stored_slice(track: str, count: str) -> Callable[[Snapshot, dict[str, Any]], bool]:
+    """A radio that is a slice of the stored neighbour lists: a track id, no filter, shorter than the lists."""
+    def cheap(snapshot: Snapshot, args: dict[str, Any]) -> bool:
+        return (str(args[track]).strip().isdecimal() and not args.get("variety")
+                and args.get("max_per_artist") is None and not args.get("exclude_artist")
+                and args[count] <= snapshot.tables.neighbour_rows.shape[1] // 2)
+    return cheap
+
+
+def _always(snapshot: Snapshot, args: dict[str, Any]) -> bool:
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -343,7 +359,7 @@ ENDPOINTS: list[Endpoint] = [
              tags=("service",)),
     Endpoint("/radio", "The tracks nearest to one seed (wavelist radio)",
              (Param("seed", "track", TRACK, required=True), _count(20), EXCLUDE_ARTIST, VARIETY, CAP), tags=(PLAYLIST,),
-             handler=_playlist("radio")),
+             handler=_playlist("radio"), inline=_stored_slice("seed", "n")),
     Endpoint("/like", "A blend of several seeds (wavelist like)",
              (Param("seeds", "track", TRACK, required=True, many=True), _count(20), EXCLUDE_ARTIST, VARIETY, CAP),
              tags=(PLAYLIST,), handler=_playlist("like")),
@@ -369,13 +385,13 @@ ENDPOINTS: list[Endpoint] = [
               _count(20, name="limit")), tags=("catalogue",), handler=_search),
     Endpoint("/rest/getSonicSimilarTracks", "OpenSubsonic sonicSimilarity: tracks that sound like one track",
              (Param("id", "track", TRACK, required=True), _count(10, name="count")), tags=("OpenSubsonic",),
-             handler=_sonic_similar),
+             handler=_sonic_similar, inline=_stored_slice("id", "count")),
     Endpoint("/rest/findSonicPath", "OpenSubsonic sonicSimilarity: a path of tracks from one song to another",
              (Param("startSongId", "track", TRACK, required=True), Param("endSongId", "track", TRACK, required=True),
               _count(25, MAX_JOURNEY, 2, name="count")), tags=("OpenSubsonic",), handler=_sonic_path),
     Endpoint("/rest/getOpenSubsonicExtensions", "The OpenSubsonic extensions answered here",
-             tags=("OpenSubsonic",), handler=_extensions),
-    Endpoint("/rest/ping", "OpenSubsonic ping", tags=("OpenSubsonic",), handler=_ping),
+             tags=("OpenSubsonic",), handler=_extensions, inline=_always),
+    Endpoint("/rest/ping", "OpenSubsonic ping", tags=("OpenSubsonic",), handler=_ping, inline=_always),
     Endpoint("/reload", "Load the TABLES folder again and swap it in whole (also done by the watch)",
              methods=("POST",), tags=("service",)),
     Endpoint("/openapi.json", "This description", tags=("service",)),
@@ -479,6 +495,8 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                         raise BadRequest("give the history either as the body (POST) or as history= (GET)")
                     args["history"] = await anyio.to_thread.run_sync(
                         parse_track_list, snapshot.tables, text, "the request body", limiter=limiter)
+                if endpoint.inline(snapshot, args):
+                    return _json(endpoint.handler(snapshot, args))
                 answer = await anyio.to_thread.run_sync(endpoint.handler, snapshot, args, limiter=limiter)
                 return _json(answer)
             except BadRequest as error:
