@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
-    parser.add_argument("--threads", type=int, default=4, help="the server's --threads")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="the server's --threads (default: its default, one per core)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/wavelist-query-bench"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default: the folder holding every catalogue path)")
     serve.add_argument("--watch-seconds", type=float, default=2.0,
                        help="look for a newly published TABLES folder this often (0: only POST /reload)")
-    serve.add_argument("--threads", type=int, default=4, help="worker threads answering queries")
+    serve.add_argument("--threads", type=int, help="worker threads answering queries (default: one per core)")
     return parser
 
 

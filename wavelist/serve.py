@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -529,12 +530,16 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
 
 
 def serve(tables: str, *, address: str = "127.0.0.1", port: int = 8000, music_folder: str | None = None,
-          watch_seconds: float = 2.0, threads: int = 4) -> None:
+          watch_seconds: float = 2.0, threads: int | None = None) -> None:
     """Load ``tables`` and answer on ``address:port`` until interrupted."""
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
+    # one BLAS thread for the whole process: queries already run side by side on worker threads, and the
+    # playlist code's per-query limit (playlists.tables.one_blas_thread) is process-wide, so not for threads
+    threadpool_limits(limits=1, user_api="blas")
     service = Service(tables, music_folder=music_folder, watch_seconds=watch_seconds)
-    app = create_app(service, threads=threads)
+    app = create_app(service, threads=threads or os.cpu_count() or 2)
     service.start_watch()
     snapshot = service.current
     log.info("serving %s (%d tracks, model %s) on http://%s:%d; GET /openapi.json describes the API", tables,
