@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="the server's --threads (default: its default, one per core)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/wavelist-query-bench"))
+    parser.add_argument("--queries", nargs="+", choices=("radio", "journey"), default=["radio", "journey"])
+    parser.add_argument("--no-reload", action="store_true", help="leave out the runs during a reload")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -170,22 +172,23 @@ def main() -> None:
             return f"/journey?from={a}&to={b}&n=20"
 
         def report(name: str, clients: int, result: dict) -> None:
-            result.update(query=name, clients=clients)
+            result.update(query=name, clients=clients, load_average_1min=round(os.getloadavg()[0], 2))
             results["runs"].append(result)
             line = (f"{name:<8} {clients:>3} clients: {result['throughput']:8.1f} req/s  p50 {result['p50_ms']:8.2f} ms  "
                     f"p99 {result['p99_ms']:8.2f} ms  max {result['max_ms']:8.2f} ms  {result['requests']:6d} requests  "
-                    f"{result['failures']} failed")
+                    f"{result['failures']} failed  (load average {result['load_average_1min']})")
             if "reload" in result:
                 r = result["reload"]
                 line += (f"\n         during the reload ({r['seconds']} s from publish to swap): {r['requests']} requests, "
                          f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.2f} ms")
             print(line, flush=True)
 
-        for name, paths in (("radio", radio), ("journey", journey)):
+        kinds = [(name, paths) for name, paths in (("radio", radio), ("journey", journey)) if name in args.queries]
+        for name, paths in kinds:
             for clients in args.clients:
                 report(name, clients, asyncio.run(run_load(port, paths, clients, args.seconds)))
 
-        for name, paths in (("radio", radio), ("journey", journey)):
+        for name, paths in [] if args.no_reload else kinds:
             async def publish_and_wait(t0: float) -> tuple[float, float]:
                 await asyncio.sleep(1.0)
                 generation = health(port)["generation"]
