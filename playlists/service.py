@@ -164,3 +164,31 @@ class TrackFinder:
             return self._paths()[relative]
         raise UnknownTrack(f"{text!r} is neither a track id, nor the path of a track relative to the music folder, "
                            f"nor a MusicBrainz recording id of {self.tables.folder}")
+
+    def parse_list(self, text: str, source: str = "the list") -> list[int]:
+        """Track ids in ``text``, in order, in the formats of :func:`playlists.output.parse_track_list` (M3U,
+        wavelist's JSON, ids or audio paths one a line), but looked up by :meth:`find` alone: an absolute path
+        must lie in the music folder, and no path is looked up on the file system."""
+        import json
+
+        if text.lstrip().startswith("["):
+            try:
+                return [self.find(str(row["track_id"])) for row in json.loads(text)]
+            except (json.JSONDecodeError, TypeError, KeyError) as error:
+                raise ValueError(f"{source} is not a JSON list of objects with a track_id ({error})") from None
+        found = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if os.path.isabs(line):
+                path = os.path.normpath(line)
+                if not path.startswith(self.music_folder + os.sep):
+                    raise ValueError(f"{source} line {number}: {line!r} is outside the music folder "
+                                     f"{self.music_folder}")
+                line = path[len(self.music_folder) + 1:]
+            try:
+                found.append(self.find(line))
+            except (UnknownTrack, ValueError) as error:
+                raise type(error)(f"{source} line {number}: {error}") from None
+        return found

@@ -22,6 +22,7 @@ from wavelist.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRACKS = 400
+NASTY_TITLE = 'A "title"\nwith </script>, \\ and \u00e9\u00df\u2603'  # text from files is data
 
 
 def mbid(track_id: int) -> str:
@@ -35,6 +36,8 @@ def write_tables(folder: Path, *, seed: int, model_id: str) -> Path:
     write_synthetic_tables(folder, N_TRACKS, seed=seed, model_id=model_id)
     tracks = pq.read_table(folder / "tracks.parquet")
     ids = tracks["track_id"].to_pylist()
+    titles = [NASTY_TITLE if i == 1399 else t for i, t in zip(ids, tracks["title"].to_pylist())]
+    tracks = tracks.set_column(tracks.schema.get_field_index("title"), "title", pa.array(titles))
     pq.write_table(tracks.append_column("musicbrainz_recording_id", pa.array([mbid(i) for i in ids])),
                    folder / "tracks.parquet")
     return folder
@@ -148,6 +151,16 @@ def test_playlists_are_the_command_line_answers(client, tables_dir, capsys, tmp_
     assert ok(client, "/profile", params={"history": [1001, 1002, 1003], "n": 7, "half_life": 2})["tracks"] == want
     posted = client.post("/profile", params={"n": 7, "half_life": 2}, content=history.read_text())
     assert posted.status_code == 200 and posted.json()["tracks"] == want
+    m3u = "#EXTM3U\n" + "".join(f"#EXTINF:-1,x\n{tables_dir}/audio/{i}.wav\n" for i in (1001, 1002)) + "1003.wav\n"
+    assert ok_post(client, "/profile?n=7&half_life=2", m3u)["tracks"] == want
+    outside = client.post("/profile", content="1001\n/etc/passwd\n")
+    assert outside.status_code == 400 and "line 2: '/etc/passwd' is outside the music folder" in outside.json()["error"]
+
+
+def ok_post(client: httpx.Client, url: str, body: str) -> dict:
+    response = client.post(url, content=body)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 def test_journey_reports_smoothness_and_runs_from_a_to_b(client):
@@ -162,6 +175,11 @@ def test_track_by_id_path_mbid_or_title(client):
     assert by_id["title"] == "Song 1042" and by_id["relative_path"] == "1042.wav"
     for name in ("1042.wav", "./1042.wav", mbid(1042), mbid(1042).upper(), "Song 1042"):
         assert ok(client, "/track", params={"id": name})["track"] == by_id, name
+
+
+def test_titles_are_data(client):
+    assert ok(client, "/track", params={"id": 1399})["track"]["title"] == NASTY_TITLE
+    assert "\\n" in client.get("/track", params={"id": 1399}).text  # encoded, not a raw line break
 
 
 def test_search_by_words(client):

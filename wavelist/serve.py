@@ -489,13 +489,11 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                         raise BadRequest(f"kept the current tables: {error}", 409) from None
                     return _json({"reloaded": True, "tables": service.current.info})
                 if endpoint.path == "/profile" and request.method == "POST":
-                    from playlists.output import parse_track_list
-
                     text = await _read_body(request)
                     if args["history"]:
                         raise BadRequest("give the history either as the body (POST) or as history= (GET)")
                     args["history"] = await anyio.to_thread.run_sync(
-                        parse_track_list, snapshot.tables, text, "the request body", limiter=limiter)
+                        snapshot.finder.parse_list, text, "the request body", limiter=limiter)
                 if endpoint.inline(snapshot, args):
                     return _json(endpoint.handler(snapshot, args))
                 answer = await anyio.to_thread.run_sync(endpoint.handler, snapshot, args, limiter=limiter)
