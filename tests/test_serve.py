@@ -268,6 +268,14 @@ def test_serve_refuses_a_bad_folder_in_one_line(tmp_path, capsys):
     assert err.startswith("wavelist serve: error:") and "nowhere is not a folder" in err and "\n" not in err
 
 
+def test_serve_on_a_busy_port_is_one_line(server, tables_dir, capsys):
+    assert main(["serve", "--tables", str(tables_dir), "--port", str(server.port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"wavelist serve: error: cannot listen on 127.0.0.1:{server.port}: Address already in use"
+    assert main(["serve", "--tables", str(tables_dir), "--port", "70000"]) == 2
+    assert "--port must be between 0 and 65535" in capsys.readouterr().err
+
+
 def publish(staging: Path, out: Path) -> None:
     """As embed publishes a local TABLES folder: the old one renamed aside, the new one renamed into place."""
     old = out.with_name(f".{out.name}.old")

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -527,6 +528,24 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
     return app
 
 
+def listen(address: str, port: int) -> socket.socket:
+    """A socket bound to ``address:port`` (port 0: any free one); a one-line ``OSError`` if it cannot be."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as error:
+        raise OSError(f"cannot listen on {address}:{port}: {error.strerror or error}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"cannot listen on {address}:{port}: {error.strerror or error}") from None
+    return sock
+
+
 def serve(tables: str, *, address: str = "127.0.0.1", port: int = 8000, music_folder: str | None = None,
           watch_seconds: float = 2.0, threads: int | None = None) -> None:
     """Load ``tables`` and answer on ``address:port`` until interrupted."""
@@ -536,15 +555,17 @@ def serve(tables: str, *, address: str = "127.0.0.1", port: int = 8000, music_fo
     # one BLAS thread for the whole process: queries already run side by side on worker threads, and the
     # playlist code's per-query limit (playlists.tables.one_blas_thread) is process-wide, so not for threads
     threadpool_limits(limits=1, user_api="blas")
+    sock = listen(address, port)  # before loading: a busy port is an error at once
     service = Service(tables, music_folder=music_folder, watch_seconds=watch_seconds)
     app = create_app(service, threads=threads or os.cpu_count() or 2)
     service.start_watch()
     snapshot = service.current
     log.info("serving %s (%d tracks, model %s) on http://%s:%d; GET /openapi.json describes the API", tables,
-             len(snapshot.tables), snapshot.tables.model_id, address, port)
+             len(snapshot.tables), snapshot.tables.model_id, address, sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
+                            h11_max_incomplete_event_size=MAX_QUERY_BYTES + 8192)
     try:
-        uvicorn.run(app, host=address, port=port, log_level="warning", access_log=False,
-                    h11_max_incomplete_event_size=MAX_QUERY_BYTES + 8192, timeout_graceful_shutdown=2)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         service.stop_watch()
-
+        sock.close()
