@@ -56,7 +56,7 @@ def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | N
     from playlists.radio import like, radio
 
     if max_per_artist is not None and max_per_artist < 1:
-        raise ValueError(f"max_per_artist must be 1 or more, got {max_per_artist}")
+        raise ValueError(f"--max-per-artist must be 1 or more, got {max_per_artist}")
     resolve = resolve or tables.resolve
     if kind == "radio":
         if seed is None:
@@ -143,6 +143,8 @@ class TrackFinder:
         if not text:
             raise ValueError("the track id is empty")
         if text.lstrip("-").isdecimal():
+            if not -2**63 <= int(text) < 2**63:
+                raise UnknownTrack(f"track {text[:40]} is not in {self.tables.folder}: track ids are 64-bit integers")
             return int(self.tables.ids[self.tables.row(int(text))])
         if MBID.match(text):
             if MBID_COLUMN not in self.tables.catalogue.column_names:

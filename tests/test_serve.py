@@ -215,6 +215,7 @@ def test_opensubsonic_sonic_path(client):
 
 BAD = [
     ("/radio?seed=999999", 404, "track 999999 is not in"),
+    ("/radio?seed=123456789012345678901234567890", 404, "track ids are 64-bit integers"),
     ("/radio?seed=Sonng%201001", 404, "'Sonng 1001' is neither a track id"),
     ("/radio", 400, "missing parameter 'seed'"),
     ("/radio?seed=1001&n=abc", 400, "parameter 'n' must be an integer, got 'abc'"),
