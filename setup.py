@@ -25,6 +25,8 @@ REQUIREMENTS = [
     "matplotlib==3.11.2",
     "streamlit==1.67.0",
     "threadpoolctl==3.8.0",
+    "starlette==1.10.0",
+    "uvicorn==0.54.0",
 ]
 
 setuptools.setup(
@@ -35,6 +37,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["core*", "beam_jobs*", "model*", "schemas*", "playlists*", "wavelist*"]),
     python_requires=">=3.11",
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "httpx==0.28.1", "duckdb==2.0.1"]},
     entry_points={"console_scripts": ["wavelist=wavelist.cli:main"]},
 )

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from playlists.radio import Entry
 from playlists.tables import Tables
@@ -13,23 +16,24 @@ FORMATS = ("table", "json", "m3u")
 
 
 def playlist_rows(tables: Tables, entries: list[Entry]) -> list[dict[str, Any]]:
-    rows = []
-    for entry in entries:
-        track = tables.track(entry.track_id)
-        rows.append({
-            "track_id": entry.track_id,
-            "genre": track.get("genre"),
-            "artist": track.get("artist"),
-            "title": track.get("title"),
-            "path": player_path(track.get("path")),
-            "similarity": round(entry.similarity, 4),
-        })
-    return rows
+    """One object per entry: track_id, genre, artist, title, path (as a player opens it), similarity."""
+    rows = tables.rows_of(np.array([e.track_id for e in entries], dtype=np.int64))
+    genre, artist, title, path = (tables.column(name) for name in ("genre", "artist", "title", "path"))
+    return [{
+        "track_id": entry.track_id,
+        "genre": genre[row],
+        "artist": artist[row],
+        "title": title[row],
+        "path": player_path(path[row]),
+        "similarity": round(entry.similarity, 4),
+    } for entry, row in zip(entries, rows.tolist())]
 
 
+@lru_cache(maxsize=65_536)
 def player_path(path: str | None) -> str:
     """``path`` as a player opens it: a local path made absolute (relative ones are taken from the current
-    folder, where ingest ran), a URL (``gs://``, ``http://``) unchanged."""
+    folder, where ingest ran), a URL (``gs://``, ``http://``) unchanged. Cached: a server answers the same
+    tracks again and again."""
     if not path:
         return ""
     if "://" in path:

@@ -61,7 +61,7 @@ def neighbour_lists(vectors: np.ndarray, k: int, *, exact_up_to: int = 50_000, n
 
 
 def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int = 8, k: int = 50, seed: int = 0,
-                           audio: bool = False) -> Path:
+                           audio: bool = False, model_id: str = MODEL_ID) -> Path:
     """Write embeddings, neighbours, tracks and map3d Parquet tables of ``n_tracks`` synthetic tracks.
 
     Track ids are ``1000 + row``; genres ``Style0`` ...; ``audio=True`` also writes a tiny WAV per track at its
@@ -71,7 +71,7 @@ def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int =
     folder.mkdir(parents=True, exist_ok=True)
     vectors, style, artist = synthetic_vectors(n_tracks, n_styles=n_styles, seed=seed)
     ids = np.arange(1000, 1000 + n_tracks, dtype=np.int64)
-    metadata = {"model_id": MODEL_ID}
+    metadata = {"model_id": model_id}
     flat = pa.array(vectors.reshape(-1))
     embedding = pa.ListArray.from_arrays(pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)), flat)
     pq.write_table(pa.table([pa.array(ids), embedding], schema=schemas.with_metadata(schemas.EMBEDDINGS, **metadata)),

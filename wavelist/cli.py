@@ -139,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address to listen on (default 127.0.0.1: this machine only). Another address lets "
                           "anyone who reaches it browse the catalogue and play its audio: there is no login")
     app.add_argument("--port", type=int, default=8501)
+
+    serve = sub.add_parser("serve", help="the tables as a JSON HTTP API (radio, journey, ..., OpenSubsonic "
+                                         "sonicSimilarity); GET /openapi.json describes it")
+    serve.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
+    serve.add_argument("--address", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--music-folder", help="the folder that track paths in requests are relative to "
+                                              "(default: the folder holding every catalogue path)")
+    serve.add_argument("--watch-seconds", type=float, default=2.0,
+                       help="look for a newly published TABLES folder this often (0: only POST /reload)")
+    serve.add_argument("--threads", type=int, help="worker threads answering queries (default: one per core)")
     return parser
 
 
@@ -178,53 +189,35 @@ def _emit(text: str, output: str | None) -> None:
 
 
 def _playlist_command(args: argparse.Namespace) -> None:
-    from playlists import journey_via, like, load_tables, radio, smoothness
-    from playlists.output import missing_audio, playlist_rows, render
+    from playlists import load_tables
+    from playlists.output import missing_audio, playlist_rows, read_track_list, render
+    from playlists.service import make_playlist
 
     check_output_file(args.output, args.tables)
     tables = load_tables(args.tables)
+    options = {"n": args.n, "variety": getattr(args, "variety", 0.0),
+               "max_per_artist": getattr(args, "max_per_artist", None)}
+    if args.command in ("radio", "like"):
+        options["exclude_artist"] = args.exclude_artist
     if args.command == "radio":
-        entries = radio(tables, tables.resolve(args.seed), args.n, exclude_artist=args.exclude_artist,
-                        variety=args.variety, max_per_artist=args.max_per_artist)
+        options["seed"] = args.seed
     elif args.command == "like":
-        entries = like(tables, [tables.resolve(s) for s in args.seeds], args.n,
-                       exclude_artist=args.exclude_artist, variety=args.variety,
-                       max_per_artist=args.max_per_artist)
+        options["seeds"] = args.seeds
     elif args.command == "alchemy":
-        from playlists.discover import alchemy
-
-        entries = alchemy(tables, [tables.resolve(s) for s in args.add], [tables.resolve(s) for s in args.subtract],
-                          args.n, variety=args.variety, max_per_artist=args.max_per_artist)
+        options.update(add=args.add, subtract=args.subtract)
     elif args.command == "profile":
-        from playlists.discover import profile
-        from playlists.output import read_track_list
-
-        entries = profile(tables, read_track_list(tables, args.history), args.n, half_life=args.half_life,
-                          variety=args.variety, max_per_artist=args.max_per_artist)
+        options.update(history=read_track_list(tables, args.history), half_life=args.half_life)
     else:
-        stops = _journey_stops(args)
-        stops = [tables.resolve(s) for s in stops]
-        entries = journey_via(tables, stops, args.n, exclude=[tables.resolve(s) for s in args.avoid],
-                              max_per_artist=args.max_per_artist)
-        figures = smoothness(tables, entries, stops)
-        print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), file=sys.stderr)
+        del options["variety"]
+        options.update(start=args.start, end=args.end, via=args.via or (), avoid=args.avoid)
+    playlist = make_playlist(tables, args.command, **options)
+    if playlist.smoothness is not None:
+        print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in playlist.smoothness.items()), file=sys.stderr)
     if args.format == "m3u":
-        missing = missing_audio(playlist_rows(tables, entries))
+        missing = missing_audio(playlist_rows(tables, playlist.entries))
         if missing:
             print(f"warning: {len(missing)} audio files do not exist here, e.g. {missing[0]}", file=sys.stderr)
-    _emit(render(tables, entries, args.format), args.output)
-
-
-def _journey_stops(args: argparse.Namespace) -> list[str]:
-    if args.via and (args.start or args.end):
-        raise ValueError("give either --from A --to B or --via A B ..., not both")
-    if args.via:
-        if len(args.via) < 2:
-            raise ValueError("--via needs at least two tracks")
-        return args.via
-    if not (args.start and args.end):
-        raise ValueError("a journey needs --from A --to B (or --via A B ...)")
-    return [args.start, args.end]
+    _emit(render(tables, playlist.entries, args.format), args.output)
 
 
 def _map_command(args: argparse.Namespace) -> None:
@@ -328,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
             _projector_command(known)
         elif known.command == "app":
             return _app_command(known)
+        elif known.command == "serve":
+            from wavelist.serve import serve
+
+            serve(known.tables, address=known.address, port=known.port, music_folder=known.music_folder,
+                  watch_seconds=known.watch_seconds, threads=known.threads)
     except KeyboardInterrupt:
         print("wavelist: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,196 @@
+"""One entry point per playlist kind, shared by the ``wavelist`` command and the HTTP server, and the lookup of
+a track by catalogue id, path relative to the music folder or MusicBrainz recording id."""
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from playlists.radio import Entry
+from playlists.tables import Tables, UnknownTrack
+
+KINDS = ("radio", "like", "journey", "alchemy", "profile")
+# A catalogue column that, when tracks.parquet has it, lets a MusicBrainz recording id name a track.
+MBID_COLUMN = "musicbrainz_recording_id"
+MBID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+@dataclass(frozen=True)
+class Playlist:
+    """A playlist's tracks; ``smoothness`` for a journey (see :func:`playlists.journey.smoothness`)."""
+
+    kind: str
+    entries: list[Entry]
+    smoothness: dict[str, float] | None = None
+
+
+def journey_stops(start: str | None, end: str | None, via: Sequence[str]) -> list[str]:
+    """The stops of a journey given as ``start`` and ``end`` or as ``via`` (A B ...), checked."""
+    if via and (start or end):
+        raise ValueError("give either --from A --to B or --via A B ..., not both")
+    if via:
+        if len(via) < 2:
+            raise ValueError("--via needs at least two tracks")
+        return list(via)
+    if not (start and end):
+        raise ValueError("a journey needs --from A --to B (or --via A B ...)")
+    return [start, end]
+
+
+def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | None = None,
+                  seeds: Sequence[str | int] = (), start: str | None = None, end: str | None = None,
+                  via: Sequence[str | int] = (), avoid: Sequence[str | int] = (), add: Sequence[str | int] = (),
+                  subtract: Sequence[str | int] = (), history: Sequence[str | int] = (),
+                  exclude_artist: bool = False, variety: float = 0.0, max_per_artist: int | None = None,
+                  half_life: float = 20.0, resolve: Callable[[str | int], int] | None = None) -> Playlist:
+    """The playlist ``kind`` (one of :data:`KINDS`) with the arguments of the ``wavelist`` subcommand of that
+    name; tracks are named by id or exact title (``history`` by id). Bad arguments raise ``ValueError``, unknown
+    tracks :class:`~playlists.tables.UnknownTrack`. ``resolve`` maps a name to a track id (default
+    :meth:`Tables.resolve`; the server passes :meth:`TrackFinder.find`, which also knows paths)."""
+    from playlists.discover import alchemy, profile
+    from playlists.journey import journey_via, smoothness
+    from playlists.radio import like, radio
+
+    if max_per_artist is not None and max_per_artist < 1:
+        raise ValueError(f"--max-per-artist must be 1 or more, got {max_per_artist}")
+    resolve = resolve or tables.resolve
+    if kind == "radio":
+        if seed is None:
+            raise ValueError("radio needs a seed track")
+        entries = radio(tables, resolve(seed), n, exclude_artist=exclude_artist, variety=variety,
+                        max_per_artist=max_per_artist)
+    elif kind == "like":
+        entries = like(tables, [resolve(s) for s in seeds], n, exclude_artist=exclude_artist, variety=variety,
+                       max_per_artist=max_per_artist)
+    elif kind == "alchemy":
+        entries = alchemy(tables, [resolve(s) for s in add], [resolve(s) for s in subtract], n, variety=variety,
+                          max_per_artist=max_per_artist)
+    elif kind == "profile":
+        entries = profile(tables, [resolve(s) for s in history], n, half_life=half_life, variety=variety,
+                          max_per_artist=max_per_artist)
+    elif kind == "journey":
+        stops = [resolve(s) for s in journey_stops(start, end, [str(s) for s in via])]
+        entries = journey_via(tables, stops, n, exclude=[resolve(s) for s in avoid], max_per_artist=max_per_artist)
+        return Playlist(kind, entries, smoothness(tables, entries, stops))
+    else:
+        raise ValueError(f"unknown playlist kind {kind!r}; choose one of {', '.join(KINDS)}")
+    return Playlist(kind, entries)
+
+
+class TrackFinder:
+    """Finds a track by what a music server knows of it: the catalogue's track id, the audio file's path relative
+    to ``music_folder`` (default: the folder holding every catalogue path), or a MusicBrainz recording id when
+    tracks.parquet has a ``musicbrainz_recording_id`` column. Only strings are compared: no file is opened."""
+
+    def __init__(self, tables: Tables, music_folder: str | Path | None = None):
+        self.tables = tables
+        self._music_folder = os.path.abspath(music_folder) if music_folder else None
+        self._lock = threading.Lock()
+        self._by_path: dict[str, int] | None = None
+        self._by_mbid: dict[str, int] | None = None
+
+    @property
+    def music_folder(self) -> str:
+        """The folder relative paths are taken from."""
+        if self._music_folder is None:
+            paths = [os.path.abspath(p) for p in self.tables.column("path")[:100_000] if p and "://" not in p]
+            self._music_folder = os.path.commonpath(paths) if paths else os.path.abspath(".")
+            if paths and len(paths) == 1:
+                self._music_folder = os.path.dirname(self._music_folder)
+        return self._music_folder
+
+    def relative_path(self, track_id: int) -> str | None:
+        """The track's audio path relative to the music folder (``None`` if it lies elsewhere or is a URL)."""
+        path = self.tables.column("path")[self.tables.row(track_id)]
+        if not path or "://" in path:
+            return None
+        relative = os.path.relpath(os.path.abspath(path), self.music_folder)
+        return None if relative.startswith("..") else relative.replace(os.sep, "/")
+
+    def _paths(self) -> dict[str, int]:
+        with self._lock:
+            if self._by_path is None:
+                folder = self.music_folder + os.sep
+                by_path = {}
+                for track_id, path in zip(self.tables.ids.tolist(), self.tables.column("path")):
+                    if path and "://" not in path:
+                        path = os.path.abspath(path)
+                        if path.startswith(folder):
+                            by_path[path[len(folder):].replace(os.sep, "/")] = track_id
+                self._by_path = by_path
+            return self._by_path
+
+    def _mbids(self) -> dict[str, int]:
+        with self._lock:
+            if self._by_mbid is None:
+                if MBID_COLUMN not in self.tables.catalogue.column_names:
+                    self._by_mbid = {}
+                else:
+                    self._by_mbid = {str(m).lower(): i for i, m in zip(self.tables.ids.tolist(),
+                                                                       self.tables.column(MBID_COLUMN)) if m}
+            return self._by_mbid
+
+    def find(self, text: str) -> int:
+        """The track id that ``text`` names: an id, a MusicBrainz recording id, an exact title or a relative path.
+
+        A path that leaves the music folder (absolute, or with ``..``) raises ``ValueError``; anything that
+        names no track raises :class:`~playlists.tables.UnknownTrack`."""
+        text = str(text).strip()
+        if not text:
+            raise ValueError("the track id is empty")
+        if text.lstrip("-").isdecimal():
+            if not -2**63 <= int(text) < 2**63:
+                raise UnknownTrack(f"track {text[:40]} is not in {self.tables.folder}: track ids are 64-bit integers")
+            return int(self.tables.ids[self.tables.row(int(text))])
+        if MBID.match(text):
+            if MBID_COLUMN not in self.tables.catalogue.column_names:
+                raise UnknownTrack(f"{text!r} looks like a MusicBrainz recording id, but {self.tables.folder}/"
+                                   f"tracks.parquet has no {MBID_COLUMN} column")
+            if text.lower() in self._mbids():
+                return self._mbids()[text.lower()]
+            raise UnknownTrack(f"no track with MusicBrainz recording id {text} in {self.tables.folder}")
+        if "/" not in text and "\\" not in text and not text.startswith("."):
+            try:
+                return self.tables.resolve(text)  # an exact title, as the command line takes it
+            except UnknownTrack:
+                pass
+        relative = posixpath.normpath(text.replace("\\", "/"))
+        if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text) or relative == ".." \
+                or relative.startswith("../") or "\x00" in text:
+            raise ValueError(f"path {text!r} is outside the music folder; give a path relative to it")
+        if relative in self._paths():
+            return self._paths()[relative]
+        raise UnknownTrack(f"{text!r} is neither a track id, nor the path of a track relative to the music folder, "
+                           f"nor a MusicBrainz recording id of {self.tables.folder}")
+
+    def parse_list(self, text: str, source: str = "the list") -> list[int]:
+        """Track ids in ``text``, in order, in the formats of :func:`playlists.output.parse_track_list` (M3U,
+        wavelist's JSON, ids or audio paths one a line), but looked up by :meth:`find` alone: an absolute path
+        must lie in the music folder, and no path is looked up on the file system."""
+        import json
+
+        if text.lstrip().startswith("["):
+            try:
+                return [self.find(str(row["track_id"])) for row in json.loads(text)]
+            except (json.JSONDecodeError, TypeError, KeyError) as error:
+                raise ValueError(f"{source} is not a JSON list of objects with a track_id ({error})") from None
+        found = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if os.path.isabs(line):
+                path = os.path.normpath(line)
+                if not path.startswith(self.music_folder + os.sep):
+                    raise ValueError(f"{source} line {number}: {line!r} is outside the music folder "
+                                     f"{self.music_folder}")
+                line = path[len(self.music_folder) + 1:]
+            try:
+                found.append(self.find(line))
+            except (UnknownTrack, ValueError) as error:
+                raise type(error)(f"{source} line {number}: {error}") from None
+        return found

@@ -1,0 +1,571 @@
+"""``wavelist serve``: the tables as a JSON HTTP API (Starlette on uvicorn).
+
+The tables are loaded once into a :class:`Snapshot`; every request takes the current snapshot once and answers
+from it alone, and a reload (``POST /reload``, or the watch on the TABLES folder) loads a whole new snapshot
+before swapping one reference, so no request ever mixes two tables. Each query parameter is declared once in
+:data:`ENDPOINTS`, which drives both the checks (a 4xx answer naming the parameter) and the OpenAPI description.
+The server reads nothing but the TABLES folder and serves no file at all; a track path in a request is only
+compared, as a string, with the catalogue's paths relative to the music folder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import wavelist
+from playlists.output import playlist_rows
+from playlists.service import Playlist, TrackFinder, make_playlist
+from playlists.tables import Tables, UnknownTrack, load_tables
+
+log = logging.getLogger("wavelist.serve")
+
+MAX_COUNT = 500  # tracks in one answer (radio, like, alchemy, profile, search, getSonicSimilarTracks)
+MAX_JOURNEY = 200  # tracks in one journey (its dynamic programme grows with the length)
+MAX_LIST = 100  # tracks named in one list parameter (seeds, stops, avoid, add, subtract, history)
+MAX_QUERY_BYTES = 8192  # the query string
+MAX_BODY_BYTES = 64 * 1024  # a request body (POST /profile)
+SUBSONIC_VERSION = "1.16.1"
+
+
+class BadRequest(ValueError):
+    """A request the server will not answer; ``status`` is its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The tables, loaded once, swapped whole
+
+
+def _signature(folder: Path) -> tuple | None:
+    """What changes when embed publishes a new TABLES folder (by renaming a complete folder into place) or
+    a table file is replaced: the folder's inode and each table file's inode, size and mtime. ``None`` while the
+    folder is missing (between the two renames of a publish)."""
+    try:
+        stat = folder.stat()
+        files = []
+        for name in ("embeddings.parquet", "neighbours.parquet", "tracks.parquet", "_SUCCESS"):
+            try:
+                s = (folder / name).stat()
+                files.append((name, s.st_ino, s.st_size, s.st_mtime_ns))
+            except FileNotFoundError:
+                files.append((name, None))
+        return (stat.st_dev, stat.st_ino, tuple(files))
+    except FileNotFoundError:
+        return None
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One complete set of tables and what the server derives from them."""
+
+    tables: Tables
+    finder: TrackFinder
+    built_at: str  # when embed published the folder (its _SUCCESS marker, else embeddings.parquet)
+    loaded_at: str
+    signature: tuple | None
+    generation: int
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"model_id": self.tables.model_id, "built_at": self.built_at, "loaded_at": self.loaded_at,
+                "tracks": len(self.tables), "generation": self.generation}
+
+
+def load_snapshot(folder: Path, music_folder: str | None, generation: int) -> Snapshot:
+    """Load ``folder`` whole (vectors, catalogue, neighbour arrays, the columns answers use). If the folder was
+    replaced while it was read (its signature changed), read it again: every file then comes from one folder."""
+    from playlists.radio import artist_keys
+
+    for _ in range(5):
+        before = _signature(folder)
+        tables = load_tables(folder)
+        tables.neighbour_rows  # noqa: B018 (read now, not on the first request)
+        artist_keys(tables)
+        for name in ("title", "artist", "path", "genre"):
+            tables.column(name)
+        if _signature(folder) == before:
+            break
+        log.info("%s changed while it was read; reading it again", folder)
+    else:
+        raise BadRequest(f"{folder} kept changing while it was read; try again", 409)
+    marker = folder / "_SUCCESS"
+    built = (marker if marker.exists() else folder / "embeddings.parquet").stat().st_mtime
+    return Snapshot(tables=tables, finder=TrackFinder(tables, music_folder), built_at=_iso(built),
+                    loaded_at=_iso(time.time()), signature=before, generation=generation)
+
+
+class Service:
+    """The current snapshot, a reload that swaps it atomically, and an optional watch on the folder."""
+
+    def __init__(self, folder: str | Path, *, music_folder: str | None = None, watch_seconds: float = 2.0):
+        self.folder = Path(folder)
+        self.music_folder = music_folder
+        self.current = load_snapshot(self.folder, music_folder, generation=1)
+        self.last_error: str | None = None
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.watch_seconds = watch_seconds
+        self._watcher: threading.Thread | None = None
+
+    def reload(self, *, only_if_changed: bool = False) -> bool:
+        """Load the folder again and swap it in; ``False`` if ``only_if_changed`` and nothing changed. A folder
+        that cannot be loaded leaves the current tables in place and raises."""
+        with self._reload_lock:
+            signature = _signature(self.folder)
+            if only_if_changed and (signature is None or signature == self.current.signature):
+                return False
+            try:
+                snapshot = load_snapshot(self.folder, self.music_folder, self.current.generation + 1)
+            except (OSError, ValueError) as error:
+                self.last_error = " ".join(str(error).split())
+                raise
+            self.current = snapshot  # the swap: one reference, read once by each request
+            self.last_error = None
+            log.info("loaded %s: %d tracks, model %s (generation %d)", self.folder, len(snapshot.tables),
+                     snapshot.tables.model_id, snapshot.generation)
+            return True
+
+    def start_watch(self) -> None:
+        if self.watch_seconds > 0 and self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="wavelist-watch", daemon=True)
+            self._watcher.start()
+
+    def stop_watch(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.watch_seconds):
+            try:
+                self.reload(only_if_changed=True)
+            except (OSError, ValueError) as error:
+                log.warning("kept the current tables: %s", " ".join(str(error).split()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameters: declared once, checked and described from the same declaration
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # "track", "int", "float", "bool", "str"
+    doc: str
+    required: bool = False
+    default: Any = None
+    many: bool = False  # repeated: ?seeds=1&seeds=2
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def schema(self) -> dict[str, Any]:
+        base = {"track": {"type": "string"}, "int": {"type": "integer"}, "float": {"type": "number"},
+                "bool": {"type": "boolean"}, "str": {"type": "string"}}[self.kind]
+        if self.minimum is not None:
+            base["minimum"] = self.minimum
+        if self.maximum is not None:
+            base["maximum"] = self.maximum
+        if self.default is not None and not self.many:
+            base["default"] = self.default
+        return {"type": "array", "items": base, "maxItems": MAX_LIST} if self.many else base
+
+    def parse(self, values: list[str]) -> Any:
+        if not values:
+            if self.required:
+                raise BadRequest(f"missing parameter {self.name!r}: {self.doc}")
+            return [] if self.many else self.default
+        if not self.many and len(values) > 1:
+            raise BadRequest(f"parameter {self.name!r} is given {len(values)} times; give it once")
+        if len(values) > MAX_LIST:
+            raise BadRequest(f"parameter {self.name!r} lists {len(values)} tracks; at most {MAX_LIST}")
+        parsed = [self._one(v) for v in values]
+        return parsed if self.many else parsed[0]
+
+    def _one(self, text: str) -> Any:
+        if self.kind in ("track", "str"):
+            if self.kind == "track" and not text.strip():
+                raise BadRequest(f"parameter {self.name!r} is empty; give a track id")
+            return text
+        if self.kind == "bool":
+            if text.lower() in ("1", "true", "yes", "on", ""):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise BadRequest(f"parameter {self.name!r} must be true or false, got {text[:40]!r}")
+        try:
+            value = int(text) if self.kind == "int" else float(text)
+        except ValueError:
+            what = "an integer" if self.kind == "int" else "a number"
+            raise BadRequest(f"parameter {self.name!r} must be {what}, got {text[:40]!r}") from None
+        if self.kind == "float" and not math.isfinite(value):
+            raise BadRequest(f"parameter {self.name!r} must be a finite number, got {text[:40]!r}")
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            raise BadRequest(f"parameter {self.name!r} must be between {self.minimum:g} and {self.maximum:g}, "
+                             f"got {text[:40]}")
+        return value
+
+
+def _count(default: int, maximum: int = MAX_COUNT, minimum: int = 1, name: str = "n") -> Param:
+    return Param(name, "int", f"number of tracks ({minimum} to {maximum})", default=default, minimum=minimum,
+                 maximum=maximum)
+
+
+TRACK = "a track id, exact title, path relative to the music folder or MusicBrainz recording id"
+VARIETY = Param("variety", "float", "0 (most similar) to 0.9: trade similarity for variety", default=0.0,
+                minimum=0.0, maximum=0.9)
+CAP = Param("max_per_artist", "int", "at most this many tracks of one artist", minimum=1, maximum=MAX_COUNT)
+EXCLUDE_ARTIST = Param("exclude_artist", "bool", "leave out the seeds' artists", default=False)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    summary: str
+    params: tuple[Param, ...] = ()
+    methods: tuple[str, ...] = ("GET",)
+    tags: tuple[str, ...] = ("wavelist",)
+    handler: Callable | None = field(default=None, compare=False)
+    # whether a request is cheap enough (well under a millisecond) to answer on the event loop, without the hop
+    # to a worker thread, which under load costs more than the answer (the GIL is handed over every 5 ms)
+    inline: Callable[[Snapshot, dict[str, Any]], bool] = field(default=lambda snapshot, args: False, compare=False)
+
+
+def _stored_slice(track: str, count: str) -> Callable[[Snapshot, dict[str, Any]], bool]:
+    """A radio that is a slice of the stored neighbour lists: a track id, no filter, shorter than the lists."""
+    def cheap(snapshot: Snapshot, args: dict[str, Any]) -> bool:
+        return (str(args[track]).strip().isdecimal() and not args.get("variety")
+                and args.get("max_per_artist") is None and not args.get("exclude_artist")
+                and args[count] <= snapshot.tables.neighbour_rows.shape[1] // 2)
+    return cheap
+
+
+def _always(snapshot: Snapshot, args: dict[str, Any]) -> bool:
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Answers
+
+
+def _playlist_answer(snapshot: Snapshot, playlist: Playlist) -> dict[str, Any]:
+    """The same rows as ``wavelist KIND --format json``, with the tables that answered."""
+    answer = {"kind": playlist.kind, "tables": snapshot.info, "tracks": playlist_rows(snapshot.tables, playlist.entries)}
+    if playlist.smoothness is not None:
+        answer["smoothness"] = {k: round(v, 4) for k, v in playlist.smoothness.items()}
+    return answer
+
+
+def _playlist(kind: str) -> Callable[[Snapshot, dict[str, Any]], dict[str, Any]]:
+    renamed = {"from": "start", "to": "end"}
+
+    def answer(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
+        options = {renamed.get(k, k): v for k, v in args.items()}
+        return _playlist_answer(snapshot, make_playlist(snapshot.tables, kind, resolve=snapshot.finder.find,
+                                                        **options))
+    return answer
+
+
+def _track_row(snapshot: Snapshot, track_id: int) -> dict[str, Any]:
+    return {**snapshot.tables.track(track_id), "relative_path": snapshot.finder.relative_path(track_id)}
+
+
+def _track(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
+    return {"tables": snapshot.info, "track": _track_row(snapshot, snapshot.finder.find(args["id"]))}
+
+
+def _search(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
+    found = snapshot.tables.search(args["q"], args["limit"])
+    return {"tables": snapshot.info, "tracks": [_track_row(snapshot, i) for i in found]}
+
+
+def _health(snapshot: Snapshot, args: dict[str, Any], service: Service) -> dict[str, Any]:
+    return {"status": "ok", "version": wavelist.__version__, "folder": str(service.folder),
+            "music_folder": snapshot.finder.music_folder, **snapshot.info,
+            "watch_seconds": service.watch_seconds, "last_reload_error": service.last_error}
+
+
+def _subsonic(body: dict[str, Any], status: str = "ok") -> dict[str, Any]:
+    return {"subsonic-response": {"status": status, "version": SUBSONIC_VERSION, "type": "wavelist",
+                                  "serverVersion": wavelist.__version__, "openSubsonic": True, **body}}
+
+
+def _sonic_match(snapshot: Snapshot, track_id: int, similarity: float) -> dict[str, Any]:
+    """An OpenSubsonic ``sonicMatch``: the Child fields wavelist knows, ``distance`` (normalised cosine
+    distance, 0 = identical, 1 = opposite) and the cosine ``similarity``."""
+    track = snapshot.tables.track(track_id)
+    path = snapshot.finder.relative_path(track_id)
+    child = {"id": str(track_id), "isDir": False, "isVideo": False, "type": "music", "mediaType": "song",
+             "title": track.get("title"), "artist": track.get("artist"), "genre": track.get("genre"),
+             "artistId": None if track.get("artist_id") is None else str(track["artist_id"]),
+             "duration": None if track.get("duration_s") is None else int(round(track["duration_s"])),
+             "path": path, "suffix": Path(path).suffix.lstrip(".").lower() if path else None}
+    child = {k: v for k, v in child.items() if v is not None}
+    return {**child, "distance": round((1.0 - similarity) / 2.0, 6), "similarity": round(similarity, 6)}
+
+
+def _sonic_similar(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
+    from playlists.radio import radio
+
+    seed = snapshot.finder.find(args["id"])
+    entries = radio(snapshot.tables, seed, args["count"])
+    return _subsonic({"sonicSimilarTracksResult": {
+        "sonicMatch": [_sonic_match(snapshot, e.track_id, e.similarity) for e in entries]}})
+
+
+def _sonic_path(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
+    from playlists.journey import journey_via
+
+    tables, find = snapshot.tables, snapshot.finder.find
+    start, end = find(args["startSongId"]), find(args["endSongId"])
+    if start == end:
+        raise BadRequest(f"startSongId and endSongId name the same track ({start}); a path needs two tracks")
+    entries = journey_via(tables, [start, end], args["count"])
+    origin = tables.vector(start)
+    return _subsonic({"findSonicPathResult": {"sonicMatch": [
+        _sonic_match(snapshot, e.track_id, float(tables.vector(e.track_id) @ origin)) for e in entries]}})
+
+
+def _extensions(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
+    return _subsonic({"openSubsonicExtensions": [{"name": "sonicSimilarity", "versions": [1]}]})
+
+
+def _ping(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
+    return _subsonic({})
+
+
+PLAYLIST = "Playlists (the same arguments and answers as the wavelist command)"
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("/health", "The server's state and the tables it answers from (model_id, built_at, tracks)",
+             tags=("service",)),
+    Endpoint("/radio", "The tracks nearest to one seed (wavelist radio)",
+             (Param("seed", "track", TRACK, required=True), _count(20), EXCLUDE_ARTIST, VARIETY, CAP), tags=(PLAYLIST,),
+             handler=_playlist("radio"), inline=_stored_slice("seed", "n")),
+    Endpoint("/like", "A blend of several seeds (wavelist like)",
+             (Param("seeds", "track", TRACK, required=True, many=True), _count(20), EXCLUDE_ARTIST, VARIETY, CAP),
+             tags=(PLAYLIST,), handler=_playlist("like")),
+    Endpoint("/journey", "A smooth path from one track to another, or through stops (wavelist journey)",
+             (Param("from", "track", f"first track: {TRACK}"), Param("to", "track", f"last track: {TRACK}"),
+              Param("via", "track", "stops in order, first to last (instead of from and to)", many=True),
+              Param("avoid", "track", "tracks the journey must not use", many=True), _count(20, MAX_JOURNEY, 2), CAP),
+             tags=(PLAYLIST,), handler=_playlist("journey")),
+    Endpoint("/alchemy", "The tracks nearest to the sum of some tracks minus others (wavelist alchemy)",
+             (Param("add", "track", "tracks whose sound to add", required=True, many=True),
+              Param("subtract", "track", "tracks whose sound to take away", many=True), _count(20), VARIETY, CAP),
+             tags=(PLAYLIST,), handler=_playlist("alchemy")),
+    Endpoint("/profile", "A playlist for a listener from the tracks they played, oldest first (wavelist profile); "
+                         "POST takes the history file's text as the body (M3U, wavelist JSON, ids one a line)",
+             (Param("history", "track", "plays, oldest first (GET)", many=True), _count(50),
+              Param("half_life", "float", "a play this many plays older counts half", default=20.0, minimum=0.1,
+                    maximum=1e6), VARIETY, CAP), methods=("GET", "POST"), tags=(PLAYLIST,),
+             handler=_playlist("profile")),
+    Endpoint("/track", "One track's catalogue row",
+             (Param("id", "track", TRACK, required=True),), tags=("catalogue",), handler=_track),
+    Endpoint("/search", "Tracks whose id, title or artist contains the words",
+             (Param("q", "str", "words to look for (case-insensitive)", required=True),
+              _count(20, name="limit")), tags=("catalogue",), handler=_search),
+    Endpoint("/rest/getSonicSimilarTracks", "OpenSubsonic sonicSimilarity: tracks that sound like one track",
+             (Param("id", "track", TRACK, required=True), _count(10, name="count")), tags=("OpenSubsonic",),
+             handler=_sonic_similar, inline=_stored_slice("id", "count")),
+    Endpoint("/rest/findSonicPath", "OpenSubsonic sonicSimilarity: a path of tracks from one song to another",
+             (Param("startSongId", "track", TRACK, required=True), Param("endSongId", "track", TRACK, required=True),
+              _count(25, MAX_JOURNEY, 2, name="count")), tags=("OpenSubsonic",), handler=_sonic_path),
+    Endpoint("/rest/getOpenSubsonicExtensions", "The OpenSubsonic extensions answered here",
+             tags=("OpenSubsonic",), handler=_extensions, inline=_always),
+    Endpoint("/rest/ping", "OpenSubsonic ping", tags=("OpenSubsonic",), handler=_ping, inline=_always),
+    Endpoint("/reload", "Load the TABLES folder again and swap it in whole (also done by the watch)",
+             methods=("POST",), tags=("service",)),
+    Endpoint("/openapi.json", "This description", tags=("service",)),
+]
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of :data:`ENDPOINTS`."""
+    error = {"description": "a bad request, one line naming the problem",
+             "content": {"application/json": {"schema": {"type": "object", "properties": {
+                 "error": {"type": "string"}, "status": {"type": "integer"}}}}}}
+    paths: dict[str, Any] = {}
+    for endpoint in ENDPOINTS:
+        operation = {"summary": endpoint.summary, "tags": list(endpoint.tags),
+                     "parameters": [{"name": p.name, "in": "query", "required": p.required, "description": p.doc,
+                                     "schema": p.schema(), **({"explode": True} if p.many else {})}
+                                    for p in endpoint.params],
+                     "responses": {"200": {"description": "the answer (JSON)"}, "400": error,
+                                   "404": {**error, "description": "an unknown track"}}}
+        if endpoint.path == "/profile":
+            post = {**operation, "requestBody": {"content": {"text/plain": {"schema": {"type": "string",
+                                                             "maxLength": MAX_BODY_BYTES}}}}}
+            paths[endpoint.path] = {"get": operation, "post": post}
+        else:
+            paths[endpoint.path] = {m.lower(): operation for m in endpoint.methods}
+    return {"openapi": "3.1.0",
+            "info": {"title": "wavelist", "version": wavelist.__version__,
+                     "description": "Playlists from wavelist's neighbour tables. OpenSubsonic endpoints also answer "
+                                    "with a .view suffix. Errors: 4xx with {\"error\": \"...\"} (a subsonic-response "
+                                    "with status failed under /rest/)."},
+            "paths": paths}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The app
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                      default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _error(request: Request, message: str, status: int) -> Response:
+    message = " ".join(str(message).split())
+    if request.url.path.startswith("/rest/"):
+        code = {404: 70, 400: 10 if message.startswith("missing parameter") else 0}.get(status, 0)
+        return _json(_subsonic({"error": {"code": code, "message": message}}, status="failed"), status)
+    return _json({"error": message, "status": status}, status)
+
+
+async def _read_body(request: Request) -> str:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(f"the request body is larger than {MAX_BODY_BYTES} bytes", 413)
+        chunks.append(chunk)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8 text") from None
+
+
+def create_app(service: Service, *, threads: int = 4) -> Starlette:
+    """The Starlette app answering from ``service``; queries run on at most ``threads`` worker threads."""
+    limiter = anyio.CapacityLimiter(threads)
+
+    def route(endpoint: Endpoint) -> Callable:
+        params = {p.name: p for p in endpoint.params}
+
+        async def handle(request: Request) -> Response:
+            try:
+                if len(request.scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+                    raise BadRequest(f"the query string is longer than {MAX_QUERY_BYTES} bytes", 414)
+                length = request.headers.get("content-length")
+                if length is not None and (not length.isdecimal() or int(length) > MAX_BODY_BYTES):
+                    raise BadRequest(f"the request body is larger than {MAX_BODY_BYTES} bytes", 413)
+                query = request.query_params
+                unknown = sorted(set(query) - set(params) - {"u", "p", "t", "s", "v", "c", "f"})
+                if unknown:
+                    raise BadRequest(f"unknown parameter {unknown[0]!r}; {endpoint.path} takes "
+                                     f"{', '.join(params) or 'no parameters'}")
+                args = {name: p.parse(query.getlist(name)) for name, p in params.items()}
+                snapshot = service.current  # read once: the whole answer comes from these tables
+                if endpoint.path == "/health":
+                    return _json(_health(snapshot, args, service))
+                if endpoint.path == "/openapi.json":
+                    return _json(openapi())
+                if endpoint.path == "/reload":
+                    try:
+                        await anyio.to_thread.run_sync(service.reload)
+                    except (OSError, ValueError) as error:
+                        raise BadRequest(f"kept the current tables: {error}", 409) from None
+                    return _json({"reloaded": True, "tables": service.current.info})
+                if endpoint.path == "/profile" and request.method == "POST":
+                    text = await _read_body(request)
+                    if args["history"]:
+                        raise BadRequest("give the history either as the body (POST) or as history= (GET)")
+                    args["history"] = await anyio.to_thread.run_sync(
+                        snapshot.finder.parse_list, text, "the request body", limiter=limiter)
+                if endpoint.inline(snapshot, args):
+                    return _json(endpoint.handler(snapshot, args))
+                answer = await anyio.to_thread.run_sync(endpoint.handler, snapshot, args, limiter=limiter)
+                return _json(answer)
+            except BadRequest as error:
+                return _error(request, str(error), error.status)
+            except UnknownTrack as error:
+                return _error(request, str(error), 404)
+            except (ValueError, LookupError) as error:
+                return _error(request, str(error), 400)
+            except Exception:  # noqa: BLE001 (the traceback goes to the server's log, never to the client)
+                log.exception("%s %s failed", request.method, request.url.path)
+                return _error(request, "internal error; the server's log has the details", 500)
+        return handle
+
+    routes = []
+    for endpoint in ENDPOINTS:
+        handler = route(endpoint)
+        routes.append(Route(endpoint.path, handler, methods=list(endpoint.methods)))
+        if endpoint.path.startswith("/rest/"):
+            routes.append(Route(endpoint.path + ".view", handler, methods=list(endpoint.methods)))
+
+    async def not_found(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:
+            return _error(request, f"{request.method} is not allowed on {request.url.path}", 405)
+        return _error(request, f"no endpoint {request.url.path[:200]!r}; GET /openapi.json lists them",
+                      exc.status_code)
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    app.state.service = service
+    return app
+
+
+def listen(address: str, port: int) -> socket.socket:
+    """A socket bound to ``address:port`` (port 0: any free one); a one-line ``OSError`` if it cannot be."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as error:
+        raise OSError(f"cannot listen on {address}:{port}: {error.strerror or error}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"cannot listen on {address}:{port}: {error.strerror or error}") from None
+    return sock
+
+
+def serve(tables: str, *, address: str = "127.0.0.1", port: int = 8000, music_folder: str | None = None,
+          watch_seconds: float = 2.0, threads: int | None = None) -> None:
+    """Load ``tables`` and answer on ``address:port`` until interrupted."""
+    import uvicorn
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread for the whole process: queries already run side by side on worker threads, and the
+    # playlist code's per-query limit (playlists.tables.one_blas_thread) is process-wide, so not for threads
+    threadpool_limits(limits=1, user_api="blas")
+    sock = listen(address, port)  # before loading: a busy port is an error at once
+    service = Service(tables, music_folder=music_folder, watch_seconds=watch_seconds)
+    app = create_app(service, threads=threads or os.cpu_count() or 2)
+    service.start_watch()
+    snapshot = service.current
+    log.info("serving %s (%d tracks, model %s) on http://%s:%d; GET /openapi.json describes the API", tables,
+             len(snapshot.tables), snapshot.tables.model_id, address, sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
+                            h11_max_incomplete_event_size=MAX_QUERY_BYTES + 8192)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        service.stop_watch()
+        sock.close()
