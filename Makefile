@@ -5,13 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test install clean
+.PHONY: demo test test-unit install clean
 
 demo: $(STAMP)
 	$(BIN)/wavelist demo --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -m unit
 
 install: $(STAMP)
 

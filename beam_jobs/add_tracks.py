@@ -1,6 +1,6 @@
-"""Incremental embed: add new audio to existing tables without recomputing them.
+"""Beam job ``wavelist add``: add new audio to existing tables without recomputing them.
 
-    wavelist embed --add NEW_AUDIO --tables TABLES --model MODEL --out NEW_TABLES
+    wavelist add --audio-dir NEW_AUDIO --tables TABLES --model MODEL --out NEW_TABLES [beam flags]
 
 The new tracks are ingested (into a temporary DATA inside the staging folder) and embedded; their
 neighbours are found among old and new tracks, and each old track's list is merged with its best new
@@ -21,7 +21,8 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import common, ingest
-from beam_jobs.embed import (EmbedOptions, MergeTopK, TrackVectors, stack_catalogue,
+from beam_jobs.ingest import AudioDirOptions
+from beam_jobs.embed import (MergeTopK, ModelOptions, TrackVectors, stack_catalogue,
                              write_neighbour_table)
 from beam_jobs.neighbours import stack_lists, top_k_cosine
 from schemas import tables
@@ -81,38 +82,54 @@ def check_tables(folder: str, model_id: str, spec: AudioSpec) -> tuple[dict[str,
     return summary, set(embedded["track_id"].to_pylist())
 
 
+class AddOptions(PipelineOptions):
+    """The flag only ``wavelist add`` has; --audio-dir (the new audio), --model and --batch-size are ingest's
+    and embed's (Beam parses every options class together, so each flag is declared once)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--tables", help="the TABLES to extend, an output of wavelist embed (required); "
+                            "--model must be the model that made them")
+
+
+OPTIONS = (AudioDirOptions, AddOptions, ModelOptions)
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
+    """Run the add job; returns the summary it also writes to ``OUT/summary.json``."""
     options = common.parse_options(argv)
-    args = options.view_as(EmbedOptions)
-    common.require_flags(options, "add", "tables", "model", "out")
+    args = options.view_as(AddOptions)
+    audio_dir = options.view_as(AudioDirOptions).audio_dir
+    model = options.view_as(ModelOptions)
+    common.require_flags(options, "audio_dir", "tables", "model", "out")
     output = options.view_as(common.OutputOptions)
-    common.require_complete(args.model, made_by="wavelist train")
-    spec = common.load_audio_spec(args.model, made_by="wavelist train")
-    info = common.load_model_info(args.model)
+    common.require_complete(model.model, made_by="wavelist train")
+    spec = common.load_audio_spec(model.model, made_by="wavelist train")
+    info = common.load_model_info(model.model)
     old_summary, old_ids = check_tables(args.tables, info.model_id, spec)
     k = old_summary["k"]
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
     runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
 
     with common.staged_output(output.out, overwrite=output.overwrite, kind="embed",
-                              inputs=[args.tables, args.model, args.add]) as staging:
+                              inputs=[args.tables, model.model, audio_dir]) as staging:
         new_data = posixpath.join(staging, "_new_data")
-        ingested = ingest.run(["--audio-dir", args.add, "--out", new_data, *runner_flags], spec=spec)
+        ingested = ingest.run(["--audio-dir", audio_dir, "--out", new_data, *runner_flags], spec=spec)
         new_tracks = [r for r in common.read_parquet(common.join(new_data, "tracks.parquet")).to_pylist()
                       if r["status"] == "ok"]
         if not new_tracks:
-            raise ValueError(f"{args.add}: none of its {ingested['inputs']} audio files could be added (all "
+            raise ValueError(f"{audio_dir}: none of its {ingested['inputs']} audio files could be added (all "
                              f"rejected: {ingested['rejected_per_stage']}); nothing was added")
         clashes = sorted(old_ids & {r["track_id"] for r in new_tracks})
         if clashes:
-            raise ValueError(f"{args.add}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
+            raise ValueError(f"{audio_dir}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         old = (pipeline
                | "ReadOld" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "embeddings.parquet"))
                | "OldVectors" >> beam.Map(lambda r: (r["track_id"], np.array(r["embedding"], np.float32))))
-        model_dir = args.model if common.is_remote(args.model) else str(Path(args.model).resolve())
+        model_dir = model.model if common.is_remote(model.model) else str(Path(model.model).resolve())
         new = pipeline | "EmbedNew" >> TrackVectors(new_data, model_dir, spec,
-                                                    info, args.batch_size)
+                                                    info, model.batch_size)
         new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()
                                              | "NewMatrix" >> beam.Map(stack_catalogue))
         cross = (old | "OldBatches" >> beam.BatchElements(min_batch_size=64, max_batch_size=4096)
@@ -143,10 +160,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         common.write_parquet(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
         common.run_pipeline(pipeline)
         common.remove(new_data)
-        summary = {**old_summary, "tracks_added": len(new_tracks), "added_from": args.add,
+        summary = {**old_summary, "tracks_added": len(new_tracks), "added_from": audio_dir,
                    "add_rejects": ingested["rejected"],
                    "tracks_embedded": common.parquet_num_rows(common.join(staging, "embeddings.parquet")),
                    "neighbour_rows": common.parquet_num_rows(common.join(staging, "neighbours.parquet"))}
         common.write_text(common.join(staging, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    log.info("embed --add: %d tracks added -> %s", len(new_tracks), output.out)
+    log.info("add: %d tracks added -> %s", len(new_tracks), output.out)
     return summary

@@ -277,6 +277,43 @@ def local_folder(folder: str) -> str:
 _LOCAL_COPIES: dict[str, str] = {}
 
 
+@contextmanager
+def read_locally(folder: str) -> Iterator[str]:
+    """``folder`` itself when local; a remote folder copied into a local temporary folder for the block, then
+    deleted."""
+    if not is_remote(folder):
+        yield folder
+        return
+    local = tempfile.mkdtemp(prefix="wavelist-")
+    try:
+        prefix = folder.rstrip("/") + "/"
+        for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
+            target = Path(local, *meta.path[len(prefix):].split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(read_bytes(meta.path))
+        yield local
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+@contextmanager
+def written_locally(folder: str) -> Iterator[str]:
+    """``folder`` itself when local; for a remote folder, a local temporary folder whose files are uploaded
+    into ``folder`` when the block succeeds (Keras and TensorBoard write local files), then deleted."""
+    if not is_remote(folder):
+        yield folder
+        return
+    local = tempfile.mkdtemp(prefix="wavelist-")
+    try:
+        yield local
+        for path in sorted(p for p in Path(local).rglob("*") if p.is_file()):
+            with FileSystems.create(join(folder, *path.relative_to(local).parts),
+                                    compression_type="uncompressed") as handle:
+                handle.write(path.read_bytes())
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
 def open_text(path: str):
     """A text handle on ``path`` (local or any Beam filesystem); raises FileNotFoundError naming it."""
     if not FileSystems.exists(path):

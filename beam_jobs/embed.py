@@ -1,7 +1,8 @@
 """Beam job 2, embed: tiles -> model -> one unit vector per track -> neighbour tables and map.
 
-    python -m beam_jobs.embed --data DATA --model MODEL --out TABLES [--k 50] [beam flags]
-    python -m beam_jobs.embed --add NEW_AUDIO --tables TABLES --model MODEL --out NEW_TABLES
+    wavelist embed --data DATA --model MODEL --out TABLES [--k 50] [beam flags]
+
+(``wavelist add`` extends existing tables with new audio: beam_jobs/add_tracks.py.)
 
 Writes ``TABLES/embeddings.parquet``, ``neighbours.parquet``, ``tracks.parquet``, ``map3d.parquet`` and
 ``summary.json``; the folder appears only when complete. Embeddings and neighbours carry the model id
@@ -40,10 +41,11 @@ EXACT_LIMIT = 200_000  # see benchmarks/RESULTS.md: above this, exact all-pairs 
 
 
 class EmbedOptions(PipelineOptions):
+    """The flags of ``wavelist embed``."""
+
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--data", help="output folder of wavelist ingest (required)")
-        parser.add_argument("--model", help="output folder of wavelist train (required)")
         parser.add_argument("--k", type=int, default=50, help="neighbours kept per track")
         parser.add_argument("--neighbours", choices=("auto", "exact", "approximate"), default="auto",
                             help=f"exact block top-k, or a faiss IVF index; auto: exact up to "
@@ -53,11 +55,6 @@ class EmbedOptions(PipelineOptions):
                             "--target-recall on 1,000 sampled tracks)")
         parser.add_argument("--target-recall", "--target_recall", dest="target_recall", type=float, default=0.95,
                             help="approximate: recall@10 against exact search that the automatic --nprobe must reach")
-        parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=256,
-                            help="tiles per model call")
-        parser.add_argument("--add", metavar="NEW_AUDIO",
-                            help="incremental: a folder of new audio to add to the tables of --tables")
-        parser.add_argument("--tables", metavar="EXISTING", help="incremental: the TABLES to extend")
 
 
 class EmbedBatchFn(beam.DoFn):
@@ -75,7 +72,7 @@ class EmbedBatchFn(beam.DoFn):
         self._inputs = Metrics.counter(common.METRICS_NAMESPACE, "embed_model_inputs")
 
     def setup(self) -> None:
-        from model.train import load_embedder
+        import keras  # the embedder files are Keras models; the jobs never import the trainer
 
         class _Holder:  # Shared needs a weak-referenceable object
             def __init__(self, model):
@@ -83,7 +80,8 @@ class EmbedBatchFn(beam.DoFn):
 
         def load() -> _Holder:
             try:
-                return _Holder(load_embedder(common.local_folder(self._model_dir), self._file))
+                path = Path(common.local_folder(self._model_dir)) / self._file
+                return _Holder(keras.saving.load_model(path, compile=False))
             except (ValueError, OSError, TypeError) as error:  # e.g. Keras' safe mode refusing a Lambda layer
                 first = str(error).strip().split(". ")[0]
                 raise common.InputError(f"{common.join(self._model_dir, self._file)}: Keras cannot load this "
@@ -523,6 +521,19 @@ class MapCoordinates(beam.PTransform):
         return vectors | "All" >> beam.combiners.ToList() | "TSNE" >> beam.FlatMap(rows)
 
 
+class ModelOptions(PipelineOptions):
+    """The model flags embed and add share (Beam parses every options class together: declared once)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--model", help="output folder of wavelist train (required)")
+        parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=256,
+                            help="tiles per model call")
+
+
+OPTIONS = (EmbedOptions, ModelOptions)
+
+
 def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, info: ModelInfo,
                    provenance: dict[str, Any], accepted: list[dict[str, Any]], k: int, batch_size: int,
                    approximate: bool = False, nprobe: int | None = None, target_recall: float = 0.95):
@@ -560,18 +571,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     """Run the embed job; returns the summary it also writes to ``OUT/summary.json``."""
     options = common.parse_options(argv)
     args = options.view_as(EmbedOptions)
-    if args.add:
-        from beam_jobs import add_tracks
-
-        return add_tracks.run(argv, test_pipeline)
+    model = options.view_as(ModelOptions)
     common.require_flags(options, "data", "model", "out")
     output = options.view_as(common.OutputOptions)
     common.require_complete(args.data, made_by="wavelist ingest")
-    common.require_complete(args.model, made_by="wavelist train")
+    common.require_complete(model.model, made_by="wavelist train")
     spec = common.load_audio_spec(args.data, made_by="wavelist ingest")
-    spec.require_same(common.load_audio_spec(args.model, made_by="wavelist train"),
-                      what=f"the tiles in {args.data} (vs the model {args.model})")
-    info = common.load_model_info(args.model)
+    spec.require_same(common.load_audio_spec(model.model, made_by="wavelist train"),
+                      what=f"the tiles in {args.data} (vs the model {model.model})")
+    info = common.load_model_info(model.model)
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
     accepted = [row for row in common.read_parquet(common.join(args.data, "tracks.parquet"),
                                                    made_by="wavelist ingest").to_pylist()
@@ -581,12 +589,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
              "approximate" if approximate else "exact")
 
     with common.staged_output(output.out, overwrite=output.overwrite, kind="embed",
-                              inputs=[args.data, args.model]) as staging:
+                              inputs=[args.data, model.model]) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
-        model_dir = args.model if common.is_remote(args.model) else str(Path(args.model).resolve())
+        model_dir = model.model if common.is_remote(model.model) else str(Path(model.model).resolve())
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
                        spec=spec, info=info, provenance=provenance,
-                       accepted=accepted, k=args.k, batch_size=args.batch_size, approximate=approximate,
+                       accepted=accepted, k=args.k, batch_size=model.batch_size, approximate=approximate,
                        nprobe=args.nprobe, target_recall=args.target_recall)
         common.run_pipeline(pipeline)
         embedded = common.parquet_num_rows(common.join(staging, "embeddings.parquet"))

@@ -1,8 +1,8 @@
 """Beam job 1, ingest: catalogue -> decoded audio -> log-mel tiles (TFRecord) + Parquet tables.
 
-    python -m beam_jobs.ingest --fma-metadata fma_metadata --audio-dir fma_small --out DATA [beam flags]
-    python -m beam_jobs.ingest --audio-dir MUSIC [--labels-csv labels.csv] --out DATA
-    python -m beam_jobs.ingest --audio-glob 'gs://bucket/music/*.flac' --out DATA
+    wavelist ingest --fma-metadata fma_metadata --audio-dir fma_small --out DATA [beam flags]
+    wavelist ingest --audio-dir MUSIC [--labels-csv labels.csv] --out DATA
+    wavelist ingest --audio-glob 'gs://bucket/music/*.flac' --out DATA
 
 Writes ``DATA/tiles/{train,validation,test}-SSSSS-of-NNNNN.tfrecord.gz``, ``tracks.parquet``,
 ``features.parquet``, ``rejects.parquet``, ``audio_spec.json`` and ``summary.json``; the folder appears
@@ -25,7 +25,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions  # dry runs
 
 from beam_jobs import common
 from beam_jobs import catalogue as cat
@@ -39,12 +39,12 @@ CATALOGUE_FILE = "_catalogue.jsonl"
 
 
 class IngestOptions(PipelineOptions):
+    """The flags of ``wavelist ingest``."""
+
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--fma-metadata", "--fma_metadata", dest="fma_metadata",
                             help="FMA source: the folder holding tracks.csv (with --audio-dir)")
-        parser.add_argument("--audio-dir", "--audio_dir", dest="audio_dir",
-                            help="audio folder, local or gs://: FMA's fma_small etc., or any folder of audio")
         parser.add_argument("--audio-glob", "--audio_glob", dest="audio_glob",
                             help="folder source given as a glob, e.g. 'music/**' or 'gs://b/x/*.flac'")
         parser.add_argument("--labels-csv", "--labels_csv", dest="labels_csv",
@@ -54,21 +54,36 @@ class IngestOptions(PipelineOptions):
                             help="FMA subset to read (includes the smaller ones)")
 
 
-def read_catalogue(args: IngestOptions) -> tuple[list[TrackRow], list[dict[str, Any]], str]:
+class AudioDirOptions(PipelineOptions):
+    """``--audio-dir``, the one flag ingest and add share (Beam parses every options class together, so a
+    flag is declared once)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--audio-dir", "--audio_dir", dest="audio_dir",
+                            help="audio folder, local or gs://, taken literally: FMA's fma_small etc., or any "
+                            "folder of audio (wavelist add: the new audio)")
+
+
+OPTIONS = (AudioDirOptions, IngestOptions)
+
+
+def read_catalogue(args: IngestOptions, audio_dir: str | None
+                   ) -> tuple[list[TrackRow], list[dict[str, Any]], str]:
     """Rows of the catalogue the flags name, rejects found before any audio is read (duplicate ids and
     files, labels outside the folder, broken links), and a description."""
     rejects: list[dict[str, Any]] = []
     if args.fma_metadata:
-        if not args.audio_dir:
+        if not audio_dir:
             raise ValueError("--fma-metadata needs --audio-dir, the folder of FMA's audio (e.g. fma_small)")
         tracks_csv = posixpath.join(args.fma_metadata, "tracks.csv")
         with common.open_text(tracks_csv) as handle:
-            rows = cat.read_fma_tracks(handle, audio_dir=args.audio_dir, subset=args.subset, source=tracks_csv)
-        require_fma_audio(rows, args.audio_dir, tracks_csv)
+            rows = cat.read_fma_tracks(handle, audio_dir=audio_dir, subset=args.subset, source=tracks_csv)
+        require_fma_audio(rows, audio_dir, tracks_csv)
         source = f"{tracks_csv} (subset {args.subset})"
-    elif args.audio_dir or args.audio_glob:
-        root = (args.audio_dir or cat.glob_root(args.audio_glob)).rstrip("/")
-        if args.audio_dir and not common.is_remote(root):
+    elif audio_dir or args.audio_glob:
+        root = (audio_dir or cat.glob_root(args.audio_glob)).rstrip("/")
+        if audio_dir and not common.is_remote(root):
             if not Path(root).is_dir():
                 raise FileNotFoundError(f"--audio-dir {root} is not a folder")
             paths, rejects = cat.walk_audio_folder(root)
@@ -287,14 +302,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     """Run the ingest job; returns the summary it also writes to ``OUT/summary.json``."""
     options = common.parse_options(argv)
     args = options.view_as(IngestOptions)
+    audio_dir = options.view_as(AudioDirOptions).audio_dir
     common.require_flags(options, "out")
     output = options.view_as(common.OutputOptions)
-    common.require_remote_paths(options, {"--out": output.out, "--audio-dir": args.audio_dir,
+    common.require_remote_paths(options, {"--out": output.out, "--audio-dir": audio_dir,
                                           "--audio-glob": args.audio_glob})
-    input_paths = [args.audio_dir, args.fma_metadata, args.labels_csv,
+    input_paths = [audio_dir, args.fma_metadata, args.labels_csv,
                    args.audio_glob and cat.glob_root(args.audio_glob)]
     common.check_output(output.out, overwrite=output.overwrite, kind="ingest", inputs=input_paths)
-    rows, duplicates, source = read_catalogue(args)
+    rows, duplicates, source = read_catalogue(args, audio_dir)
     inputs = len(rows) + len(duplicates)
     log.info("ingest: %d tracks from %s (%d rejected before reading: duplicates, outside, broken links)",
              inputs, source, len(duplicates))

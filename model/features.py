@@ -48,7 +48,7 @@ def whitened_features_embedder(features: np.ndarray, dims: int) -> keras.Model:
     """track features -> standardised -> PCA whitening to ``dims`` -> unit vector, fitted on ``features``
     (every track of the catalogue; no labels). The half of a ``tiles+features`` model that the summary
     statistics give."""
-    from model.train import whitening_layer
+    from model.whitening import whitening_layer
 
     mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
     inputs = keras.Input(shape=(features.shape[1],), name="features")

@@ -203,6 +203,7 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     import keras
 
     from model import cnn, contrastive, data
+    from model.whitening import whitened
 
     tiles, track_ids = data.load_tiles(data.all_tile_files(args.data), spec)
     n_tracks = len(np.unique(track_ids))
@@ -286,33 +287,6 @@ def per_track_mean(vectors: np.ndarray, track_ids: np.ndarray) -> np.ndarray:
     sums = np.zeros((len(counts), vectors.shape[1]), np.float64)
     np.add.at(sums, inverse, vectors)
     return (sums / counts[:, None]).astype(np.float32)
-
-
-def whitening_layer(vectors: np.ndarray, dims: int, name: str = "whitening"):
-    """A Dense layer computing the PCA whitening of ``vectors``: ``(x - mean) @ components.T / sqrt(variance)``
-    on the first ``dims`` principal components. Fitted on track vectors of the whole catalogue, no labels:
-    equal variance in every direction keeps one dominant direction (loudness, recording quality) from
-    deciding all cosine similarities. The layer is affine, so whitening each tile and averaging equals
-    averaging and then whitening."""
-    import keras
-    from sklearn.decomposition import PCA
-
-    fitted = min(dims, len(vectors) - 1, vectors.shape[1])
-    pca = PCA(n_components=fitted, whiten=True, random_state=0).fit(vectors)
-    kernel = np.zeros((vectors.shape[1], dims), np.float32)  # columns past the catalogue's rank stay zero
-    kernel[:, :fitted] = pca.components_.T / np.sqrt(np.maximum(pca.explained_variance_, 1e-12))
-    layer = keras.layers.Dense(dims, name=name)
-    layer.build((None, vectors.shape[1]))
-    layer.set_weights([kernel, (-pca.mean_ @ kernel).astype(np.float32)])
-    return layer
-
-
-def whitened(embedder, track_vectors: np.ndarray, dims: int):
-    """``embedder`` followed by the whitening of ``track_vectors`` (its outputs averaged per track). The
-    output is not normalised: the embed job averages a track's tile vectors and then normalises."""
-    import keras
-
-    return keras.Model(embedder.input, whitening_layer(track_vectors, dims)(embedder.output), name="embedder")
 
 
 def tf_constant_batches(tiles: np.ndarray, batch: int = 256):
@@ -410,29 +384,34 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     inputs = [args.data, args.init_from and str(args.init_from)]
     common.check_output(args.out, overwrite=args.overwrite, kind="train", inputs=inputs)
     common.require_complete(args.data, made_by="wavelist ingest")
-    spec = AudioSpec.load(args.data)
+    with common.read_locally(args.data) as data_dir:  # a gs:// DATA is copied here: tf.data reads it locally
+        args.data = data_dir
+        spec = AudioSpec.load(args.data)
 
-    import keras
-    import tensorflow as tf
+        import keras
+        import tensorflow as tf
 
-    keras.utils.set_random_seed(args.seed)
-    with common.staged_output(args.out, overwrite=args.overwrite, kind="train", inputs=inputs) as staging_name:
-        staging = Path(staging_name)
-        trained = TRAINERS[args.model](args, spec, staging)
-        trained.embedder.save(staging / Model.EMBEDDER)
-        if trained.features_embedder is not None:
-            trained.features_embedder.save(staging / Model.FEATURES_EMBEDDER)
-        if trained.genre_embedder is not None:
-            trained.genre_embedder.save(staging / Model.GENRE_EMBEDDER)
-        spec.save(staging)
-        metrics = {"kind": args.model, **trained.metrics}
-        (staging / Model.METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
-        # every embedder counts: the same tile model with and without a genre part makes other vectors
-        digest = files_digest([staging / f for f in (Model.EMBEDDER, Model.FEATURES_EMBEDDER, Model.GENRE_EMBEDDER)])
-        parts, dims = vector_parts(trained)
-        info = ModelInfo(model_id=f"{args.model}-{digest}", kind=args.model, parts=parts, part_dims=dims,
-                         genres=trained.genres, versions={"tensorflow": tf.__version__, "keras": keras.__version__})
-        (staging / Model.INFO).write_text(info.to_json())
+        keras.utils.set_random_seed(args.seed)
+        with common.staged_output(args.out, overwrite=args.overwrite, kind="train", inputs=inputs) as staging_name, \
+                common.written_locally(staging_name) as local:
+            staging = Path(local)
+            trained = TRAINERS[args.model](args, spec, staging)
+            trained.embedder.save(staging / Model.EMBEDDER)
+            if trained.features_embedder is not None:
+                trained.features_embedder.save(staging / Model.FEATURES_EMBEDDER)
+            if trained.genre_embedder is not None:
+                trained.genre_embedder.save(staging / Model.GENRE_EMBEDDER)
+            spec.save(staging)
+            metrics = {"kind": args.model, **trained.metrics}
+            (staging / Model.METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+            # every embedder counts: the same tile model with and without a genre part makes other vectors
+            digest = files_digest([staging / f
+                                   for f in (Model.EMBEDDER, Model.FEATURES_EMBEDDER, Model.GENRE_EMBEDDER)])
+            parts, dims = vector_parts(trained)
+            info = ModelInfo(model_id=f"{args.model}-{digest}", kind=args.model, parts=parts, part_dims=dims,
+                             genres=trained.genres,
+                             versions={"tensorflow": tf.__version__, "keras": keras.__version__})
+            (staging / Model.INFO).write_text(info.to_json())
     log.info("train %s -> %s", args.model, args.out)
     return metrics
 

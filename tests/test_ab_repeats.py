@@ -3,6 +3,8 @@ import pytest
 
 from benchmarks.ab_repeats import RATE, THRESHOLD, best_match
 
+pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
+
 
 def test_a_looped_excerpt_is_found_at_its_lag():
     music = np.random.default_rng(0).normal(size=40 * RATE).astype(np.float32)

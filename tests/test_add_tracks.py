@@ -3,7 +3,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import embed, ingest
+from beam_jobs import add_tracks, embed, ingest
 from tests.conftest import IN_MEMORY, assert_same_neighbours
 
 
@@ -32,7 +32,7 @@ def incremental(request, pipeline_outputs, tmp_path_factory):
         ingest.run(["--audio-dir", str(folder), "--out", str(root / f"data-{name}"), *IN_MEMORY])
         embed.run(["--data", str(root / f"data-{name}"), "--model", model, "--out", str(root / f"tables-{name}"),
                    "--k", "5", *IN_MEMORY])
-    summary = embed.run(["--add", str(new), "--tables", str(root / "tables-old"), "--model", model,
+    summary = add_tracks.run(["--audio-dir", str(new), "--tables", str(root / "tables-old"), "--model", model,
                          "--out", str(root / "tables-added"), *IN_MEMORY])
     return root, summary, model
 
@@ -61,7 +61,7 @@ def test_old_tables_are_untouched_and_clashes_refused(incremental, pipeline_outp
     root, _, model = incremental
     assert pq.read_metadata(root / "tables-old" / "embeddings.parquet").num_rows == 24
     with pytest.raises(ValueError, match="already in"):
-        embed.run(["--add", str(root / "old"), "--tables", str(root / "tables-old"), "--model",
+        add_tracks.run(["--audio-dir", str(root / "old"), "--tables", str(root / "tables-old"), "--model",
                    model, "--out", str(root / "again"), *IN_MEMORY])
     assert not (root / "again").exists()
 
@@ -74,7 +74,7 @@ def test_tables_of_another_model_are_refused(incremental, tmp_path):
     (other / "audio_spec.json").write_text((root / "data-old" / "audio_spec.json").read_text())
     (other / "_SUCCESS").write_text("")
     with pytest.raises(ValueError, match="not cnn-other"):
-        embed.run(["--add", str(root / "new"), "--tables", str(root / "tables-old"), "--model", str(other),
+        add_tracks.run(["--audio-dir", str(root / "new"), "--tables", str(root / "tables-old"), "--model", str(other),
                    "--out", str(tmp_path / "t"), *IN_MEMORY])
 
 

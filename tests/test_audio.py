@@ -6,6 +6,8 @@ from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
 from schemas.tables import summary_feature_names
 from tests.conftest import tone, write_audio
 
+pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
+
 SPEC = DEFAULT_AUDIO_SPEC
 
 

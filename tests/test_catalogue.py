@@ -5,6 +5,8 @@ import pytest
 
 from beam_jobs.catalogue import CatalogueError, fma_audio_path, read_fma_tracks, stable_split
 
+pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
+
 FMA_CSV = """,album,artist,artist,set,set,track,track
 ,title,id,name,split,subset,genre_top,title
 track_id,,,,,,,

@@ -47,10 +47,27 @@ def test_map_writes_self_contained_html(pipeline_outputs, tmp_path):
     assert "plotly" in html and "scatter3d" in html and "playlist" in html and "<script src=\"http" not in html
 
 
-def test_job_help_lists_its_flags(capsys):
-    assert main(["ingest", "--help"]) == 0
+@pytest.mark.parametrize("command, own, foreign", [
+    ("ingest", ["--fma-metadata", "--audio-dir", "--labels-csv", "--out", "--overwrite"], ["--on_success_matcher", "--data"]),
+    ("embed", ["--data", "--model", "--k", "--neighbours", "--out"], ["--dry_run", "--audio-dir", "--tables"]),
+    ("add", ["--audio-dir", "--tables", "--model", "--out"], ["--neighbours", "--fma-metadata"]),
+    ("train", ["--data", "--epochs", "--no-genres", "--out"], ["--k", "--audio-dir"]),
+    ("evaluate", ["--data", "--models", "--out"], ["--epochs"]),
+    ("radio", ["--tables", "--seed", "--max-per-artist"], ["--via"]),
+    ("serve", ["--tables", "--address", "--port"], ["--seed"]),
+])
+def test_each_command_help_lists_its_own_flags(command, own, foreign, capsys):
+    try:
+        code = main([command, "--help"])
+    except SystemExit as stop:  # argparse's own --help
+        code = stop.code
+    assert code == 0
     out = capsys.readouterr().out
-    assert "--fma-metadata" in out and "--out" in out and "--runner" in out
+    assert f"wavelist {command}" in out and "python -m" not in out
+    for flag in own:
+        assert flag in out, (command, flag)
+    for flag in foreign:
+        assert f"{flag} " not in out and f"{flag}\n" not in out and f"{flag}," not in out, (command, flag)
 
 
 @pytest.mark.parametrize("argv", [["train", "--data", "/nonexistent", "--out", "/tmp/x"]])

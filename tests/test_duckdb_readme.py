@@ -9,6 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

@@ -11,7 +11,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import common, ingest
+from beam_jobs import add_tracks, common, ingest
 from tests.conftest import IN_MEMORY, assert_same_neighbours
 
 BUCKET = "wavelist-test"
@@ -144,13 +144,30 @@ def test_embed_add_extends_gs_tables(gcs, gs_tables, tmp_path):
     for i, freq in enumerate((330.0, 550.0)):
         path = write_audio(tmp_path / f"new {i}.wav", tone(freq, 7.0, 22050), 22050)
         bucket.blob(f"new/{path.name}").upload_from_filename(str(path))
-    summary = embed.run(["--add", f"{gcs}/new", "--tables", f"{gcs}/tables", "--model", f"{gcs}/model",
+    summary = add_tracks.run(["--audio-dir", f"{gcs}/new", "--tables", f"{gcs}/tables", "--model", f"{gcs}/model",
                          "--out", f"{gcs}/tables-added", *IN_MEMORY])
     assert summary["tracks_added"] == 2 and summary["tracks_embedded"] == gs_tables["tracks_embedded"] + 2
     neighbours = common.read_parquet(f"{gcs}/tables-added/neighbours.parquet")
     assert len(set(neighbours["track_id"].to_pylist())) == gs_tables["tracks_embedded"] + 2
     assert FileSystems.exists(f"{gcs}/tables-added/{common.SUCCESS_MARKER}")
     assert FileSystems.exists(f"{gcs}/tables/{common.SUCCESS_MARKER}")  # the old version stays as it was
+
+
+def test_train_reads_data_and_writes_the_model_on_gs(gcs, gs_data):
+    """wavelist train from a gs:// DATA to a gs:// MODEL, published like every output (marker last)."""
+    import json
+
+    from model import train
+    from schemas.model_info import ModelInfo
+
+    out = f"{gcs}/trained"
+    metrics = train.run(["--data", gs_data[0], "--out", out, "--model", "features", "--verbose", "0"])
+    assert metrics["kind"] == "features"
+    marker = json.loads(common.read_bytes(f"{out}/{common.SUCCESS_MARKER}"))
+    assert marker["kind"] == "train" and {"embedder.keras", "model_info.json", "audio_spec.json"} <= set(marker["files"])
+    info = ModelInfo.from_json(common.read_bytes(f"{out}/model_info.json"))
+    assert info.kind == "features" and info.model_id.startswith("features-")
+    assert not common.stale_staging(out)
 
 
 def test_incomplete_gs_output_is_refused_and_named(gcs, gs_data, pipeline_outputs):

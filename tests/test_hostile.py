@@ -301,10 +301,10 @@ def test_output_files_never_land_inside_the_tables(pipeline_outputs, capsys):
     assert (tables / "tracks.parquet").read_bytes() == before
 
 
-def test_embed_add_with_only_bad_files_is_one_line(pipeline_outputs, tmp_path, capsys):
+def test_add_with_only_bad_files_is_one_line(pipeline_outputs, tmp_path, capsys):
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "broken.mp3").write_bytes(b"not audio at all" * 100)
-    err = one_line_error(["embed", "--add", str(tmp_path / "new"), "--tables", str(pipeline_outputs["tables"]),
+    err = one_line_error(["add", "--audio-dir", str(tmp_path / "new"), "--tables", str(pipeline_outputs["tables"]),
                           "--model", str(pipeline_outputs["model"]), "--out", str(tmp_path / "t"), *IN_MEMORY], capsys)
     assert "none of its 1 audio files could be added" in err and "decode" in err
     assert not (tmp_path / "t").exists()

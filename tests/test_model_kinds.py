@@ -127,7 +127,7 @@ def test_model_id_covers_every_embedder_file(tmp_path):
 
 
 def test_whitening_layer_gives_unit_variance_on_what_it_was_fitted_on():
-    from model.train import whitening_layer
+    from model.whitening import whitening_layer
 
     rng = np.random.default_rng(0)
     vectors = (rng.standard_normal((500, 8)) * [10, 5, 1, 1, 0.5, 0.1, 0.1, 0.1] + 3).astype(np.float32)

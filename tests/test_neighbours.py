@@ -3,6 +3,8 @@ import pytest
 
 from beam_jobs.neighbours import l2_normalise, map_coordinates, top_k_cosine
 
+pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
+
 
 def brute_force(vectors, ids, k):
     sims = vectors @ vectors.T

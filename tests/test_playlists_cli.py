@@ -5,6 +5,8 @@ import pytest
 
 from wavelist.cli import main
 
+pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
+
 
 @pytest.fixture(scope="module")
 def tables_dir(tmp_path_factory):

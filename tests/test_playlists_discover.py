@@ -10,6 +10,8 @@ from playlists import journey_via, load_tables
 from playlists.discover import alchemy, clusters, profile, write_clusters
 from wavelist.cli import main
 
+pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
+
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):

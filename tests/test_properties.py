@@ -15,6 +15,8 @@ from beam_jobs import catalogue as cat
 from beam_jobs import common
 from beam_jobs.neighbours import merge_block_top_k, merge_top_k
 
+pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
+
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # any text a spreadsheet may hold: quotes, commas, newlines, non-ASCII; not NUL or a bare CR (Python's csv
 # writer leaves a field with a CR unquoted, so no reader could get it back),

@@ -10,6 +10,8 @@ from schemas import tables
 from schemas.audio import AudioSpec, AudioSpecMismatch, DEFAULT_AUDIO_SPEC
 from schemas.tile_example import decode_tile, encode_tile
 
+pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
+
 
 def test_audio_spec_round_trips_through_json(tmp_path):
     spec = AudioSpec(n_mels=64, tile_frames=32)

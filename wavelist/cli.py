@@ -14,7 +14,7 @@ from pathlib import Path
 from schemas.flags import FlagParser, unknown_flags_message
 
 JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed",
-        "evaluate": "model.evaluate"}
+        "add": "beam_jobs.add_tracks", "evaluate": "model.evaluate"}
 log = logging.getLogger("wavelist")
 
 
@@ -33,7 +33,12 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
-BEAM_JOBS = ("ingest", "embed")
+BEAM_JOBS = ("ingest", "embed", "add")
+JOB_HELP = {"ingest": "Beam: audio -> log-mel tiles (TFRecord), summary features and track tables",
+            "train": "TensorFlow: train a model on DATA and export its embedders",
+            "embed": "Beam: DATA through a model -> track vectors, neighbours, map (TABLES)",
+            "add": "Beam: add new audio to existing TABLES without recomputing them",
+            "evaluate": "compare models on the same DATA"}
 
 
 def _run_job(name: str, argv: list[str]) -> None:
@@ -45,9 +50,9 @@ def _run_job(name: str, argv: list[str]) -> None:
         from beam_jobs.common import OutputOptions
 
         print(module.__doc__)
-        options = next(v for k, v in vars(module).items() if k.endswith("Options") and k != "PipelineOptions")
         parser = FlagParser(prog=f"wavelist {name}", add_help=False)
-        options._add_argparse_args(parser)
+        for options in module.OPTIONS:
+            options._add_argparse_args(parser)
         OutputOptions._add_argparse_args(parser)
         parser.print_help()
         print("\nAny Apache Beam pipeline flag (--runner, --project, --region, --temp_location, "
@@ -81,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=12,
                       help="genre CNN epochs (the demo styles are learnt in a few; early stopping may end sooner)")
 
-    for job in JOBS:
-        sub.add_parser(job, help=f"run the {job} stage (--help for its flags)", add_help=False)
+    for job, what in JOB_HELP.items():
+        sub.add_parser(job, help=f"{what} (--help for its flags)", add_help=False)
 
     track = "track id or exact title"
     radio = _playlist_parser(sub, "radio", "nearest neighbours of one seed track")
