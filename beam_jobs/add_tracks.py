@@ -21,10 +21,9 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import common, ingest
+from beam_jobs.embed import MergeTopK, ModelOptions, TrackVectors, stack_catalogue, write_neighbour_table
 from beam_jobs.ingest import AudioDirOptions
-from beam_jobs.embed import (MergeTopK, ModelOptions, TrackVectors, stack_catalogue,
-                             write_neighbour_table)
-from beam_jobs.neighbours import stack_lists, top_k_cosine
+from core.neighbours import stack_lists, top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec
 

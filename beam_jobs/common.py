@@ -17,6 +17,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from schemas import layout
+
 METRICS_NAMESPACE = "wavelist"
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ class DryRun(Exception):
     """Raised inside a staged output when a Dataflow dry run built the job graph and submitted nothing."""
 
 
-SUCCESS_MARKER = "_SUCCESS"
+SUCCESS_MARKER = layout.SUCCESS_MARKER  # written last: see publish()
 
 
 def is_remote(path: str) -> bool:

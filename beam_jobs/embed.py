@@ -26,9 +26,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from beam_jobs import common
-from beam_jobs.neighbours import (block_of, map_coordinates, merge_block_top_k, merge_top_k,
-                                  top_k_faiss)
 from core import vectors as recipe
+from core.neighbours import block_of, map_coordinates, merge_block_top_k, merge_top_k, top_k_faiss
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.layout import Model
@@ -408,7 +407,7 @@ def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, np
 
     import faiss
 
-    from beam_jobs.neighbours import build_ivf_index, recall_at, search_ivf
+    from core.neighbours import build_ivf_index, recall_at, search_ivf
 
     _, ids, vectors = stack_block(0, batches)
     del batches
@@ -472,7 +471,7 @@ class SearchIndexFn(beam.DoFn):
         faiss.omp_set_num_threads(1)  # one worker per core already
 
     def process(self, batch: tuple[np.ndarray, np.ndarray], report: dict[str, Any]):
-        from beam_jobs.neighbours import search_ivf
+        from core.neighbours import search_ivf
 
         path = report["path"]
         loaded = self._index_handle.acquire(lambda: _LoadedIndex(path), tag=path)

@@ -28,14 +28,15 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions  # dry runs
 
 from beam_jobs import common
-from beam_jobs import catalogue as cat
-from beam_jobs.catalogue import SPLITS, TrackRow
+from core import catalogue as cat
+from core.catalogue import TrackRow
 from schemas import tables
+from schemas.layout import AUDIO_SPEC, SPLITS, SUMMARY, Data
 from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, encode_tile
 
 log = logging.getLogger(__name__)
-CATALOGUE_FILE = "_catalogue.jsonl"
+CATALOGUE_FILE = Data.CATALOGUE
 
 
 class IngestOptions(PipelineOptions):
@@ -76,7 +77,7 @@ def read_catalogue(args: IngestOptions, audio_dir: str | None
     if args.fma_metadata:
         if not audio_dir:
             raise ValueError("--fma-metadata needs --audio-dir, the folder of FMA's audio (e.g. fma_small)")
-        tracks_csv = posixpath.join(args.fma_metadata, "tracks.csv")
+        tracks_csv = posixpath.join(args.fma_metadata, cat.FMA_TRACKS_CSV)
         with common.open_text(tracks_csv) as handle:
             rows = cat.read_fma_tracks(handle, audio_dir=audio_dir, subset=args.subset, source=tracks_csv)
         require_fma_audio(rows, audio_dir, tracks_csv)
@@ -153,7 +154,7 @@ class AnalyseTrackFn(beam.DoFn):
             print(f"ingest worker {os.getpid()}: {self._seen} tracks analysed", file=sys.stderr, flush=True)
 
     def process(self, row: TrackRow) -> Iterator[Any]:
-        from beam_jobs import audio  # librosa is heavy: import on the worker
+        from core import audio  # librosa is heavy: import on the worker
 
         self._received.inc()
         self._progress()
@@ -267,20 +268,20 @@ def build_pipeline(pipeline: beam.Pipeline, catalogue_file: str, staging: str, s
         (ok | "OkTracks" >> beam.MapTuple(track_record)),
         (rejected | "RejectedTracks" >> beam.MapTuple(lambda row, stage, reason: track_record(row, None))),
     ) | "AllTracks" >> beam.Flatten()
-    common.write_parquet(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
-    common.write_parquet(ok | "Features" >> beam.MapTuple(feature_record), staging, "features.parquet",
+    common.write_parquet(track_rows, staging, Data.TRACKS, tables.TRACKS, "WriteTracks")
+    common.write_parquet(ok | "Features" >> beam.MapTuple(feature_record), staging, Data.FEATURES,
                 tables.FEATURES, "WriteFeatures")
     rejects = (
         (rejected | "RejectRows" >> beam.MapTuple(reject_record)),
         (pipeline | "CatalogueRejects" >> beam.Create(catalogue_rejects)),
     ) | "AllRejects" >> beam.Flatten()
-    common.write_parquet(rejects, staging, "rejects.parquet", tables.REJECTS, "WriteRejects")
+    common.write_parquet(rejects, staging, Data.REJECTS, tables.REJECTS, "WriteRejects")
 
 
 def summarise(folder: str, inputs: int) -> dict[str, Any]:
     """Counts read back from the written tables; raises if inputs != accepted + rejected."""
-    tracks = common.read_parquet(common.join(folder, "tracks.parquet")).to_pylist()
-    rejects = common.read_parquet(common.join(folder, "rejects.parquet")).to_pylist()
+    tracks = common.read_parquet(common.join(folder, Data.TRACKS)).to_pylist()
+    rejects = common.read_parquet(common.join(folder, Data.REJECTS)).to_pylist()
     ok = [t for t in tracks if t["status"] == "ok"]
     summary = {
         "inputs": inputs,
@@ -325,9 +326,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 raise common.DryRun()
             result.wait_until_finish()
             FileSystems.delete([catalogue_file])
-            common.write_text(common.join(staging, "audio_spec.json"), spec.to_json() + "\n")
+            common.write_text(common.join(staging, AUDIO_SPEC), spec.to_json() + "\n")
             summary = summarise(staging, inputs)
-            common.write_text(common.join(staging, "summary.json"), json.dumps(summary, indent=2) + "\n")
+            common.write_text(common.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     except common.DryRun:
         log.info("dry run: the job graph was built and validated; nothing was submitted or written")
         return {"dry_run": True, "inputs": inputs}

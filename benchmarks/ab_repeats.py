@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from beam_jobs.audio import to_mono  # noqa: E402
+from core.audio import to_mono  # noqa: E402
 
 RATE, MIN_OVERLAP_S, THRESHOLD = 4000, 10.0, 0.8
 

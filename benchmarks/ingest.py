@@ -41,7 +41,7 @@ def stage_breakdown(files: list[Path]) -> dict[str, float]:
     """Mean milliseconds per clip of each step of wavelist's analysis, one process."""
     import soundfile
 
-    from beam_jobs import audio
+    from core import audio
     from schemas.audio import DEFAULT_AUDIO_SPEC as spec
     from schemas.tile_example import encode_tile
 

@@ -107,6 +107,9 @@ def clusters(tables: Tables, k: int, *, seed: int = 0) -> tuple[list[Cluster], f
     return found, silhouette
 
 
+CLUSTERS_FILE = "clusters.parquet"  # clusters --out: track_id, cluster, name, rank, similarity
+
+
 def write_clusters(tables: Tables, found: list[Cluster], out: str | Path) -> Path:
     """``out/clusters.parquet`` (track_id, cluster, name, rank, similarity to the centroid) and one M3U8 per
     cluster, ``out/NN-<name>.m3u8``."""
@@ -123,7 +126,7 @@ def write_clusters(tables: Tables, found: list[Cluster], out: str | Path) -> Pat
             for c in found for rank, e in enumerate(c.entries, start=1)]
     schema = pa.schema([("track_id", pa.int64()), ("cluster", pa.int32()), ("name", pa.string()),
                         ("rank", pa.int32()), ("similarity", pa.float32())])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / "clusters.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / CLUSTERS_FILE)
     for c in found:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", c.name).strip("-").lower()
         (out / f"{c.number:02d}-{slug}.m3u8").write_text(m3u(playlist_rows(tables, c.entries)) + "\n", encoding="utf-8")

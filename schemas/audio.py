@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-AUDIO_SPEC_FILENAME = "audio_spec.json"
+from schemas.layout import AUDIO_SPEC
+
+AUDIO_SPEC_FILENAME = AUDIO_SPEC  # schemas.layout
 
 
 class AudioSpecMismatch(ValueError):

@@ -22,7 +22,7 @@ SUMMARY_STATISTICS = ("mean", "std")
 
 
 def summary_feature_names() -> list[str]:
-    """Column names of the summary features, in the order ``beam_jobs.audio.summary_features`` fills."""
+    """Column names of the summary features, in the order ``core.audio.summary_features`` fills."""
     return [
         f"{name}_{stat}_{i:02d}"
         for name, size in SUMMARY_FEATURES

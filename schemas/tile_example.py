@@ -14,8 +14,9 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 from schemas.audio import AudioSpec
+from schemas.layout import Data
 
-TILES_FOLDER = "tiles"  # DATA/tiles/{split}-SSSSS-of-NNNNN.tfrecord.gz
+TILES_FOLDER = Data.TILES  # DATA/tiles/{split}-SSSSS-of-NNNNN.tfrecord.gz
 TILE_FILE_SUFFIX = ".tfrecord.gz"
 MEL_DTYPE = np.dtype("<f2")  # float16, little-endian: half the size, ample for dB values
 FEATURES: dict[str, str] = {

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from beam_jobs import audio
+from core import audio
 from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
 from schemas.tables import summary_feature_names
 from tests.conftest import tone, write_audio

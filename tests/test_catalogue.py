@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from beam_jobs.catalogue import CatalogueError, fma_audio_path, read_fma_tracks, stable_split
+from core.catalogue import CatalogueError, fma_audio_path, read_fma_tracks, stable_split
 
 pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
 

@@ -5,7 +5,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs.embed import EmbedTracks, NearestNeighbours
-from beam_jobs.neighbours import l2_normalise, top_k_cosine, unstack_lists
+from core.neighbours import l2_normalise, top_k_cosine, unstack_lists
 from schemas.audio import AudioSpec
 from schemas.tile_example import decode_tile, encode_tile
 
@@ -42,7 +42,7 @@ def test_embed_tracks_gives_one_unit_vector_per_track(pipeline_outputs):
 
 def test_approximate_neighbours_find_most_exact_ones(tmp_path):
     from beam_jobs.embed import ApproximateNeighbours
-    from beam_jobs.neighbours import recall_at
+    from core.neighbours import recall_at
 
     rng = np.random.default_rng(4)
     centres = l2_normalise(rng.standard_normal((20, 16)))

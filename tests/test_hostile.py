@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from beam_jobs import audio, common
+from beam_jobs import common
+from core import audio
 from schemas.audio import DEFAULT_AUDIO_SPEC
 from tests.conftest import IN_MEMORY, tone, write_audio
 from wavelist.cli import build_parser, main

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import catalogue as cat
+from core import catalogue as cat
 from beam_jobs import ingest
 from tests.conftest import IN_MEMORY, tone, write_audio
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from beam_jobs.neighbours import l2_normalise, map_coordinates, top_k_cosine
+from core.neighbours import l2_normalise, map_coordinates, top_k_cosine
 
 pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
 
@@ -59,7 +59,7 @@ def test_map_keeps_clusters_apart():
 
 
 def test_merged_partial_lists_equal_top_k_of_the_whole():
-    from beam_jobs.neighbours import merge_top_k
+    from core.neighbours import merge_top_k
 
     rng = np.random.default_rng(5)
     vectors = l2_normalise(rng.standard_normal((300, 8)))
@@ -76,7 +76,7 @@ def test_merged_partial_lists_equal_top_k_of_the_whole():
 def test_blocks_are_balanced():
     from collections import Counter
 
-    from beam_jobs.neighbours import block_of
+    from core.neighbours import block_of
 
     counts = Counter(block_of(i, 8) for i in range(0, 80_000, 10))  # ids with a common stride
     assert min(counts.values()) > 0.9 * 1000 and max(counts.values()) < 1.1 * 1000
@@ -95,7 +95,7 @@ def test_map_of_a_large_catalogue_places_the_rest_beside_their_neighbours():
 
 
 def test_block_merge_equals_row_by_row_merge():
-    from beam_jobs.neighbours import merge_block_top_k, merge_top_k
+    from core.neighbours import merge_block_top_k, merge_top_k
 
     rng = np.random.default_rng(8)
     parts = [(rng.integers(0, 1000, (6, 4)), rng.random((6, 4)).astype(np.float32)) for _ in range(3)]
@@ -107,7 +107,7 @@ def test_block_merge_equals_row_by_row_merge():
 
 
 def test_faiss_top_k_matches_numpy_top_k():
-    from beam_jobs.neighbours import top_k_faiss
+    from core.neighbours import top_k_faiss
 
     rng = np.random.default_rng(9)
     vectors = l2_normalise(rng.standard_normal((500, 16)))
@@ -122,7 +122,7 @@ def test_faiss_top_k_matches_numpy_top_k():
 
 
 def test_ivf_search_excludes_self_and_pads_missing():
-    from beam_jobs.neighbours import build_ivf_index, search_ivf
+    from core.neighbours import build_ivf_index, search_ivf
 
     rng = np.random.default_rng(3)
     vectors = l2_normalise(rng.standard_normal((400, 8)))
@@ -136,7 +136,7 @@ def test_ivf_search_excludes_self_and_pads_missing():
 
 
 def test_block_of_an_array_equals_block_of_each_id():
-    from beam_jobs.neighbours import block_of
+    from core.neighbours import block_of
 
     ids = np.array([0, 7, 123_456_789, 2**62 + 7, 10**15], np.int64)
     assert block_of(ids, 5).tolist() == [block_of(int(i), 5) for i in ids]
@@ -144,7 +144,7 @@ def test_block_of_an_array_equals_block_of_each_id():
 
 
 def test_stacked_lists_unstack_to_the_same_lists():
-    from beam_jobs.neighbours import stack_lists, unstack_lists
+    from core.neighbours import stack_lists, unstack_lists
 
     lists = [(5, (np.array([1, 2, 3]), np.array([0.9, 0.8, 0.7], np.float32))), (9, (np.array([4]), np.array([0.5], np.float32)))]
     track_ids, ids, sims = stack_lists(lists)

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs.neighbours import top_k_cosine
+from core.neighbours import top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec, AudioSpecMismatch
 from schemas.model_info import ModelInfo

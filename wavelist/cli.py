@@ -249,10 +249,10 @@ def _clusters_command(args: argparse.Namespace) -> None:
     import json
 
     from playlists import load_tables
-    from playlists.discover import clusters, write_clusters
+    from playlists.discover import CLUSTERS_FILE, clusters, write_clusters
     from playlists.text import for_terminal
 
-    check_output_folder(args.out, args.tables, ("clusters.parquet",), (".m3u8",))
+    check_output_folder(args.out, args.tables, (CLUSTERS_FILE,), (".m3u8",))
     tables = load_tables(args.tables)
     found, silhouette = clusters(tables, args.k, seed=args.seed)
     if args.out:

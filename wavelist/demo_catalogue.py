@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import soundfile
 
-from beam_jobs.catalogue import fma_audio_path
+from core.catalogue import FMA_TRACKS_CSV, fma_audio_path
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def generate(
         soundfile.write(path, render_track(style, voice, track_seed, seconds), SAMPLE_RATE, format="MP3")
     table = pd.DataFrame.from_records(records).set_index("track_id").sort_index()
     table.columns = pd.MultiIndex.from_tuples(table.columns)
-    table.to_csv(out_dir / "fma_metadata" / "tracks.csv")
+    table.to_csv(out_dir / "fma_metadata" / FMA_TRACKS_CSV)
     genres = pd.DataFrame(
         {
             "#tracks": [artists_per_style * tracks_per_artist] * len(styles),

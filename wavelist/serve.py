@@ -33,6 +33,7 @@ import wavelist
 from playlists.output import playlist_rows
 from playlists.service import Playlist, TrackFinder, make_playlist
 from playlists.tables import Tables, UnknownTrack, load_tables
+from schemas import layout
 
 log = logging.getLogger("wavelist.serve")
 
@@ -63,7 +64,7 @@ def _signature(folder: Path) -> tuple | None:
     try:
         stat = folder.stat()
         files = []
-        for name in ("embeddings.parquet", "neighbours.parquet", "tracks.parquet", "_SUCCESS"):
+        for name in (layout.Tables.EMBEDDINGS, layout.Tables.NEIGHBOURS, layout.Tables.TRACKS, layout.SUCCESS_MARKER):
             try:
                 s = (folder / name).stat()
                 files.append((name, s.st_ino, s.st_size, s.st_mtime_ns))
@@ -112,8 +113,8 @@ def load_snapshot(folder: Path, music_folder: str | None, generation: int) -> Sn
         log.info("%s changed while it was read; reading it again", folder)
     else:
         raise BadRequest(f"{folder} kept changing while it was read; try again", 409)
-    marker = folder / "_SUCCESS"
-    built = (marker if marker.exists() else folder / "embeddings.parquet").stat().st_mtime
+    marker = folder / layout.SUCCESS_MARKER
+    built = (marker if marker.exists() else folder / layout.Tables.EMBEDDINGS).stat().st_mtime
     return Snapshot(tables=tables, finder=TrackFinder(tables, music_folder), built_at=_iso(built),
                     loaded_at=_iso(time.time()), signature=before, generation=generation)
 

@@ -1,4 +1,5 @@
-"""Catalogue readers (FMA layout) and the stable train/validation/test split. No Beam here."""
+"""Catalogue readers (FMA layout, any folder, a labels CSV) and the stable train/validation/test split.
+Pure code: no Beam, no TensorFlow."""
 from __future__ import annotations
 
 import csv
@@ -9,9 +10,11 @@ from typing import Any, Iterable, Mapping, TextIO
 
 import pandas as pd
 
-SPLITS = ("train", "validation", "test")
+from schemas.layout import SPLITS
+
 FMA_SPLIT_NAMES = {"training": "train", "validation": "validation", "test": "test"}
 FMA_SUBSETS = ("small", "medium", "large")
+FMA_TRACKS_CSV = "tracks.csv"  # in FMA's fma_metadata folder
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 AUDIO_EXTENSIONS = (".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".aif", ".aiff", ".m4a")
 LABEL_COLUMNS = ("track_id", "genre", "artist_id", "artist", "title")
