@@ -26,6 +26,7 @@ from beam_jobs.ingest import AudioDirOptions
 from core.neighbours import stack_lists, top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec
+from schemas.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def check_tables(folder: str, model_id: str, spec: AudioSpec) -> tuple[dict[str,
     embedded = common.read_parquet(common.join(folder, "embeddings.parquet"), ["track_id"], made_by="wavelist embed")
     metadata = tables.read_metadata(embedded.schema)
     if metadata.get("model_id") != model_id:
-        raise ValueError(f"{folder} holds embeddings of model {metadata.get('model_id')}, not {model_id}; "
+        raise UserError(f"{folder} holds embeddings of model {metadata.get('model_id')}, not {model_id}; "
                          "add tracks with the model that made the tables, or embed everything anew")
     spec.require_same(AudioSpec.from_dict(metadata["audio_spec"]), what=f"the tables in {folder}")
     summary = common.read_json(common.join(folder, "summary.json"), made_by="wavelist embed")
@@ -117,11 +118,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         new_tracks = [r for r in common.read_parquet(common.join(new_data, "tracks.parquet")).to_pylist()
                       if r["status"] == "ok"]
         if not new_tracks:
-            raise ValueError(f"{audio_dir}: none of its {ingested['inputs']} audio files could be added (all "
+            raise UserError(f"{audio_dir}: none of its {ingested['inputs']} audio files could be added (all "
                              f"rejected: {ingested['rejected_per_stage']}); nothing was added")
         clashes = sorted(old_ids & {r["track_id"] for r in new_tracks})
         if clashes:
-            raise ValueError(f"{audio_dir}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
+            raise UserError(f"{audio_dir}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         old = (pipeline
                | "ReadOld" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "embeddings.parquet"))

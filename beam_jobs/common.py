@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from schemas import layout
+from schemas.errors import UserError
 
 METRICS_NAMESPACE = "wavelist"
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def parse_options(argv: list[str] | None) -> PipelineOptions:
     _, unknown = parser.parse_known_args(list(argv or []))
     unknown = [word for word in unknown if word.startswith("-")]
     if unknown:
-        raise ValueError(unknown_flags_message(unknown, parser._option_string_actions))
+        raise UserError(unknown_flags_message(unknown, parser._option_string_actions))
     return PipelineOptions(argv)
 
 
@@ -61,7 +62,7 @@ def require_flags(options: PipelineOptions, *names: str) -> None:
     values = options.get_all_options()
     missing = [f"--{name.replace('_', '-')}" for name in names if values.get(name) in (None, "")]
     if missing:
-        raise ValueError(f"missing required flag{'s' if len(missing) > 1 else ''} {' '.join(missing)}")
+        raise UserError(f"missing required flag{'s' if len(missing) > 1 else ''} {' '.join(missing)}")
 
 
 class OutputExists(FileExistsError):
@@ -75,7 +76,7 @@ def require_remote_paths(options: PipelineOptions, paths: dict[str, str | None])
         return
     local = [f"{flag} {path}" for flag, path in paths.items() if path and not is_remote(path)]
     if local:
-        raise ValueError(f"{runner} workers cannot reach local paths: {', '.join(local)}; use gs:// paths")
+        raise UserError(f"{runner} workers cannot reach local paths: {', '.join(local)}; use gs:// paths")
 
 
 def make_pipeline(options: PipelineOptions, argv: list[str] | None) -> beam.Pipeline:
@@ -99,7 +100,7 @@ def make_pipeline(options: PipelineOptions, argv: list[str] | None) -> beam.Pipe
     return beam.Pipeline(runner=FnApiRunner(), options=options)
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """An input that a worker found unusable (a damaged shard, a model Keras refuses): the driver shows its
     message as one line (:func:`run_pipeline`), not as a runner's traceback."""
 
@@ -122,7 +123,7 @@ def run_pipeline(pipeline: beam.Pipeline):
         found = re.search(re.escape(InputError.PREFIX) + r"([^\n]*)", str(error))
         if found is None:
             raise
-        raise ValueError(found.group(1).split(" [while running")[0].strip()) from error
+        raise UserError(found.group(1).split(" [while running")[0].strip()) from error
 
 
 class DryRun(Exception):
@@ -164,7 +165,7 @@ def write_parquet(pcoll, folder: str, name: str, schema, label: str):
     )
 
 
-class UnreadableTable(ValueError):
+class UnreadableTable(UserError):
     """A Parquet file that is missing or cannot be read."""
 
 
@@ -191,7 +192,7 @@ def read_json(path: str, *, made_by: str = "the job that wrote it") -> Any:
     try:
         return json.loads(read_bytes(path))
     except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); rerun {made_by}") from None
+        raise UserError(f"{path} is not valid JSON ({error}); rerun {made_by}") from None
 
 
 def parquet_num_rows(path: str) -> int:
@@ -241,7 +242,7 @@ def load_model_info(folder: str):
     try:
         return ModelInfo.from_json(read_bytes(path), source=path)
     except ModelInfoError as error:
-        raise ValueError(str(error)) from None
+        raise UserError(str(error)) from None
 
 
 def require_complete(folder: str, *, made_by: str) -> None:
@@ -254,11 +255,11 @@ def require_complete(folder: str, *, made_by: str) -> None:
         raise FileNotFoundError(f"{folder} does not exist; give the output folder of {made_by}")
     marker = read_marker(folder)
     if marker is None:
-        raise ValueError(f"{folder} has no {SUCCESS_MARKER} marker: it is not a complete output of {made_by} "
+        raise UserError(f"{folder} has no {SUCCESS_MARKER} marker: it is not a complete output of {made_by} "
                          f"(an interrupted run?); rerun {made_by}")
     kind = marker.get("kind")
     if kind and kind != _kind_of(made_by):
-        raise ValueError(f"{folder} is an output of wavelist {kind}, not of {made_by}")
+        raise UserError(f"{folder} is an output of wavelist {kind}, not of {made_by}")
 
 
 def local_folder(folder: str) -> str:

@@ -31,8 +31,9 @@ from beam_jobs import common
 from core import catalogue as cat
 from core.catalogue import TrackRow
 from schemas import tables
-from schemas.layout import AUDIO_SPEC, SPLITS, SUMMARY, Data
 from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
+from schemas.errors import UserError
+from schemas.layout import AUDIO_SPEC, SPLITS, SUMMARY, Data
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, encode_tile
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def read_catalogue(args: IngestOptions, audio_dir: str | None
     rejects: list[dict[str, Any]] = []
     if args.fma_metadata:
         if not audio_dir:
-            raise ValueError("--fma-metadata needs --audio-dir, the folder of FMA's audio (e.g. fma_small)")
+            raise UserError("--fma-metadata needs --audio-dir, the folder of FMA's audio (e.g. fma_small)")
         tracks_csv = posixpath.join(args.fma_metadata, cat.FMA_TRACKS_CSV)
         with common.open_text(tracks_csv) as handle:
             rows = cat.read_fma_tracks(handle, audio_dir=audio_dir, subset=args.subset, source=tracks_csv)
@@ -100,9 +101,9 @@ def read_catalogue(args: IngestOptions, audio_dir: str | None
         rejects += found_rejects
         source = args.audio_glob or root
     else:
-        raise ValueError("give a catalogue: --fma-metadata DIR --audio-dir DIR, or --audio-dir DIR, or --audio-glob GLOB")
+        raise UserError("give a catalogue: --fma-metadata DIR --audio-dir DIR, or --audio-dir DIR, or --audio-glob GLOB")
     if not rows and not rejects:
-        raise ValueError(f"{source} holds no audio track to ingest")
+        raise UserError(f"{source} holds no audio track to ingest")
     rows, duplicates = cat.drop_duplicate_ids(rows)
     return rows, rejects + duplicates, source
 

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping, TextIO
 
 import pandas as pd
 
+from schemas.errors import UserError
 from schemas.layout import SPLITS
 
 FMA_SPLIT_NAMES = {"training": "train", "validation": "validation", "test": "test"}
@@ -24,7 +25,7 @@ Labels = Mapping[str, dict[str, Any]] | list[tuple[str, dict[str, Any]]]
 GLOB_CHARACTERS = "*?["
 
 
-class CatalogueError(ValueError):
+class CatalogueError(UserError):
     """A catalogue that cannot be read as given."""
 
 

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 
 from schemas.audio import AudioSpec
+from schemas.errors import UserError
 from schemas.model_info import PART_DIM
 
 EMBEDDING_LAYER = "embedding"
@@ -79,10 +80,10 @@ def copy_encoder_weights(source: keras.Model, target: keras.Model) -> int:
 
     pairs = list(zip(encoder_layers(source), encoder_layers(target)))
     if not pairs or pairs[-1][1].name != EMBEDDING_LAYER:
-        raise ValueError("the source model has no encoder ending in an 'embedding' layer to copy")
+        raise UserError("the source model has no encoder ending in an 'embedding' layer to copy")
     for src, dst in pairs:
         if [w.shape for w in src.weights] != [w.shape for w in dst.weights]:
-            raise ValueError(f"cannot copy layer {src.name} into {dst.name}: shapes differ")
+            raise UserError(f"cannot copy layer {src.name} into {dst.name}: shapes differ")
         dst.set_weights(src.get_weights())
         if isinstance(dst, keras.layers.Normalization):
             dst.finalize_state()  # a Normalization layer reads its statistics only from here

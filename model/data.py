@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from schemas.audio import AudioSpec
+from schemas.errors import UserError
 from schemas.layout import SPLITS, Data
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, tf_decode_mel, tf_feature_spec
 
@@ -93,7 +94,7 @@ def load_tiles(files: list[str], spec: AudioSpec) -> tuple[np.ndarray, np.ndarra
         tiles.append(tf.reshape(mel, (-1, *spec.tile_shape)).numpy())
         keys.append(np.stack([batch["track_id"].numpy(), batch["tile_index"].numpy()], axis=1))
     if not tiles:
-        raise ValueError("no tiles to train on")
+        raise UserError("no tiles to train on")
     tiles_array, keys_array = np.concatenate(tiles), np.concatenate(keys)
     order = np.lexsort((keys_array[:, 1], keys_array[:, 0]))
     return tiles_array[order], keys_array[order, 0]

@@ -27,6 +27,7 @@ import numpy as np
 from beam_jobs import common
 from core import vectors as recipe
 from schemas.audio import AudioSpec
+from schemas.errors import UserError
 from schemas.flags import FlagParser
 from schemas.layout import Data, Model
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
@@ -154,7 +155,7 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
 
     labels, genres = data.track_labels(args.data)
     if len(genres) < 2:
-        raise ValueError(f"{args.data}: the genre CNN needs at least two genres, found {genres}; "
+        raise UserError(f"{args.data}: the genre CNN needs at least two genres, found {genres}; "
                          "use --model contrastive, which needs no labels")
     train_files = data.tile_files(args.data, "train")
     train = data.tile_dataset(train_files, spec, labels=labels, batch_size=args.batch_size, shuffle=True,
@@ -164,7 +165,7 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
               for split in ("validation", "test") if (files := data.split_files(args.data, split))}
     train_labels = np.concatenate([label.numpy() for _, label, _ in plain_train] + [np.zeros(0, np.int64)])
     if train_labels.size == 0:
-        raise ValueError(f"{args.data}: no labelled training tiles")
+        raise UserError(f"{args.data}: no labelled training tiles")
     log.info("train cnn: %d training tiles, %d genres", train_labels.size, len(genres))
     present = np.unique(train_labels)
     weights = compute_class_weight("balanced", classes=present, y=train_labels)
@@ -208,7 +209,7 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     tiles, track_ids = data.load_tiles(data.all_tile_files(args.data), spec)
     n_tracks = len(np.unique(track_ids))
     if n_tracks < 2:
-        raise ValueError(f"{args.data}: contrastive training needs at least two tracks")
+        raise UserError(f"{args.data}: contrastive training needs at least two tracks")
     log.info("train contrastive: %d tiles of %d tracks", len(tiles), n_tracks)
     sample = tf_constant_batches(tiles[np.random.default_rng(args.seed).permutation(len(tiles))[:2048]])
     model, encoder = contrastive.build_contrastive(spec, _adapted_normaliser(sample))
@@ -335,7 +336,7 @@ def train_features(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> 
 
     track_ids, values = features.load_features(args.data)
     if len(track_ids) < 2:
-        raise ValueError(f"{args.data}: the features baseline needs at least two tracks")
+        raise UserError(f"{args.data}: the features baseline needs at least two tracks")
     return Trained(features.features_embedder(values), "features", {"tracks": int(len(track_ids))})
 
 

@@ -10,19 +10,20 @@ import numpy as np
 
 from playlists.radio import Entry, _banned_rows, nearest
 from playlists.tables import Tables, one_blas_thread
+from schemas.errors import UserError
 
 
 def _unit(vector: np.ndarray, what: str) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     if norm < 1e-6:
-        raise ValueError(f"{what} is the zero vector (the tracks cancel out); change the tracks given")
+        raise UserError(f"{what} is the zero vector (the tracks cancel out); change the tracks given")
     return vector / norm
 
 
 def _ranked(tables: Tables, direction: np.ndarray, inputs: list[int], n: int, *, variety: float,
             max_per_artist: int | None, exclude_artist: bool = False) -> list[Entry]:
     if n < 1:
-        raise ValueError("a playlist needs at least one track (-n 1 or more)")
+        raise UserError("a playlist needs at least one track (-n 1 or more)")
     n = min(n, len(tables))  # a longer playlist cannot exist
     banned = _banned_rows(tables, inputs, (), exclude_artist)
     with one_blas_thread():
@@ -36,9 +37,9 @@ def alchemy(tables: Tables, add: list[int], subtract: list[int] = (), n: int = 2
     """The ``n`` tracks nearest (cosine) to the sum of the ``add`` tracks' vectors minus the ``subtract``
     tracks', normalised; the inputs left out. ``similarity`` is to that direction."""
     if not add:
-        raise ValueError("alchemy needs at least one track to add (--add A ...)")
+        raise UserError("alchemy needs at least one track to add (--add A ...)")
     if n < 1:
-        raise ValueError("a playlist needs at least one track (-n 1 or more)")
+        raise UserError("a playlist needs at least one track (-n 1 or more)")
     plus, minus = [tables.row(i) for i in add], [tables.row(i) for i in subtract]
     direction = _unit(tables.vectors[plus].sum(axis=0) - tables.vectors[minus].sum(axis=0), "the combined direction")
     return _ranked(tables, direction, plus + minus, n, variety=variety, max_per_artist=max_per_artist)
@@ -50,9 +51,9 @@ def profile(tables: Tables, history: list[int], n: int = 50, *, half_life: float
     weighted mean of the played tracks' vectors, a play ``half_life`` plays older counting half as much; every
     played track left out. ``similarity`` is to that taste vector."""
     if not history:
-        raise ValueError("the listening history is empty")
+        raise UserError("the listening history is empty")
     if not half_life > 0:
-        raise ValueError(f"--half-life must be above 0, got {half_life}")
+        raise UserError(f"--half-life must be above 0, got {half_life}")
     rows = [tables.row(i) for i in history]
     age = np.arange(len(rows))[::-1]  # 0 for the latest play
     weights = 0.5 ** (age / half_life)
@@ -81,7 +82,7 @@ def clusters(tables: Tables, k: int, *, seed: int = 0) -> tuple[list[Cluster], f
     from sklearn.metrics import silhouette_score
 
     if not 2 <= k < len(tables):
-        raise ValueError(f"--k must be between 2 and {len(tables) - 1} (the catalogue has {len(tables)} tracks)")
+        raise UserError(f"--k must be between 2 and {len(tables) - 1} (the catalogue has {len(tables)} tracks)")
     with one_blas_thread():
         model = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(tables.vectors)
         labels = model.labels_

@@ -9,6 +9,7 @@ import numpy as np
 
 from playlists.radio import Entry, artist_keys
 from playlists.tables import Tables, one_blas_thread
+from schemas.errors import UserError
 
 
 def progress(vectors: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -79,10 +80,10 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
     :func:`journey_via` passes every stop and the earlier legs' tracks).
     """
     if n < 2:
-        raise ValueError("a journey needs at least two tracks (-n 2 or more)")
+        raise UserError("a journey needs at least two tracks (-n 2 or more)")
     a_row, b_row = tables.row(start), tables.row(end)
     if a_row == b_row:
-        raise ValueError("a journey needs two different tracks")
+        raise UserError("a journey needs two different tracks")
     banned = np.array([a_row, b_row, *(tables.row(i) for i in exclude)], dtype=np.int64)
     while True:
         with one_blas_thread():
@@ -119,12 +120,12 @@ def journey_via(tables: Tables, stops: list[int], n: int = 20, *, band: int = 40
     the whole journey (the stops themselves cannot be left out).
     """
     if len(stops) < 2:
-        raise ValueError("a journey needs at least two stops")
+        raise UserError("a journey needs at least two stops")
     rows = [tables.row(stop) for stop in stops]
     if len(set(rows)) < len(rows):
-        raise ValueError("a journey's stops must be different tracks")
+        raise UserError("a journey's stops must be different tracks")
     if n < len(stops):
-        raise ValueError(f"a journey through {len(stops)} stops needs -n {len(stops)} or more")
+        raise UserError(f"a journey through {len(stops)} stops needs -n {len(stops)} or more")
     angles = np.array([np.arccos(np.clip(tables.vectors[p] @ tables.vectors[q], -1, 1))
                        for p, q in zip(rows, rows[1:])])
     steps = leg_steps(angles, n - 1)

@@ -11,6 +11,7 @@ import numpy as np
 from playlists.radio import Entry
 from playlists.tables import Tables
 from playlists.text import for_terminal, one_line
+from schemas.errors import UserError
 
 FORMATS = ("table", "json", "m3u")
 
@@ -94,7 +95,7 @@ def parse_track_list(tables: Tables, text: str, source: str = "the list") -> lis
         try:
             return [tables.resolve(row["track_id"]) for row in json.loads(text)]
         except (json.JSONDecodeError, TypeError, KeyError) as error:
-            raise ValueError(f"{path} is not a JSON list of objects with a track_id ({error})") from None
+            raise UserError(f"{path} is not a JSON list of objects with a track_id ({error})") from None
     by_path = {player_path(p): int(i) for i, p in zip(tables.ids, tables.column("path")) if p}
     found = []
     for number, line in enumerate(text.splitlines(), start=1):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from playlists.tables import Tables, one_blas_thread
+from schemas.errors import UserError
 
 log = logging.getLogger("wavelist.playlists")
 
@@ -40,9 +41,9 @@ def pick(tables: Tables, rows: np.ndarray, scores: np.ndarray, n: int, *, variet
     ``max_per_artist`` caps the tracks of one artist (tracks of unknown artists are not capped).
     """
     if not 0.0 <= variety < 1.0:
-        raise ValueError(f"variety must be in [0, 1), got {variety}")
+        raise UserError(f"variety must be in [0, 1), got {variety}")
     if max_per_artist is not None and max_per_artist < 1:
-        raise ValueError(f"--max-per-artist must be 1 or more, got {max_per_artist}")
+        raise UserError(f"--max-per-artist must be 1 or more, got {max_per_artist}")
     order = np.lexsort((tables.ids[rows], -scores))
     rows, scores = rows[order], scores[order]
     artists = artist_keys(tables)[rows] if max_per_artist is not None else None
@@ -105,7 +106,7 @@ def radio(tables: Tables, seed: int, n: int = 20, *, exclude_artist: bool = Fals
     trades similarity for variety (see :func:`pick`); ``exclude`` lists track ids to leave out.
     """
     if n < 1:
-        raise ValueError("a radio needs at least one track (-n 1 or more)")
+        raise UserError("a radio needs at least one track (-n 1 or more)")
     row = tables.row(seed)
     exclude_rows = [tables.row(i) for i in exclude]
     stored = tables.neighbour_rows[row]
@@ -139,9 +140,9 @@ def like(tables: Tables, seeds: list[int], n: int = 20, *, exclude_artist: bool 
     first. With seeds alike, this is the tracks nearest to their mean. Options as in :func:`radio`.
     """
     if not seeds:
-        raise ValueError("like needs at least one seed (--seeds A B ...)")
+        raise UserError("like needs at least one seed (--seeds A B ...)")
     if n < 1:
-        raise ValueError("a playlist needs at least one track (-n 1 or more)")
+        raise UserError("a playlist needs at least one track (-n 1 or more)")
     n = min(n, len(tables))  # a longer playlist cannot exist
     rows = [tables.row(seed) for seed in seeds]
     banned = _banned_rows(tables, rows, exclude, exclude_artist)

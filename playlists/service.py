@@ -12,6 +12,7 @@ from pathlib import Path
 
 from playlists.radio import Entry
 from playlists.tables import Tables, UnknownTrack
+from schemas.errors import UserError
 
 KINDS = ("radio", "like", "journey", "alchemy", "profile")
 # A catalogue column that, when tracks.parquet has it, lets a MusicBrainz recording id name a track.
@@ -31,13 +32,13 @@ class Playlist:
 def journey_stops(start: str | None, end: str | None, via: Sequence[str]) -> list[str]:
     """The stops of a journey given as ``start`` and ``end`` or as ``via`` (A B ...), checked."""
     if via and (start or end):
-        raise ValueError("give either --from A --to B or --via A B ..., not both")
+        raise UserError("give either --from A --to B or --via A B ..., not both")
     if via:
         if len(via) < 2:
-            raise ValueError("--via needs at least two tracks")
+            raise UserError("--via needs at least two tracks")
         return list(via)
     if not (start and end):
-        raise ValueError("a journey needs --from A --to B (or --via A B ...)")
+        raise UserError("a journey needs --from A --to B (or --via A B ...)")
     return [start, end]
 
 
@@ -56,11 +57,11 @@ def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | N
     from playlists.radio import like, radio
 
     if max_per_artist is not None and max_per_artist < 1:
-        raise ValueError(f"--max-per-artist must be 1 or more, got {max_per_artist}")
+        raise UserError(f"--max-per-artist must be 1 or more, got {max_per_artist}")
     resolve = resolve or tables.resolve
     if kind == "radio":
         if seed is None:
-            raise ValueError("radio needs a seed track")
+            raise UserError("radio needs a seed track")
         entries = radio(tables, resolve(seed), n, exclude_artist=exclude_artist, variety=variety,
                         max_per_artist=max_per_artist)
     elif kind == "like":
@@ -141,7 +142,7 @@ class TrackFinder:
         names no track raises :class:`~playlists.tables.UnknownTrack`."""
         text = str(text).strip()
         if not text:
-            raise ValueError("the track id is empty")
+            raise UserError("the track id is empty")
         if text.lstrip("-").isdecimal():
             if not -2**63 <= int(text) < 2**63:
                 raise UnknownTrack(f"track {text[:40]} is not in {self.tables.folder}: track ids are 64-bit integers")
@@ -161,7 +162,7 @@ class TrackFinder:
         relative = posixpath.normpath(text.replace("\\", "/"))
         if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text) or relative == ".." \
                 or relative.startswith("../") or "\x00" in text:
-            raise ValueError(f"path {text!r} is outside the music folder; give a path relative to it")
+            raise UserError(f"path {text!r} is outside the music folder; give a path relative to it")
         if relative in self._paths():
             return self._paths()[relative]
         raise UnknownTrack(f"{text!r} is neither a track id, nor the path of a track relative to the music folder, "
@@ -177,7 +178,7 @@ class TrackFinder:
             try:
                 return [self.find(str(row["track_id"])) for row in json.loads(text)]
             except (json.JSONDecodeError, TypeError, KeyError) as error:
-                raise ValueError(f"{source} is not a JSON list of objects with a track_id ({error})") from None
+                raise UserError(f"{source} is not a JSON list of objects with a track_id ({error})") from None
         found = []
         for number, line in enumerate(text.splitlines(), start=1):
             line = line.strip()
@@ -186,7 +187,7 @@ class TrackFinder:
             if os.path.isabs(line):
                 path = os.path.normpath(line)
                 if not path.startswith(self.music_folder + os.sep):
-                    raise ValueError(f"{source} line {number}: {line!r} is outside the music folder "
+                    raise UserError(f"{source} line {number}: {line!r} is outside the music folder "
                                      f"{self.music_folder}")
                 line = path[len(self.music_folder) + 1:]
             try:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from threadpoolctl import ThreadpoolController
 
 from schemas import tables as schemas
+from schemas.errors import UserError
 
 # Above this many tracks, an unknown id is matched against the numerically nearest ids only (difflib over
 # every id would take seconds).
@@ -32,11 +33,11 @@ def one_blas_thread():
     return _blas().limit(limits=1, user_api="blas")
 
 
-class TablesError(ValueError):
+class TablesError(UserError):
     """A tables folder that cannot be used as it is."""
 
 
-class UnknownTrack(LookupError):
+class UnknownTrack(UserError, LookupError):
     """A track id (or title) that the tables do not hold."""
 
     def __str__(self) -> str:  # LookupError would quote the message

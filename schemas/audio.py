@@ -10,12 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from schemas.errors import UserError
 from schemas.layout import AUDIO_SPEC
 
 AUDIO_SPEC_FILENAME = AUDIO_SPEC  # schemas.layout
 
 
-class AudioSpecMismatch(ValueError):
+class AudioSpecMismatch(UserError):
     """Two artefacts were made with different audio parameters."""
 
 

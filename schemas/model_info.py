@@ -5,6 +5,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from schemas.errors import UserError
+
 # The parts a track vector can have, in the order they are joined (see core.vectors):
 TILES = "tiles"  # the mean of the track's tile vectors (the learned encoder)
 FEATURES = "features"  # the track's summary statistics through the statistics embedder
@@ -13,7 +15,7 @@ PARTS = (TILES, FEATURES, GENRES)
 PART_DIM = 64  # the length of a learned part (tiles or features); the genre part has one per genre
 
 
-class ModelInfoError(ValueError):
+class ModelInfoError(UserError):
     """A model_info.json that cannot be read as this record."""
 
 

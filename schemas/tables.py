@@ -6,6 +6,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from schemas.errors import UserError
+
 # Per-track librosa summary features, FMA style: (name, number of coefficients); each gets mean and std.
 SUMMARY_FEATURES: tuple[tuple[str, int], ...] = (
     ("mfcc", 20),
@@ -101,4 +103,4 @@ def require_columns(schema: pa.Schema, expected: pa.Schema, *, what: str) -> Non
         elif not schema.field(idx).type.equals(field.type):
             problems.append(f"column {field.name!r} is {schema.field(idx).type}, expected {field.type}")
     if problems:
-        raise ValueError(f"{what} does not match its schema: " + "; ".join(problems))
+        raise UserError(f"{what} does not match its schema: " + "; ".join(problems))

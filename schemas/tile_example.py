@@ -14,6 +14,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 from schemas.audio import AudioSpec
+from schemas.errors import UserError
 from schemas.layout import Data
 
 TILES_FOLDER = Data.TILES  # DATA/tiles/{split}-SSSSS-of-NNNNN.tfrecord.gz
@@ -102,10 +103,10 @@ def decode_tile(record: bytes, spec: AudioSpec) -> Tile:
     feature = example.features.feature
     missing = [name for name in FEATURES if name not in feature]
     if missing:
-        raise ValueError(f"tile record lacks features {missing}")
+        raise UserError(f"tile record lacks features {missing}")
     mel = np.frombuffer(feature["mel"].bytes_list.value[0], dtype=MEL_DTYPE)
     if mel.size != spec.n_mels * spec.tile_frames:
-        raise ValueError(f"tile has {mel.size} values, expected {spec.tile_shape} from the audio spec")
+        raise UserError(f"tile has {mel.size} values, expected {spec.tile_shape} from the audio spec")
     return Tile(
         track_id=int(feature["track_id"].int64_list.value[0]),
         tile_index=int(feature["tile_index"].int64_list.value[0]),

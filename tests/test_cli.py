@@ -70,7 +70,21 @@ def test_each_command_help_lists_its_own_flags(command, own, foreign, capsys):
         assert f"{flag} " not in out and f"{flag}\n" not in out and f"{flag}," not in out, (command, flag)
 
 
-@pytest.mark.parametrize("argv", [["train", "--data", "/nonexistent", "--out", "/tmp/x"]])
-def test_job_errors_are_one_line(argv, capsys):
-    assert main(argv) == 2
-    assert "/nonexistent does not exist; give the output folder of wavelist ingest" in capsys.readouterr().err
+def test_job_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "model")]) == 2
+    assert "nonexistent does not exist; give the output folder of wavelist ingest" in capsys.readouterr().err
+
+
+def test_a_programming_error_keeps_its_traceback(monkeypatch, tmp_path):
+    """Only a UserError (or a file the system refused) is a one-line exit 2; a bug is not dressed as one."""
+    import playlists.service
+    from playlists.synthetic import write_synthetic_tables
+
+    folder = write_synthetic_tables(tmp_path / "t", 50)
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug, not a user's mistake")
+
+    monkeypatch.setattr(playlists.service, "make_playlist", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["radio", "--tables", str(folder), "--seed", "1000"])

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from schemas.errors import UserError
 from schemas.flags import FlagParser, unknown_flags_message
 
 JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed",
@@ -164,9 +165,9 @@ def check_output_file(path: str | None, tables: str) -> None:
         return
     target = Path(path).resolve()
     if target == Path(tables).resolve() or Path(tables).resolve() in target.parents:
-        raise ValueError(f"{path} is inside the tables folder {tables}, an input; write it elsewhere")
+        raise UserError(f"{path} is inside the tables folder {tables}, an input; write it elsewhere")
     if target.is_dir():
-        raise ValueError(f"{path} is a folder; give a file name")
+        raise UserError(f"{path} is a folder; give a file name")
 
 
 def check_output_folder(out: str | None, tables: str, names: tuple[str, ...], suffixes: tuple[str, ...] = ()) -> None:
@@ -177,11 +178,11 @@ def check_output_folder(out: str | None, tables: str, names: tuple[str, ...], su
     check_output_file(out + "/x", tables)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder")
+        raise UserError(f"--out {out} is a file; give a folder")
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in names and not p.name.endswith(suffixes)) \
         if folder.is_dir() else []
     if foreign:
-        raise ValueError(f"--out {out} holds files this command did not write (e.g. {', '.join(foreign[:3])}); "
+        raise UserError(f"--out {out} holds files this command did not write (e.g. {', '.join(foreign[:3])}); "
                          "choose a new or empty folder")
 
 
@@ -238,7 +239,7 @@ def _map_command(args: argparse.Namespace) -> None:
         playlist = [seed] + [e.track_id for e in radio(tables, seed, args.n)]
     elif args.journey:
         if len(args.journey) < 2:
-            raise ValueError("--journey needs at least two tracks")
+            raise UserError("--journey needs at least two tracks")
         playlist = [e.track_id for e in journey_via(tables, [tables.resolve(s) for s in args.journey], args.n)]
     elif args.playlist:
         playlist = read_track_list(tables, args.playlist)
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wavelist: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, LookupError) as error:
+    except (UserError, OSError) as error:  # a mistake the user can fix, or a file the system refused
         if known.debug:
             raise
         print(f"wavelist {known.command}: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line

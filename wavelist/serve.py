@@ -34,6 +34,7 @@ from playlists.output import playlist_rows
 from playlists.service import Playlist, TrackFinder, make_playlist
 from playlists.tables import Tables, UnknownTrack, load_tables
 from schemas import layout
+from schemas.errors import UserError
 
 log = logging.getLogger("wavelist.serve")
 
@@ -532,7 +533,7 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
 def listen(address: str, port: int) -> socket.socket:
     """A socket bound to ``address:port`` (port 0: any free one); a one-line ``OSError`` if it cannot be."""
     if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be between 0 and 65535, got {port}")
+        raise UserError(f"--port must be between 0 and 65535, got {port}")
     try:
         family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
