@@ -620,6 +620,9 @@ def embed_sample(sample: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.
 
 def place_batch(batch: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray, np.ndarray]):
     """Map rows of the tracks of ``batch`` outside the t-SNE ``sample``: beside their 5 nearest sampled tracks."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one worker per core already
     ids, vectors = batch
     sample_ids, sample_vectors, sample_coords = sample
     outside = ~np.isin(ids, sample_ids)

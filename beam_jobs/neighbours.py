@@ -108,12 +108,12 @@ MAP_NEIGHBOURS = 5
 def place_by_nearest(vectors: np.ndarray, sample_ids: np.ndarray, sample_vectors: np.ndarray,
                      sample_coords: np.ndarray, k: int = MAP_NEIGHBOURS) -> np.ndarray:
     """Map coordinates of tracks outside the t-SNE sample: the mean position of their ``k`` nearest sampled
-    tracks (ties by the smaller id). Returns ``[shape=(m, 3)]`` float32."""
+    tracks (``faiss.knn``; ties by the smaller row). Returns ``[shape=(m, 3)]`` float32."""
     if len(vectors) == 0 or len(sample_ids) == 0:
         return np.zeros((len(vectors), 3), np.float32)
     rows = np.arange(len(sample_ids), dtype=np.int64)
-    nearest, _ = top_k_cosine(np.asarray(vectors, np.float32), np.full(len(vectors), -1, np.int64),
-                              sample_vectors, rows, k)
+    nearest, _ = top_k_faiss(np.asarray(vectors, np.float32), np.full(len(vectors), -1, np.int64),
+                             np.asarray(sample_vectors, np.float32), rows, k)
     return sample_coords[nearest].mean(axis=1).astype(np.float32)
 
 

@@ -117,7 +117,7 @@ def stage_msecs(result) -> dict[str, float]:
             continue
         label = info.labels.get("PTRANSFORM", "")
         parts = label.split("/")
-        stage = parts[1] if parts[0] == "Tail" and len(parts) > 1 else "Inject" if parts[0] == "Inject" else None
+        stage = parts[1] if parts[0] == "Tail" and len(parts) > 1 else "Inject" if parts[0].startswith("Inject") else None
         if stage == "Map":  # the t-SNE of the sample runs on one worker; the rest is placed in parallel
             stage = "Map t-SNE" if len(parts) > 2 and parts[2] == "TSNE" else "Map placement"
         if stage is None:
