@@ -27,7 +27,7 @@ from apache_beam.utils import shared
 from beam_jobs import common
 from model.train import EMBEDDER_FILE, FEATURES_EMBEDDER_FILE, GENRE_EMBEDDER_FILE
 from beam_jobs.neighbours import (MAP_SAMPLE, block_of, l2_normalise, merge_block_top_k, merge_top_k,
-                                  place_by_nearest, smallest_by_rank, top_k_faiss, tsne_coordinates)
+                                  nearest_rows, smallest_by_rank, top_k_faiss, tsne_coordinates)
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
@@ -618,34 +618,42 @@ def embed_sample(sample: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.
     return ids, vectors, tsne_coordinates(vectors)
 
 
-def place_batch(batch: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray, np.ndarray]):
-    """Map rows of the tracks of ``batch`` outside the t-SNE ``sample``: beside their 5 nearest sampled tracks."""
+def nearest_sampled(batch: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray]):
+    """The tracks of ``batch`` outside the t-SNE ``sample`` -> ``(ids, rows of their 5 nearest sampled tracks)``;
+    needs only the sample's vectors, so it runs while the t-SNE does."""
     import faiss
 
     faiss.omp_set_num_threads(1)  # one worker per core already
     ids, vectors = batch
-    sample_ids, sample_vectors, sample_coords = sample
+    sample_ids, sample_vectors = sample
     outside = ~np.isin(ids, sample_ids)
     if outside.any():
         Metrics.counter(common.METRICS_NAMESPACE, "map_tracks_placed").inc(int(outside.sum()))
-        yield map_table(ids[outside], place_by_nearest(vectors[outside], sample_ids, sample_vectors, sample_coords))
+        yield ids[outside], nearest_rows(vectors[outside], sample_vectors)
+
+
+def place_batch(nearest: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray, np.ndarray]):
+    """``(ids, nearest sampled rows)`` -> their map rows, at the mean position of those sampled tracks."""
+    ids, rows = nearest
+    return map_table(ids, sample[2][rows].mean(axis=1))
 
 
 class MapCoordinates(beam.PTransform):
     """``(ids, vectors)`` batches -> map tables: 3-D t-SNE of a sample of ``sample`` tracks chosen by a hash of
     the id (the only step on one worker, bounded by ``sample``), every other track placed in parallel, batch
-    by batch, at the mean position of its 5 nearest sampled tracks (:func:`~beam_jobs.neighbours.map_coordinates`
-    computes the same in one process)."""
+    by batch, at the mean position of its 5 nearest sampled tracks (found while the t-SNE runs);
+    :func:`~beam_jobs.neighbours.map_coordinates` computes the same in one process."""
 
     def __init__(self, sample: int = MAP_SAMPLE):
         super().__init__()
         self._sample = sample
 
     def expand(self, batches):
-        sample = (batches | "Sample" >> beam.CombineGlobally(MapSample(self._sample))
-                  | "TSNE" >> beam.Map(embed_sample))
-        sampled = sample | "SampleRows" >> beam.MapTuple(lambda ids, _, coords: map_table(ids, coords))
-        placed = batches | "Place" >> beam.FlatMap(place_batch, beam.pvalue.AsSingleton(sample))
+        sample = batches | "Sample" >> beam.CombineGlobally(MapSample(self._sample))
+        embedded = sample | "TSNE" >> beam.Map(embed_sample)
+        sampled = embedded | "SampleRows" >> beam.MapTuple(lambda ids, _, coords: map_table(ids, coords))
+        placed = (batches | "Nearest" >> beam.FlatMap(nearest_sampled, beam.pvalue.AsSingleton(sample))
+                  | "Place" >> beam.Map(place_batch, beam.pvalue.AsSingleton(embedded)))
         return (sampled, placed) | "MapRows" >> beam.Flatten()
 
 

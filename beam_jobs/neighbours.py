@@ -105,16 +105,22 @@ def tsne_coordinates(vectors: np.ndarray, *, seed: int = 0) -> np.ndarray:
 MAP_NEIGHBOURS = 5
 
 
+def nearest_rows(vectors: np.ndarray, sample_vectors: np.ndarray, k: int = MAP_NEIGHBOURS) -> np.ndarray:
+    """``[shape=(m, k)]`` rows of the ``k`` sampled vectors nearest to each of ``vectors`` (``faiss.knn``; ties by
+    the smaller row)."""
+    rows = np.arange(len(sample_vectors), dtype=np.int64)
+    nearest, _ = top_k_faiss(np.asarray(vectors, np.float32), np.full(len(vectors), -1, np.int64),
+                             np.asarray(sample_vectors, np.float32), rows, k)
+    return nearest
+
+
 def place_by_nearest(vectors: np.ndarray, sample_ids: np.ndarray, sample_vectors: np.ndarray,
                      sample_coords: np.ndarray, k: int = MAP_NEIGHBOURS) -> np.ndarray:
     """Map coordinates of tracks outside the t-SNE sample: the mean position of their ``k`` nearest sampled
-    tracks (``faiss.knn``; ties by the smaller row). Returns ``[shape=(m, 3)]`` float32."""
+    tracks (:func:`nearest_rows`). Returns ``[shape=(m, 3)]`` float32."""
     if len(vectors) == 0 or len(sample_ids) == 0:
         return np.zeros((len(vectors), 3), np.float32)
-    rows = np.arange(len(sample_ids), dtype=np.int64)
-    nearest, _ = top_k_faiss(np.asarray(vectors, np.float32), np.full(len(vectors), -1, np.int64),
-                             np.asarray(sample_vectors, np.float32), rows, k)
-    return sample_coords[nearest].mean(axis=1).astype(np.float32)
+    return sample_coords[nearest_rows(vectors, sample_vectors, k)].mean(axis=1).astype(np.float32)
 
 
 def map_coordinates(vectors: np.ndarray, ids: np.ndarray | None = None, *, seed: int = 0,
