@@ -18,28 +18,38 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pyarrow.compute as pc
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import common, ingest
-from beam_jobs.embed import MergeTopK, ModelOptions, TrackVectors, stack_catalogue, write_neighbour_table
+from beam_jobs.embed import (TRACKS_PER_ROW_GROUP, VECTOR_BATCH, MergeTopK, ModelOptions, StackVectors,
+                             TrackVectors, embedding_table, map_table, neighbour_tables, stack_block)
 from beam_jobs.ingest import AudioDirOptions
-from core.neighbours import stack_lists, top_k_cosine
+from core.neighbours import MAP_NEIGHBOURS, stack_lists, top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
+from schemas.layout import SUMMARY, DataFiles, TableFiles
 
 log = logging.getLogger(__name__)
 
 
-def cross_top_k(old_batch: list[tuple[int, np.ndarray]], new: tuple[np.ndarray, np.ndarray], k: int):
-    """For a batch of old tracks and all new ones: each old track's top k among the new tracks, and each new
-    track's top k among the batch; both as ``(track_id, (ids, similarities))`` partial lists."""
-    new_ids, new_vectors = new
-    old_ids = np.array([i for i, _ in old_batch], np.int64)
-    old_vectors = np.stack([v for _, v in old_batch])
-    for side in ((old_vectors, old_ids, new_vectors, new_ids), (new_vectors, new_ids, old_vectors, old_ids)):
-        ids, sims = top_k_cosine(*side, k)
-        yield from ((int(t), (i, s)) for t, i, s in zip(side[1], ids, sims))
+def stack_new(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The new tracks' ``(ids, vectors)`` batches -> one ``(ids, vectors)``, rows sorted by id."""
+    _, ids, vectors = stack_block(0, parts)
+    return ids, vectors
+
+
+def old_among_new(old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray], k: int):
+    """Each old track of the batch ``old``: its top k among the new tracks, ``(track_id, (ids, similarities))``."""
+    ids, sims = top_k_cosine(old[1], old[0], new[1], new[0], k)
+    yield from ((int(t), (i, s)) for t, i, s in zip(old[0], ids, sims))
+
+
+def new_among_old(old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray], k: int):
+    """Each new track: its top k among the old tracks of the batch ``old`` (a partial list)."""
+    ids, sims = top_k_cosine(new[1], new[0], old[1], old[0], k)
+    yield from ((int(t), (i, s)) for t, i, s in zip(new[0], ids, sims))
 
 
 def new_among_new(new: tuple[np.ndarray, np.ndarray], k: int):
@@ -48,37 +58,50 @@ def new_among_new(new: tuple[np.ndarray, np.ndarray], k: int):
     yield from ((int(t), (i, s)) for t, i, s in zip(ids, found, sims))
 
 
-def stored_lists(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    rows = sorted(rows, key=lambda r: r["rank"])
-    return (np.array([r["neighbour_id"] for r in rows], np.int64),
-            np.array([r["similarity"] for r in rows], np.float32))
+def embedding_batch(table) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of ``embeddings.parquet`` rows -> ``(ids, vectors)``."""
+    lists = table["embedding"].combine_chunks()
+    width = int(lists.value_lengths()[0].as_py()) if len(lists) else 0
+    vectors = lists.flatten().to_numpy().astype(np.float32).reshape(len(lists), width)
+    return table["track_id"].to_numpy().astype(np.int64), vectors
 
 
-def place_new(all_pairs, old_coords: list[dict[str, Any]]):
-    """Map rows for every track: old ones where they were, new ones at the mean of their 5 nearest old."""
-    placed = {row["track_id"]: (row["x"], row["y"], row["z"]) for row in old_coords}
-    ids, vectors = stack_catalogue(all_pairs)
-    old = np.array([i in placed for i in ids.tolist()])
-    new_rows = np.flatnonzero(~old)
-    if len(new_rows):
-        nearest, _ = top_k_cosine(vectors[new_rows], ids[new_rows], vectors[old], ids[old], 5)
-        for track_id, neighbours in zip(ids[new_rows].tolist(), nearest):
-            placed[track_id] = tuple(np.mean([placed[int(n)] for n in neighbours], axis=0))
-    for track_id in ids.tolist():
-        x, y, z = placed[track_id]
-        yield {"track_id": track_id, "x": float(x), "y": float(y), "z": float(z)}
+def stored_lists(table):
+    """A batch of ``neighbours.parquet`` rows -> ``(track_id, (ids, similarities))`` per track in it, by rank.
+    A track whose rows span two batches gives two partial lists, which the merge joins."""
+    table = table.sort_by([("track_id", "ascending"), ("rank", "ascending")])
+    track_ids = table["track_id"].to_numpy()
+    ids, sims = table["neighbour_id"].to_numpy(), table["similarity"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, track_ids[1:] != track_ids[:-1]]) if len(track_ids) else np.zeros(0, int)
+    for start, stop in zip(starts, np.r_[starts[1:], len(track_ids)].astype(int)):
+        yield int(track_ids[start]), (ids[start:stop].astype(np.int64), sims[start:stop].astype(np.float32))
+
+
+def placed_rows(new_track: int, nearest: tuple[np.ndarray, np.ndarray], old_coords: dict[int, tuple] | None = None):
+    """Map coordinates of a new track: the mean position of its nearest old tracks."""
+    x, y, z = np.mean([old_coords[int(n)] for n in nearest[0]], axis=0)
+    return new_track, (float(x), float(y), float(z))
+
+
+def coords_of(table, wanted: list[int]):
+    """The ``(track_id, (x, y, z))`` of the map rows of ``table`` whose track is in ``wanted``."""
+    import pyarrow as pa
+
+    kept = table.filter(pa.array(np.isin(table["track_id"].to_numpy(), np.asarray(wanted, np.int64))))
+    for row in kept.to_pylist():
+        yield row["track_id"], (row["x"], row["y"], row["z"])
 
 
 def check_tables(folder: str, model_id: str, spec: AudioSpec) -> tuple[dict[str, Any], set[int]]:
     """The existing tables' summary and track ids; refuses tables of another model or other audio parameters."""
     common.require_complete(folder, made_by="wavelist embed")
-    embedded = common.read_parquet(common.join(folder, "embeddings.parquet"), ["track_id"], made_by="wavelist embed")
+    embedded = common.read_parquet(common.join(folder, TableFiles.EMBEDDINGS), ["track_id"], made_by="wavelist embed")
     metadata = tables.read_metadata(embedded.schema)
     if metadata.get("model_id") != model_id:
         raise UserError(f"{folder} holds embeddings of model {metadata.get('model_id')}, not {model_id}; "
                          "add tracks with the model that made the tables, or embed everything anew")
     spec.require_same(AudioSpec.from_dict(metadata["audio_spec"]), what=f"the tables in {folder}")
-    summary = common.read_json(common.join(folder, "summary.json"), made_by="wavelist embed")
+    summary = common.read_json(common.join(folder, SUMMARY), made_by="wavelist embed")
     return summary, set(embedded["track_id"].to_pylist())
 
 
@@ -115,7 +138,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                               inputs=[args.tables, model.model, audio_dir]) as staging:
         new_data = posixpath.join(staging, "_new_data")
         ingested = ingest.run(["--audio-dir", audio_dir, "--out", new_data, *runner_flags], spec=spec)
-        new_tracks = [r for r in common.read_parquet(common.join(new_data, "tracks.parquet")).to_pylist()
+        new_tracks = [r for r in common.read_parquet(common.join(new_data, DataFiles.TRACKS)).to_pylist()
                       if r["status"] == "ok"]
         if not new_tracks:
             raise UserError(f"{audio_dir}: none of its {ingested['inputs']} audio files could be added (all "
@@ -125,45 +148,58 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             raise UserError(f"{audio_dir}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         old = (pipeline
-               | "ReadOld" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "embeddings.parquet"))
-               | "OldVectors" >> beam.Map(lambda r: (r["track_id"], np.array(r["embedding"], np.float32))))
+               | "ReadOld" >> beam.io.ReadFromParquetBatched(common.table_pattern(common.join(args.tables, TableFiles.EMBEDDINGS)))
+               | "OldVectors" >> beam.Map(embedding_batch))
         model_dir = model.model if common.is_remote(model.model) else str(Path(model.model).resolve())
-        new = pipeline | "EmbedNew" >> TrackVectors(new_data, model_dir, spec,
-                                                    info, model.batch_size)
-        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()
-                                             | "NewMatrix" >> beam.Map(stack_catalogue))
-        cross = (old | "OldBatches" >> beam.BatchElements(min_batch_size=64, max_batch_size=4096)
-                 | "CrossTopK" >> beam.FlatMap(cross_top_k, new_matrix, k))
+        new = (pipeline | "EmbedNew" >> TrackVectors(new_data, model_dir, spec, info,
+                                                      model.batch_size)
+               | "NewBatches" >> StackVectors(VECTOR_BATCH))
+        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()  # the new tracks only
+                                             | "NewMatrix" >> beam.Map(stack_new))
+        new_side = old | "NewAmongOld" >> beam.FlatMap(new_among_old, new_matrix, k)
+        old_side = old | "OldAmongNew" >> beam.FlatMap(old_among_new, new_matrix, k)
         among_new = (pipeline | "One" >> beam.Create([None])
                      | "NewTopK" >> beam.FlatMap(lambda _, m: new_among_new(m, k), new_matrix))
         stored = (pipeline
-                  | "ReadOldNeighbours" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "neighbours.parquet"))
-                  | "ByTrack" >> beam.Map(lambda r: (r["track_id"], r))
-                  | "GroupOld" >> beam.GroupByKey()
-                  | "OldLists" >> beam.MapTuple(lambda t, rows: (t, stored_lists(list(rows)))))
-        _ = ((stored, cross, among_new) | "AllPartials" >> beam.Flatten()
+                  | "ReadOldNeighbours" >> beam.io.ReadFromParquetBatched(
+                      common.table_pattern(common.join(args.tables, TableFiles.NEIGHBOURS)))
+                  | "OldLists" >> beam.FlatMap(stored_lists))
+        _ = ((stored, old_side, new_side, among_new) | "AllPartials" >> beam.Flatten()
              | "Merge" >> beam.CombinePerKey(MergeTopK(k))
-             | "AllLists" >> beam.combiners.ToList()
-             | "OneBlock" >> beam.Map(lambda lists: [stack_lists(lists)])
-             | "WriteNeighbours" >> beam.Map(write_neighbour_table, posixpath.join(staging, "neighbours.parquet"),
-                                             tables.with_metadata(tables.NEIGHBOURS, **provenance)))
-        every = (old, new) | "AllVectors" >> beam.Flatten()
-        common.write_parquet(every | "EmbeddingRows" >> beam.MapTuple(
-            lambda i, v: {"track_id": int(i), "embedding": np.asarray(v, np.float32).tolist()}),
-            staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings")
-        old_map = beam.pvalue.AsList(pipeline | "ReadOldMap" >> beam.io.ReadFromParquet(
-            posixpath.join(args.tables, "map3d.parquet")))
-        common.write_parquet(every | "Everything" >> beam.combiners.ToList() | "Place" >> beam.FlatMap(place_new, old_map),
-                    staging, "map3d.parquet", tables.with_metadata(tables.MAP3D, **provenance), "WriteMap")
-        track_rows = ((pipeline | "ReadOldTracks" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "tracks.parquet"))),
-                      (pipeline | "NewTracks" >> beam.Create(new_tracks))) | "AllTracks" >> beam.Flatten()
-        common.write_parquet(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
+             | "ListBatches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
+             | "Blocks" >> beam.Map(stack_lists)
+             | "NeighbourTables" >> beam.FlatMap(neighbour_tables, TRACKS_PER_ROW_GROUP)
+             | "WriteNeighbours" >> common.WriteTable(staging, TableFiles.NEIGHBOURS,
+                                                      tables.with_metadata(tables.NEIGHBOURS, **provenance)))
+        _ = ((old, new) | "AllVectors" >> beam.Flatten() | "EmbeddingTables" >> beam.Map(embedding_table)
+             | "WriteEmbeddings" >> common.WriteTable(staging, TableFiles.EMBEDDINGS,
+                                                      tables.with_metadata(tables.EMBEDDINGS, **provenance)))
+        # new tracks join the map beside their 5 nearest old tracks; the old rows are copied as they are
+        nearest = new_side | "NearestOld" >> beam.CombinePerKey(MergeTopK(MAP_NEIGHBOURS))
+        wanted = beam.pvalue.AsSingleton(nearest | "WantedIds" >> beam.FlatMap(lambda pair: pair[1][0].tolist())
+                                         | "Wanted" >> beam.combiners.ToList())
+        old_map = pipeline | "ReadOldMap" >> beam.io.ReadFromParquetBatched(
+            common.table_pattern(common.join(args.tables, TableFiles.MAP3D)))
+        old_coords = beam.pvalue.AsDict(old_map | "WantedCoords" >> beam.FlatMap(coords_of, wanted))
+        placed = (nearest | "Place" >> beam.MapTuple(placed_rows, old_coords)
+                  | "PlacedBatches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
+                  | "PlacedTable" >> beam.Map(lambda rows: map_table(np.array([t for t, _ in rows], np.int64),
+                                                                     np.array([c for _, c in rows], np.float32))))
+        _ = ((old_map, placed) | "AllMap" >> beam.Flatten()
+             | "WriteMap" >> common.WriteTable(staging, TableFiles.MAP3D, tables.with_metadata(tables.MAP3D, **provenance)))
+        new_rows = (pipeline | "ReadNewTracks" >> beam.io.ReadFromParquetBatched(
+                        common.table_pattern(common.join(new_data, DataFiles.TRACKS)))
+                    | "NewOk" >> beam.Map(lambda table: table.filter(pc.equal(table["status"], "ok"))))
+        old_rows = pipeline | "ReadOldTracks" >> beam.io.ReadFromParquetBatched(
+            common.table_pattern(common.join(args.tables, TableFiles.TRACKS)))
+        _ = ((old_rows, new_rows) | "AllTracks" >> beam.Flatten()
+             | "WriteTracks" >> common.WriteTable(staging, TableFiles.TRACKS, tables.TRACKS))
         common.run_pipeline(pipeline)
         common.remove(new_data)
         summary = {**old_summary, "tracks_added": len(new_tracks), "added_from": audio_dir,
                    "add_rejects": ingested["rejected"],
-                   "tracks_embedded": common.parquet_num_rows(common.join(staging, "embeddings.parquet")),
-                   "neighbour_rows": common.parquet_num_rows(common.join(staging, "neighbours.parquet"))}
-        common.write_text(common.join(staging, "summary.json"), json.dumps(summary, indent=2) + "\n")
+                   "tracks_embedded": common.parquet_num_rows(common.join(staging, TableFiles.EMBEDDINGS)),
+                   "neighbour_rows": common.parquet_num_rows(common.join(staging, TableFiles.NEIGHBOURS))}
+        common.write_text(common.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     log.info("add: %d tracks added -> %s", len(new_tracks), output.out)
     return summary

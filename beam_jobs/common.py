@@ -15,6 +15,7 @@ from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from schemas import layout
@@ -165,24 +166,96 @@ def write_parquet(pcoll, folder: str, name: str, schema, label: str):
     )
 
 
+SHARD_PREFIX = "part"
+SHARD_SUFFIX = ".parquet"
+
+
+def _checksummed_parquet_sink(prefix: str, schema):
+    """Beam's Parquet sink for pyarrow Tables, writing a CRC with every page (its ``open`` does not pass
+    ``write_page_checksum``; readers verify them, see ``playlists.tables``)."""
+    import pyarrow.parquet as pq
+    from apache_beam.io import filebasedsink
+    from apache_beam.io.parquetio import _ParquetSink
+
+    class ChecksummedParquetSink(_ParquetSink):
+        def open(self, temp_path):
+            self._file_handle = filebasedsink.FileBasedSink.open(self, temp_path)
+            return pq.ParquetWriter(self._file_handle, self._schema, compression=self._codec,
+                                    write_page_checksum=True)
+
+    return ChecksummedParquetSink(prefix, schema, "snappy", False, False, SHARD_SUFFIX, 0, None,
+                                  "application/x-parquet", None)
+
+
+class WriteTable(beam.PTransform):
+    """pyarrow Tables -> the folder of shards ``folder/name/part-SSSSS-of-NNNNN.parquet``, written in parallel by
+    Beam's file sink (one shard per bundle, at least one even when empty), every page checksummed. Each
+    element becomes its own row group(s), so producers size their tables as the row groups they want.
+    ``pq.read_table(folder/name)`` and ``pd.read_parquet`` read the folder in one call (see
+    :func:`read_parquet` for any file system)."""
+
+    def __init__(self, folder: str, name: str, schema):
+        super().__init__()
+        self._prefix = posixpath.join(folder, name, SHARD_PREFIX) if is_remote(folder) else os.path.join(
+            folder, name, SHARD_PREFIX)
+        self._schema = schema
+        self._rows = Metrics.counter(METRICS_NAMESPACE, f"rows_written_{name.split('.')[0]}")
+
+    def expand(self, tables):
+        schema, rows = self._schema, self._rows
+
+        def conform(table):
+            rows.inc(table.num_rows)
+            return table.select(schema.names).cast(schema)
+
+        return (tables | "Conform" >> beam.Map(conform)
+                | "Shards" >> beam.io.Write(_checksummed_parquet_sink(self._prefix, schema)))
+
+
+def table_files(path: str) -> list[str]:
+    """The Parquet files of the table at ``path``: the file itself, or the shards of a folder written by
+    :class:`WriteTable` (``*.parquet`` inside it), sorted; ``[]`` when there is neither."""
+    if is_remote(path):
+        if FileSystems.exists(path):
+            return [path]
+        pattern = posixpath.join(path, "*" + SHARD_SUFFIX)
+    else:
+        if os.path.isfile(path):
+            return [path]
+        pattern = os.path.join(path, "*" + SHARD_SUFFIX)
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def table_pattern(path: str) -> str:
+    """A file pattern for Beam's readers that matches the table at ``path``, a file or a folder of shards."""
+    files = table_files(path)
+    if len(files) == 1 and files[0] == path:
+        return path
+    return posixpath.join(path, "*" + SHARD_SUFFIX) if is_remote(path) else os.path.join(path, "*" + SHARD_SUFFIX)
+
+
 class UnreadableTable(UserError):
     """A Parquet file that is missing or cannot be read."""
 
 
 def read_parquet(path: str, columns: list[str] | None = None, *, made_by: str = "the job that wrote it"):
-    """A pyarrow Table from a local or remote Parquet file; a missing or corrupt file raises
-    :class:`UnreadableTable` naming it and the job to rerun."""
+    """A pyarrow Table from a local or remote Parquet file or folder of shards (:func:`table_files`); a missing
+    or corrupt file raises :class:`UnreadableTable` naming it and the job to rerun."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not FileSystems.exists(path):
+    files = table_files(path)
+    if not files:
         raise UnreadableTable(f"{path} is missing; rerun {made_by}")
-    try:
-        source = path if not is_remote(path) else io.BytesIO(read_bytes(path))
-        return pq.read_table(source, columns=columns)
-    except (pa.ArrowException, OSError) as error:
-        reason = " ".join(str(error).split())
-        raise UnreadableTable(f"{path} is not a readable Parquet file ({reason}); rerun {made_by}") from error
+    parts = []
+    for file in files:
+        try:
+            source = file if not is_remote(file) else io.BytesIO(read_bytes(file))
+            parts.append(pq.read_table(source, columns=columns, page_checksum_verification=True))
+        except (pa.ArrowException, OSError) as error:
+            reason = " ".join(str(error).split())
+            raise UnreadableTable(f"{file} is not a readable Parquet file ({reason}); rerun {made_by}") from error
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
 
 def read_json(path: str, *, made_by: str = "the job that wrote it") -> Any:
@@ -196,13 +269,20 @@ def read_json(path: str, *, made_by: str = "the job that wrote it") -> Any:
 
 
 def parquet_num_rows(path: str) -> int:
-    """Rows of the Parquet file at ``path`` (local or remote), from its footer."""
+    """Rows of the Parquet table at ``path`` (local or remote, a file or a folder of shards), from the footers."""
     import pyarrow.parquet as pq
 
-    if not is_remote(path):
-        return pq.read_metadata(path).num_rows
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
+    files = table_files(path)
+    if not files:
+        raise FileNotFoundError(f"{path} does not exist")
+    total = 0
+    for file in files:
+        if not is_remote(file):
+            total += pq.read_metadata(file).num_rows
+            continue
+        with FileSystems.open(file, compression_type="uncompressed") as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    return total
 
 
 def load_audio_spec(folder: str, *, made_by: str):
@@ -233,10 +313,10 @@ def _kind_of(made_by: str) -> str:
 
 def load_model_info(folder: str):
     """The :class:`~schemas.model_info.ModelInfo` of a MODEL folder (local or remote)."""
-    from schemas.layout import Model
+    from schemas.layout import ModelFiles
     from schemas.model_info import ModelInfo, ModelInfoError
 
-    path = join(folder, Model.INFO)
+    path = join(folder, ModelFiles.INFO)
     if not FileSystems.exists(path):
         raise FileNotFoundError(f"{path} is missing; is {folder} an output of wavelist train?")
     try:

@@ -27,15 +27,16 @@ from apache_beam.utils import shared
 
 from beam_jobs import common
 from core import vectors as recipe
-from core.neighbours import block_of, map_coordinates, merge_block_top_k, merge_top_k, top_k_faiss
+from core.neighbours import (MAP_SAMPLE, block_of, merge_block_top_k, merge_top_k, nearest_rows,
+                             smallest_by_rank, top_k_faiss, tsne_coordinates)
 from schemas import tables
 from schemas.audio import AudioSpec
-from schemas.layout import Model
+from schemas.layout import SUMMARY, DataFiles, ModelFiles, TableFiles
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
 
 log = logging.getLogger(__name__)
-NEIGHBOUR_REPORT = "_neighbour_report.json"
+NEIGHBOUR_REPORT = TableFiles.NEIGHBOUR_REPORT
 EXACT_LIMIT = 200_000  # see benchmarks/RESULTS.md: above this, exact all-pairs costs far more than the index
 
 
@@ -56,13 +57,35 @@ class EmbedOptions(PipelineOptions):
                             help="approximate: recall@10 against exact search that the automatic --nprobe must reach")
 
 
+TENSORFLOW_THREADS = 1  # as ingest's BLAS limit: the runner already runs one worker process per core
+_tensorflow_threads: list[int] = []
+
+
+def limit_tensorflow_threads(threads: int = TENSORFLOW_THREADS) -> bool:
+    """Size this process's TensorFlow thread pools (intra-op and inter-op) to ``threads``, once, before the
+    first model runs. False where TensorFlow had already started its pools (e.g. a test process that trained
+    a model): they stay as they are. See benchmarks/RESULTS.md for the measured effect."""
+    if _tensorflow_threads:
+        return _tensorflow_threads[0] == threads
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow refuses once its runtime started
+        log.info("TensorFlow already started in this process: its thread pools keep their size")
+        return False
+    _tensorflow_threads.append(threads)
+    return True
+
+
 class EmbedBatchFn(beam.DoFn):
     """A batch of ``(track_id, (order, model input))`` -> ``(track_id, (order, vector))``; the model loads
     once per process. Every batch is padded to ``batch_size`` rows: the CPU kernels give bit-identical
     rows for one batch shape wherever a row sits, but not across shapes, and the runner sizes batches by
     timing, so without the padding two runs would differ in the last bits (and t-SNE would amplify it)."""
 
-    def __init__(self, model_dir: str, model_handle: shared.Shared, file: str = Model.EMBEDDER,
+    def __init__(self, model_dir: str, model_handle: shared.Shared, file: str = ModelFiles.EMBEDDER,
                  batch_size: int = 256):
         self._model_dir = model_dir
         self._model_handle = model_handle
@@ -72,6 +95,8 @@ class EmbedBatchFn(beam.DoFn):
 
     def setup(self) -> None:
         import keras  # the embedder files are Keras models; the jobs never import the trainer
+
+        limit_tensorflow_threads()
 
         class _Holder:  # Shared needs a weak-referenceable object
             def __init__(self, model):
@@ -122,7 +147,7 @@ class EmbedTracks(beam.PTransform):
     """``(track_id, (order, model input))`` -> ``(track_id, unit vector)``: the part vector of a track's inputs
     (its tiles in tile order, or its one row of summary features; :func:`core.vectors.part_vector`)."""
 
-    def __init__(self, model_dir: str, batch_size: int, file: str = Model.EMBEDDER):
+    def __init__(self, model_dir: str, batch_size: int, file: str = ModelFiles.EMBEDDER):
         super().__init__()
         self._model_dir = model_dir
         self._batch_size = batch_size
@@ -145,7 +170,7 @@ def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str):
         names = tables.summary_feature_names()
         return (
             pipeline
-            | "ReadFeatures" >> beam.io.ReadFromParquet(posixpath.join(data, "features.parquet"))
+            | "ReadFeatures" >> beam.io.ReadFromParquet(posixpath.join(data, DataFiles.FEATURES))
             | "FeatureVector" >> beam.Map(
                 lambda row: (row["track_id"], (0, np.array([row[n] for n in names], np.float32))))
         )
@@ -199,19 +224,19 @@ class TrackVectors(beam.PTransform):
         self._info, self._batch_size = info, batch_size
 
     def expand(self, pipeline):
-        def part(kind: str, file: str = Model.EMBEDDER):
+        def part(kind: str, file: str = ModelFiles.EMBEDDER):
             return (read_model_inputs(pipeline, self._data, self._spec, kind)
                     | f"Embed{kind.title()}" >> EmbedTracks(self._model_dir, self._batch_size, file))
 
         if not (self._info.has(TILES) and self._info.has(FEATURES)):
             return part(self._info.parts[0])
-        halves = {TILES: part(TILES), FEATURES: part(FEATURES, Model.FEATURES_EMBEDDER)}
+        halves = {TILES: part(TILES), FEATURES: part(FEATURES, ModelFiles.FEATURES_EMBEDDER)}
         joined = halves | "JoinHalves" >> beam.CoGroupByKey() | "Concatenate" >> beam.FlatMapTuple(join_halves)
         if not self._info.has(GENRES):
             return joined
         return (joined
                 | "AsModelInput" >> beam.MapTuple(lambda track_id, vector: (track_id, (0, vector)))
-                | "EmbedGenres" >> EmbedTracks(self._model_dir, self._batch_size, Model.GENRE_EMBEDDER))
+                | "EmbedGenres" >> EmbedTracks(self._model_dir, self._batch_size, ModelFiles.GENRE_EMBEDDER))
 
 
 def stack_catalogue(pairs: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +265,7 @@ class MergeTopK(beam.CombineFn):
 
 NeighbourBlock = tuple[np.ndarray, np.ndarray, np.ndarray]
 """Neighbour lists of many tracks at once: ``(track ids [m], neighbour ids [m, k], similarities [m, k])``,
-best first; a row the search could not fill is padded with id -1 (see :func:`beam_jobs.neighbours.stack_lists`).
+best first; a row the search could not fill is padded with id -1 (see :func:`core.neighbours.stack_lists`).
 The neighbour transforms emit these rather than one element per track: a million tracks are a few hundred
 elements to move between workers instead of a million."""
 
@@ -321,9 +346,8 @@ TRACKS_PER_ROW_GROUP = 1000
 
 def write_neighbour_table(blocks: list[NeighbourBlock], path: str, schema) -> int:
     """Write neighbour blocks as one Parquet file sorted by (track_id, rank), with row groups of
-    ``TRACKS_PER_ROW_GROUP`` tracks so that a reader filtering on one track reads one small group.
-    Returns the number of rows. (One worker writes the file: the lists are compact arrays, about
-    12 bytes per neighbour, so ten million rows are about 120 MB.)"""
+    ``TRACKS_PER_ROW_GROUP`` tracks and page checksums; returns the number of rows. (The jobs write the
+    table as shards with :class:`~beam_jobs.common.WriteTable`; this one-file writer is for small tools.)"""
     import pyarrow as pa
 
     width = max((b[1].shape[1] for b in blocks), default=0)
@@ -331,18 +355,11 @@ def write_neighbour_table(blocks: list[NeighbourBlock], path: str, schema) -> in
     def padded(array: np.ndarray, fill) -> np.ndarray:
         return np.pad(array, ((0, 0), (0, width - array.shape[1])), constant_values=fill)
 
-    track_ids = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.int64)
-    ids = np.concatenate([padded(b[1], -1) for b in blocks]) if blocks else np.zeros((0, 0), np.int64)
-    sims = np.concatenate([padded(b[2], -np.inf) for b in blocks]) if blocks else np.zeros((0, 0), np.float32)
-    order = np.argsort(track_ids, kind="stable")
-    track_ids, ids, sims = track_ids[order], ids[order], sims[order]
-    found = ids >= 0  # padding sits at the end of a row, so a found entry's rank is its column + 1
-    table = pa.table({
-        "track_id": np.repeat(track_ids, found.sum(axis=1)).astype(np.int64),
-        "rank": np.broadcast_to(np.arange(1, width + 1, dtype=np.int32), ids.shape)[found],
-        "neighbour_id": ids[found].astype(np.int64),
-        "similarity": sims[found].astype(np.float32),
-    }, schema=schema)
+    block = (np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.int64),
+             np.concatenate([padded(b[1], -1) for b in blocks]) if blocks else np.zeros((0, 0), np.int64),
+             np.concatenate([padded(b[2], -np.inf) for b in blocks]) if blocks else np.zeros((0, 0), np.float32))
+    parts = [t.cast(schema) for t in neighbour_tables(block, TRACKS_PER_ROW_GROUP)]
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
     with FileSystems.create(path, compression_type="uncompressed") as handle:
         pq.write_table(table, handle, row_group_size=max(1, TRACKS_PER_ROW_GROUP * max(1, width)),
                        write_page_checksum=True)
@@ -359,14 +376,34 @@ def auto_block_size(n: int) -> int:
 VECTOR_BATCH = 4096  # tracks per element when vectors move between workers
 
 
-class NearestNeighbours(beam.PTransform):
-    """``(track_id, unit vector)`` -> :data:`NeighbourBlock` elements: exact cosine top-k, block against block.
+def count_batches(batches):
+    """The number of tracks in a PCollection of ``(ids, vectors)`` batches, as a one-element PCollection."""
+    return (batches | "Sizes" >> beam.Map(lambda batch: len(batch[0]))
+            | "Total" >> beam.CombineGlobally(sum))
+
+
+class StackVectors(beam.PTransform):
+    """``(track_id, vector)`` -> ``(ids [m], vectors [m, d])`` batches of up to ``batch_size`` tracks: the one
+    place where the tail turns per-track elements into arrays."""
+
+    def __init__(self, batch_size: int = 4096):
+        super().__init__()
+        self._batch_size = batch_size
+
+    def expand(self, vectors):
+        return (vectors
+                | "Batch" >> beam.BatchElements(min_batch_size=min(256, self._batch_size),
+                                                max_batch_size=self._batch_size)
+                | "Stack" >> beam.Map(stack_batch))
+
+
+class BlockNeighbours(beam.PTransform):
+    """``(ids, vectors)`` batches -> :data:`NeighbourBlock` elements: exact cosine top-k, block against block.
 
     The catalogue is cut into blocks of ``block_size`` tracks (default :func:`auto_block_size`) by a hash
     of the id; every pair of blocks meets once on some worker, which computes the top k of the query block
     among the candidate block (``faiss.knn``); a CombinePerKey merges the partial lists of each query block,
     a whole block at a time. No worker holds more than two blocks; the work is n_blocks^2 independent pairs.
-    Vectors travel in batches of up to :data:`VECTOR_BATCH` tracks, never one element per track.
     """
 
     def __init__(self, k: int, block_size: int | None = None):
@@ -374,14 +411,12 @@ class NearestNeighbours(beam.PTransform):
         self._k = k
         self._block_size = block_size
 
-    def expand(self, vectors):
+    def expand(self, batches):
         k, size = self._k, self._block_size
-        n_blocks = (vectors | "Count" >> beam.combiners.Count.Globally()
+        n_blocks = (count_batches(batches)
                     | "Blocks" >> beam.Map(lambda n: max(1, -(-n // (size or auto_block_size(n))))))
         return (
-            vectors
-            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
-            | "Stack" >> beam.Map(stack_batch)
+            batches
             | "SplitByBlock" >> beam.FlatMap(split_by_block, beam.pvalue.AsSingleton(n_blocks))
             | "GroupBlocks" >> beam.GroupByKey()
             | "StackBlocks" >> beam.MapTuple(stack_block)
@@ -393,7 +428,21 @@ class NearestNeighbours(beam.PTransform):
         )
 
 
-INDEX_FILE = "_ivf_index.npz"
+class NearestNeighbours(beam.PTransform):
+    """``(track_id, unit vector)`` -> :data:`NeighbourBlock` elements: :class:`BlockNeighbours` of the vectors
+    stacked in batches of up to :data:`VECTOR_BATCH` tracks (never one element per track between workers)."""
+
+    def __init__(self, k: int, block_size: int | None = None):
+        super().__init__()
+        self._k = k
+        self._block_size = block_size
+
+    def expand(self, vectors):
+        return (vectors | "Vectors" >> StackVectors(VECTOR_BATCH)
+                | "Search" >> BlockNeighbours(self._k, self._block_size))
+
+
+INDEX_FILE = TableFiles.INDEX
 
 
 def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, nprobe: int | None,
@@ -481,26 +530,22 @@ class SearchIndexFn(beam.DoFn):
         yield query_ids, found, sims
 
 
-class ApproximateNeighbours(beam.PTransform):
-    """``(track_id, unit vector)`` -> :data:`NeighbourBlock` elements from a faiss IVF index.
+class IndexNeighbours(beam.PTransform):
+    """``(ids, vectors)`` batches -> :data:`NeighbourBlock` elements from a faiss IVF index.
 
     The index is built once over the whole catalogue (which arrives in batches, not one element per track)
     and written to ``index_dir``; each worker loads it once and searches batches of queries, probing
     ``nprobe`` lists. Its recall@10 against exact search, on up to 1,000 sampled queries, goes to ``report``.
     """
 
-    def __init__(self, k: int, nprobe: int | None, index_dir: str, batch_size: int = VECTOR_BATCH,
-                 target_recall: float = 0.95):
+    def __init__(self, k: int, nprobe: int | None, index_dir: str, target_recall: float = 0.95):
         super().__init__()
-        self._k, self._nprobe, self._index_dir, self._batch_size = k, nprobe, index_dir, batch_size
+        self._k, self._nprobe, self._index_dir = k, nprobe, index_dir
         self._target_recall = target_recall
 
-    def expand(self, vectors):
+    def expand(self, batches):
         path = posixpath.join(self._index_dir, INDEX_FILE) if common.is_remote(self._index_dir) else str(
             Path(self._index_dir) / INDEX_FILE)
-        batches = (vectors
-                   | "Batch" >> beam.BatchElements(min_batch_size=min(256, self._batch_size), max_batch_size=self._batch_size)
-                   | "Stack" >> beam.Map(stack_batch))
         built = (batches | "Catalogue" >> beam.combiners.ToList()
                  | "BuildIndex" >> beam.Map(build_index_file, path, self._nprobe, self._target_recall))
         self.report = built | "Report" >> beam.Map(lambda report: {k: v for k, v in report.items() if k != "path"})
@@ -508,16 +553,224 @@ class ApproximateNeighbours(beam.PTransform):
                                                 beam.pvalue.AsSingleton(built))
 
 
-class MapCoordinates(beam.PTransform):
-    """``(track_id, unit vector)`` -> map rows (3-D t-SNE of the whole catalogue, on one worker)."""
+class ApproximateNeighbours(beam.PTransform):
+    """``(track_id, unit vector)`` -> :data:`NeighbourBlock` elements: :class:`IndexNeighbours` of the vectors
+    stacked in batches of up to ``batch_size`` tracks; its recall report is ``report``."""
+
+    def __init__(self, k: int, nprobe: int | None, index_dir: str, batch_size: int = VECTOR_BATCH,
+                 target_recall: float = 0.95):
+        super().__init__()
+        self._batch_size = batch_size
+        self._search = IndexNeighbours(k, nprobe, index_dir, target_recall)
 
     def expand(self, vectors):
-        def rows(pairs):
-            ids, matrix = stack_catalogue(pairs)
-            for track_id, (x, y, z) in zip(ids, map_coordinates(matrix)):
-                yield {"track_id": int(track_id), "x": float(x), "y": float(y), "z": float(z)}
+        lists = vectors | "Vectors" >> StackVectors(self._batch_size) | "Index" >> self._search
+        self.report = self._search.report
+        return lists
 
-        return vectors | "All" >> beam.combiners.ToList() | "TSNE" >> beam.FlatMap(rows)
+
+def embedding_table(batch: tuple[np.ndarray, np.ndarray]):
+    """An ``(ids, vectors)`` batch -> rows of ``embeddings.parquet`` (sorted by id), built column-wise."""
+    import pyarrow as pa
+
+    ids, vectors = batch
+    order = np.argsort(ids, kind="stable")
+    ids, vectors = ids[order], np.ascontiguousarray(vectors[order], np.float32)
+    offsets = np.arange(len(ids) + 1, dtype=np.int32) * np.int32(vectors.shape[1])
+    lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors.reshape(-1)))
+    return pa.table({"track_id": pa.array(ids, pa.int64()), "embedding": lists})
+
+
+def map_table(ids: np.ndarray, coords: np.ndarray):
+    """Map rows ``track_id, x, y, z`` for ``ids`` and their ``[n, 3]`` coordinates, sorted by id."""
+    import pyarrow as pa
+
+    order = np.argsort(ids, kind="stable")
+    coords = np.asarray(coords, np.float32)[order]
+    return pa.table({"track_id": pa.array(np.asarray(ids, np.int64)[order]), "x": coords[:, 0],
+                     "y": coords[:, 1], "z": coords[:, 2]})
+
+
+class MapSample(beam.CombineFn):
+    """``(ids, vectors)`` batches -> the ``sample`` tracks of smallest :func:`~core.neighbours.sample_rank`,
+    as ``(ids, vectors)`` sorted by id; no accumulator holds more than ``sample`` tracks plus one batch."""
+
+    def __init__(self, sample: int):
+        self._sample = sample
+
+    def create_accumulator(self):
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+
+    def add_input(self, accumulator, batch):
+        return smallest_by_rank([accumulator, batch], self._sample)
+
+    def merge_accumulators(self, accumulators):
+        return smallest_by_rank(list(accumulators), self._sample)
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def embed_sample(sample: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The t-SNE sample ``(ids, vectors)`` -> ``(ids, vectors, coordinates)``."""
+    ids, vectors = sample
+    Metrics.counter(common.METRICS_NAMESPACE, "map_tracks_tsne").inc(len(ids))
+    return ids, vectors, tsne_coordinates(vectors)
+
+
+def nearest_sampled(batch: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray]):
+    """The tracks of ``batch`` outside the t-SNE ``sample`` -> ``(ids, rows of their 5 nearest sampled tracks)``;
+    needs only the sample's vectors, so it runs while the t-SNE does."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one worker per core already
+    ids, vectors = batch
+    sample_ids, sample_vectors = sample
+    outside = ~np.isin(ids, sample_ids)
+    if outside.any():
+        Metrics.counter(common.METRICS_NAMESPACE, "map_tracks_placed").inc(int(outside.sum()))
+        yield ids[outside], nearest_rows(vectors[outside], sample_vectors)
+
+
+def place_batch(nearest: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray, np.ndarray]):
+    """``(ids, nearest sampled rows)`` -> their map rows, at the mean position of those sampled tracks."""
+    ids, rows = nearest
+    return map_table(ids, sample[2][rows].mean(axis=1))
+
+
+class MapCoordinates(beam.PTransform):
+    """``(ids, vectors)`` batches -> map tables: 3-D t-SNE of a sample of ``sample`` tracks chosen by a hash of
+    the id (the only step on one worker, bounded by ``sample``), every other track placed in parallel, batch
+    by batch, at the mean position of its 5 nearest sampled tracks (found while the t-SNE runs);
+    :func:`~core.neighbours.map_coordinates` computes the same in one process."""
+
+    def __init__(self, sample: int = MAP_SAMPLE):
+        super().__init__()
+        self._sample = sample
+
+    def expand(self, batches):
+        sample = batches | "Sample" >> beam.CombineGlobally(MapSample(self._sample))
+        embedded = sample | "TSNE" >> beam.Map(embed_sample)
+        sampled = embedded | "SampleRows" >> beam.MapTuple(lambda ids, _, coords: map_table(ids, coords))
+        placed = (batches | "Nearest" >> beam.FlatMap(nearest_sampled, beam.pvalue.AsSingleton(sample))
+                  | "Place" >> beam.Map(place_batch, beam.pvalue.AsSingleton(embedded)))
+        return (sampled, placed) | "MapRows" >> beam.Flatten()
+
+
+def neighbour_tables(block: NeighbourBlock, tracks_per_table: int = 1000):
+    """A :data:`NeighbourBlock` -> rows of ``neighbours.parquet`` sorted by (track_id, rank), in tables of up to
+    ``tracks_per_table`` tracks (each becomes a row group); padding (id -1) is dropped."""
+    import pyarrow as pa
+
+    track_ids, ids, sims = block
+    order = np.argsort(track_ids, kind="stable")
+    track_ids, ids, sims = np.asarray(track_ids, np.int64)[order], ids[order], sims[order]
+    width = ids.shape[1] if ids.ndim == 2 else 0
+    for start in range(0, len(track_ids), tracks_per_table):
+        rows = slice(start, start + tracks_per_table)
+        found = ids[rows] >= 0  # padding sits at the end of a row, so a found entry's rank is its column + 1
+        yield pa.table({
+            "track_id": np.repeat(track_ids[rows], found.sum(axis=1)).astype(np.int64),
+            "rank": np.broadcast_to(np.arange(1, width + 1, dtype=np.int32), found.shape)[found],
+            "neighbour_id": ids[rows][found].astype(np.int64),
+            "similarity": sims[rows][found].astype(np.float32),
+        })
+
+
+def tracks_by_bucket(table, n_buckets: int):
+    """Rows of a DATA ``tracks.parquet`` batch with status ok -> ``(bucket, ("rows", table))`` per bucket of
+    :func:`~core.neighbours.block_of` the track id."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = table.filter(pc.equal(table["status"], "ok"))
+    buckets = block_of(table["track_id"].to_numpy(), n_buckets)
+    for bucket in np.unique(buckets).tolist():
+        yield bucket, ("rows", table.filter(pa.array(buckets == bucket)))
+
+
+def ids_by_bucket(ids: np.ndarray, n_buckets: int):
+    """Embedded track ids -> ``(bucket, ("ids", ids))`` per bucket, as :func:`tracks_by_bucket` cuts rows."""
+    buckets = block_of(ids, n_buckets)
+    for bucket in np.unique(buckets).tolist():
+        yield bucket, ("ids", ids[buckets == bucket])
+
+
+def join_bucket(bucket: int, parts) -> Iterator[Any]:
+    """One bucket's catalogue rows and embedded ids -> the rows of the embedded tracks, sorted by id."""
+    import pyarrow as pa
+
+    parts = list(parts)
+    ids = np.concatenate([p for kind, p in parts if kind == "ids"] or [np.zeros(0, np.int64)])
+    rows = [p for kind, p in parts if kind == "rows"]
+    if not rows or not len(ids):
+        return
+    table = pa.concat_tables(rows).sort_by("track_id")
+    kept = table.filter(pa.array(np.isin(table["track_id"].to_numpy(), ids)))
+    Metrics.counter(common.METRICS_NAMESPACE, "tracks_without_vector").inc(table.num_rows - kept.num_rows)
+    if kept.num_rows:
+        yield kept
+
+
+TRACKS_PER_BUCKET = 100_000
+
+
+class EmbeddedTracks(beam.PTransform):
+    """``(ids, vectors)`` batches -> the catalogue rows (``tracks_file``, status ok) of the tracks that have a
+    vector: a hash join by track id in buckets of about :data:`TRACKS_PER_BUCKET` tracks, the catalogue read
+    inside the pipeline (never a list in the job graph, never gathered on one worker)."""
+
+    def __init__(self, tracks_file: str):
+        super().__init__()
+        self._tracks_file = tracks_file
+
+    def expand(self, batches):
+        n_buckets = beam.pvalue.AsSingleton(
+            count_batches(batches) | "Buckets" >> beam.Map(lambda n: max(1, -(-n // TRACKS_PER_BUCKET))))
+        ids = batches | "Ids" >> beam.FlatMap(lambda batch, n: ids_by_bucket(batch[0], n), n_buckets)
+        rows = (batches.pipeline
+                | "ReadCatalogue" >> beam.io.ReadFromParquetBatched(common.table_pattern(self._tracks_file))
+                | "RowsByBucket" >> beam.FlatMap(tracks_by_bucket, n_buckets))
+        return ((ids, rows) | "Both" >> beam.Flatten() | "ByBucket" >> beam.GroupByKey()
+                | "Join" >> beam.FlatMapTuple(join_bucket))
+
+
+class EmbedTail(beam.PTransform):
+    """``(track_id, unit vector)`` -> the tables of an embed output written into ``staging``: embeddings,
+    neighbours (exact or approximate), tracks (joined from ``tracks_file``) and the map, each a folder of
+    Parquet shards (:class:`~beam_jobs.common.WriteTable`). Every step is parallel except the t-SNE of
+    the map's sample (and, in approximate mode, building the index). ``report`` is the neighbour report."""
+
+    def __init__(self, *, staging: str, tracks_file: str, provenance: dict[str, Any], k: int,
+                 approximate: bool = False, nprobe: int | None = None, target_recall: float = 0.95,
+                 map_sample: int = MAP_SAMPLE):
+        super().__init__()
+        self._staging, self._tracks_file, self._provenance, self._k = staging, tracks_file, provenance, k
+        self._approximate, self._nprobe, self._target_recall = approximate, nprobe, target_recall
+        self._map_sample = map_sample
+        self.report = None
+
+    def expand(self, vectors):
+        staging, provenance = self._staging, self._provenance
+        batches = vectors | "Vectors" >> StackVectors(VECTOR_BATCH)
+        _ = (batches | "EmbeddingTables" >> beam.Map(embedding_table)
+             | "WriteEmbeddings" >> common.WriteTable(staging, TableFiles.EMBEDDINGS,
+                                                      tables.with_metadata(tables.EMBEDDINGS, **provenance)))
+        if self._approximate:
+            search = IndexNeighbours(self._k, self._nprobe, index_dir=staging, target_recall=self._target_recall)
+            lists = batches | "Neighbours" >> search
+            self.report = search.report
+        else:
+            lists = batches | "Neighbours" >> BlockNeighbours(self._k)
+        _ = (lists | "NeighbourTables" >> beam.FlatMap(neighbour_tables, TRACKS_PER_ROW_GROUP)
+             | "WriteNeighbours" >> common.WriteTable(staging, TableFiles.NEIGHBOURS,
+                                                      tables.with_metadata(tables.NEIGHBOURS, **provenance)))
+        _ = (batches | "Map" >> MapCoordinates(self._map_sample)
+             | "WriteMap" >> common.WriteTable(staging, TableFiles.MAP3D,
+                                               tables.with_metadata(tables.MAP3D, **provenance)))
+        _ = (batches | "Tracks" >> EmbeddedTracks(self._tracks_file)
+             | "WriteTracks" >> common.WriteTable(staging, TableFiles.TRACKS, tables.TRACKS))
+        return batches
 
 
 class ModelOptions(PipelineOptions):
@@ -534,36 +787,15 @@ OPTIONS = (EmbedOptions, ModelOptions)
 
 
 def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, info: ModelInfo,
-                   provenance: dict[str, Any], accepted: list[dict[str, Any]], k: int, batch_size: int,
-                   approximate: bool = False, nprobe: int | None = None, target_recall: float = 0.95):
+                   provenance: dict[str, Any], k: int, batch_size: int, approximate: bool = False,
+                   nprobe: int | None = None, target_recall: float = 0.95):
     vectors = pipeline | "TrackVectors" >> TrackVectors(data, model_dir, spec, info, batch_size)
-    common.write_parquet(
-        vectors | "EmbeddingRows" >> beam.MapTuple(lambda i, v: {"track_id": int(i), "embedding": v.tolist()}),
-        staging, "embeddings.parquet", tables.with_metadata(tables.EMBEDDINGS, **provenance), "WriteEmbeddings",
-    )
+    tail = EmbedTail(staging=staging, tracks_file=common.join(data, DataFiles.TRACKS), provenance=provenance, k=k,
+                     approximate=approximate, nprobe=nprobe, target_recall=target_recall)
+    _ = vectors | "Tail" >> tail
     if approximate:
-        search = ApproximateNeighbours(k, nprobe, index_dir=staging, target_recall=target_recall)
-        lists = vectors | "Neighbours" >> search
-        _ = search.report | "WriteReport" >> beam.Map(
+        _ = tail.report | "WriteReport" >> beam.Map(
             lambda report: common.write_text(posixpath.join(staging, NEIGHBOUR_REPORT), json.dumps(report)))
-    else:
-        lists = vectors | "Neighbours" >> NearestNeighbours(k)
-    _ = (
-        lists
-        | "AllBlocks" >> beam.combiners.ToList()
-        | "WriteNeighbours" >> beam.Map(write_neighbour_table, posixpath.join(staging, "neighbours.parquet"),
-                                        tables.with_metadata(tables.NEIGHBOURS, **provenance))
-    )
-    common.write_parquet(vectors | "Map" >> MapCoordinates(), staging, "map3d.parquet",
-                tables.with_metadata(tables.MAP3D, **provenance), "WriteMap")
-    embedded_ids = vectors | "Ids" >> beam.Keys()
-    tracks = (
-        pipeline
-        | "Accepted" >> beam.Create(accepted)
-        | "KeepEmbedded" >> beam.Filter(lambda row, ids: row["track_id"] in set(ids),
-                                        beam.pvalue.AsList(embedded_ids))
-    )
-    common.write_parquet(tracks, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
@@ -580,11 +812,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                       what=f"the tiles in {args.data} (vs the model {model.model})")
     info = common.load_model_info(model.model)
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
-    accepted = [row for row in common.read_parquet(common.join(args.data, "tracks.parquet"),
-                                                   made_by="wavelist ingest").to_pylist()
-                if row["status"] == "ok"]
-    approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and len(accepted) > EXACT_LIMIT)
-    log.info("embed: %d tracks with model %s, %s neighbours", len(accepted), info.model_id,
+    status = common.read_parquet(common.join(args.data, DataFiles.TRACKS), ["status"], made_by="wavelist ingest")
+    accepted = int(np.sum(status["status"].to_numpy(zero_copy_only=False) == "ok"))  # the rows are read in the job
+    approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and accepted > EXACT_LIMIT)
+    log.info("embed: %d tracks with model %s, %s neighbours", accepted, info.model_id,
              "approximate" if approximate else "exact")
 
     with common.staged_output(output.out, overwrite=output.overwrite, kind="embed",
@@ -592,17 +823,17 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         model_dir = model.model if common.is_remote(model.model) else str(Path(model.model).resolve())
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
-                       spec=spec, info=info, provenance=provenance,
-                       accepted=accepted, k=args.k, batch_size=model.batch_size, approximate=approximate,
+                       spec=spec, info=info, provenance=provenance, k=args.k, batch_size=model.batch_size,
+                       approximate=approximate,
                        nprobe=args.nprobe, target_recall=args.target_recall)
         common.run_pipeline(pipeline)
-        embedded = common.parquet_num_rows(common.join(staging, "embeddings.parquet"))
+        embedded = common.parquet_num_rows(common.join(staging, TableFiles.EMBEDDINGS))
         report_file = common.join(staging, NEIGHBOUR_REPORT)
         summary = {
             "model_id": info.model_id,
-            "tracks_in_data": len(accepted),
+            "tracks_in_data": accepted,
             "tracks_embedded": embedded,
-            "neighbour_rows": common.parquet_num_rows(common.join(staging, "neighbours.parquet")),
+            "neighbour_rows": common.parquet_num_rows(common.join(staging, TableFiles.NEIGHBOURS)),
             "k": args.k,
             "neighbours": (common.read_json(report_file) if approximate
                            else {"mode": "exact", "recall@10": 1.0}),
@@ -612,7 +843,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         index_file = common.join(staging, INDEX_FILE)
         if FileSystems.exists(index_file):
             FileSystems.delete([index_file])
-        common.write_text(common.join(staging, "summary.json"), json.dumps(summary, indent=2) + "\n")
+        common.write_text(common.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     log.info("embed: %d tracks embedded -> %s", embedded, output.out)
     return summary
 

@@ -33,11 +33,11 @@ from core.catalogue import TrackRow
 from schemas import tables
 from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
 from schemas.errors import UserError
-from schemas.layout import AUDIO_SPEC, SPLITS, SUMMARY, Data
+from schemas.layout import AUDIO_SPEC, SPLITS, SUMMARY, DataFiles
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, encode_tile
 
 log = logging.getLogger(__name__)
-CATALOGUE_FILE = Data.CATALOGUE
+CATALOGUE_FILE = DataFiles.CATALOGUE
 
 
 class IngestOptions(PipelineOptions):
@@ -269,20 +269,20 @@ def build_pipeline(pipeline: beam.Pipeline, catalogue_file: str, staging: str, s
         (ok | "OkTracks" >> beam.MapTuple(track_record)),
         (rejected | "RejectedTracks" >> beam.MapTuple(lambda row, stage, reason: track_record(row, None))),
     ) | "AllTracks" >> beam.Flatten()
-    common.write_parquet(track_rows, staging, Data.TRACKS, tables.TRACKS, "WriteTracks")
-    common.write_parquet(ok | "Features" >> beam.MapTuple(feature_record), staging, Data.FEATURES,
+    common.write_parquet(track_rows, staging, DataFiles.TRACKS, tables.TRACKS, "WriteTracks")
+    common.write_parquet(ok | "Features" >> beam.MapTuple(feature_record), staging, DataFiles.FEATURES,
                 tables.FEATURES, "WriteFeatures")
     rejects = (
         (rejected | "RejectRows" >> beam.MapTuple(reject_record)),
         (pipeline | "CatalogueRejects" >> beam.Create(catalogue_rejects)),
     ) | "AllRejects" >> beam.Flatten()
-    common.write_parquet(rejects, staging, Data.REJECTS, tables.REJECTS, "WriteRejects")
+    common.write_parquet(rejects, staging, DataFiles.REJECTS, tables.REJECTS, "WriteRejects")
 
 
 def summarise(folder: str, inputs: int) -> dict[str, Any]:
     """Counts read back from the written tables; raises if inputs != accepted + rejected."""
-    tracks = common.read_parquet(common.join(folder, Data.TRACKS)).to_pylist()
-    rejects = common.read_parquet(common.join(folder, Data.REJECTS)).to_pylist()
+    tracks = common.read_parquet(common.join(folder, DataFiles.TRACKS)).to_pylist()
+    rejects = common.read_parquet(common.join(folder, DataFiles.REJECTS)).to_pylist()
     ok = [t for t in tracks if t["status"] == "ok"]
     summary = {
         "inputs": inputs,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemas.layout import Model, Tables
+from schemas.layout import ModelFiles, TableFiles
 from schemas.model_info import GENRES, ModelInfo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,9 +126,9 @@ def main() -> None:
     metrics = similarity_metrics()
     tracks = metrics.load_tracks(str(args.corpus / "fma_metadata" / "tracks.csv"))
     repeats = metrics.load_repeat_clips(str(args.ab_repeats))
-    model_info = ModelInfo.from_json((work / "model" / Model.INFO).read_text())
+    model_info = ModelInfo.from_json((work / "model" / ModelFiles.INFO).read_text())
     ours = f"wavelist default ({model_info.kind}, {model_info.input})"
-    embeddings = {ours: metrics.load_embeddings(str(work / "tables" / Tables.EMBEDDINGS))}
+    embeddings = {ours: metrics.load_embeddings(str(work / "tables" / TableFiles.EMBEDDINGS))}
     if model_info.has(GENRES):  # also what a catalogue without labels gets
         ids, X = embeddings[ours]
         label_free = X[:, :-len(model_info.genres)]  # the halves; the genre part is the last columns

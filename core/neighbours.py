@@ -55,36 +55,86 @@ def top_k_faiss(
     return np.take_along_axis(ids, order, axis=1).astype(np.int64), np.take_along_axis(sims, order, axis=1).astype(np.float32)
 
 
-def map_coordinates(vectors: np.ndarray, *, seed: int = 0, sample: int = MAP_SAMPLE) -> np.ndarray:
-    """3-D coordinates of unit ``vectors`` for the catalogue map: t-SNE on cosine distance.
+def sample_rank(track_ids) -> np.ndarray:
+    """A pseudo-random rank of each id (uint64, a bijection of the id, so no two tracks tie): the map's
+    t-SNE sample is the ``MAP_SAMPLE`` tracks of smallest rank, which any worker can test on its own."""
+    ids = np.asarray(track_ids, np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return ids * np.uint64(0x9E3779B97F4A7C15)  # odd multiplier: wraps modulo 2**64, one-to-one
 
-    Up to ``sample`` tracks, t-SNE of them all. Above, t-SNE of a random sample of ``sample`` tracks, and
-    every other track placed at the mean position of its 5 nearest sampled tracks (t-SNE itself grows as
-    n log n in time but its memory and run time at millions of points are out of reach of one worker).
-    Below 8 tracks t-SNE is meaningless, so the first three principal components are used.
-    Returns ``[shape=(n, 3)]`` float32.
-    """
+
+def smallest_by_rank(parts: list[tuple[np.ndarray, np.ndarray]], sample: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, vectors)`` parts -> the ``sample`` tracks of smallest :func:`sample_rank`, sorted by id; the
+    same result however the tracks are split into parts."""
+    parts = [(np.asarray(i, np.int64), np.asarray(v, np.float32)) for i, v in parts if len(i)]
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    ids = np.concatenate([i for i, _ in parts])
+    vectors = np.concatenate([v for _, v in parts])
+    keep = np.argsort(sample_rank(ids), kind="stable")[:sample]
+    keep = keep[np.argsort(ids[keep], kind="stable")]
+    return ids[keep], vectors[keep]
+
+
+def tsne_coordinates(vectors: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """3-D t-SNE (cosine) of all ``vectors``; below 8 tracks, where t-SNE is meaningless, the first three
+    principal components. Returns ``[shape=(n, 3)]`` float32."""
     n = len(vectors)
+    coords = np.zeros((n, 3), np.float32)
     if n < 8:
         from sklearn.decomposition import PCA
 
-        coords = np.zeros((n, 3), np.float32)
         if n > 1:
             components = min(3, n - 1, vectors.shape[1])
             coords[:, :components] = PCA(n_components=components, random_state=seed).fit_transform(vectors)
         return coords
     from sklearn.manifold import TSNE
 
-    chosen = np.sort(np.random.default_rng(seed).permutation(n)[:sample]) if n > sample else np.arange(n)
-    tsne = TSNE(n_components=3, perplexity=min(30.0, (len(chosen) - 1) / 3), metric="cosine", init="pca",
-                random_state=seed)
-    coords = np.zeros((n, 3), np.float32)
-    coords[chosen] = tsne.fit_transform(vectors[chosen])
-    rest = np.setdiff1d(np.arange(n), chosen)
-    for start in range(0, len(rest), 4096):
-        rows = rest[start:start + 4096]
-        nearest, _ = top_k_cosine(vectors[rows], -1 - rows, vectors[chosen], chosen, 5)
-        coords[rows] = coords[nearest].mean(axis=1)
+    tsne = TSNE(n_components=3, perplexity=min(30.0, (n - 1) / 3), metric="cosine", init="pca", random_state=seed)
+    coords[:] = tsne.fit_transform(vectors)
+    return coords
+
+
+MAP_NEIGHBOURS = 5
+
+
+def nearest_rows(vectors: np.ndarray, sample_vectors: np.ndarray, k: int = MAP_NEIGHBOURS) -> np.ndarray:
+    """``[shape=(m, k)]`` rows of the ``k`` sampled vectors nearest to each of ``vectors`` (``faiss.knn``; ties by
+    the smaller row)."""
+    rows = np.arange(len(sample_vectors), dtype=np.int64)
+    nearest, _ = top_k_faiss(np.asarray(vectors, np.float32), np.full(len(vectors), -1, np.int64),
+                             np.asarray(sample_vectors, np.float32), rows, k)
+    return nearest
+
+
+def place_by_nearest(vectors: np.ndarray, sample_ids: np.ndarray, sample_vectors: np.ndarray,
+                     sample_coords: np.ndarray, k: int = MAP_NEIGHBOURS) -> np.ndarray:
+    """Map coordinates of tracks outside the t-SNE sample: the mean position of their ``k`` nearest sampled
+    tracks (:func:`nearest_rows`). Returns ``[shape=(m, 3)]`` float32."""
+    if len(vectors) == 0 or len(sample_ids) == 0:
+        return np.zeros((len(vectors), 3), np.float32)
+    return sample_coords[nearest_rows(vectors, sample_vectors, k)].mean(axis=1).astype(np.float32)
+
+
+def map_coordinates(vectors: np.ndarray, ids: np.ndarray | None = None, *, seed: int = 0,
+                    sample: int = MAP_SAMPLE) -> np.ndarray:
+    """3-D coordinates of unit ``vectors`` for the catalogue map, as the embed job computes them.
+
+    Up to ``sample`` tracks, t-SNE of them all. Above, t-SNE of the ``sample`` tracks of smallest
+    :func:`sample_rank` of their ``ids`` (default: the row numbers), and every other track placed at the mean
+    position of its 5 nearest sampled tracks (t-SNE's time and memory at millions of points are out of reach of
+    one worker). Returns ``[shape=(n, 3)]`` float32, rows as ``vectors``.
+    """
+    vectors = np.asarray(vectors, np.float32)
+    ids = np.arange(len(vectors), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+    chosen_ids, chosen_vectors = smallest_by_rank([(ids, vectors)], sample)
+    chosen_coords = tsne_coordinates(chosen_vectors, seed=seed)
+    coords = np.zeros((len(vectors), 3), np.float32)
+    at = np.searchsorted(chosen_ids, ids)
+    inside = (at < len(chosen_ids)) & (chosen_ids[np.minimum(at, max(len(chosen_ids) - 1, 0))] == ids) \
+        if len(chosen_ids) else np.zeros(len(ids), bool)
+    coords[inside] = chosen_coords[at[inside]]
+    coords[~inside] = place_by_nearest(vectors[~inside], chosen_ids, chosen_vectors, chosen_coords)
     return coords
 
 

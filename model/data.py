@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
-from schemas.layout import SPLITS, Data
+from schemas.layout import SPLITS, DataFiles
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, tf_decode_mel, tf_feature_spec
 
 
@@ -26,7 +26,7 @@ def tile_files(data_dir: str | Path, split: str) -> list[str]:
 
 def track_labels(data_dir: str | Path) -> tuple[dict[int, int], list[str]]:
     """``{track_id: genre index}`` for accepted tracks with a genre, and the sorted genre names."""
-    table = pq.read_table(Path(data_dir) / Data.TRACKS, columns=["track_id", "genre", "status"]).to_pylist()
+    table = pq.read_table(Path(data_dir) / DataFiles.TRACKS, columns=["track_id", "genre", "status"]).to_pylist()
     ok = [row for row in table if row["status"] == "ok" and row["genre"]]
     genres = sorted({row["genre"] for row in ok})
     index = {genre: i for i, genre in enumerate(genres)}

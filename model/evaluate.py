@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from core import vectors as recipe
 from schemas.audio import AudioSpec
 from schemas.flags import FlagParser
-from schemas.layout import Data, Model
+from schemas.layout import DataFiles, ModelFiles
 from schemas.model_info import FEATURES, GENRES
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,11 @@ def embed_catalogue(model_dir: str | Path, data_dir: str | Path) -> TrackVectors
     features_part, genre_embedder = None, None
     if info.has(FEATURES):
         feature_ids, values = features.load_features(data_dir)
-        halves = np.asarray(load_embedder(model_dir, Model.FEATURES_EMBEDDER)(values, training=False))
+        halves = np.asarray(load_embedder(model_dir, ModelFiles.FEATURES_EMBEDDER)(values, training=False))
         row_of = {int(t): i for i, t in enumerate(feature_ids)}
         features_part = halves[[row_of[int(t)] for t in ids]]
     if info.has(GENRES):
-        genre_model = load_embedder(model_dir, Model.GENRE_EMBEDDER)
+        genre_model = load_embedder(model_dir, ModelFiles.GENRE_EMBEDDER)
         genre_embedder = lambda joined: genre_model(joined, training=False)  # noqa: E731
     full = recipe.track_vectors(info, tiles=tile_part, features=features_part, genre_embedder=genre_embedder)
     # excerpts keep the tile half only: a track's summary statistics are one row for both halves
@@ -150,7 +150,7 @@ def evaluate_model(model_dir: Path, data_dir: Path, report: Path) -> dict[str, A
     from model.train import model_info
 
     info = model_info(model_dir)
-    tracks = {r["track_id"]: r for r in pq.read_table(data_dir / Data.TRACKS).to_pylist() if r["status"] == "ok"}
+    tracks = {r["track_id"]: r for r in pq.read_table(data_dir / DataFiles.TRACKS).to_pylist() if r["status"] == "ok"}
     vectors = embed_catalogue(model_dir, data_dir)
     genres = np.array([tracks[int(t)]["genre"] or "" for t in vectors.ids])
     artists = np.array([tracks[int(t)]["artist_id"] if tracks[int(t)]["artist_id"] is not None else -1
@@ -161,7 +161,7 @@ def evaluate_model(model_dir: Path, data_dir: Path, report: Path) -> dict[str, A
     result["neighbours"] = neighbour_quality(vectors.full, genres, artists, test_queries)
     result["same_track"] = same_track_recall(vectors, {int(t) for t in vectors.ids[splits == "test"]})
     result["genre_logreg"] = genre_accuracy(vectors.full, genres, splits)
-    metrics_path = model_dir / Model.METRICS
+    metrics_path = model_dir / ModelFiles.METRICS
     if info.kind == "cnn" and metrics_path.exists():
         result["genre_classifier"] = json.loads(metrics_path.read_text()).get("test", {})
     picture(vectors.full, genres, f"{info.kind} ({info.model_id})", report / f"{model_dir.name}-map2d.png")

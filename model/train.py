@@ -29,7 +29,7 @@ from core import vectors as recipe
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
 from schemas.flags import FlagParser
-from schemas.layout import Data, Model
+from schemas.layout import DataFiles, ModelFiles
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,8 @@ def _callbacks(staging: Path, monitor: str, patience: int) -> list:
 
     return [
         keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(staging / Model.HISTORY)),
-        keras.callbacks.TensorBoard(log_dir=str(staging / Model.LOGS)),
+        keras.callbacks.CSVLogger(str(staging / ModelFiles.HISTORY)),
+        keras.callbacks.TensorBoard(log_dir=str(staging / ModelFiles.LOGS)),
     ]
 
 
@@ -192,8 +192,8 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
         "test": evaluate_split(classifier, splits["test"], genres) if "test" in splits else {},
         "validation": evaluate_split(classifier, validation, genres) if has_validation else {},
     }
-    classifier.save(staging / Model.CLASSIFIER)
-    (staging / Model.GENRES).write_text(json.dumps(genres, indent=2) + "\n")
+    classifier.save(staging / ModelFiles.CLASSIFIER)
+    (staging / ModelFiles.GENRES).write_text(json.dumps(genres, indent=2) + "\n")
     raw = cnn.embedding_outputs(classifier)
     centre = _mean_embedding(raw, (m for m, _, _ in plain_train))
     return Trained(cnn.embedder_of(classifier, centre), "tiles", metrics)
@@ -326,7 +326,7 @@ def _all_tracks(data_dir: str) -> dict[int, int]:
     """Every accepted track labelled 0: the label-free trainers read tiles through the same parser."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(Path(data_dir) / Data.TRACKS, columns=["track_id", "status"]).to_pylist()
+    table = pq.read_table(Path(data_dir) / DataFiles.TRACKS, columns=["track_id", "status"]).to_pylist()
     return {row["track_id"]: 0 for row in table if row["status"] == "ok"}
 
 
@@ -354,7 +354,7 @@ def files_digest(paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_embedder(model_dir: str | Path, file: str = Model.EMBEDDER):
+def load_embedder(model_dir: str | Path, file: str = ModelFiles.EMBEDDER):
     """The exported input -> vector Keras model of ``model_dir`` (``file``: which of its embedders)."""
     import keras
 
@@ -365,7 +365,7 @@ def load_embedder(model_dir: str | Path, file: str = Model.EMBEDDER):
 
 
 def model_info(model_dir: str | Path) -> ModelInfo:
-    path = Path(model_dir) / Model.INFO
+    path = Path(model_dir) / ModelFiles.INFO
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: is {model_dir} an output of wavelist train?")
     return ModelInfo.from_json(path.read_text(), source=str(path))
@@ -397,22 +397,22 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 common.written_locally(staging_name) as local:
             staging = Path(local)
             trained = TRAINERS[args.model](args, spec, staging)
-            trained.embedder.save(staging / Model.EMBEDDER)
+            trained.embedder.save(staging / ModelFiles.EMBEDDER)
             if trained.features_embedder is not None:
-                trained.features_embedder.save(staging / Model.FEATURES_EMBEDDER)
+                trained.features_embedder.save(staging / ModelFiles.FEATURES_EMBEDDER)
             if trained.genre_embedder is not None:
-                trained.genre_embedder.save(staging / Model.GENRE_EMBEDDER)
+                trained.genre_embedder.save(staging / ModelFiles.GENRE_EMBEDDER)
             spec.save(staging)
             metrics = {"kind": args.model, **trained.metrics}
-            (staging / Model.METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+            (staging / ModelFiles.METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
             # every embedder counts: the same tile model with and without a genre part makes other vectors
             digest = files_digest([staging / f
-                                   for f in (Model.EMBEDDER, Model.FEATURES_EMBEDDER, Model.GENRE_EMBEDDER)])
+                                   for f in (ModelFiles.EMBEDDER, ModelFiles.FEATURES_EMBEDDER, ModelFiles.GENRE_EMBEDDER)])
             parts, dims = vector_parts(trained)
             info = ModelInfo(model_id=f"{args.model}-{digest}", kind=args.model, parts=parts, part_dims=dims,
                              genres=trained.genres,
                              versions={"tensorflow": tf.__version__, "keras": keras.__version__})
-            (staging / Model.INFO).write_text(info.to_json())
+            (staging / ModelFiles.INFO).write_text(info.to_json())
     log.info("train %s -> %s", args.model, args.out)
     return metrics
 

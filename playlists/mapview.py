@@ -8,7 +8,7 @@ import numpy as np
 from playlists.tables import Tables, _read
 from playlists.text import for_html
 from schemas import tables as schemas
-from schemas.layout import Tables
+from schemas.layout import TableFiles
 
 # plotly's default palette, set on each genre's trace so the HTML map and the app colour genres alike
 GENRE_COLOURS = ("#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880",
@@ -18,7 +18,7 @@ GENRE_COLOURS = ("#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3
 def coordinates(tables: Tables) -> np.ndarray:
     """[shape=(n, 3)] map3d.parquet's x, y, z for each row (NaN where the map lacks the track); read once."""
     if "map3d" not in tables._columns:
-        coords = _read(tables.folder, Tables.MAP3D, schemas.MAP3D)
+        coords = _read(tables.folder, TableFiles.MAP3D, schemas.MAP3D)
         rows = tables.rows_of(coords["track_id"].to_numpy())
         known = rows >= 0
         xyz = np.full((len(tables), 3), np.nan, dtype=np.float32)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import tables as schemas
-from schemas.layout import Tables
+from schemas.layout import TableFiles
 
 MODEL_ID = "synthetic"
 
@@ -76,7 +76,7 @@ def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int =
     flat = pa.array(vectors.reshape(-1))
     embedding = pa.ListArray.from_arrays(pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)), flat)
     pq.write_table(pa.table([pa.array(ids), embedding], schema=schemas.with_metadata(schemas.EMBEDDINGS, **metadata)),
-                   folder / Tables.EMBEDDINGS)
+                   folder / TableFiles.EMBEDDINGS)
 
     rows, similarities = neighbour_lists(vectors, min(k, n_tracks - 1))
     pq.write_table(pa.table({
@@ -84,7 +84,7 @@ def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int =
         "rank": np.tile(np.arange(1, rows.shape[1] + 1, dtype=np.int32), n_tracks),
         "neighbour_id": ids[rows.reshape(-1)],
         "similarity": similarities.reshape(-1).astype(np.float32),
-    }, schema=schemas.with_metadata(schemas.NEIGHBOURS, **metadata)), folder / Tables.NEIGHBOURS,
+    }, schema=schemas.with_metadata(schemas.NEIGHBOURS, **metadata)), folder / TableFiles.NEIGHBOURS,
         row_group_size=1000 * rows.shape[1])
 
     paths = [str(folder / "audio" / f"{i}.wav") for i in ids]
@@ -106,11 +106,11 @@ def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int =
         "duration_s": np.full(n_tracks, 30.0, dtype=np.float32),
         "n_tiles": np.full(n_tracks, 10, dtype=np.int32),
         "status": ["ok"] * n_tracks,
-    }, schema=schemas.TRACKS), folder / Tables.TRACKS)
+    }, schema=schemas.TRACKS), folder / TableFiles.TRACKS)
 
     from sklearn.decomposition import PCA
 
     xyz = PCA(n_components=3, random_state=seed).fit_transform(vectors).astype(np.float32)
     pq.write_table(pa.table({"track_id": ids, "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]},
-                            schema=schemas.with_metadata(schemas.MAP3D, **metadata)), folder / Tables.MAP3D)
+                            schema=schemas.with_metadata(schemas.MAP3D, **metadata)), folder / TableFiles.MAP3D)
     return folder

@@ -15,6 +15,7 @@ from threadpoolctl import ThreadpoolController
 
 from schemas import tables as schemas
 from schemas.errors import UserError
+from schemas.layout import SUMMARY, TableFiles
 
 # Above this many tracks, an unknown id is matched against the numerically nearest ids only (difflib over
 # every id would take seconds).
@@ -44,18 +45,35 @@ class UnknownTrack(UserError, LookupError):
         return str(self.args[0])
 
 
+def table_files(path: Path) -> list[Path]:
+    """The Parquet files of a table: ``path`` itself, or the shards of a folder (``path/*.parquet``) as the
+    embed job writes them; ``[]`` when there is neither."""
+    if path.is_file():
+        return [path]
+    return sorted(path.glob("*.parquet")) if path.is_dir() else []
+
+
 def _read(folder: Path, name: str, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+    """Table ``name`` of ``folder`` (a file or a folder of shards), every page checksum verified and its
+    columns checked against ``schema``; any problem is a :class:`TablesError` naming the file."""
     path = folder / name
-    if not path.exists():
+    files = table_files(path)
+    if not files:
         raise TablesError(f"{path} is missing: is {folder} an output of wavelist embed?")
-    try:  # pages written with a checksum are verified: flipped bytes are an error, not data
-        table = pq.read_table(path, columns=columns, page_checksum_verification=True)
-    except (pa.ArrowException, OSError) as error:
-        reason = " ".join(str(error).split())
-        raise TablesError(f"{path} is not a readable Parquet file ({reason}); rerun wavelist embed") from error
+    parts = []
+    for file in files:
+        try:  # pages written with a checksum are verified: flipped bytes are an error, not data
+            parts.append(pq.read_table(file, columns=columns, page_checksum_verification=True))
+        except (pa.ArrowException, OSError) as error:
+            reason = " ".join(str(error).split())
+            raise TablesError(f"{file} is not a readable Parquet file ({reason}); rerun wavelist embed") from error
     expected = pa.schema([schema.field(c) for c in (columns or schema.names)])
-    schemas.require_columns(table.schema, expected, what=str(path))
-    return table
+    for file, part in zip(files, parts):
+        schemas.require_columns(part.schema, expected, what=str(file))
+    try:
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+    except pa.ArrowInvalid as error:
+        raise TablesError(f"the shards of {path} do not share one schema ({error}); rerun wavelist embed") from None
 
 
 @dataclass
@@ -164,20 +182,23 @@ class Tables:
 
     @cached_property
     def _neighbour_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        path = self.folder / "neighbours.parquet"
-        if not path.exists():
+        path = self.folder / TableFiles.NEIGHBOURS
+        if not table_files(path):
             empty = np.zeros((len(self), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        table = _read(self.folder, "neighbours.parquet", schemas.NEIGHBOURS)
+        table = _read(self.folder, TableFiles.NEIGHBOURS, schemas.NEIGHBOURS)
         track_ids, ranks = table["track_id"].to_numpy(), table["rank"].to_numpy()
         neighbour_rows = self.rows_of(table["neighbour_id"].to_numpy())
         similarity = table["similarity"].to_numpy()
         check_neighbours(path, track_ids, ranks, self.rows_of(track_ids), neighbour_rows, similarity)
         k = len(track_ids) // max(len(self), 1)
-        if len(track_ids) == k * len(self) and k and np.array_equal(track_ids[::k], self.ids) \
-                and np.all(track_ids.reshape(-1, k) == self.ids[:, None]) and np.all(np.diff(ranks.reshape(-1, k)) > 0):
-            # as the embed job writes it: every track, k rows each, sorted by (track_id, rank)
-            return neighbour_rows.reshape(-1, k), similarity.reshape(-1, k).astype(np.float32)
+        if len(track_ids) == k * len(self) and k:
+            runs = track_ids.reshape(-1, k)
+            if np.all(runs == runs[:, :1]) and np.all(np.diff(ranks.reshape(-1, k)) > 0):
+                # as the embed job writes it: every track, k rows each by rank; shards in any track order
+                order = np.argsort(runs[:, 0], kind="stable")
+                if np.array_equal(runs[order, 0], self.ids):
+                    return neighbour_rows.reshape(-1, k)[order], similarity.reshape(-1, k)[order].astype(np.float32)
         rows = self.rows_of(track_ids)
         if not (np.all(np.diff(rows) >= 0) and np.all((np.diff(rows) > 0) | (np.diff(ranks) > 0))):
             order = np.lexsort((ranks, rows))
@@ -215,7 +236,7 @@ def _check_summary(folder: Path, embedded: int) -> None:
     """The row count that the embed job recorded in summary.json, where it is there, must be the one read."""
     import json
 
-    path = folder / "summary.json"
+    path = folder / SUMMARY
     if not path.exists():
         return
     try:
@@ -262,15 +283,14 @@ def load_tables(folder: str | Path) -> Tables:
     folder = Path(folder)
     if not folder.is_dir():
         raise TablesError(f"{folder} is not a folder; give the TABLES folder that wavelist embed wrote")
-    embeddings = _read(folder, "embeddings.parquet", schemas.EMBEDDINGS)
+    embeddings = _read(folder, TableFiles.EMBEDDINGS, schemas.EMBEDDINGS)
     model_id = schemas.read_metadata(embeddings.schema).get("model_id", "unknown")
-    neighbours_path = folder / "neighbours.parquet"
-    if neighbours_path.exists():
+    for neighbours_file in table_files(folder / TableFiles.NEIGHBOURS):
         try:
-            neighbours_schema = pq.read_schema(neighbours_path)
+            neighbours_schema = pq.read_schema(neighbours_file)
         except (pa.ArrowException, OSError) as error:
             reason = " ".join(str(error).split())
-            raise TablesError(f"{neighbours_path} is not a readable Parquet file ({reason}); "
+            raise TablesError(f"{neighbours_file} is not a readable Parquet file ({reason}); "
                               "rerun wavelist embed") from error
         neighbours_model = schemas.read_metadata(neighbours_schema).get("model_id", "unknown")
         if neighbours_model != model_id:
@@ -287,8 +307,8 @@ def load_tables(folder: str | Path) -> Tables:
     ids, vectors = ids[order], vectors[order]
     if len(ids) and np.any(ids[1:] == ids[:-1]):
         raise TablesError(f"{folder / 'embeddings.parquet'} holds track {ids[1:][ids[1:] == ids[:-1]][0]} twice")
-    check_vectors(folder / "embeddings.parquet", ids, vectors)
+    check_vectors(folder / TableFiles.EMBEDDINGS, ids, vectors)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     _check_summary(folder, len(ids))
-    catalogue = _read(folder, "tracks.parquet", schemas.TRACKS).sort_by("track_id")
+    catalogue = _read(folder, TableFiles.TRACKS, schemas.TRACKS).sort_by("track_id")
     return Tables(folder=folder, ids=ids, vectors=vectors, catalogue=catalogue, model_id=model_id)

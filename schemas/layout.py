@@ -9,7 +9,7 @@ AUDIO_SPEC = "audio_spec.json"  # the audio parameters (schemas.audio.AudioSpec)
 SUMMARY = "summary.json"  # the job's counts, read back from what it wrote
 
 
-class Data:
+class DataFiles:
     """``wavelist ingest``'s output."""
 
     TILES = "tiles"  # folder of GZIP TFRecord shards of tile Examples (schemas.tile_example), by split
@@ -19,7 +19,7 @@ class Data:
     CATALOGUE = "_catalogue.jsonl"  # the job's input rows, staged for the workers; deleted before publishing
 
 
-class Model:
+class ModelFiles:
     """``wavelist train``'s output."""
 
     EMBEDDER = "embedder.keras"  # tiles (or summary statistics, kind features) -> vector
@@ -33,8 +33,9 @@ class Model:
     LOGS = "logs"  # TensorBoard
 
 
-class Tables:
-    """``wavelist embed``'s (and ``wavelist add``'s) output, what the playlists read."""
+class TableFiles:
+    """``wavelist embed``'s (and ``wavelist add``'s) output, what the playlists read. Each table is a folder of
+    Parquet shards ``part-SSSSS-of-NNNNN.parquet`` (one call reads it: pyarrow, pandas; DuckDB with ``/*.parquet``)."""
 
     EMBEDDINGS = "embeddings.parquet"  # one vector per track (schemas.tables.EMBEDDINGS)
     NEIGHBOURS = "neighbours.parquet"  # top-k per track (schemas.tables.NEIGHBOURS)

@@ -15,9 +15,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
-from schemas.layout import Data
+from schemas.layout import DataFiles
 
-TILES_FOLDER = Data.TILES  # DATA/tiles/{split}-SSSSS-of-NNNNN.tfrecord.gz
+TILES_FOLDER = DataFiles.TILES  # DATA/tiles/{split}-SSSSS-of-NNNNN.tfrecord.gz
 TILE_FILE_SUFFIX = ".tfrecord.gz"
 MEL_DTYPE = np.dtype("<f2")  # float16, little-endian: half the size, ample for dB values
 FEATURES: dict[str, str] = {

@@ -50,6 +50,16 @@ def assert_same_neighbours(got, want, embeddings: dict[int, np.ndarray], atol: f
         assert got_id == want_id or abs(float(unit[track] @ unit[got_id]) - similarity) < atol, (track, got_id)
 
 
+def table_file(path: Path) -> Path:
+    """The one Parquet file of a small table: ``path`` itself, or the single shard of the folder the embed job
+    writes (tests that damage or replace a table write this file)."""
+    if path.is_file():
+        return path
+    shards = sorted(path.glob("*.parquet"))
+    assert len(shards) == 1, shards
+    return shards[0]
+
+
 @pytest.fixture(scope="session")
 def catalogue(tmp_path_factory) -> Path:
     return make_catalogue(tmp_path_factory.mktemp("catalogue"))

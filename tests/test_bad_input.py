@@ -15,7 +15,7 @@ import pytest
 from beam_jobs import ingest
 from schemas import tables
 from schemas.audio import DEFAULT_AUDIO_SPEC, AudioSpec
-from tests.conftest import IN_MEMORY, tone, write_audio
+from tests.conftest import IN_MEMORY, table_file, tone, write_audio
 from tests.records import tiles_by_split
 from wavelist.cli import main
 
@@ -182,7 +182,7 @@ def test_interrupted_data_folder_is_refused(copies, tmp_path, capsys):
 
 
 def test_tables_of_two_models_are_refused(copies, capsys):
-    path = copies["tables"] / "neighbours.parquet"
+    path = table_file(copies["tables"] / "neighbours.parquet")
     table = pq.read_table(path)
     metadata = tables.read_metadata(table.schema)
     pq.write_table(table.replace_schema_metadata(
@@ -208,7 +208,7 @@ def test_corrupted_parquet_is_named(copies, tmp_path, capsys):
     err = one_line_error(["embed", "--data", str(copies["data"]), "--model", str(copies["model"]),
                           "--out", str(tmp_path / "t")], capsys)
     assert f"{tracks} is not a readable Parquet file" in err and "rerun wavelist ingest" in err
-    embeddings = copies["tables"] / "embeddings.parquet"
+    embeddings = table_file(copies["tables"] / "embeddings.parquet")
     embeddings.write_bytes(b"PAR1" + bytes(100) + b"PAR1")
     err = one_line_error(["radio", "--tables", str(copies["tables"]), "--seed", "2"], capsys)
     assert f"{embeddings} is not a readable Parquet file" in err

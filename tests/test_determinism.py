@@ -54,7 +54,7 @@ def test_embed_twice_gives_the_same_tables(pipeline_outputs, tmp_path):
     assert [r["similarity"] for r in one] == [r["similarity"] for r in two]
     assert sorted_rows(first / "tracks.parquet") == sorted_rows(second / "tracks.parquet")
     for name in ("embeddings.parquet", "neighbours.parquet", "map3d.parquet"):
-        assert pq.read_schema(first / name).metadata == pq.read_schema(second / name).metadata, name
+        assert pq.read_table(first / name).schema.metadata == pq.read_table(second / name).schema.metadata, name
     one, two = sorted_rows(first / "map3d.parquet"), sorted_rows(second / "map3d.parquet")
     assert [r["track_id"] for r in one] == [r["track_id"] for r in two]
     assert one == two

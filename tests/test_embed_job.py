@@ -1,4 +1,5 @@
 import apache_beam as beam
+import pytest
 from apache_beam.utils import shared
 import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -110,3 +111,156 @@ def test_track_vectors_do_not_depend_on_batching_or_part_order(pipeline_outputs)
     one = mean.extract_output(mean.merge_accumulators([mean.add_input([], p) for p in parts]))
     other = mean.extract_output(mean.merge_accumulators([[p] for p in parts[::-1]]))
     assert np.array_equal(one, other)
+
+
+def _clustered(n: int, dim: int = 16, seed: int = 6):
+    rng = np.random.default_rng(seed)
+    centres = l2_normalise(rng.standard_normal((6, dim)))
+    return l2_normalise(centres[np.arange(n) % 6] + 0.1 * rng.standard_normal((n, dim)))
+
+
+def test_map_sample_does_not_depend_on_how_tracks_are_split():
+    from core.neighbours import sample_rank, smallest_by_rank
+
+    ids = np.random.default_rng(2).permutation(10_000)[:500].astype(np.int64)
+    vectors = _clustered(500)
+    whole = smallest_by_rank([(ids, vectors)], 50)
+    parts = [(ids[i::3], vectors[i::3]) for i in range(3)]
+    merged = smallest_by_rank([smallest_by_rank(parts[:2], 50), parts[2]], 50)
+    assert np.array_equal(whole[0], merged[0]) and np.array_equal(whole[1], merged[1])
+    assert np.all(np.diff(whole[0]) > 0)  # sorted by id
+    assert set(whole[0]) == set(ids[np.argsort(sample_rank(ids))[:50]])
+
+
+def test_map_transform_equals_the_one_process_map():
+    """MapCoordinates (t-SNE of the sample on one worker, the rest placed batch by batch) gives the map that
+    map_coordinates computes in one process."""
+    import pyarrow as pa
+
+    from beam_jobs.embed import MapCoordinates, stack_batch
+    from core.neighbours import map_coordinates
+
+    ids = np.arange(300, dtype=np.int64) * 7 + 3
+    vectors = _clustered(300)
+    want = map_coordinates(vectors, ids, sample=60)
+
+    def check(tables):
+        table = pa.concat_tables(tables).sort_by("track_id")
+        assert table["track_id"].to_pylist() == ids.tolist()
+        got = np.stack([table[c].to_numpy() for c in "xyz"], axis=1)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+    with TestPipeline() as pipeline:
+        batches = [stack_batch(list(zip(ids[i:i + 40].tolist(), vectors[i:i + 40]))) for i in range(0, 300, 40)]
+        assert_that(pipeline | beam.Create(batches) | MapCoordinates(sample=60), check)
+
+
+def test_tracks_are_joined_by_key_without_rejected_or_unembedded_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from beam_jobs import embed
+    from schemas import tables
+
+    n = 250
+    ids = np.arange(n, dtype=np.int64) + 40
+    rows = [{"track_id": int(i), "path": f"{i}.mp3", "genre": "Rock", "artist_id": 1, "artist": "A", "title": f"t{i}",
+             "split": "train", "duration_s": 30.0, "n_tiles": 3, "status": "rejected" if i % 10 == 0 else "ok"}
+            for i in ids]
+    pq.write_table(pa.Table.from_pylist(rows, schema=tables.TRACKS), tmp_path / "tracks.parquet")
+    embedded = ids[ids % 7 != 0]  # some accepted tracks got no vector
+    want = sorted(int(i) for i in embedded if i % 10 != 0)
+    original = embed.TRACKS_PER_BUCKET
+    embed.TRACKS_PER_BUCKET = 60  # several buckets
+    try:
+        with TestPipeline() as pipeline:
+            batches = pipeline | beam.Create([(embedded[i:i + 50], np.zeros((len(embedded[i:i + 50]), 2), np.float32))
+                                              for i in range(0, len(embedded), 50)])
+            joined = batches | embed.EmbeddedTracks(str(tmp_path / "tracks.parquet"))
+            assert_that(joined | beam.FlatMap(lambda t: t["track_id"].to_pylist()), equal_to(want))
+    finally:
+        embed.TRACKS_PER_BUCKET = original
+
+
+def test_neighbour_and_embedding_tables_from_blocks():
+    from beam_jobs.embed import embedding_table, neighbour_tables
+
+    block = (np.array([9, 4, 6]), np.array([[4, 6], [6, -1], [9, 4]]),
+             np.array([[0.9, 0.5], [0.7, -np.inf], [0.8, 0.6]], np.float32))
+    parts = list(neighbour_tables(block, tracks_per_table=2))
+    assert [p.num_rows for p in parts] == [3, 2]  # tracks 4, 6 then 9; padding dropped
+    rows = [r for p in parts for r in p.to_pylist()]
+    assert [(r["track_id"], r["rank"], r["neighbour_id"]) for r in rows] == [
+        (4, 1, 6), (6, 1, 9), (6, 2, 4), (9, 1, 4), (9, 2, 6)]
+    table = embedding_table((np.array([5, 2]), np.array([[0.6, 0.8], [1.0, 0.0]], np.float32)))
+    assert table.to_pylist() == [{"track_id": 2, "embedding": [1.0, 0.0]},
+                                 {"track_id": 5, "embedding": [pytest.approx(0.6), pytest.approx(0.8)]}]
+
+
+def test_the_embed_job_graph_holds_no_catalogue(tmp_path):
+    """The job graphs of a 20-track and of a 20,000-track DATA folder are the same size (up to pickled names):
+    the catalogue is read inside the job (Dataflow caps a job graph's size; 20,000 rows would add about 1 MB)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from beam_jobs import embed
+    from schemas import tables
+    from schemas.model_info import ModelInfo
+    from schemas.tile_example import TILES_FOLDER
+
+    sizes = {}
+    for n in (20, 20_000):
+        data = tmp_path / f"data{n:05d}"
+        (data / TILES_FOLDER).mkdir(parents=True)
+        rows = [{"track_id": i, "path": f"{i}.mp3", "genre": "Rock", "artist_id": 1, "artist": "A", "title": "t",
+                 "split": "train", "duration_s": 30.0, "n_tiles": 3, "status": "ok"} for i in range(n)]
+        pq.write_table(pa.Table.from_pylist(rows, schema=tables.TRACKS), data / "tracks.parquet")
+        pipeline = beam.Pipeline()
+        embed.build_pipeline(pipeline, data=str(data), model_dir=str(tmp_path / "model"), staging=str(tmp_path / "s"),
+                             spec=AudioSpec(), info=ModelInfo(model_id="m", kind="cnn", parts=("tiles",), part_dims=(64,)),
+                             provenance={"model_id": "m"}, k=5, batch_size=8)
+        sizes[n] = len(pipeline.to_runner_api().SerializeToString())
+    assert abs(sizes[20_000] - sizes[20]) < 2_000, sizes
+
+
+def test_tensorflow_gets_one_thread_pool_per_process():
+    import subprocess
+    import sys
+
+    code = ("from beam_jobs.embed import limit_tensorflow_threads as limit; import tensorflow as tf; "
+            "print(limit(), limit(), tf.config.threading.get_intra_op_parallelism_threads(), "
+            "tf.config.threading.get_inter_op_parallelism_threads())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["True", "True", "1", "1"], result.stderr[-2000:]
+
+
+def test_table_written_as_shards_reads_back_in_one_call(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from beam_jobs import common
+    from schemas import tables
+
+    schema = tables.with_metadata(tables.MAP3D, model_id="m")
+    parts = [pa.table({"track_id": np.arange(i, i + 10, dtype=np.int64), "x": np.zeros(10, np.float32),
+                       "y": np.ones(10, np.float32), "z": np.zeros(10, np.float32)}) for i in range(0, 50, 10)]
+    with TestPipeline() as pipeline:
+        _ = pipeline | beam.Create(parts) | common.WriteTable(str(tmp_path), "map3d.parquet", schema)
+    files = common.table_files(str(tmp_path / "map3d.parquet"))
+    assert files and all("/map3d.parquet/part-" in f for f in files)
+    assert common.parquet_num_rows(str(tmp_path / "map3d.parquet")) == 50
+    table = common.read_parquet(str(tmp_path / "map3d.parquet"))
+    assert sorted(table["track_id"].to_pylist()) == list(range(50))
+    assert tables.read_metadata(pq.read_table(tmp_path / "map3d.parquet").schema)["model_id"] == "m"
+
+
+def test_stored_neighbour_rows_become_lists_per_track():
+    import pyarrow as pa
+
+    from beam_jobs.add_tracks import stored_lists
+
+    table = pa.table({"track_id": [7, 3, 3, 7], "rank": [2, 2, 1, 1], "neighbour_id": [1, 9, 8, 2],
+                      "similarity": pa.array([0.1, 0.2, 0.3, 0.4], pa.float32())})
+    lists = {t: (i.tolist(), s.tolist()) for t, (i, s) in stored_lists(table)}
+    assert lists == {3: ([8, 9], [pytest.approx(0.3), pytest.approx(0.2)]),
+                     7: ([2, 1], [pytest.approx(0.4), pytest.approx(0.1)])}

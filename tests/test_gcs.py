@@ -110,18 +110,23 @@ def test_embed_reads_and_writes_gs_paths(gcs, gs_tables, pipeline_outputs):
     import io
 
     import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     bucket = storage_bucket()
     summary = gs_tables
     assert summary["tracks_embedded"] == 32 and summary["neighbour_rows"] == 320
     names = {blob.name for blob in bucket.list_blobs(prefix="tables/")}
-    assert names == {f"tables/{n}" for n in ("embeddings.parquet", "neighbours.parquet", "tracks.parquet",
-                                             "map3d.parquet", "summary.json", common.SUCCESS_MARKER)}
+    tables = ("embeddings.parquet", "neighbours.parquet", "tracks.parquet", "map3d.parquet")
+    shards = {n for n in names if n.split("/")[1] in tables}  # each table a folder of shards
+    assert names - shards == {"tables/summary.json", f"tables/{common.SUCCESS_MARKER}"}
+    assert {n.split("/")[1] for n in shards} == set(tables)
+    assert all(n.split("/")[2].startswith("part-") and n.endswith(".parquet") for n in shards)
     assert not [b.name for b in bucket.list_blobs(prefix=".tables.partial-")]
 
     def remote(name):
-        return pq.read_table(io.BytesIO(bucket.blob(f"tables/{name}").download_as_bytes()))
+        blobs = sorted(b.name for b in bucket.list_blobs(prefix=f"tables/{name}/"))
+        return pa.concat_tables([pq.read_table(io.BytesIO(bucket.blob(b).download_as_bytes())) for b in blobs])
 
     def local(name):
         return pq.read_table(pipeline_outputs["tables"] / name)
@@ -132,7 +137,9 @@ def test_embed_reads_and_writes_gs_paths(gcs, gs_tables, pipeline_outputs):
         assert got.schema.metadata == want.schema.metadata
         assert got["track_id"].to_pylist() == want["track_id"].to_pylist()
     embeddings = {r["track_id"]: np.asarray(r["embedding"]) for r in local("embeddings.parquet").to_pylist()}
-    assert_same_neighbours(remote("neighbours.parquet"), local("neighbours.parquet"), embeddings)  # both sorted
+    by_rank = [("track_id", "ascending"), ("rank", "ascending")]
+    assert_same_neighbours(remote("neighbours.parquet").sort_by(by_rank), local("neighbours.parquet").sort_by(by_rank),
+                           embeddings)
 
 
 def test_embed_add_extends_gs_tables(gcs, gs_tables, tmp_path):

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from beam_jobs import common
 from core import audio
 from schemas.audio import DEFAULT_AUDIO_SPEC
-from tests.conftest import IN_MEMORY, tone, write_audio
+from tests.conftest import IN_MEMORY, table_file, tone, write_audio
 from wavelist.cli import build_parser, main
 
 
@@ -215,7 +215,7 @@ def hostile_tables(pipeline_outputs, tmp_path):
                "</script><script>alert(1)</script>"]
     titles = [f"{hostile[i % 3]} {i}" for i in range(len(tracks))]
     tracks = tracks.set_column(tracks.schema.get_field_index("title"), "title", pa.array(titles))
-    pq.write_table(tracks, folder / "tracks.parquet")
+    pq.write_table(tracks, table_file(folder / "tracks.parquet"))
     return folder, tracks["track_id"].to_pylist()[:3]
 
 
@@ -251,7 +251,7 @@ def test_damaged_neighbour_tables_are_refused_and_named(pipeline_outputs, tmp_pa
     folder = tmp_path / "tables"
     shutil.copytree(pipeline_outputs["tables"], folder)
     seed = str(pq.read_table(folder / "embeddings.parquet")["track_id"][0])
-    neighbours = folder / "neighbours.parquet"
+    neighbours = table_file(folder / "neighbours.parquet")
     damage(neighbours, 0.3)
     err = one_line_error(["radio", "--tables", str(folder), "--seed", seed], capsys)
     assert str(neighbours) in err
@@ -261,7 +261,7 @@ def test_damaged_neighbour_tables_are_refused_and_named(pipeline_outputs, tmp_pa
     similarity[7] = 7.5e22
     pq.write_table(table.set_column(3, "similarity", pa.array(similarity, pa.float32())), neighbours)
     err = one_line_error(["radio", "--tables", str(folder), "--seed", seed], capsys)
-    assert f"{neighbours} is damaged: row 7" in err and "similarity outside [-1, 1]" in err
+    assert f"{folder / 'neighbours.parquet'} is damaged: row 7" in err and "similarity outside [-1, 1]" in err
     neighbours.write_bytes(b"")
     err = one_line_error(["radio", "--tables", str(folder), "--seed", seed], capsys)
     assert f"{neighbours} is not a readable Parquet file" in err
@@ -274,10 +274,10 @@ def test_damaged_vectors_and_row_counts_are_refused(pipeline_outputs, tmp_path, 
     vectors = np.array(embeddings["embedding"].to_pylist(), np.float32)
     vectors[3, 0] = np.nan
     broken = embeddings.set_column(1, "embedding", pa.array(vectors.tolist(), embeddings.schema.field(1).type))
-    pq.write_table(broken, folder / "embeddings.parquet")
+    pq.write_table(broken, table_file(folder / "embeddings.parquet"))
     err = one_line_error(["radio", "--tables", str(folder), "--seed", "2"], capsys)
     assert "embeddings.parquet is damaged" in err and "not finite" in err
-    pq.write_table(embeddings.slice(0, 10), folder / "embeddings.parquet")
+    pq.write_table(embeddings.slice(0, 10), table_file(folder / "embeddings.parquet"))
     err = one_line_error(["radio", "--tables", str(folder), "--seed", "2"], capsys)
     assert "holds 10 tracks but" in err and "summary.json records" in err
 
@@ -295,11 +295,11 @@ def test_counts_and_ids_out_of_range_are_one_line(pipeline_outputs, capsys):
 
 def test_output_files_never_land_inside_the_tables(pipeline_outputs, capsys):
     tables = pipeline_outputs["tables"]
-    before = (tables / "tracks.parquet").read_bytes()
-    err = one_line_error(["radio", "--tables", str(tables), "--seed", "2", "--output", str(tables / "tracks.parquet")],
-                         capsys)
+    shard = table_file(tables / "tracks.parquet")
+    before = shard.read_bytes()
+    err = one_line_error(["radio", "--tables", str(tables), "--seed", "2", "--output", str(shard)], capsys)
     assert "inside the tables folder" in err
-    assert (tables / "tracks.parquet").read_bytes() == before
+    assert shard.read_bytes() == before
 
 
 def test_add_with_only_bad_files_is_one_line(pipeline_outputs, tmp_path, capsys):

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model import evaluate, train
-from schemas.layout import Model
+from schemas.layout import ModelFiles
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_genre_part_is_off_when_the_catalogue_has_too_few_labelled_tracks(kinds)
     # the tiny catalogue has 4 training and 2 validation tracks per genre: 6, so a minimum of 7 turns it off
     metrics = json.loads((kinds["contrastive"] / "metrics.json").read_text())
     assert metrics["genre_part"].startswith("off: fewer than two genres with 7 labelled tracks outside the test")
-    assert not (kinds["contrastive"] / Model.GENRE_EMBEDDER).exists()
+    assert not (kinds["contrastive"] / ModelFiles.GENRE_EMBEDDER).exists()
     assert train.model_info(kinds["contrastive"]).genres is None
 
 
@@ -75,9 +75,9 @@ def trainer_vectors(model_dir, data_dir) -> dict[int, np.ndarray]:
     tile_part = train.per_track_mean(train.predict_in_chunks(train.load_embedder(model_dir), tiles), tile_ids)
     ids = np.unique(tile_ids)
     feature_ids, values = features.load_features(data_dir)
-    features_half = train.load_embedder(model_dir, Model.FEATURES_EMBEDDER).predict_on_batch(values)
+    features_half = train.load_embedder(model_dir, ModelFiles.FEATURES_EMBEDDER).predict_on_batch(values)
     row_of = {int(t): i for i, t in enumerate(feature_ids)}
-    genre = train.load_embedder(model_dir, Model.GENRE_EMBEDDER)
+    genre = train.load_embedder(model_dir, ModelFiles.GENRE_EMBEDDER)
     vectors = recipe.track_vectors(info, tiles=tile_part, features=features_half[[row_of[int(t)] for t in ids]],
                                    genre_embedder=genre.predict_on_batch)
     return dict(zip(ids.tolist(), vectors))
@@ -118,10 +118,10 @@ def test_no_genres_flag_keeps_the_label_free_vector(pipeline_outputs, tmp_path):
 
 def test_model_id_covers_every_embedder_file(tmp_path):
     # the same tile model with and without a genre part writes other vectors: their ids must differ
-    (tmp_path / Model.EMBEDDER).write_bytes(b"tile model")
-    files = [tmp_path / f for f in (Model.EMBEDDER, Model.FEATURES_EMBEDDER, Model.GENRE_EMBEDDER)]
+    (tmp_path / ModelFiles.EMBEDDER).write_bytes(b"tile model")
+    files = [tmp_path / f for f in (ModelFiles.EMBEDDER, ModelFiles.FEATURES_EMBEDDER, ModelFiles.GENRE_EMBEDDER)]
     tiles_only = train.files_digest(files)
-    (tmp_path / Model.GENRE_EMBEDDER).write_bytes(b"genre probe")
+    (tmp_path / ModelFiles.GENRE_EMBEDDER).write_bytes(b"genre probe")
     assert train.files_digest(files) != tiles_only
     assert tiles_only == train.files_digest(files[:1])  # a one-file model keeps the id it always had
 

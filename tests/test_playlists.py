@@ -74,10 +74,15 @@ def test_missing_or_corrupt_tables_are_named(tmp_path, pipeline_outputs):
         load_tables(tmp_path / "nowhere")
     with pytest.raises(TablesError, match="embeddings.parquet is missing"):
         load_tables(tmp_path)
-    for item in pipeline_outputs["tables"].iterdir():
-        (tmp_path / item.name).write_bytes(item.read_bytes())
-    (tmp_path / "embeddings.parquet").write_bytes(b"PAR1 not really")
-    with pytest.raises(TablesError, match="embeddings.parquet is not a readable Parquet file"):
+    import re
+    import shutil
+
+    from tests.conftest import table_file
+
+    shutil.copytree(pipeline_outputs["tables"], tmp_path, dirs_exist_ok=True)
+    shard = table_file(tmp_path / "embeddings.parquet")
+    shard.write_bytes(b"PAR1 not really")
+    with pytest.raises(TablesError, match=f"{re.escape(str(shard))} is not a readable Parquet file"):
         load_tables(tmp_path)
 
 

@@ -65,7 +65,7 @@ def _signature(folder: Path) -> tuple | None:
     try:
         stat = folder.stat()
         files = []
-        for name in (layout.Tables.EMBEDDINGS, layout.Tables.NEIGHBOURS, layout.Tables.TRACKS, layout.SUCCESS_MARKER):
+        for name in (layout.TableFiles.EMBEDDINGS, layout.TableFiles.NEIGHBOURS, layout.TableFiles.TRACKS, layout.SUCCESS_MARKER):
             try:
                 s = (folder / name).stat()
                 files.append((name, s.st_ino, s.st_size, s.st_mtime_ns))
@@ -115,7 +115,7 @@ def load_snapshot(folder: Path, music_folder: str | None, generation: int) -> Sn
     else:
         raise BadRequest(f"{folder} kept changing while it was read; try again", 409)
     marker = folder / layout.SUCCESS_MARKER
-    built = (marker if marker.exists() else folder / layout.Tables.EMBEDDINGS).stat().st_mtime
+    built = (marker if marker.exists() else folder / layout.TableFiles.EMBEDDINGS).stat().st_mtime
     return Snapshot(tables=tables, finder=TrackFinder(tables, music_folder), built_at=_iso(built),
                     loaded_at=_iso(time.time()), signature=before, generation=generation)
 
