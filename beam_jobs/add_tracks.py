@@ -154,7 +154,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             posixpath.join(args.tables, "map3d.parquet")))
         common.write_parquet(every | "Everything" >> beam.combiners.ToList() | "Place" >> beam.FlatMap(place_new, old_map),
                     staging, "map3d.parquet", tables.with_metadata(tables.MAP3D, **provenance), "WriteMap")
-        track_rows = ((pipeline | "ReadOldTracks" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "tracks.parquet"))),
+        track_rows = ((pipeline | "ReadOldTracks" >> beam.io.ReadFromParquet(posixpath.join(args.tables, "tracks.parquet"))
+                       | "TagColumns" >> beam.Map(lambda row: {n: row.get(n) for n in tables.TRACKS.names})),
                       (pipeline | "NewTracks" >> beam.Create(new_tracks))) | "AllTracks" >> beam.Flatten()
         common.write_parquet(track_rows, staging, "tracks.parquet", tables.TRACKS, "WriteTracks")
         common.run_pipeline(pipeline)

@@ -30,7 +30,7 @@ from core import vectors as recipe
 from core.neighbours import block_of, map_coordinates, merge_block_top_k, merge_top_k, top_k_faiss
 from schemas import tables
 from schemas.audio import AudioSpec
-from schemas.layout import Model
+from schemas.layout import Data, Model
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
 
@@ -580,8 +580,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                       what=f"the tiles in {args.data} (vs the model {model.model})")
     info = common.load_model_info(model.model)
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
-    accepted = [row for row in common.read_parquet(common.join(args.data, "tracks.parquet"),
-                                                   made_by="wavelist ingest").to_pylist()
+    catalogue = common.read_parquet(common.join(args.data, Data.TRACKS), made_by="wavelist ingest")
+    accepted = [row for row in tables.with_missing_columns(catalogue, tables.TRACKS).to_pylist()
                 if row["status"] == "ok"]
     approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and len(accepted) > EXACT_LIMIT)
     log.info("embed: %d tracks with model %s, %s neighbours", len(accepted), info.model_id,

@@ -155,6 +155,7 @@ class AnalyseTrackFn(beam.DoFn):
 
     def process(self, row: TrackRow) -> Iterator[Any]:
         from core import audio  # librosa is heavy: import on the worker
+        from core.tags import read_tags
 
         self._received.inc()
         self._progress()
@@ -169,6 +170,7 @@ class AnalyseTrackFn(beam.DoFn):
                 raise audio.AudioError("read", "file not found")
             else:
                 source = path
+            row = cat.with_tags(row, read_tags(source))  # tags are optional: broken ones give {}
             stage = "decode"
             analysis = audio.analyse_source(source, self._spec)
         except audio.AudioError as error:
@@ -192,7 +194,8 @@ def reject_record(row: TrackRow, stage: str, reason: str) -> dict[str, Any]:
 def track_record(row: TrackRow, analysis: Any | None) -> dict[str, Any]:
     """A row of ``tracks.parquet``; ``analysis`` is None for a rejected track."""
     return {
-        **{k: row.get(k) for k in ("track_id", "path", "genre", "artist_id", "artist", "title", "split")},
+        **{k: row.get(k) for k in tables.TRACKS.names},
+        "title": row.get("title") or posixpath.splitext(posixpath.basename(row["path"]))[0],
         "duration_s": None if analysis is None else float(analysis.duration_s),
         "n_tiles": None if analysis is None else int(len(analysis.tiles)),
         "status": "rejected" if analysis is None else "ok",

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from threadpoolctl import ThreadpoolController
 
 from schemas import tables as schemas
+from schemas.layout import Tables as Layout
 
 # Above this many tracks, an unknown id is matched against the numerically nearest ids only (difflib over
 # every id would take seconds).
@@ -289,5 +290,6 @@ def load_tables(folder: str | Path) -> Tables:
     check_vectors(folder / "embeddings.parquet", ids, vectors)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     _check_summary(folder, len(ids))
-    catalogue = _read(folder, "tracks.parquet", schemas.TRACKS).sort_by("track_id")
+    catalogue = _read(folder, Layout.TRACKS, schemas.TRACKS_BEFORE_TAGS)
+    catalogue = schemas.with_missing_columns(catalogue, schemas.TRACKS).sort_by("track_id")
     return Tables(folder=folder, ids=ids, vectors=vectors, catalogue=catalogue, model_id=model_id)
