@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from schemas import layout
+from schemas.flags import VERBOSE_ENV
 
 METRICS_NAMESPACE = "wavelist"
 log = logging.getLogger(__name__)
@@ -76,6 +77,27 @@ def require_remote_paths(options: PipelineOptions, paths: dict[str, str | None])
     local = [f"{flag} {path}" for flag, path in paths.items() if path and not is_remote(path)]
     if local:
         raise ValueError(f"{runner} workers cannot reach local paths: {', '.join(local)}; use gs:// paths")
+
+
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Discard what native code writes to stderr meanwhile (TensorFlow's oneDNN and absl notices, printed on
+    import before any log level applies) unless ``wavelist -v`` asked for everything. Python errors still
+    raise as usual."""
+    if os.environ.get(VERBOSE_ENV):
+        yield
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def make_pipeline(options: PipelineOptions, argv: list[str] | None) -> beam.Pipeline:

@@ -71,7 +71,8 @@ class EmbedBatchFn(beam.DoFn):
         self._inputs = Metrics.counter(common.METRICS_NAMESPACE, "embed_model_inputs")
 
     def setup(self) -> None:
-        import keras  # the embedder files are Keras models; the jobs never import the trainer
+        with common.quiet_native_stderr():
+            import keras  # the embedder files are Keras models; the jobs never import the trainer
 
         class _Holder:  # Shared needs a weak-referenceable object
             def __init__(self, model):

@@ -209,7 +209,7 @@ def test_leg_steps_share_the_steps():
 
 def test_titles_resolve_and_unknown_titles_suggest(synthetic):
     assert synthetic.resolve("song 1042") == 1042 and synthetic.resolve("1042") == 1042
-    with pytest.raises(UnknownTrack, match="no track id or title 'Sonng 1042'.*did you mean 'Song"):
+    with pytest.raises(UnknownTrack, match="no track id, title, artist or album 'Sonng 1042'.*did you mean 'Song"):
         synthetic.resolve("Sonng 1042")
     assert 1042 in synthetic.search("song 1042")
 
