@@ -121,6 +121,18 @@ def make_pipeline(options: PipelineOptions, argv: list[str] | None) -> beam.Pipe
     return beam.Pipeline(runner=FnApiRunner(), options=options)
 
 
+def local_workers(pipeline: beam.Pipeline) -> int | None:
+    """How many worker processes a local run uses (None on a remote runner, which sizes itself)."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    if not isinstance(pipeline.runner, FnApiRunner):
+        return None
+    direct = pipeline.options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":
+        return 1
+    return direct.direct_num_workers or os.cpu_count() or 1
+
+
 class InputError(ValueError):
     """An input that a worker found unusable (a damaged shard, a model Keras refuses): the driver shows its
     message as one line (:func:`run_pipeline`), not as a runner's traceback."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -27,6 +29,7 @@ from apache_beam.utils import shared
 
 from beam_jobs import common
 from core import vectors as recipe
+from core.progress import Progress
 from core.neighbours import block_of, map_coordinates, merge_block_top_k, merge_top_k, top_k_faiss
 from schemas import tables
 from schemas.audio import AudioSpec
@@ -88,6 +91,7 @@ class EmbedBatchFn(beam.DoFn):
                                         f"model ({first}); retrain it with wavelist train") from error
 
         self._model = self._model_handle.acquire(load).model
+        self._progress = Progress(f"embed worker {os.getpid()}", None, unit="model inputs")
 
     def process(self, batch: list[tuple[int, tuple[int, np.ndarray]]]) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
         inputs = np.stack([x for _, (_, x) in batch])
@@ -95,6 +99,9 @@ class EmbedBatchFn(beam.DoFn):
         padded[: len(inputs)] = inputs
         vectors = np.asarray(self._model(padded, training=False))[: len(inputs)]
         self._inputs.inc(len(batch))
+        line = self._progress.add(len(batch))
+        if line:
+            print(line, file=sys.stderr, flush=True)
         for (track_id, (order, _)), vector in zip(batch, vectors):
             yield track_id, (order, vector)
 

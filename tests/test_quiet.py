@@ -19,3 +19,14 @@ def test_tensorflow_is_quiet_unless_verbose(tmp_path):
     quiet = stderr_of(*argv)
     assert quiet.startswith("wavelist train: error:") and quiet.count("\n") == 1, quiet
     assert "oneDNN" in stderr_of("-v", *argv)
+
+
+def test_progress_lines_say_count_total_pace_and_time_left():
+    from core.progress import Progress, duration, progress_line
+
+    assert progress_line("ingest", 120, 500, 60.0) == "ingest: 120 of 500 tracks, 2.0 tracks/s, about 3 min left"
+    assert progress_line("embed", 10, None, 5.0, "model inputs") == "embed: 10 model inputs, 2.0 model inputs/s"
+    assert progress_line("train", 0, 20, 0.0, "epochs") == "train: 0 of 20 epochs"
+    assert (duration(45), duration(3 * 3600 + 300)) == ("45 s", "3 h 05 min")
+    progress = Progress("x", 3, every_s=3600)
+    assert progress.add() is None and progress.add() is None and progress.add().startswith("x: 3 of 3 tracks")

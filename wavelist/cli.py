@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     alchemy.add_argument("--subtract", nargs="+", default=[], metavar="TRACK", help="tracks whose sound to take away")
     profile = _playlist_parser(sub, "profile", "a playlist for a listener from the tracks they played")
     profile.add_argument("--history", required=True, metavar="FILE",
-                         help="plays, oldest first: an M3U, wavelist's JSON, or track ids or audio paths one a line")
+                         help="plays: a ListenBrainz export (JSON lines), a Last.fm-style scrobble CSV (matched by "
+                              "MusicBrainz id, else artist and title), or, oldest first, an M3U, wavelist's JSON, "
+                              "or track ids or audio paths one a line")
     profile.add_argument("--half-life", type=float, default=20.0, help="a play this many plays older counts half")
     profile.set_defaults(n=50)
     for parser_ in (alchemy, profile):
@@ -232,7 +234,8 @@ def _emit(text: str, output: str | None) -> None:
 
 def _playlist_command(args: argparse.Namespace) -> None:
     from playlists import load_tables
-    from playlists.output import SCORE_NAMES, missing_audio, playlist_rows, read_track_list, render
+    from playlists.history import read_history
+    from playlists.output import SCORE_NAMES, missing_audio, playlist_rows, render
     from playlists.service import make_playlist
 
     check_output_file(args.output, args.tables)
@@ -248,7 +251,10 @@ def _playlist_command(args: argparse.Namespace) -> None:
     elif args.command == "alchemy":
         options.update(add=args.add, subtract=args.subtract)
     elif args.command == "profile":
-        options.update(history=read_track_list(tables, args.history), half_life=args.half_life)
+        history, matched = read_history(tables, args.history)
+        if matched:
+            print(matched, file=sys.stderr)
+        options.update(history=history, half_life=args.half_life)
     else:
         del options["variety"]
         options.update(start=args.start, end=args.end, via=args.via or (), avoid=args.avoid)
