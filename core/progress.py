@@ -36,7 +36,7 @@ class Progress:
         """Count ``count`` more; the line to show when it is time for one, else None."""
         self.done += count
         now = time.monotonic()
-        if now - self._last < self.every_s and self.done != self.total:
+        if now - self._last < self.every_s:
             return None
         self._last = now
         return progress_line(self.what, self.done, self.total, now - self._start, self.unit)

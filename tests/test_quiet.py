@@ -29,4 +29,6 @@ def test_progress_lines_say_count_total_pace_and_time_left():
     assert progress_line("train", 0, 20, 0.0, "epochs") == "train: 0 of 20 epochs"
     assert (duration(45), duration(3 * 3600 + 300)) == ("45 s", "3 h 05 min")
     progress = Progress("x", 3, every_s=3600)
-    assert progress.add() is None and progress.add() is None and progress.add().startswith("x: 3 of 3 tracks")
+    assert progress.add() is None and progress.add(2) is None and progress.done == 3
+    progress.every_s = 0
+    assert progress.add().startswith("x: 4 of 3 tracks")

@@ -270,22 +270,26 @@ def _playlist_command(args: argparse.Namespace) -> None:
 
 def _map_command(args: argparse.Namespace) -> None:
     from playlists import journey_via, load_tables, radio
-    from playlists.mapview import write_map
+    from playlists.mapview import track_name, write_map
     from playlists.output import read_track_list
 
     check_output_file(args.out, args.tables)
     tables = load_tables(args.tables)
-    playlist = None
+    playlist, title, path = None, "the catalogue by sound", True
     if args.radio is not None:
         seed = tables.resolve(args.radio)
         playlist = [seed] + [e.track_id for e in radio(tables, seed, args.n)]
+        title, path = f"radio of {track_name(tables, seed)}", False
     elif args.journey:
         if len(args.journey) < 2:
             raise ValueError("--journey needs at least two tracks")
-        playlist = [e.track_id for e in journey_via(tables, [tables.resolve(s) for s in args.journey], args.n)]
+        stops = [tables.resolve(s) for s in args.journey]
+        playlist = [e.track_id for e in journey_via(tables, stops, args.n)]
+        title = "journey: " + " → ".join(track_name(tables, s) for s in stops)
     elif args.playlist:
         playlist = read_track_list(tables, args.playlist)
-    print(write_map(tables, args.out, playlist))
+        title = f"playlist {Path(args.playlist).name}"
+    print(write_map(tables, args.out, playlist, title, path))
 
 
 def _clusters_command(args: argparse.Namespace) -> None:
@@ -327,7 +331,7 @@ def app_command_line(args: argparse.Namespace) -> list[str]:
     app = Path(__file__).with_name("app.py")
     return [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
             "--server.address", args.address, "--server.port", str(args.port),
-            "--browser.gatherUsageStats", "false"]
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]  # no Deploy button
 
 
 def _app_command(args: argparse.Namespace) -> int:
