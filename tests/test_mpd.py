@@ -44,11 +44,13 @@ def tables_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mpd_port(tables_dir, tmp_path_factory):
-    """A real MPD serving ``tables_dir/audio`` on 127.0.0.1; its database updated. Yields the port."""
+def mpd_server(tables_dir, tmp_path_factory):
+    """A real MPD serving ``tables_dir/audio`` on 127.0.0.1; its database updated. Yields the port and its
+    playlist folder."""
     from wavelist import player
 
     state = tmp_path_factory.mktemp("mpd-state")
+    (state / "playlists").mkdir()
     port = free_port()
     config = state / "mpd.conf"
     config.write_text(
@@ -56,6 +58,7 @@ def mpd_port(tables_dir, tmp_path_factory):
         f'db_file "{state / "database"}"\n'
         f'state_file "{state / "state"}"\n'
         f'log_file "{state / "log"}"\n'
+        f'playlist_directory "{state / "playlists"}"\n'
         'bind_to_address "127.0.0.1"\n'
         f'port "{port}"\n'
         'zeroconf_enabled "no"\n'
@@ -68,7 +71,7 @@ def mpd_port(tables_dir, tmp_path_factory):
         wait_for(lambda: "updating_db" not in client.status() and len(client.listall()) >= N_TRACKS,
                  what="MPD's database update")
         client.disconnect()
-        yield port
+        yield port, state / "playlists"
     finally:
         process.terminate()  # only the MPD this fixture started
         try:
@@ -76,6 +79,11 @@ def mpd_port(tables_dir, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def mpd_port(mpd_server) -> int:
+    return mpd_server[0]
 
 
 @pytest.fixture
@@ -165,3 +173,18 @@ def test_user_errors_are_one_line(tables_dir, mpd_port, client, capsys):
     assert err.startswith("wavelist mpd: error: cannot reach MPD at 127.0.0.1:") and err.count("\n") == 1
     assert cli(tables_dir, mpd_port, "journey", "--seed", "1000", "--to", "Artist") == 2
     assert "matches" in capsys.readouterr().err
+
+
+def test_mpd_loads_the_m3u8_wavelist_writes(tables_dir, mpd_server, client, tmp_path):
+    """A real player's parser: MPD's extm3u plugin loads the M3U8 (EXTINF lines, paths relative to the folder the
+    playlist lies in) from its music folder as written."""
+    from playlists import load_tables
+    from playlists.service import make_playlist
+
+    out = tmp_path / "radio.m3u8"  # not in the synthetic music folder: it lies inside the tables, an input
+    assert main(["radio", "--tables", str(tables_dir), "--seed", "Song 1030", "-n", "4", "--format", "m3u",
+                 "--output", str(out), "--relative-to", str(tables_dir / "audio")]) == 0
+    shutil.copy(out, tables_dir / "audio" / "radio.m3u8")
+    client.load("radio.m3u8")
+    expected = [e.track_id for e in make_playlist(load_tables(tables_dir), "radio", seed=1030, n=4).entries]
+    assert queue(client) == [f"{i}.wav" for i in expected]
