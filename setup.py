@@ -19,6 +19,7 @@ REQUIREMENTS = [
     "pandas==3.1.1",
     "faiss-cpu==1.15.1",
     "threadpoolctl==3.8.0",
+    "mutagen==1.48.1",  # tags, read by ingest's workers
 ]
 # What only a person's machine needs: the map, the app, the server, evaluation plots, the demo, TensorBoard.
 EXTRAS = {
@@ -27,6 +28,7 @@ EXTRAS = {
     "serve": ["starlette==1.10.0", "uvicorn==0.54.0"],
     "evaluate": ["matplotlib==3.11.2"],
     "demo": ["tqdm==4.70.1"],
+    "mpd": ["python-mpd2==3.1.1"],
     "train": ["tensorboard==2.21.0"],
     "test": ["pytest==9.2.0", "hypothesis==6.170.17", "httpx==0.28.1", "duckdb==2.0.1", "tfrecord==1.14.6",
              "google-cloud-storage==3.17.1", "gcp-storage-emulator==2026.7.19"],

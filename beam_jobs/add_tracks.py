@@ -190,8 +190,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         new_rows = (pipeline | "ReadNewTracks" >> beam.io.ReadFromParquetBatched(
                         common.table_pattern(common.join(new_data, DataFiles.TRACKS)))
                     | "NewOk" >> beam.Map(lambda table: table.filter(pc.equal(table["status"], "ok"))))
-        old_rows = pipeline | "ReadOldTracks" >> beam.io.ReadFromParquetBatched(
-            common.table_pattern(common.join(args.tables, TableFiles.TRACKS)))
+        old_rows = (pipeline | "ReadOldTracks" >> beam.io.ReadFromParquetBatched(
+                        common.table_pattern(common.join(args.tables, TableFiles.TRACKS)))
+                    | "TagColumns" >> beam.Map(tables.with_missing_columns, tables.TRACKS))  # tables before tags
         _ = ((old_rows, new_rows) | "AllTracks" >> beam.Flatten()
              | "WriteTracks" >> common.WriteTable(staging, TableFiles.TRACKS, tables.TRACKS))
         common.run_pipeline(pipeline)

@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from schemas import layout
 from schemas.errors import UserError
+from schemas.flags import VERBOSE_ENV
 
 METRICS_NAMESPACE = "wavelist"
 log = logging.getLogger(__name__)
@@ -80,6 +81,27 @@ def require_remote_paths(options: PipelineOptions, paths: dict[str, str | None])
         raise UserError(f"{runner} workers cannot reach local paths: {', '.join(local)}; use gs:// paths")
 
 
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Discard what native code writes to stderr meanwhile (TensorFlow's oneDNN and absl notices, printed on
+    import before any log level applies) unless ``wavelist -v`` asked for everything. Python errors still
+    raise as usual."""
+    if os.environ.get(VERBOSE_ENV):
+        yield
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def make_pipeline(options: PipelineOptions, argv: list[str] | None) -> beam.Pipeline:
     """A pipeline on the runner the user chose, else Beam's local batch engine in multi-process mode.
 
@@ -99,6 +121,18 @@ def make_pipeline(options: PipelineOptions, argv: list[str] | None) -> beam.Pipe
     if "--direct_num_workers" not in given:
         direct.direct_num_workers = os.cpu_count() or 1
     return beam.Pipeline(runner=FnApiRunner(), options=options)
+
+
+def local_workers(pipeline: beam.Pipeline) -> int | None:
+    """How many worker processes a local run uses (None on a remote runner, which sizes itself)."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    if not isinstance(pipeline.runner, FnApiRunner):
+        return None
+    direct = pipeline.options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":
+        return 1
+    return direct.direct_num_workers or os.cpu_count() or 1
 
 
 class InputError(UserError):

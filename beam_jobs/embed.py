@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -29,6 +31,7 @@ from beam_jobs import common
 from core import vectors as recipe
 from core.neighbours import (MAP_SAMPLE, block_of, merge_block_top_k, merge_top_k, nearest_rows,
                              smallest_by_rank, top_k_faiss, tsne_coordinates)
+from core.progress import Progress
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.layout import SUMMARY, DataFiles, ModelFiles, TableFiles
@@ -94,7 +97,8 @@ class EmbedBatchFn(beam.DoFn):
         self._inputs = Metrics.counter(common.METRICS_NAMESPACE, "embed_model_inputs")
 
     def setup(self) -> None:
-        import keras  # the embedder files are Keras models; the jobs never import the trainer
+        with common.quiet_native_stderr():
+            import keras  # the embedder files are Keras models; the jobs never import the trainer
 
         limit_tensorflow_threads()
 
@@ -112,6 +116,7 @@ class EmbedBatchFn(beam.DoFn):
                                         f"model ({first}); retrain it with wavelist train") from error
 
         self._model = self._model_handle.acquire(load).model
+        self._progress = Progress(f"embed worker {os.getpid()}", None, unit="model inputs")
 
     def process(self, batch: list[tuple[int, tuple[int, np.ndarray]]]) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
         inputs = np.stack([x for _, (_, x) in batch])
@@ -119,6 +124,9 @@ class EmbedBatchFn(beam.DoFn):
         padded[: len(inputs)] = inputs
         vectors = np.asarray(self._model(padded, training=False))[: len(inputs)]
         self._inputs.inc(len(batch))
+        line = self._progress.add(len(batch))
+        if line:
+            print(line, file=sys.stderr, flush=True)
         for (track_id, (order, _)), vector in zip(batch, vectors):
             yield track_id, (order, vector)
 
@@ -730,6 +738,7 @@ class EmbeddedTracks(beam.PTransform):
         ids = batches | "Ids" >> beam.FlatMap(lambda batch, n: ids_by_bucket(batch[0], n), n_buckets)
         rows = (batches.pipeline
                 | "ReadCatalogue" >> beam.io.ReadFromParquetBatched(common.table_pattern(self._tracks_file))
+                | "TagColumns" >> beam.Map(tables.with_missing_columns, tables.TRACKS)  # DATA from before tags
                 | "RowsByBucket" >> beam.FlatMap(tracks_by_bucket, n_buckets))
         return ((ids, rows) | "Both" >> beam.Flatten() | "ByBucket" >> beam.GroupByKey()
                 | "Join" >> beam.FlatMapTuple(join_bucket))

@@ -131,10 +131,12 @@ class AnalyseTrackFn(beam.DoFn):
     """Track row -> (row, Analysis); an unusable track goes to ``rejects`` as (row, stage, reason)."""
 
     REJECTS = "rejects"
-    PROGRESS_EVERY_S = 10.0
 
-    def __init__(self, spec: AudioSpec):
+    def __init__(self, spec: AudioSpec, total: int | None = None, workers: int | None = None):
         self._spec = spec
+        # what one worker expects to analyse: the job's tracks shared among the local workers (unknown on a
+        # remote runner, which sizes itself: then only counts and pace)
+        self._share = -(-total // workers) if total and workers else None
         self._received = Metrics.counter(common.METRICS_NAMESPACE, "ingest_tracks_received")
         self._accepted = Metrics.counter(common.METRICS_NAMESPACE, "ingest_tracks_accepted")
         self._rejected = Metrics.counter(common.METRICS_NAMESPACE, "ingest_tracks_rejected")
@@ -143,19 +145,21 @@ class AnalyseTrackFn(beam.DoFn):
     def setup(self) -> None:
         from threadpoolctl import threadpool_limits
 
+        from core.progress import Progress
+
         # One BLAS thread per worker: the runner already runs one worker per core, and letting each
         # worker's OpenBLAS spawn a thread per core halved the job's throughput on 2 cores.
         self._blas_threads = threadpool_limits(limits=1)
-        self._seen, self._last_report = 0, time.monotonic()
+        self._progress_report = Progress(f"ingest worker {os.getpid()} analysed", self._share)
 
     def _progress(self) -> None:
-        self._seen += 1
-        if time.monotonic() - self._last_report > self.PROGRESS_EVERY_S:
-            self._last_report = time.monotonic()
-            print(f"ingest worker {os.getpid()}: {self._seen} tracks analysed", file=sys.stderr, flush=True)
+        line = self._progress_report.add()
+        if line:
+            print(line, file=sys.stderr, flush=True)
 
     def process(self, row: TrackRow) -> Iterator[Any]:
         from core import audio  # librosa is heavy: import on the worker
+        from core.tags import read_tags
 
         self._received.inc()
         self._progress()
@@ -170,6 +174,7 @@ class AnalyseTrackFn(beam.DoFn):
                 raise audio.AudioError("read", "file not found")
             else:
                 source = path
+            row = cat.with_tags(row, read_tags(source))  # tags are optional: broken ones give {}
             stage = "decode"
             analysis = audio.analyse_source(source, self._spec)
         except audio.AudioError as error:
@@ -193,7 +198,8 @@ def reject_record(row: TrackRow, stage: str, reason: str) -> dict[str, Any]:
 def track_record(row: TrackRow, analysis: Any | None) -> dict[str, Any]:
     """A row of ``tracks.parquet``; ``analysis`` is None for a rejected track."""
     return {
-        **{k: row.get(k) for k in ("track_id", "path", "genre", "artist_id", "artist", "title", "split")},
+        **{k: row.get(k) for k in tables.TRACKS.names},
+        "title": row.get("title") or posixpath.splitext(posixpath.basename(row["path"]))[0],
         "duration_s": None if analysis is None else float(analysis.duration_s),
         "n_tiles": None if analysis is None else int(len(analysis.tiles)),
         "status": "rejected" if analysis is None else "ok",
@@ -213,12 +219,13 @@ def tile_records(row: TrackRow, analysis: Any) -> Iterator[tuple[str, bytes]]:
 class AnalyseTracks(beam.PTransform):
     """Track rows -> ``ok`` (row, Analysis) and ``rejects`` (row, stage, reason)."""
 
-    def __init__(self, spec: AudioSpec):
+    def __init__(self, spec: AudioSpec, total: int | None = None, workers: int | None = None):
         super().__init__()
-        self._spec = spec
+        self._spec, self._total, self._workers = spec, total, workers
 
     def expand(self, rows):
-        return rows | "Analyse" >> beam.ParDo(AnalyseTrackFn(self._spec)).with_outputs(
+        analyse = AnalyseTrackFn(self._spec, self._total, self._workers)
+        return rows | "Analyse" >> beam.ParDo(analyse).with_outputs(
             AnalyseTrackFn.REJECTS, main="ok"
         )
 
@@ -254,14 +261,15 @@ class WriteTiles(beam.PTransform):
 
 
 def build_pipeline(pipeline: beam.Pipeline, catalogue_file: str, staging: str, spec: AudioSpec,
-                   catalogue_rejects: list[dict[str, Any]]) -> None:
+                   catalogue_rejects: list[dict[str, Any]], total: int | None = None) -> None:
     rows = (
         pipeline
         | "ReadCatalogue" >> beam.io.ReadFromText(catalogue_file)
         | "ParseRows" >> beam.Map(json.loads)
         | "Spread" >> beam.Reshuffle()
     )
-    analysed = rows | "AnalyseTracks" >> AnalyseTracks(spec)
+    workers = common.local_workers(pipeline)
+    analysed = rows | "AnalyseTracks" >> AnalyseTracks(spec, total, workers)
     ok, rejected = analysed.ok, analysed[AnalyseTrackFn.REJECTS]
     _ = ok | "WriteTiles" >> WriteTiles(posixpath.join(staging, TILES_FOLDER))
 
@@ -321,7 +329,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                                   inputs=input_paths) as staging:
             catalogue_file = common.write_lines(common.join(staging, CATALOGUE_FILE), map(json.dumps, rows))
             pipeline = test_pipeline or common.make_pipeline(options, argv)
-            build_pipeline(pipeline, catalogue_file, staging, spec, duplicates)
+            build_pipeline(pipeline, catalogue_file, staging, spec, duplicates, total=len(rows))
             result = pipeline.run()
             if options.view_as(TestOptions).dry_run:
                 raise common.DryRun()

@@ -347,9 +347,25 @@ def _folder_row(path: str, relative: str, label: dict[str, Any]) -> TrackRow:
         "genre": label.get("genre"),
         "artist_id": label.get("artist_id"),
         "artist": label.get("artist"),
-        "title": label.get("title") or posixpath.splitext(posixpath.basename(shown))[0],
+        "title": label.get("title"),  # else the tags' title, else the file name (with_tags)
         "split": split_for(int(track_id), label.get("artist_id"), label.get("artist")),
     }
+
+
+def with_tags(row: TrackRow, tags: Mapping[str, Any]) -> TrackRow:
+    """``row`` completed from the file's ``tags`` (core.tags.read_tags): a value the row holds (from FMA's
+    tracks.csv or a labels CSV) wins; a title still missing is the file name; an artist without an id gets
+    one from its name (stable across runs and machines)."""
+    merged = {**row, **{k: v for k, v in tags.items() if row.get(k) is None}}
+    merged["title"] = merged.get("title") or posixpath.splitext(posixpath.basename(row["path"]))[0]
+    if merged.get("artist_id") is None and merged.get("artist"):
+        merged["artist_id"] = artist_id_for(merged["artist"])
+    return merged
+
+
+def artist_id_for(name: str) -> int:
+    """A stable id for an artist known by name only (case and surrounding spaces ignored)."""
+    return hash_id("artist:" + " ".join(name.split()).casefold())
 
 
 def drop_duplicate_ids(rows: list[TrackRow]) -> tuple[list[TrackRow], list[dict[str, Any]]]:

@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -128,7 +129,20 @@ def evaluate_split(model, dataset, genres: list[str]) -> dict[str, Any]:
 def _callbacks(staging: Path, monitor: str, patience: int) -> list:
     import keras
 
+    from core.progress import progress_line
+
+    class EpochProgress(keras.callbacks.Callback):
+        """``train: 3 of 20 epochs, ..., about 12 min left`` after each epoch."""
+
+        def on_train_begin(self, logs=None):
+            self._start = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            log.info(progress_line("train", epoch + 1, self.params.get("epochs"), time.monotonic() - self._start,
+                                   "epochs"))
+
     return [
+        EpochProgress(),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(staging / ModelFiles.HISTORY)),
         keras.callbacks.TensorBoard(log_dir=str(staging / ModelFiles.LOGS)),

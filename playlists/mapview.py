@@ -28,44 +28,68 @@ def coordinates(tables: Tables) -> np.ndarray:
     return tables._columns["map3d"]
 
 
-def map_figure(tables: Tables, playlist: list[int] | None = None, title: str = "wavelist map",
-               highlight: int | None = None):
-    """The 3-D map as a plotly figure: one trace per genre, hover with id, title, artist and genre;
-    ``playlist`` track ids drawn as a path; ``highlight`` drawn as a large diamond."""
+def track_name(tables: Tables, track_id: int) -> str:
+    """``artist - title`` of a track, for titles and hover text (not escaped)."""
+    row = tables.row(track_id)
+    artist, title = tables.column("artist")[row], tables.column("title")[row]
+    return f"{artist or 'unknown artist'} - {title or track_id}"
+
+
+def map_figure(tables: Tables, playlist: list[int] | None = None, title: str = "the catalogue by sound",
+               highlight: int | None = None, path: bool = True):
+    """The 3-D map as a plotly figure: one trace per genre, hover with artist - title, genre and id. ``playlist``
+    track ids are drawn as numbered steps on a line with start and end markers (``path``: a journey), or as
+    highlighted points without a line (a radio, a like: the order is not a way through the map); ``highlight``
+    (the seed) as a large diamond."""
     import plotly.graph_objects as go
 
     xyz = coordinates(tables)
     genres = np.array([for_html(g or "unknown") for g in tables.column("genre")], dtype=object)
-    titles = np.array([for_html(t or "") for t in tables.column("title")], dtype=object)
-    artists = np.array([for_html(a or "") for a in tables.column("artist")], dtype=object)
+    names = np.array([for_html(f"{a or 'unknown artist'} - {t or i}") for i, a, t in
+                      zip(tables.ids.tolist(), tables.column("artist"), tables.column("title"))], dtype=object)
     figure = go.Figure()
     for k, genre in enumerate(sorted(set(genres))):
         rows = np.flatnonzero((genres == genre) & ~np.isnan(xyz[:, 0]))
-        hover = [f"{tables.ids[r]}: {titles[r] or ''}<br>{artists[r] or ''}<br>{genre}" for r in rows]
+        hover = [f"{names[r]}<br>{genre}<br>track {tables.ids[r]}" for r in rows]
         figure.add_trace(go.Scatter3d(x=xyz[rows, 0], y=xyz[rows, 1], z=xyz[rows, 2], mode="markers", name=genre,
                                       text=hover, hoverinfo="text",
                                       marker={"size": 4, "color": GENRE_COLOURS[k % len(GENRE_COLOURS)]}))
     if playlist:
         rows = [tables.row(i) for i in playlist]
-        figure.add_trace(go.Scatter3d(
-            x=xyz[rows, 0], y=xyz[rows, 1], z=xyz[rows, 2], mode="lines+markers", name="playlist",
-            line={"width": 6, "color": "black"}, marker={"size": 6, "color": "black"},
-            text=[f"{k}. {i}: {titles[r] or ''}" for k, (i, r) in enumerate(zip(playlist, rows), start=1)],
-            hoverinfo="text",
-        ))
+        hover = [f"{k}. {names[r]}" for k, r in enumerate(rows, start=1)]
+        if path:
+            figure.add_trace(go.Scatter3d(
+                x=xyz[rows, 0], y=xyz[rows, 1], z=xyz[rows, 2], mode="lines+markers+text", name="playlist",
+                line={"width": 6, "color": "black"}, marker={"size": 5, "color": "black"},
+                text=[str(k) for k in range(1, len(rows) + 1)], textposition="top center",
+                hovertext=hover, hoverinfo="text"))
+            for name, at, colour, symbol in (("start", 0, "green", "diamond"), ("end", -1, "red", "square")):
+                figure.add_trace(go.Scatter3d(
+                    x=[xyz[rows[at], 0]], y=[xyz[rows[at], 1]], z=[xyz[rows[at], 2]], mode="markers", name=name,
+                    hovertext=[f"{name}: {names[rows[at]]}"], hoverinfo="text",
+                    marker={"size": 11, "color": colour, "symbol": symbol}))
+        else:
+            figure.add_trace(go.Scatter3d(
+                x=xyz[rows, 0], y=xyz[rows, 1], z=xyz[rows, 2], mode="markers", name="playlist",
+                marker={"size": 7, "color": "black", "line": {"width": 2, "color": "white"}},
+                hovertext=hover, hoverinfo="text"))
     if highlight is not None:
         r = tables.row(highlight)
-        figure.add_trace(go.Scatter3d(x=[xyz[r, 0]], y=[xyz[r, 1]], z=[xyz[r, 2]], mode="markers", name="selected",
-                                      text=[f"{highlight}: {titles[r] or ''}"], hoverinfo="text",
+        figure.add_trace(go.Scatter3d(x=[xyz[r, 0]], y=[xyz[r, 1]], z=[xyz[r, 2]], mode="markers", name="seed",
+                                      hovertext=[f"seed: {names[r]}"], hoverinfo="text",
                                       marker={"size": 12, "color": "red", "symbol": "diamond"}))
-    figure.update_layout(title=for_html(title), legend={"itemsizing": "constant"}, margin={"l": 0, "r": 0, "b": 0, "t": 40})
+    bare = {"showticklabels": False, "title": {"text": ""}}  # t-SNE's units mean nothing
+    figure.update_layout(title=for_html(title), legend={"itemsizing": "constant"},
+                         scene={"xaxis": bare, "yaxis": bare, "zaxis": bare},
+                         margin={"l": 0, "r": 0, "b": 0, "t": 40})
     return figure
 
 
-def write_map(tables: Tables, out: str | Path, playlist: list[int] | None = None, title: str = "wavelist map") -> Path:
-    """Write ``out`` (HTML with plotly.js inlined); ``playlist`` track ids are drawn as a path."""
-    figure = map_figure(tables, playlist, title)
+def write_map(tables: Tables, out: str | Path, playlist: list[int] | None = None,
+              title: str = "the catalogue by sound", path: bool = True) -> Path:
+    """Write ``out`` (one HTML file, plotly.js inlined, the full window); ``playlist`` as in :func:`map_figure`."""
+    figure = map_figure(tables, playlist, title, path=path)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.write_html(out, include_plotlyjs=True, full_html=True)
+    figure.write_html(out, include_plotlyjs=True, full_html=True, default_width="100%", default_height="100vh")
     return out

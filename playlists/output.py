@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,18 +17,33 @@ from schemas.errors import UserError
 FORMATS = ("table", "json", "m3u")
 
 
-def playlist_rows(tables: Tables, entries: list[Entry]) -> list[dict[str, Any]]:
-    """One object per entry: track_id, genre, artist, title, path (as a player opens it), similarity."""
+# What each kind's number is: cosine similarity to the seed, to the previous track, to the seeds' blend, ...
+SCORE_NAMES = {"radio": "to_seed", "like": "to_seeds", "journey": "step", "alchemy": "to_target",
+               "profile": "to_profile"}
+
+
+def playlist_rows(tables: Tables, entries: list[Entry], score: str = "similarity") -> list[dict[str, Any]]:
+    """One object per entry: track_id, genre, artist, title, album, duration_s (the file's length where its
+    tags gave it), path (as a player opens it), and the entry's similarity under the name ``score``."""
     rows = tables.rows_of(np.array([e.track_id for e in entries], dtype=np.int64))
-    genre, artist, title, path = (tables.column(name) for name in ("genre", "artist", "title", "path"))
+    names = ("genre", "artist", "title", "album", "path", "length_s", "duration_s")
+    genre, artist, title, album, path, length, analysed = (tables.column(name) for name in names)
     return [{
         "track_id": entry.track_id,
         "genre": genre[row],
         "artist": artist[row],
         "title": title[row],
+        "album": album[row],
+        "duration_s": _seconds(length[row], analysed[row]),
         "path": player_path(path[row]),
-        "similarity": round(entry.similarity, 4),
+        score: round(entry.similarity, 4),
     } for entry, row in zip(entries, rows.tolist())]
+
+
+def _seconds(*values: Any) -> float | None:
+    """The first known (finite) of ``values``, rounded to 0.1 s; None if none is."""
+    known = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return round(known[0], 1) if known else None
 
 
 @lru_cache(maxsize=65_536)
@@ -42,17 +58,26 @@ def player_path(path: str | None) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def m3u(rows: list[dict[str, Any]]) -> str:
-    """An M3U8 playlist (UTF-8) of ``rows``' audio paths, absolute, with an ``#EXTINF`` title line each.
+def m3u(rows: list[dict[str, Any]], relative_to: str | Path | None = None) -> str:
+    """An M3U8 playlist (UTF-8) of ``rows``' audio paths with an ``#EXTINF:seconds,artist - title`` line each;
+    paths absolute, or relative to the folder ``relative_to`` (where the playlist will lie).
 
     Each entry is exactly two lines whatever the tags hold: control characters in titles and paths become
     spaces, so no title can add a line (a playlist entry the user never chose).
     """
     lines = ["#EXTM3U"]
     for row in rows:
-        lines += [one_line(f"#EXTINF:-1,{row['artist'] or 'unknown'} - {row['title'] or row['track_id']}"),
-                  one_line(player_path(row["path"]))]
+        seconds = round(row["duration_s"]) if row.get("duration_s") is not None else -1
+        lines += [one_line(f"#EXTINF:{seconds},{row['artist'] or 'unknown'} - {row['title'] or row['track_id']}"),
+                  one_line(relative_path(player_path(row["path"]), relative_to))]
     return "\n".join(lines)
+
+
+def relative_path(path: str, folder: str | Path | None) -> str:
+    """``path`` relative to ``folder`` (with ``/``), or unchanged without a folder or for a URL."""
+    if folder is None or not path or "://" in path:
+        return path
+    return os.path.relpath(path, Path(folder).expanduser().resolve()).replace(os.sep, "/")
 
 
 def missing_audio(rows: list[dict[str, Any]]) -> list[str]:
@@ -61,17 +86,20 @@ def missing_audio(rows: list[dict[str, Any]]) -> list[str]:
     return [p for p in paths if p and "://" not in p and not Path(p).exists()]
 
 
-def render(tables: Tables, entries: list[Entry], fmt: str) -> str:
-    """The playlist in ``fmt`` (one of :data:`FORMATS`)."""
-    rows = playlist_rows(tables, entries)
+def render(tables: Tables, entries: list[Entry], fmt: str, score: str = "similarity",
+           relative_to: str | Path | None = None) -> str:
+    """The playlist in ``fmt`` (one of :data:`FORMATS`); ``score`` names the similarity column (see
+    :data:`SCORE_NAMES`), ``relative_to`` the folder M3U8 paths are relative to."""
+    rows = playlist_rows(tables, entries, score)
     if fmt == "json":
         return json.dumps(rows, indent=2, ensure_ascii=False)
     if fmt == "m3u":
-        return m3u(rows)
+        return m3u(rows, relative_to)
     if fmt == "table":
-        header = f"{'#':>3}  {'track_id':>8}  {'similarity':>10}  {'genre':<14} {'artist':<20} title"
+        width = max(len(score), 6)
+        header = f"{'#':>3}  {'track_id':>8}  {score:>{width}}  {'genre':<14} {'artist':<20} title"
         body = [  # tags are shown without escape sequences or control characters
-            f"{i:>3}  {r['track_id']:>8}  {r['similarity']:>10.3f}  {for_terminal(r['genre'] or ''):<14} "
+            f"{i:>3}  {r['track_id']:>8}  {r[score]:>{width}.4f}  {for_terminal(r['genre'] or ''):<14} "
             f"{for_terminal(r['artist'] or ''):<20} {for_terminal(r['title'] or '')}"
             for i, r in enumerate(rows, start=1)
         ]

@@ -95,7 +95,7 @@ def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int =
         for path, s in zip(paths, style):
             t = np.arange(4000) / 8000
             soundfile.write(path, 0.3 * np.sin(2 * np.pi * (220 + 55 * s) * t), 8000)
-    pq.write_table(pa.table({
+    pq.write_table(schemas.with_missing_columns(pa.table({
         "track_id": ids,
         "path": paths,
         "genre": [f"Style{s}" for s in style],
@@ -106,7 +106,7 @@ def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int =
         "duration_s": np.full(n_tracks, 30.0, dtype=np.float32),
         "n_tiles": np.full(n_tracks, 10, dtype=np.int32),
         "status": ["ok"] * n_tracks,
-    }, schema=schemas.TRACKS), folder / TableFiles.TRACKS)
+    }, schema=schemas.TRACKS_BEFORE_TAGS), schemas.TRACKS), folder / TableFiles.TRACKS)
 
     from sklearn.decomposition import PCA
 

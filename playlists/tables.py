@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from threadpoolctl import ThreadpoolController
 
+from playlists.text import for_terminal
 from schemas import tables as schemas
 from schemas.errors import UserError
 from schemas.layout import SUMMARY, TableFiles
@@ -20,6 +21,7 @@ from schemas.layout import SUMMARY, TableFiles
 # Above this many tracks, an unknown id is matched against the numerically nearest ids only (difflib over
 # every id would take seconds).
 FUZZY_ID_LIMIT = 200_000
+CANDIDATES = 8  # tracks an ambiguous name lists
 
 
 @lru_cache(maxsize=1)
@@ -123,7 +125,9 @@ class Tables:
         return [str(int(i)) for i in nearby]
 
     def resolve(self, text: str | int) -> int:
-        """The track id that ``text`` names: an id, or a title (case-insensitive) held by one track."""
+        """The track id that ``text`` names: an id, a title (case-insensitive) held by one track, or words
+        (title, artist, album) that one track alone matches, as the app's search finds them. Anything else
+        raises :class:`UnknownTrack` listing the candidates (on one line)."""
         text = str(text).strip()
         if text.lstrip("-").isdecimal():
             return int(self.ids[self.row(int(text))])
@@ -133,22 +137,38 @@ class Tables:
         if len(exact) == 1:
             return int(self.ids[exact[0]])
         if exact:
-            listed = ", ".join(str(int(self.ids[row])) for row in exact[:10])
-            raise UnknownTrack(f"title {text!r} names {len(exact)} tracks ({listed}); give a track id")
+            raise UnknownTrack(f"title {text!r} names {len(exact)} tracks: {self.describe(self.ids[exact])}; "
+                               "give a track id")
+        found = self.search(text, limit=CANDIDATES + 1) if wanted else []
+        if len(found) == 1:
+            return found[0]
+        if found:
+            more = " ..." if len(found) > CANDIDATES else ""
+            raise UnknownTrack(f"{text!r} matches {'more than ' if more else ''}{min(len(found), CANDIDATES)} "
+                               f"tracks: {self.describe(found[:CANDIDATES])}{more}; give a track id or more words")
         known = {t.casefold(): t for t in sorted({t for t in titles if t})}
         close = [known[t] for t in difflib.get_close_matches(wanted, list(known), n=5, cutoff=0.5)]
-        close += [t for f, t in known.items() if wanted in f and t not in close][: 5 - len(close)]
         hint = f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
-        raise UnknownTrack(f"no track id or title {text!r} in {self.folder}{hint}")
+        raise UnknownTrack(f"no track id, title, artist or album {text!r} in {self.folder}{hint}")
+
+    def describe(self, track_ids: Any) -> str:
+        """``id artist - title`` of each track, ``;``-separated, on one line (for messages)."""
+        rows = self.rows_of(np.asarray(track_ids, dtype=np.int64))
+        artist, title = self.column("artist"), self.column("title")
+        return "; ".join(for_terminal(f"{int(self.ids[r])} {artist[r] or 'unknown'} - {title[r] or ''}")
+                         for r in rows)
 
     def search(self, query: str, limit: int = 20) -> list[int]:
-        """Track ids whose id, title or artist contains ``query`` (case-insensitive), in row order."""
-        wanted = query.strip().casefold()
-        if not wanted:
+        """Track ids whose id, title, artist or album holds every word of ``query`` (case-insensitive), in row
+        order."""
+        words = query.casefold().split()
+        if not words:
             return [int(i) for i in self.ids[:limit]]
         found = []
-        for row, (title, artist) in enumerate(zip(self.column("title"), self.column("artist"))):
-            if wanted in f"{self.ids[row]} {title or ''} {artist or ''}".casefold():
+        columns = zip(self.column("title"), self.column("artist"), self.column("album"))
+        for row, (title, artist, album) in enumerate(columns):
+            text = f"{self.ids[row]} {title or ''} {artist or ''} {album or ''}".casefold()
+            if all(word in text for word in words):
                 found.append(int(self.ids[row]))
                 if len(found) == limit:
                     break
@@ -163,7 +183,9 @@ class Tables:
             table_ids = self.catalogue["track_id"].to_numpy()
             at = np.minimum(np.searchsorted(table_ids, self.ids), max(len(table_ids) - 1, 0))
             present = table_ids[at] == self.ids if len(table_ids) else np.zeros(len(self.ids), bool)
-            values = np.asarray(self.catalogue[name].to_numpy(zero_copy_only=False), dtype=object)
+            chunked = self.catalogue[name]
+            values = np.empty(len(chunked), dtype=object)  # a null is None (to_numpy makes it NaN)
+            values[:] = chunked.to_pylist() if chunked.null_count else chunked.to_numpy(zero_copy_only=False)
             column = np.full(len(self.ids), None, dtype=object)
             column[present] = values[at[present]]
             self._columns[name] = column
@@ -310,5 +332,6 @@ def load_tables(folder: str | Path) -> Tables:
     check_vectors(folder / TableFiles.EMBEDDINGS, ids, vectors)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     _check_summary(folder, len(ids))
-    catalogue = _read(folder, TableFiles.TRACKS, schemas.TRACKS).sort_by("track_id")
+    catalogue = _read(folder, TableFiles.TRACKS, schemas.TRACKS_BEFORE_TAGS)
+    catalogue = schemas.with_missing_columns(catalogue, schemas.TRACKS).sort_by("track_id")
     return Tables(folder=folder, ids=ids, vectors=vectors, catalogue=catalogue, model_id=model_id)

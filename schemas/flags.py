@@ -6,6 +6,8 @@ import difflib
 import sys
 from typing import Iterable, NoReturn
 
+VERBOSE_ENV = "WAVELIST_VERBOSE"  # set by ``wavelist -v``: the libraries' own messages too (Beam workers inherit it)
+
 
 def unknown_flags_message(unknown: Iterable[str], known: Iterable[str]) -> str:
     """``unknown flag --label-csv (did you mean --labels-csv?)`` for each flag-like word of ``unknown``."""

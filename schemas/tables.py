@@ -33,7 +33,7 @@ def summary_feature_names() -> list[str]:
     ]
 
 
-TRACKS = pa.schema(
+TRACKS_BEFORE_TAGS = pa.schema(  # what tables written before tags hold (readers fill the rest with nulls)
     [
         ("track_id", pa.int64()),
         ("path", pa.string()),
@@ -45,6 +45,18 @@ TRACKS = pa.schema(
         ("duration_s", pa.float32()),
         ("n_tiles", pa.int32()),
         ("status", pa.string()),
+    ]
+)
+TRACKS = pa.schema(
+    list(TRACKS_BEFORE_TAGS)
+    + [  # from the files' tags (core.tags), after the columns that older tables hold
+        ("album", pa.string()),
+        ("album_artist", pa.string()),
+        ("track_number", pa.int32()),
+        ("length_s", pa.float32()),  # the whole file's length from its header; duration_s is what was analysed
+        ("musicbrainz_recording_id", pa.string()),
+        ("musicbrainz_artist_id", pa.string()),
+        ("musicbrainz_album_id", pa.string()),
     ]
 )
 
@@ -91,6 +103,14 @@ def read_metadata(schema: pa.Schema) -> dict[str, Any]:
         if name.startswith(METADATA_PREFIX):
             found[name[len(METADATA_PREFIX):]] = json.loads(value)
     return found
+
+
+def with_missing_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with each column of ``schema`` it lacks added as nulls (a table an older version wrote)."""
+    for field in schema:
+        if table.schema.get_field_index(field.name) < 0:
+            table = table.append_column(field, pa.nulls(len(table), field.type))
+    return table
 
 
 def require_columns(schema: pa.Schema, expected: pa.Schema, *, what: str) -> None:

@@ -214,7 +214,7 @@ def test_leg_steps_share_the_steps():
 
 def test_titles_resolve_and_unknown_titles_suggest(synthetic):
     assert synthetic.resolve("song 1042") == 1042 and synthetic.resolve("1042") == 1042
-    with pytest.raises(UnknownTrack, match="no track id or title 'Sonng 1042'.*did you mean 'Song"):
+    with pytest.raises(UnknownTrack, match="no track id, title, artist or album 'Sonng 1042'.*did you mean 'Song"):
         synthetic.resolve("Sonng 1042")
     assert 1042 in synthetic.search("song 1042")
 
@@ -269,5 +269,12 @@ def test_map_figure_colours_by_genre_and_draws_the_playlist(synthetic):
     path = next(t for t in figure.data if t.name == "playlist")
     assert np.allclose(path.x, coordinates(synthetic)[[0, 1, 2], 0])
     hover = figure.data[0].text[0]
-    track = synthetic.resolve(hover.split(":")[0])
-    assert all(str(synthetic.track(track)[k]) in hover for k in ("title", "artist", "genre"))
+    track = int(hover.rsplit("track ", 1)[1])
+    assert hover.startswith(f"{synthetic.track(track)['artist']} - {synthetic.track(track)['title']}<br>")
+    assert synthetic.track(track)["genre"] in hover
+    assert list(path.text) == ["1", "2", "3"] and "lines" in path.mode
+    start, end = (next(t for t in figure.data if t.name == name) for name in ("start", "end"))
+    assert (start.x[0], end.x[0]) == (path.x[0], path.x[-1])
+    points = next(t for t in map_figure(synthetic, playlist, path=False).data if t.name == "playlist")
+    assert points.mode == "markers" and not any(t.name == "start" for t in map_figure(synthetic, playlist,
+                                                                                      path=False).data)

@@ -68,7 +68,7 @@ def test_m3u_output_opens_in_a_player(tables_dir, tmp_path, capsys):
 def test_unknown_title_is_one_line_error(tables_dir, capsys):
     assert main(["like", "--tables", tables_dir, "--seeds", "1000", "Sonng 1001"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("wavelist like: error: no track id or title 'Sonng 1001'") and "\n" not in err
+    assert err.startswith("wavelist like: error: no track id, title, artist or album 'Sonng 1001'") and "\n" not in err
     assert "did you mean 'Song" in err
 
 
@@ -90,3 +90,54 @@ def test_app_refuses_a_bad_tables_folder_in_one_line(tmp_path, capsys):
     assert main(["app", "--tables", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("wavelist app: error:") and "nowhere is not a folder" in err and "\n" not in err
+
+
+def test_seed_by_words_and_ambiguous_words_list_candidates(tables_dir, capsys):
+    from playlists import load_tables
+
+    artist = load_tables(tables_dir).track(1010)["artist"]
+    assert main(["radio", "--tables", tables_dir, "--seed", f"{artist.lower()} 1010", "-n", "3",
+                 "--format", "json"]) == 0
+    assert len(_json(capsys)) == 3
+    assert main(["journey", "--tables", tables_dir, "--from", "1000", "--to", artist]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{artist!r} matches" in err and f"{artist} - Song" in err
+
+
+def test_columns_say_what_the_number_is(tables_dir, capsys):
+    assert main(["radio", "--tables", tables_dir, "--seed", "1000", "-n", "3", "--format", "json"]) == 0
+    rows = _json(capsys)
+    assert all("to_seed" in r and "similarity" not in r and r["duration_s"] == 30.0 for r in rows)
+    assert main(["journey", "--tables", tables_dir, "--from", "1000", "--to", "1399", "-n", "5"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split()[:3] == ["#", "track_id", "step"]
+    assert main(["like", "--tables", tables_dir, "--seeds", "1000", "1001", "-n", "2"]) == 0
+    assert "to_seeds" in capsys.readouterr().out
+
+
+def test_m3u_durations_and_paths_relative_to_a_folder(tables_dir, tmp_path):
+    from pathlib import Path
+
+    out = tmp_path / "lists" / "radio.m3u8"
+    out.parent.mkdir()
+    assert main(["radio", "--tables", tables_dir, "--seed", "1000", "-n", "3", "--format", "m3u",
+                 "--output", str(out), "--relative-to", str(out.parent)]) == 0
+    lines = out.read_text().splitlines()
+    assert all(line.startswith("#EXTINF:30,Artist ") for line in lines[1::2])
+    assert all(not Path(p).is_absolute() and (out.parent / p).is_file() for p in lines[2::2])
+
+
+def test_tables_written_before_tags_still_load(tables_dir, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from playlists import load_tables
+    from schemas import tables as schemas
+
+    old = tmp_path / "old"
+    shutil.copytree(tables_dir, old)
+    tracks = pq.read_table(old / "tracks.parquet")
+    pq.write_table(tracks.select(schemas.TRACKS_BEFORE_TAGS.names), old / "tracks.parquet")
+    loaded = load_tables(old)
+    assert loaded.column("album")[0] is None and loaded.resolve("Song 1000") == 1000
+

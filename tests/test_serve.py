@@ -38,7 +38,8 @@ def write_tables(folder: Path, *, seed: int, model_id: str) -> Path:
     ids = tracks["track_id"].to_pylist()
     titles = [NASTY_TITLE if i == 1399 else t for i, t in zip(ids, tracks["title"].to_pylist())]
     tracks = tracks.set_column(tracks.schema.get_field_index("title"), "title", pa.array(titles))
-    pq.write_table(tracks.append_column("musicbrainz_recording_id", pa.array([mbid(i) for i in ids])),
+    column = tracks.schema.get_field_index("musicbrainz_recording_id")
+    pq.write_table(tracks.set_column(column, "musicbrainz_recording_id", pa.array([mbid(i) for i in ids])),
                    folder / "tracks.parquet")
     return folder
 
@@ -101,8 +102,13 @@ def client(server):
 
 
 def cli_json(capsys, *argv: str) -> list[dict]:
+    """The command's JSON, its score column (named for the kind: to_seed, step, ...) named as the server does."""
+    from playlists.output import SCORE_NAMES
+
     assert main([*argv, "--format", "json"]) == 0
-    return json.loads(capsys.readouterr().out)
+    score = SCORE_NAMES[argv[0]]
+    return [{("similarity" if k == score else k): v for k, v in row.items()}
+            for row in json.loads(capsys.readouterr().out)]
 
 
 def ok(client: httpx.Client, url: str, **kwargs) -> dict:

@@ -18,6 +18,7 @@ from playlists import Entry, Tables, journey_via, like, load_tables, radio, smoo
 from playlists.discover import alchemy, clusters, profile
 from playlists.mapview import map_figure
 from playlists.output import m3u, parse_track_list, player_path, playlist_rows
+from playlists.service import TrackFinder
 from playlists.text import for_markdown
 
 TABS = ("Radio", "Journey", "Like", "Alchemy", "Clusters", "Profile")
@@ -43,7 +44,8 @@ def pick_track(tables: Tables, text_label: str, key: str, default: str = "") -> 
     if not matches:
         st.warning(f"No track matches {query!r}: try part of a title, an artist or an id.")
         return None
-    return st.selectbox(f"{len(matches)}{'+' if len(matches) == 200 else ''} matching tracks", matches,
+    count = f"{len(matches)}{'+' if len(matches) == 200 else ''}"
+    return st.selectbox(f"{count} matching track{'' if len(matches) == 1 else 's'}", matches,
                         format_func=lambda i: label(tables, i), key=f"{key}-choice")
 
 
@@ -56,16 +58,18 @@ def play(tables: Tables, track_id: int) -> None:
         st.caption(for_markdown(f"no audio file here for {track_id} ({path or 'no path in tracks.parquet'})"))
 
 
-def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int) -> None:
-    """The playlist on the map, as a table, as players, and as an M3U8 download."""
+def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int, path: bool = False) -> None:
+    """The playlist on the map (a line through numbered steps when ``path``: a journey; else highlighted
+    points), as a table, as players, and as an M3U8 download."""
     ids = [e.track_id for e in entries]
-    figure = map_figure(tables, ids, title=name, highlight=seed)
+    figure = map_figure(tables, ids, title=name, highlight=seed, path=path)
     figure.update_layout(height=650)
     st.plotly_chart(figure, key=f"map-{name}")
     rows = playlist_rows(tables, entries)
     st.table([{"#": k, "track": r["track_id"], "title": r["title"], "artist": r["artist"], "genre": r["genre"],
                "similarity": f"{r['similarity']:.3f}"} for k, r in enumerate(rows, start=1)], hide_index=True)
-    st.download_button("Download M3U8", m3u(rows), file_name=f"{name.replace(' ', '_')}.m3u8",
+    music = TrackFinder(tables).music_folder  # the paths hold on any machine with the same music folder
+    st.download_button("Download M3U8", m3u(rows, relative_to=music), help="save it in your music folder", file_name=f"{name.replace(' ', '_')}.m3u8",
                        mime="audio/x-mpegurl", key=f"m3u-{name}")
     with st.expander(f"Play the tracks ({min(len(ids), MAX_PLAYERS)} of {len(ids)})"):
         for track_id in ids[:MAX_PLAYERS]:
@@ -100,7 +104,7 @@ def journey_tab(tables: Tables, seed: int) -> None:
     left.metric("weakest step (cosine)", f"{figures['min_step_similarity']:.3f}")
     middle.metric("mean step (cosine)", f"{figures['mean_step_similarity']:.3f}")
     right.metric("steps forward", f"{figures['monotonic_fraction']:.0%}")
-    show_playlist(tables, entries, name=f"journey {seed} to {end}", seed=seed)
+    show_playlist(tables, entries, name=f"journey {seed} to {end}", seed=seed, path=True)
 
 
 def pick_tracks(tables: Tables, text_label: str, key: str) -> list[int]:
@@ -170,7 +174,7 @@ def main() -> None:
     except (OSError, ValueError, LookupError) as error:
         st.error(str(error))
         st.stop()
-    st.caption(for_markdown(f"{len(tables):,} tracks from {tables.folder} (model {tables.model_id})"))
+    st.caption(f"{len(tables):,} tracks")  # no server path or model id: this page is for a listener
     seed = pick_track(tables, "Search a track (title, artist or id)", key="q")
     if seed is None:
         st.stop()

@@ -12,19 +12,22 @@ import sys
 from pathlib import Path
 
 from schemas.errors import UserError
-from schemas.flags import FlagParser, unknown_flags_message
+from schemas.flags import VERBOSE_ENV, FlagParser, unknown_flags_message
 
 JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed",
         "add": "beam_jobs.add_tracks", "evaluate": "model.evaluate"}
 log = logging.getLogger("wavelist")
 
 
-def _quiet_libraries() -> None:
-    """Our progress lines at INFO; the libraries' chatter that says nothing to a user, off."""
+def _quiet_libraries(verbose: bool = False) -> None:
+    """Our progress lines at INFO; the libraries' chatter that says nothing to a user, off (``-v``: on)."""
     import warnings
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Beam's local workers warn that no semi-persistent directory exists; it matters only on Dataflow
@@ -35,6 +38,7 @@ def _quiet_libraries() -> None:
 
 
 BEAM_JOBS = ("ingest", "embed", "add")
+TENSORFLOW_JOBS = ("train", "evaluate")  # in this process; embed's workers import Keras quietly themselves
 JOB_HELP = {"ingest": "Beam: audio -> log-mel tiles (TFRecord), summary features and track tables",
             "train": "TensorFlow: train a model on DATA and export its embedders",
             "embed": "Beam: DATA through a model -> track vectors, neighbours, map (TABLES)",
@@ -46,7 +50,12 @@ def _run_job(name: str, argv: list[str]) -> None:
     """Run a stage; Beam jobs parse their flags with Beam, so their --help is assembled here."""
     import importlib
 
-    module = importlib.import_module(JOBS[name])
+    from beam_jobs.common import quiet_native_stderr
+
+    with quiet_native_stderr():  # TensorFlow prints its notices on import, before any log level applies
+        module = importlib.import_module(JOBS[name])
+        if name in TENSORFLOW_JOBS and not ("-h" in argv or "--help" in argv):
+            import keras  # noqa: F401  (imported here, quietly, rather than later by the job)
     if name in BEAM_JOBS and ("-h" in argv or "--help" in argv):
         from beam_jobs.common import OutputOptions
 
@@ -70,12 +79,17 @@ def _playlist_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     parser.add_argument("-n", type=int, default=20, help="playlist length")
     parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument("--output", help="write the playlist to this file instead of printing it")
+    parser.add_argument("--relative-to", metavar="DIR",
+                        help="M3U8: audio paths relative to this folder (where the playlist will be kept); "
+                             "default: absolute paths")
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = FlagParser(prog="wavelist", description="Playlists from the sound of the music.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the libraries' own messages too (TensorFlow, absl, Beam)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="generate the demo catalogue and run every stage on it")
@@ -90,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     for job, what in JOB_HELP.items():
         sub.add_parser(job, help=f"{what} (--help for its flags)", add_help=False)
 
-    track = "track id or exact title"
+    track = "track id, title, or words of its title / artist / album that name one track"
     radio = _playlist_parser(sub, "radio", "nearest neighbours of one seed track")
     radio.add_argument("--seed", required=True, help=track)
     like = _playlist_parser(sub, "like", "a playlist that blends several seed tracks")
@@ -111,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     alchemy.add_argument("--subtract", nargs="+", default=[], metavar="TRACK", help="tracks whose sound to take away")
     profile = _playlist_parser(sub, "profile", "a playlist for a listener from the tracks they played")
     profile.add_argument("--history", required=True, metavar="FILE",
-                         help="plays, oldest first: an M3U, wavelist's JSON, or track ids or audio paths one a line")
+                         help="plays: a ListenBrainz export (JSON lines), a Last.fm-style scrobble CSV (matched by "
+                              "MusicBrainz id, else artist and title), or, oldest first, an M3U, wavelist's JSON, "
+                              "or track ids or audio paths one a line")
     profile.add_argument("--half-life", type=float, default=20.0, help="a play this many plays older counts half")
     profile.set_defaults(n=50)
     for parser_ in (alchemy, profile):
@@ -145,6 +161,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address to listen on (default 127.0.0.1: this machine only). Another address lets "
                           "anyone who reaches it browse the catalogue and play its audio: there is no login")
     app.add_argument("--port", type=int, default=8501)
+
+    player = sub.add_parser("mpd", help="queue a radio or a journey in MPD, from the song it plays")
+    player_sub = player.add_subparsers(dest="mpd_command", required=True)
+    mpd_radio = player_sub.add_parser("radio", help="queue the radio of the song MPD plays (or --seed)")
+    mpd_journey = player_sub.add_parser("journey", help="queue a journey from the song MPD plays (or --seed) "
+                                                        "to --to")
+    mpd_journey.add_argument("--to", required=True, help=f"last track ({track})")
+    mpd_radio.add_argument("--keep-going", action="store_true",
+                           help="keep running: queue more whenever fewer than --low songs are left (Ctrl-C stops)")
+    mpd_radio.add_argument("--low", type=int, default=5, help="with --keep-going: songs left that trigger more")
+    mpd_radio.add_argument("--exclude-artist", action="store_true", help="leave out the seed's artist")
+    mpd_radio.add_argument("--variety", type=float, default=0.0, help="0 (most similar) to 0.9")
+    for parser_ in (mpd_radio, mpd_journey):
+        parser_.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
+        parser_.add_argument("--music-dir", help="MPD's music_directory as this machine sees it (default: the "
+                                                 "folder holding every catalogue path)")
+        parser_.add_argument("--host", default=os.environ.get("MPD_HOST", "localhost"),
+                             help="MPD's address (default $MPD_HOST or localhost)")
+        parser_.add_argument("--port", type=int, default=int(os.environ.get("MPD_PORT", "6600")),
+                             help="MPD's port (default $MPD_PORT or 6600)")
+        parser_.add_argument("--seed", help=f"start from this track instead of the song MPD plays ({track})")
+        parser_.add_argument("-n", type=int, default=20, help="how many tracks to queue")
+        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
 
     serve = sub.add_parser("serve", help="the tables as a JSON HTTP API (radio, journey, ..., OpenSubsonic "
                                          "sonicSimilarity); GET /openapi.json describes it")
@@ -196,7 +235,8 @@ def _emit(text: str, output: str | None) -> None:
 
 def _playlist_command(args: argparse.Namespace) -> None:
     from playlists import load_tables
-    from playlists.output import missing_audio, playlist_rows, read_track_list, render
+    from playlists.history import read_history
+    from playlists.output import SCORE_NAMES, missing_audio, playlist_rows, render
     from playlists.service import make_playlist
 
     check_output_file(args.output, args.tables)
@@ -212,7 +252,10 @@ def _playlist_command(args: argparse.Namespace) -> None:
     elif args.command == "alchemy":
         options.update(add=args.add, subtract=args.subtract)
     elif args.command == "profile":
-        options.update(history=read_track_list(tables, args.history), half_life=args.half_life)
+        history, matched = read_history(tables, args.history)
+        if matched:
+            print(matched, file=sys.stderr)
+        options.update(history=history, half_life=args.half_life)
     else:
         del options["variety"]
         options.update(start=args.start, end=args.end, via=args.via or (), avoid=args.avoid)
@@ -223,27 +266,31 @@ def _playlist_command(args: argparse.Namespace) -> None:
         missing = missing_audio(playlist_rows(tables, playlist.entries))
         if missing:
             print(f"warning: {len(missing)} audio files do not exist here, e.g. {missing[0]}", file=sys.stderr)
-    _emit(render(tables, playlist.entries, args.format), args.output)
+    _emit(render(tables, playlist.entries, args.format, SCORE_NAMES[args.command], args.relative_to), args.output)
 
 
 def _map_command(args: argparse.Namespace) -> None:
     from playlists import journey_via, load_tables, radio
-    from playlists.mapview import write_map
+    from playlists.mapview import track_name, write_map
     from playlists.output import read_track_list
 
     check_output_file(args.out, args.tables)
     tables = load_tables(args.tables)
-    playlist = None
+    playlist, title, path = None, "the catalogue by sound", True
     if args.radio is not None:
         seed = tables.resolve(args.radio)
         playlist = [seed] + [e.track_id for e in radio(tables, seed, args.n)]
+        title, path = f"radio of {track_name(tables, seed)}", False
     elif args.journey:
         if len(args.journey) < 2:
             raise UserError("--journey needs at least two tracks")
-        playlist = [e.track_id for e in journey_via(tables, [tables.resolve(s) for s in args.journey], args.n)]
+        stops = [tables.resolve(s) for s in args.journey]
+        playlist = [e.track_id for e in journey_via(tables, stops, args.n)]
+        title = "journey: " + " → ".join(track_name(tables, s) for s in stops)
     elif args.playlist:
         playlist = read_track_list(tables, args.playlist)
-    print(write_map(tables, args.out, playlist))
+        title = f"playlist {Path(args.playlist).name}"
+    print(write_map(tables, args.out, playlist, title, path))
 
 
 def _clusters_command(args: argparse.Namespace) -> None:
@@ -285,7 +332,7 @@ def app_command_line(args: argparse.Namespace) -> list[str]:
     app = Path(__file__).with_name("app.py")
     return [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
             "--server.address", args.address, "--server.port", str(args.port),
-            "--browser.gatherUsageStats", "false"]
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]  # no Deploy button
 
 
 def _app_command(args: argparse.Namespace) -> int:
@@ -302,11 +349,37 @@ def _app_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mpd_command(args: argparse.Namespace) -> None:
+    from playlists import load_tables
+    from playlists.service import TrackFinder
+    from wavelist import player
+
+    tables = load_tables(args.tables)
+    client = player.connect(args.host, args.port)
+    options = {"max_per_artist": args.max_per_artist}
+    if args.mpd_command == "radio":
+        options.update(exclude_artist=args.exclude_artist, variety=args.variety)
+    try:
+        session = player.Session(client, tables, TrackFinder(tables, args.music_dir), options)
+        if args.mpd_command == "radio":
+            queued = player.radio(session, args.seed, args.n)
+        else:
+            queued = player.journey(session, args.seed, args.to, args.n, args.max_per_artist)
+        print(f"queued {len(queued)} tracks in MPD at {args.host}:{args.port}")
+        if args.mpd_command == "radio" and args.keep_going:
+            log.info("keeping the radio going (Ctrl-C stops)")
+            player.keep_going(session, args.n, args.low)
+    except player.MPD_ERRORS as error:
+        raise player.PlayerError(f"MPD at {args.host}:{args.port}: {error}") from None
+    finally:
+        client.disconnect()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     known, rest = parser.parse_known_args(argv)
-    _quiet_libraries()
+    _quiet_libraries(known.verbose)
     try:
         if known.command in JOBS:
             _run_job(known.command, rest)
@@ -325,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             _map_command(known)
         elif known.command == "projector":
             _projector_command(known)
+        elif known.command == "mpd":
+            _mpd_command(known)
         elif known.command == "app":
             return _app_command(known)
         elif known.command == "serve":
