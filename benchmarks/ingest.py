@@ -43,7 +43,7 @@ def stage_breakdown(files: list[Path]) -> dict[str, float]:
 
     from core import audio
     from schemas.audio import DEFAULT_AUDIO_SPEC as spec
-    from schemas.tile_example import encode_tile
+    from schemas.tile_example import TILE_COMPRESSION, encode_tile
 
     totals: dict[str, float] = {}
 
@@ -65,9 +65,9 @@ def stage_breakdown(files: list[Path]) -> dict[str, float]:
             import zlib
 
             records = b"".join(encode_tile(track_id=1, tile_index=i, mel=t) for i, t in enumerate(tiles))
-            return zlib.compress(records, 6)
+            return zlib.compress(records, 6) if TILE_COMPRESSION == "gzip" else records
 
-        clock("Example encoding + GZIP", encode_and_compress)
+        clock(f"Example encoding ({TILE_COMPRESSION})", encode_and_compress)
     return {name: 1000 * total / len(files) for name, total in totals.items()}
 
 
