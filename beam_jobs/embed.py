@@ -130,8 +130,9 @@ class EmbedTracks(beam.PTransform):
     def expand(self, inputs):
         return (
             inputs
-            | "Batch" >> beam.BatchElements(min_batch_size=min(16, self._batch_size),
-                                            max_batch_size=self._batch_size)
+            # full batches: EmbedBatchFn pads every batch to batch_size rows (one shape, the same bits), so a
+            # batch of 16 cost as much as one of 256 (issue 21: 16x the model's work per tile)
+            | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
             | "Model" >> beam.ParDo(EmbedBatchFn(self._model_dir, shared.Shared(), self._file, self._batch_size))
             | "PartVector" >> beam.CombinePerKey(OrderedMean())
         )
