@@ -38,7 +38,7 @@ def timed(label: str, files: list[Path], work) -> float:
 
 
 def stage_breakdown(files: list[Path]) -> dict[str, float]:
-    """Mean milliseconds per clip of each step of wavelist's analysis, one process."""
+    """Mean CPU milliseconds per clip of each step of wavelist's analysis, one process."""
     import soundfile
 
     from core import audio
@@ -47,10 +47,10 @@ def stage_breakdown(files: list[Path]) -> dict[str, float]:
 
     totals: dict[str, float] = {}
 
-    def clock(name, fn, *args):
-        started = time.perf_counter()
+    def clock(name, fn, *args):  # CPU time of the process (all its threads): wall time counts other people's work
+        started = time.process_time()
         result = fn(*args)
-        totals[name] = totals.get(name, 0.0) + time.perf_counter() - started
+        totals[name] = totals.get(name, 0.0) + time.process_time() - started
         return result
 
     for path in files:

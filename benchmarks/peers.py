@@ -283,6 +283,39 @@ def score(metrics, tracks, repeats, ids, X, euclidean: bool = False) -> dict:
         metrics.ranked_relevance = original
 
 
+def quality_of(corpus: Path, clip_results: dict) -> dict:
+    """Each tool's 30-s clip vectors scored by shared/similarity_metrics.py (test split)."""
+    import numpy as np
+    metrics = similarity_metrics()
+    tracks = metrics.load_tracks(str(corpus / "fma_metadata" / "tracks.csv"))
+    repeats = metrics.load_repeat_clips(str(SHARED / "dev_ab_repeats.txt"))
+    quality: dict[str, dict] = {}
+    for tool, r in clip_results.items():
+        if tool == "floor":
+            continue
+        if tool == "wavelist":
+            from schemas.layout import Tables
+            ids, X = metrics.load_embeddings(str(r["tables"] / Tables.EMBEDDINGS))
+            quality["wavelist"] = score(metrics, tracks, repeats, ids, X)
+            continue
+        with np.load(r["vectors"]) as z:
+            X, paths = z["X"], z["paths"]
+        ids = np.array([int(Path(p).stem) for p in paths])
+        quality[f"{tool} (cosine, standardised)"] = score(metrics, tracks, repeats, ids, standardised(X))
+        if tool == "bliss":
+            quality["bliss (Euclidean, raw: how bliss ranks)"] = score(metrics, tracks, repeats, ids, X, euclidean=True)
+    return quality
+
+
+def print_quality(quality: dict) -> None:
+    if quality:
+        print("\n| tool | source P@10 | source MAP | same-track R@10 | same-track MRR | queries (source/track) |")
+        print("|---|---|---|---|---|---|")
+        for tool, q in quality.items():
+            print(f"| {tool} | {q['source_p10']:.3f} | {q['source_map']:.3f} | {q['same_track_r10']:.3f} | "
+                  f"{q['same_track_mrr']:.3f} | {q['n_source_q']}/{q['n_track_q']} |")
+
+
 def standardised(X):
     import numpy as np
     return (X - X.mean(0)) / np.maximum(X.std(0), 1e-12)
@@ -293,7 +326,7 @@ def main() -> None:
     parser.add_argument("corpus", type=Path, nargs="?")
     parser.add_argument("--long", type=Path, help="folder of full-length tracks (audio/*.mp3)")
     parser.add_argument("--make-long", type=Path, help="write LONG from CORPUS's clips and stop")
-    parser.add_argument("--clips", type=int, default=0, help="30-s clips to use (default all)")
+    parser.add_argument("--clips", type=int, default=0, help="30-s clips to use (default all; -1: none)")
     parser.add_argument("--long-tracks", type=int, default=6)
     parser.add_argument("--tools", default=",".join(ALL_TOOLS))
     parser.add_argument("--model", type=Path, help="trained wavelist model to reuse")
@@ -301,6 +334,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "wavelist-peers-work")
     parser.add_argument("--peers-venv", type=Path, default=Path.home() / ".cache" / "wavelist-peers")
     parser.add_argument("--out-json", type=Path)
+    parser.add_argument("--score-only", action="store_true", help="score the vectors left in --work and stop")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -308,13 +342,18 @@ def main() -> None:
     if args.make_long:
         return make_long(args.corpus, args.make_long)
     import numpy as np
+    if args.score_only:  # score the 30-s clip vectors a (possibly cut) run left in --work
+        return print_quality(quality_of(args.corpus, {
+            tool: {"vectors": args.work / f"{tool}-30.npz", "tables": args.work / "wavelist-30-tables"}
+            for tool in ("wavelist", "bliss", "essentia_lowlevel", "essentia")
+            if (args.work / f"{tool}-30.npz").exists() or (tool == "wavelist" and (args.work / "wavelist-30-tables").exists())}))
     sys.path.insert(0, str(REPO))
 
     tools = args.tools.split(",")
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     clips = sorted((args.corpus / "audio").rglob("*.mp3"))
-    clips = clips[: args.clips] if args.clips else clips
+    clips = [] if args.clips < 0 else clips[: args.clips] if args.clips else clips
     long = sorted((args.long / "audio").rglob("*.mp3"))[: args.long_tracks] if args.long else []
     sets = {"30-s clips": clips, "4-min tracks": long}
     print(f"{len(clips)} clips from {args.corpus}, {len(long)} long tracks from {args.long}; "
@@ -358,28 +397,7 @@ def main() -> None:
             print(f"  {r['cpu_per_track']:.3f} s CPU/track, {r['wall_per_track']:.3f} s wall/track, "
                   f"{1 / r['cpu_per_track']:.2f} tracks/s/core; start-up {r['startup_cpu']:.1f} s CPU", flush=True)
 
-    # quality on the 30-s clips
-    metrics = similarity_metrics()
-    tracks = metrics.load_tracks(str(args.corpus / "fma_metadata" / "tracks.csv"))
-    repeats = metrics.load_repeat_clips(str(SHARED / "dev_ab_repeats.txt"))
-    quality: dict[str, dict] = {}
-    clip_results = results.get("30-s clips", {})
-    if len(clips) == len(tracks):
-        for tool, r in clip_results.items():
-            if tool == "floor":
-                continue
-            if tool == "wavelist":
-                from schemas.layout import Tables
-                table = r["tables"] / Tables.EMBEDDINGS
-                ids, X = metrics.load_embeddings(str(table))
-                quality["wavelist"] = score(metrics, tracks, repeats, ids, X)
-                continue
-            with np.load(r["vectors"]) as z:
-                X, paths = z["X"], z["paths"]
-            ids = np.array([int(Path(p).stem) for p in paths])
-            quality[tool] = score(metrics, tracks, repeats, ids, standardised(X))
-            if tool == "bliss":
-                quality["bliss (Euclidean, raw)"] = score(metrics, tracks, repeats, ids, X, euclidean=True)
+    quality = quality_of(args.corpus, results.get("30-s clips", {})) if clips and not args.clips else {}
 
     # the table
     print("\n| tool | length | tracks | CPU s/track | wall s/track | tracks/s/core (CPU) | start-up CPU s |")
@@ -406,12 +424,7 @@ def main() -> None:
             if "floor" in r:
                 print(f"  {label}: wavelist ingest alone / decoder floor: "
                       f"{r['floor']['cpu_per_track'] / r['wavelist']['ingest_cpu_per_track']:.2f}")
-    if quality:
-        print("\n| tool | source P@10 | source MAP | same-track R@10 | same-track MRR | (test split, shared script) |")
-        print("|---|---|---|---|---|---|")
-        for tool, q in quality.items():
-            print(f"| {tool} | {q['source_p10']:.3f} | {q['source_map']:.3f} | {q['same_track_r10']:.3f} | "
-                  f"{q['same_track_mrr']:.3f} | n={q['n_source_q']}/{q['n_track_q']} |")
+    print_quality(quality)
     print(f"\nprojection, {LIBRARY:,} full-length tracks, CPU-bound, start-up excluded:")
     long_results = results.get("4-min tracks", {})
     for tool, r in long_results.items():
