@@ -4,6 +4,9 @@
         [--work DIR] [--peers-venv DIR] [--tools bliss,essentia,essentia_lowlevel,wavelist,floor]
         [--train-flags "--epochs 2"]
     python benchmarks/peers.py CORPUS --make-long LONG     # once: 30-s clips concatenated to ~4-min tracks
+    python benchmarks/peers.py CORPUS --score-only --work DIR   # score the clip vectors a cut run left in DIR
+
+``--clips -1`` skips the 30-s clips (full-length tracks only).
 
 CORPUS is in FMA layout (``fma_metadata/tracks.csv``, ``audio/XXX/XXXXXX.mp3``), e.g. what
 ``shared/build_music_corpus.py`` builds; LONG is a folder of full-length tracks (``--make-long`` writes one:
@@ -17,7 +20,8 @@ Each tool runs in its own process, one after the other, over the same files:
   ``ZeroCrossingRate`` + ``RMS``, mean and standard deviation of each (bliss-sized, 36 numbers);
 - ``wavelist``: ``wavelist ingest`` then ``wavelist embed`` with a trained model (``--model``, or one trained
   here once with ``--train-flags``: reported as a one-off), in-process runner so that every CPU second is
-  this process's child's; start-up measured on a 4-track run and left out of the steady per-track cost;
+  this process's child's; start-up measured on a 4-track run and left out of the steady per-track cost, and
+  embed's catalogue map (t-SNE, capped at MAP_SAMPLE tracks) measured apart as a one-off;
 - ``floor``: the MP3 decoder alone (``soundfile.read``), the floor of benchmarks/ingest.py.
 bliss and Essentia are installed into ``--peers-venv`` (default ``~/.cache/wavelist-peers``) by this script,
 never into wavelist's environment.
