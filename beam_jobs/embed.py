@@ -21,7 +21,6 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -36,7 +35,7 @@ from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.layout import SUMMARY, DataFiles, ModelFiles, TableFiles
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
-from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
+from schemas.tile_example import TILE_COMPRESSION_BEAM, TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
 
 log = logging.getLogger(__name__)
 NEIGHBOUR_REPORT = TableFiles.NEIGHBOUR_REPORT
@@ -164,8 +163,9 @@ class EmbedTracks(beam.PTransform):
     def expand(self, inputs):
         return (
             inputs
-            | "Batch" >> beam.BatchElements(min_batch_size=min(16, self._batch_size),
-                                            max_batch_size=self._batch_size)
+            # full batches: EmbedBatchFn pads every batch to batch_size rows (one shape, the same bits), so a
+            # batch of 16 cost as much as one of 256 (issue 21: 16x the model's work per tile)
+            | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
             | "Model" >> beam.ParDo(EmbedBatchFn(self._model_dir, shared.Shared(), self._file, self._batch_size))
             | "PartVector" >> beam.CombinePerKey(OrderedMean())
         )
@@ -184,22 +184,36 @@ def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str):
         )
     shards = sorted(m.path for m in FileSystems.match(
         [posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}")])[0].metadata_list)
-    return (
+    tracks = common.read_parquet(posixpath.join(data, DataFiles.TRACKS), ["n_tiles", "status"], made_by="wavelist ingest")
+    expected = sum(n for n, status in zip(*(tracks.column(c).to_pylist() for c in ("n_tiles", "status")))
+                   if status == "ok")
+    tiles = (
         pipeline
         | "TileShards" >> beam.Create(shards)
         | "SpreadShards" >> beam.Reshuffle()
         | "ReadTiles" >> beam.FlatMap(read_tile_shard)
         | "DecodeTiles" >> beam.Map(lambda record: decode_tile(record, spec))
-        | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, (tile.tile_index, tile.mel)))
     )
+    _ = (tiles
+         | "CountTiles" >> beam.combiners.Count.Globally()
+         | "CheckTileCount" >> beam.Map(check_tile_count, expected, posixpath.join(data, TILES_FOLDER)))
+    return tiles | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, (tile.tile_index, tile.mel)))
+
+
+def check_tile_count(found: int, expected: int, folder: str) -> None:
+    """Every tile ``tracks.parquet`` counts must have been read: an uncompressed shard cut at a record boundary
+    reads as a shorter valid one, so the count is what finds it."""
+    if found != expected:
+        raise common.InputError(f"{folder} holds {found} tiles where tracks.parquet counts {expected}: a tile shard "
+                                "is damaged or missing; rerun wavelist ingest")
 
 
 def read_tile_shard(path: str) -> Iterator[bytes]:
-    """The records of one GZIP TFRecord shard, their CRCs checked; a truncated or damaged shard raises an
+    """The records of one TFRecord shard, their CRCs checked; a truncated or damaged shard raises an
     :class:`~beam_jobs.common.InputError` that names it (Beam's reader would not say which file)."""
     from apache_beam.io.tfrecordio import _TFRecordUtil
 
-    with FileSystems.open(path, compression_type=CompressionTypes.GZIP) as handle:
+    with FileSystems.open(path, compression_type=TILE_COMPRESSION_BEAM) as handle:
         while True:
             try:
                 record = _TFRecordUtil.read_record(handle)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions  # dry runs
@@ -34,7 +33,7 @@ from schemas import tables
 from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
 from schemas.errors import UserError
 from schemas.layout import AUDIO_SPEC, SPLITS, SUMMARY, DataFiles
-from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, encode_tile
+from schemas.tile_example import TILE_COMPRESSION_BEAM, TILE_FILE_SUFFIX, TILES_FOLDER, encode_tile
 
 log = logging.getLogger(__name__)
 CATALOGUE_FILE = DataFiles.CATALOGUE
@@ -231,7 +230,7 @@ class AnalyseTracks(beam.PTransform):
 
 
 class WriteTiles(beam.PTransform):
-    """(row, Analysis) -> GZIP TFRecord shards of tile Examples, one set of shards per split.
+    """(row, Analysis) -> TFRecord shards of tile Examples, one set of shards per split.
 
     The runner chooses the number of shards (one per bundle): a fixed count would send every tile
     through a shuffle, which cost more than the whole audio analysis.
@@ -254,7 +253,7 @@ class WriteTiles(beam.PTransform):
                 | f"Write[{split}]" >> beam.io.WriteToTFRecord(
                     posixpath.join(self._folder, split),
                     file_name_suffix=TILE_FILE_SUFFIX,
-                    compression_type=CompressionTypes.GZIP,
+                    compression_type=TILE_COMPRESSION_BEAM,
                 )
             )
         return analysed.pipeline

@@ -12,12 +12,12 @@ import tensorflow as tf
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
 from schemas.layout import SPLITS, DataFiles
-from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, tf_decode_mel, tf_feature_spec
+from schemas.tile_example import TILE_COMPRESSION_TF, TILE_FILE_SUFFIX, TILES_FOLDER, tf_decode_mel, tf_feature_spec
 
 
 
 def tile_files(data_dir: str | Path, split: str) -> list[str]:
-    """The GZIP TFRecord shards of ``split`` under ``DATA/tiles``."""
+    """The TFRecord shards of ``split`` under ``DATA/tiles``."""
     files = sorted(glob.glob(os.path.join(str(data_dir), TILES_FOLDER, f"{split}-*{TILE_FILE_SUFFIX}")))
     if not files:
         raise FileNotFoundError(f"no {split} tiles under {data_dir}/{TILES_FOLDER}: is it an ingest output?")
@@ -59,7 +59,7 @@ def tile_dataset(
         label = table.lookup(parsed["track_id"])
         return tf_decode_mel(parsed["mel"], spec), label, parsed["track_id"]
 
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+    dataset = tf.data.TFRecordDataset(files, compression_type=TILE_COMPRESSION_TF, num_parallel_reads=tf.data.AUTOTUNE)
     if shuffle:
         dataset = dataset.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
@@ -88,7 +88,7 @@ def load_tiles(files: list[str], spec: AudioSpec) -> tuple[np.ndarray, np.ndarra
     track_ids [n])`` sorted by (track, tile index). float16 keeps fma_small's 80,000 tiles at 2.6 GB."""
     feature_spec = tf_feature_spec()
     tiles, keys = [], []
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+    dataset = tf.data.TFRecordDataset(files, compression_type=TILE_COMPRESSION_TF, num_parallel_reads=tf.data.AUTOTUNE)
     for batch in dataset.batch(1024).map(lambda s: tf.io.parse_example(s, feature_spec)):
         mel = tf.io.decode_raw(batch["mel"], tf.float16, little_endian=True)
         tiles.append(tf.reshape(mel, (-1, *spec.tile_shape)).numpy())

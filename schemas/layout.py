@@ -12,7 +12,7 @@ SUMMARY = "summary.json"  # the job's counts, read back from what it wrote
 class DataFiles:
     """``wavelist ingest``'s output."""
 
-    TILES = "tiles"  # folder of GZIP TFRecord shards of tile Examples (schemas.tile_example), by split
+    TILES = "tiles"  # folder of TFRecord shards of tile Examples (schemas.tile_example), by split
     TRACKS = "tracks.parquet"  # every input track, accepted or rejected (schemas.tables.TRACKS)
     FEATURES = "features.parquet"  # summary statistics of accepted tracks (schemas.tables.FEATURES)
     REJECTS = "rejects.parquet"  # each rejected track with stage and reason (schemas.tables.REJECTS)

@@ -1,4 +1,4 @@
-"""The tile record: one ``tf.train.Example`` per log-mel tile, written to GZIP TFRecord shards.
+"""The tile record: one ``tf.train.Example`` per log-mel tile, written to uncompressed TFRecord shards.
 
 Ingest workers never import TensorFlow, and the ``tfrecord`` package's generated ``example_pb2`` cannot
 share a process with TensorFlow (both register ``tensorflow.Example`` in protobuf's global pool). So the
@@ -17,8 +17,14 @@ from schemas.audio import AudioSpec
 from schemas.errors import UserError
 from schemas.layout import DataFiles
 
-TILES_FOLDER = DataFiles.TILES  # DATA/tiles/{split}-SSSSS-of-NNNNN.tfrecord.gz
-TILE_FILE_SUFFIX = ".tfrecord.gz"
+TILES_FOLDER = DataFiles.TILES  # DATA/tiles/{split}-SSSSS-of-NNNNN.tfrecord
+# The shards' compression, defined here once for the writer (Beam, ingest) and both readers (Beam in embed,
+# tf.data in train), with the file suffix that follows from it. None: GZIP cost about 10 ms of the 64 ms of
+# analysis per 30-s clip, and float16 log-mel values compress little (benchmarks/RESULTS.md, issue 21).
+TILE_COMPRESSION = "uncompressed"  # or "gzip"
+TILE_COMPRESSION_BEAM = TILE_COMPRESSION  # apache_beam.io.filesystem.CompressionTypes values are these strings
+TILE_COMPRESSION_TF = {"uncompressed": "", "gzip": "GZIP"}[TILE_COMPRESSION]  # tf.data.TFRecordDataset's names
+TILE_FILE_SUFFIX = {"uncompressed": ".tfrecord", "gzip": ".tfrecord.gz"}[TILE_COMPRESSION]
 MEL_DTYPE = np.dtype("<f2")  # float16, little-endian: half the size, ample for dB values
 FEATURES: dict[str, str] = {
     "track_id": "int64",

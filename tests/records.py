@@ -6,12 +6,16 @@ import struct
 from pathlib import Path
 
 from schemas.audio import AudioSpec
-from schemas.tile_example import TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
+from schemas.tile_example import TILE_COMPRESSION, TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
 
 
 def tfrecord_payloads(path: Path) -> list[bytes]:
-    """The records of one GZIP TFRecord file (length, CRC, payload, CRC; CRCs not checked)."""
-    data = gzip.decompress(path.read_bytes())
+    """The records of one tile TFRecord file (length, CRC, payload, CRC; CRCs not checked), compressed as
+    ``schemas.tile_example.TILE_COMPRESSION`` says."""
+    data = path.read_bytes()
+    assert (data[:2] == b"\x1f\x8b") == (TILE_COMPRESSION == "gzip"), f"{path}: not {TILE_COMPRESSION}"
+    if TILE_COMPRESSION == "gzip":
+        data = gzip.decompress(data)
     records, offset = [], 0
     while offset < len(data):
         (length,) = struct.unpack("<Q", data[offset:offset + 8])

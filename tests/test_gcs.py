@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import add_tracks, common, ingest
 from tests.conftest import IN_MEMORY, assert_same_neighbours
+from schemas.tile_example import TILE_FILE_SUFFIX
 
 BUCKET = "wavelist-test"
 
@@ -84,7 +85,7 @@ def test_ingest_reads_and_writes_gs_paths(gcs, gs_data, catalogue):
     tracks = common.read_parquet(f"{out}/tracks.parquet").to_pylist()
     assert {t["path"] for t in tracks} == {
         f"{gcs}/catalogue/{p.relative_to(catalogue)}" for p in (catalogue / "fma_small").rglob("*.mp3")}
-    tiles = FileSystems.match([f"{out}/tiles/*.tfrecord.gz"])[0].metadata_list
+    tiles = FileSystems.match([f"{out}/tiles/*{TILE_FILE_SUFFIX}"])[0].metadata_list
     assert tiles and not FileSystems.match([f"{gcs}/.data.partial-*"])[0].metadata_list
     with pytest.raises(common.OutputExists):
         ingest.run(["--fma-metadata", f"{gcs}/catalogue/fma_metadata", "--audio-dir",

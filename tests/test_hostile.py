@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from beam_jobs import common
 from core import audio
 from schemas.audio import DEFAULT_AUDIO_SPEC
+from schemas.tile_example import TILE_COMPRESSION
 from tests.conftest import IN_MEMORY, table_file, tone, write_audio
+from tests.records import tfrecord_payloads
 from wavelist.cli import build_parser, main
 
 
@@ -315,10 +317,23 @@ def test_a_truncated_tile_shard_is_named(pipeline_outputs, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(pipeline_outputs["data"], data)
     shard = max((data / "tiles").iterdir(), key=lambda p: p.stat().st_size)
-    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2 + 7])  # mid-record
     err = one_line_error(["embed", "--data", str(data), "--model", str(pipeline_outputs["model"]),
                           "--out", str(tmp_path / "t"), *IN_MEMORY], capsys)
     assert f"{shard} is a damaged tile shard" in err and "rerun wavelist ingest" in err
+
+
+def test_a_tile_shard_cut_at_a_record_boundary_is_found(pipeline_outputs, tmp_path, capsys):
+    # uncompressed shards have no trailer: cut after a whole record, a shard reads as a shorter valid one
+    data = tmp_path / "data"
+    shutil.copytree(pipeline_outputs["data"], data)
+    shard = max((data / "tiles").iterdir(), key=lambda p: p.stat().st_size)
+    first = tfrecord_payloads(shard)[0]
+    assert TILE_COMPRESSION == "uncompressed"
+    shard.write_bytes(shard.read_bytes()[: 12 + len(first) + 4])
+    err = one_line_error(["embed", "--data", str(data), "--model", str(pipeline_outputs["model"]),
+                          "--out", str(tmp_path / "t"), *IN_MEMORY], capsys)
+    assert "tiles where tracks.parquet counts" in err and "rerun wavelist ingest" in err
 
 
 def test_a_model_keras_refuses_to_load_is_one_line(pipeline_outputs, tmp_path, capsys):

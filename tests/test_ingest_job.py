@@ -71,14 +71,14 @@ def test_ingest_tables_follow_their_schemas(ingested):
 def test_tiles_read_back_with_tf_data_and_never_cross_splits(ingested):
     import tensorflow as tf
 
-    from schemas.tile_example import tf_decode_mel, tf_feature_spec
+    from schemas.tile_example import TILE_COMPRESSION_TF, TILE_FILE_SUFFIX, tf_decode_mel, tf_feature_spec
 
     _, out, summary, _ = ingested
     split_of = {t["track_id"]: t["split"] for t in pq.read_table(out / "tracks.parquet").to_pylist()}
     seen = 0
-    for path in sorted((out / "tiles").glob("*.tfrecord.gz")):
+    for path in sorted((out / "tiles").glob(f"*{TILE_FILE_SUFFIX}")):
         split = path.name.split("-")[0]
-        for record in tf.data.TFRecordDataset(str(path), compression_type="GZIP"):
+        for record in tf.data.TFRecordDataset(str(path), compression_type=TILE_COMPRESSION_TF):
             parsed = tf.io.parse_single_example(record, tf_feature_spec())
             assert split_of[int(parsed["track_id"])] == split
             assert tf_decode_mel(parsed["mel"], DEFAULT_AUDIO_SPEC).shape == DEFAULT_AUDIO_SPEC.tile_shape

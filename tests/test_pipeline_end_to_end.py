@@ -43,12 +43,12 @@ def test_embedding_is_the_mean_of_the_models_tile_vectors(pipeline_outputs):
     import tensorflow as tf
 
     from model.train import load_embedder
-    from schemas.tile_example import decode_tile
+    from schemas.tile_example import TILE_COMPRESSION_TF, TILE_FILE_SUFFIX, decode_tile
 
     data, out = pipeline_outputs["data"], pipeline_outputs["tables"]
     spec = AudioSpec.load(data)
-    path = sorted((data / "tiles").glob("test-*.tfrecord.gz"))[0]
-    tiles = [decode_tile(r.numpy(), spec) for r in tf.data.TFRecordDataset(str(path), compression_type="GZIP")]
+    path = sorted((data / "tiles").glob(f"test-*{TILE_FILE_SUFFIX}"))[0]
+    tiles = [decode_tile(r.numpy(), spec) for r in tf.data.TFRecordDataset(str(path), compression_type=TILE_COMPRESSION_TF)]
     track_id = tiles[0].track_id
     mels = np.stack([t.mel for t in tiles if t.track_id == track_id])
     expected = np.asarray(load_embedder(pipeline_outputs["model"])(mels)).mean(axis=0)
