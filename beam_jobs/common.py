@@ -381,14 +381,18 @@ def local_folder(folder: str) -> str:
     if not is_remote(folder):
         return folder
     if folder not in _LOCAL_COPIES:
-        target = tempfile.mkdtemp(prefix="wavelist-")
-        prefix = folder.rstrip("/") + "/"
-        for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
-            local = Path(target, *meta.path[len(prefix):].split("/"))
-            local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_bytes(read_bytes(meta.path))
-        _LOCAL_COPIES[folder] = target
+        _LOCAL_COPIES[folder] = _copy_down(folder, tempfile.mkdtemp(prefix="wavelist-"))
     return _LOCAL_COPIES[folder]
+
+
+def _copy_down(folder: str, target: str) -> str:
+    """Copy every file under the remote ``folder`` into the local folder ``target``; returns ``target``."""
+    prefix = folder.rstrip("/") + "/"
+    for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
+        local = Path(target, *meta.path[len(prefix):].split("/"))
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(read_bytes(meta.path))
+    return target
 
 
 _LOCAL_COPIES: dict[str, str] = {}
@@ -403,12 +407,7 @@ def read_locally(folder: str) -> Iterator[str]:
         return
     local = tempfile.mkdtemp(prefix="wavelist-")
     try:
-        prefix = folder.rstrip("/") + "/"
-        for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
-            target = Path(local, *meta.path[len(prefix):].split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(read_bytes(meta.path))
-        yield local
+        yield _copy_down(folder, local)
     finally:
         shutil.rmtree(local, ignore_errors=True)
 
