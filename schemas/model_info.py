@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from schemas.errors import UserError
+from schemas.layout import ModelFiles
 
 # The parts a track vector can have, in the order they are joined (see core.vectors):
 TILES = "tiles"  # the mean of the track's tile vectors (the learned encoder)
@@ -74,7 +75,7 @@ class ModelInfo:
             raise ModelInfoError(f"not a wavelist model_info record ({type(error).__name__}: {error})") from None
 
     @classmethod
-    def from_json(cls, text: str | bytes, *, source: str = "model_info.json") -> "ModelInfo":
+    def from_json(cls, text: str | bytes, *, source: str = ModelFiles.INFO) -> "ModelInfo":
         try:
             return cls.from_dict(json.loads(text))
         except ValueError as error:
