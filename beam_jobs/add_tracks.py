@@ -130,6 +130,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     spec = common.load_audio_spec(model.model, made_by="wavelist train")
     info = common.load_model_info(model.model)
     old_summary, old_ids = check_tables(args.tables, info.model_id, spec)
+    if old_summary.get("extra_vectors"):
+        raise UserError(f"{args.tables} joins extra vectors ({old_summary['extra_vectors']['file']}): wavelist add "
+                        "cannot join them to new tracks yet; run wavelist embed --extra-vectors on all the tracks")
     k = old_summary["k"]
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
     runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]

@@ -10,6 +10,7 @@ and audio parameters in their Parquet metadata.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from core.neighbours import (MAP_SAMPLE, block_of, merge_block_top_k, merge_top_
 from core.progress import Progress
 from schemas import tables
 from schemas.audio import AudioSpec
+from schemas.errors import UserError
 from schemas.layout import SUMMARY, DataFiles, ModelFiles, TableFiles
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 from schemas.tile_example import TILE_COMPRESSION_BEAM, TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
@@ -57,6 +59,11 @@ class EmbedOptions(PipelineOptions):
                             "--target-recall on 1,000 sampled tracks)")
         parser.add_argument("--target-recall", "--target_recall", dest="target_recall", type=float, default=0.95,
                             help="approximate: recall@10 against exact search that the automatic --nprobe must reach")
+        parser.add_argument("--extra-vectors", "--extra_vectors", dest="extra_vectors",
+                            help="Parquet file or folder (track_id, vector) of an external embedding (e.g. "
+                            "MusiCNN, CLAP, your own model) to join to every track's vector as one more part")
+        parser.add_argument("--extra-weight", "--extra_weight", dest="extra_weight", type=float, default=0.5,
+                            help="the extra vectors' share of each cosine, between 0 and 1 (default 0.5)")
 
 
 TENSORFLOW_THREADS = 1  # as ingest's BLAS limit: the runner already runs one worker process per core
@@ -259,6 +266,73 @@ class TrackVectors(beam.PTransform):
         return (joined
                 | "AsModelInput" >> beam.MapTuple(lambda track_id, vector: (track_id, (0, vector)))
                 | "EmbedGenres" >> EmbedTracks(self._model_dir, self._batch_size, ModelFiles.GENRE_EMBEDDER))
+
+
+def extra_vector_column(path: str) -> tuple[str, int]:
+    """The vector column of an ``--extra-vectors`` file and the length of its first vector (read on the
+    driver from the first row only); a file wavelist cannot use is a one-line user error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = common.table_files(path)
+    if not files:
+        raise UserError(f"--extra-vectors {path}: no such Parquet file or folder")
+    try:
+        reader = pq.ParquetFile(io.BytesIO(common.read_bytes(files[0])) if common.is_remote(files[0]) else files[0])
+    except (pa.ArrowException, OSError) as error:
+        raise UserError(f"--extra-vectors {files[0]}: not a readable Parquet file ({error})") from None
+    names = reader.schema_arrow.names
+    column = next((c for c in tables.EXTRA_VECTOR_COLUMNS if c in names), None)
+    if "track_id" not in names or column is None:
+        raise UserError(f"--extra-vectors {path}: needs the columns track_id and one of "
+                        f"{' or '.join(tables.EXTRA_VECTOR_COLUMNS)}; it has {names}")
+    first = next(reader.iter_batches(batch_size=1, columns=[column]), None)
+    if first is None or first.num_rows == 0:
+        raise UserError(f"--extra-vectors {path}: holds no rows")
+    return column, len(first.column(0)[0])
+
+
+def extra_rows(table, path: str, column: str, dim: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Rows of an ``--extra-vectors`` batch -> ``(track_id, vector)``; a vector of another length, a
+    non-finite or zero one stops the job with the file and the track named."""
+    ids = table.column("track_id").to_numpy()
+    for track_id, vector in zip(ids.tolist(), table.column(column).to_pylist()):
+        vector = np.asarray(vector, np.float32)
+        if vector.shape != (dim,) or not np.isfinite(vector).all() or not vector.any():
+            raise common.InputError(f"--extra-vectors {path}: the vector of track {track_id} is not {dim} finite "
+                                    f"numbers, not all zero")
+        yield track_id, vector
+
+
+def join_extra_vector(grouped: tuple[int, dict[str, list[np.ndarray]]], path: str, weight: float):
+    """One track's ``(track_id, {"model": [vector], "extra": [vector]})`` -> the joined vector (:func:`core.vectors.join_extra`).
+    Extra vectors of tracks outside the catalogue are counted and ignored; a track without one (or with two)
+    stops the job: every vector of a table must have the same parts."""
+    track_id, parts = grouped
+    if not parts["model"]:
+        Metrics.counter(common.METRICS_NAMESPACE, "extra_vectors_unused").inc()
+        return
+    if len(parts["extra"]) != 1:
+        raise common.InputError(f"--extra-vectors {path}: {len(parts['extra'])} vectors for track {track_id}; "
+                                "every track of the catalogue needs exactly one")
+    yield track_id, recipe.join_extra(parts["model"][0], parts["extra"][0], weight)
+
+
+class JoinExtraVectors(beam.PTransform):
+    """``(track_id, unit vector)`` -> the same tracks' vectors joined with an external embedding read from
+    ``path`` inside the pipeline (a join by track id, never a table on one worker)."""
+
+    def __init__(self, path: str, column: str, dim: int, weight: float):
+        super().__init__()
+        self._path, self._column, self._dim, self._weight = path, column, dim, weight
+
+    def expand(self, vectors):
+        extra = (vectors.pipeline
+                 | "ReadExtra" >> beam.io.ReadFromParquetBatched(common.table_pattern(self._path),
+                                                                 columns=["track_id", self._column])
+                 | "ExtraRows" >> beam.FlatMap(extra_rows, self._path, self._column, self._dim))
+        return ({"model": vectors, "extra": extra} | "ByTrack" >> beam.CoGroupByKey()
+                | "Join" >> beam.FlatMap(join_extra_vector, self._path, self._weight))
 
 
 def stack_catalogue(pairs: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -811,8 +885,10 @@ OPTIONS = (EmbedOptions, ModelOptions)
 
 def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, info: ModelInfo,
                    provenance: dict[str, Any], k: int, batch_size: int, approximate: bool = False,
-                   nprobe: int | None = None, target_recall: float = 0.95):
+                   nprobe: int | None = None, target_recall: float = 0.95, extra: JoinExtraVectors | None = None):
     vectors = pipeline | "TrackVectors" >> TrackVectors(data, model_dir, spec, info, batch_size)
+    if extra is not None:
+        vectors = vectors | "ExtraVectors" >> extra
     tail = EmbedTail(staging=staging, tracks_file=common.join(data, DataFiles.TRACKS), provenance=provenance, k=k,
                      approximate=approximate, nprobe=nprobe, target_recall=target_recall)
     _ = vectors | "Tail" >> tail
@@ -835,6 +911,13 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                       what=f"the tiles in {args.data} (vs the model {model.model})")
     info = common.load_model_info(model.model)
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
+    extra = None
+    if args.extra_vectors:
+        if not 0.0 < args.extra_weight < 1.0:
+            raise UserError(f"--extra-weight {args.extra_weight}: give a share between 0 and 1")
+        column, dim = extra_vector_column(args.extra_vectors)
+        extra = JoinExtraVectors(args.extra_vectors, column, dim, args.extra_weight)
+        provenance["extra_vectors"] = {"file": args.extra_vectors, "dim": dim, "weight": args.extra_weight}
     status = common.read_parquet(common.join(args.data, DataFiles.TRACKS), ["status"], made_by="wavelist ingest")
     accepted = int(np.sum(status["status"].to_numpy(zero_copy_only=False) == "ok"))  # the rows are read in the job
     approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and accepted > EXACT_LIMIT)
@@ -847,8 +930,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         model_dir = model.model if common.is_remote(model.model) else str(Path(model.model).resolve())
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
                        spec=spec, info=info, provenance=provenance, k=args.k, batch_size=model.batch_size,
-                       approximate=approximate,
-                       nprobe=args.nprobe, target_recall=args.target_recall)
+                       approximate=approximate, nprobe=args.nprobe, target_recall=args.target_recall,
+                       extra=extra)
         common.run_pipeline(pipeline)
         embedded = common.parquet_num_rows(common.join(staging, TableFiles.EMBEDDINGS))
         report_file = common.join(staging, NEIGHBOUR_REPORT)
@@ -858,6 +941,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             "tracks_embedded": embedded,
             "neighbour_rows": common.parquet_num_rows(common.join(staging, TableFiles.NEIGHBOURS)),
             "k": args.k,
+            **({"extra_vectors": provenance["extra_vectors"]} if extra else {}),
             "neighbours": (common.read_json(report_file) if approximate
                            else {"mode": "exact", "recall@10": 1.0}),
         }

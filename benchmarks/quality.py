@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.neighbours import diffuse, top_k_cosine
+from core.vectors import unit
 from schemas.layout import ModelFiles, TableFiles
 from schemas.model_info import GENRES, ModelInfo
 
@@ -73,6 +75,15 @@ def per_query(metrics, ids: np.ndarray, X: np.ndarray, tracks: pd.DataFrame, rep
             "same_track_r10": pd.Series((first_sibling[track_q] <= K).astype(float), index=track[track_q])}
 
 
+def diffused(X: np.ndarray, neighbours: int, power: float) -> np.ndarray:
+    """``X`` after :func:`core.neighbours.diffuse` over its exact ``neighbours``-nearest graph (what
+    ``wavelist embed --diffusion`` does in the job), for any embedding, ours or a reference's."""
+    X = unit(X)
+    rows = np.arange(len(X))
+    neighbour_rows, sims = top_k_cosine(X, rows, X, rows, neighbours)
+    return diffuse(X, neighbour_rows, sims, power=power)
+
+
 def bootstrap(values: dict[str, dict[str, pd.Series]], ours: str, resamples: int = 1000, seed: int = 0) -> dict:
     """95 % intervals of each embedding's mean and of (ours - it), resampling query tracks (both clips of
     a track go together), paired: every embedding sees the same resample."""
@@ -102,6 +113,10 @@ def main() -> None:
     parser.add_argument("--references", type=Path, help="folder of reference .npz files (default WORKDIR/references)")
     parser.add_argument("--ab-repeats", type=Path, default=SHARED / "dev_ab_repeats.txt")
     parser.add_argument("--train-flags", default="", help="extra flags for wavelist train (default: none)")
+    parser.add_argument("--diffusion", action="append", default=[], metavar="M,POWER",
+                        help="also score each embedding after diffusion over its M nearest (repeatable)")
+    parser.add_argument("--ours", default="wavelist default",
+                        help="the row the differences are taken against: the first name that starts with this")
     parser.add_argument("--skip-pipeline", action="store_true", help="score WORKDIR/tables as it is")
     args = parser.parse_args()
     work = args.workdir
@@ -137,12 +152,21 @@ def main() -> None:
         if (references / f"{stem}.npz").exists():
             embeddings[label] = metrics.load_embeddings(str(references / f"{stem}.npz"))
 
+    for setting in args.diffusion:
+        m, power = setting.split(",")
+        for name, (ids, X) in list(embeddings.items()):
+            if "+ diffusion" not in name and "random" not in name:
+                embeddings[f"{name} + diffusion ({m} neighbours, power {power})"] = (
+                    ids, diffused(X, int(m), float(power)))
     values, shared_means = {}, {}
     for name, (ids, X) in embeddings.items():
         shared_means[name] = metrics.evaluate(ids, X, tracks, repeats)["test"]
         values[name] = per_query(metrics, ids, X, tracks, repeats)
         for metric in ("source_p10", "same_track_r10"):  # the bootstrap's per-query values are the judge's
             assert abs(values[name][metric].mean() - shared_means[name][metric]) < 1e-9, (name, metric)
+    ours = next((name for name in embeddings if name.startswith(args.ours)), None)
+    if ours is None:
+        sys.exit(f"--ours {args.ours!r}: no embedding's name starts with it; names: {list(embeddings)}")
     intervals = bootstrap(values, ours)
 
     n_source, n_track = shared_means[ours]["n_source_q"], shared_means[ours]["n_track_q"]

@@ -229,3 +229,20 @@ def recall_at(approximate: list[np.ndarray], exact: np.ndarray, k: int = 10) -> 
     """Share of the exact top-``k`` found in the approximate top-``k``, averaged over queries."""
     return float(np.mean([len(set(a[:k].tolist()) & set(e[:k].tolist())) / max(1, min(k, len(e)))
                           for a, e in zip(approximate, exact)]))
+
+
+def diffuse(vectors: np.ndarray, neighbour_rows: np.ndarray, similarities: np.ndarray, *,
+            power: float = 3.0) -> np.ndarray:
+    """Database-side augmentation over the k-nearest-neighbour graph (Radenović et al., alpha-DBA): each
+    track's vector becomes the unit mean of itself and its neighbours, each neighbour weighted by its cosine
+    to the track raised to ``power`` (negative cosines weigh nothing). Training-free and catalogue-level:
+    tracks that many close tracks agree on pull together, so clusters tighten and near-duplicates meet.
+
+    ``vectors [n, d]`` unit rows; ``neighbour_rows [n, m]`` row numbers into ``vectors`` (-1 = no neighbour);
+    ``similarities [n, m]`` their cosines. Returns ``[n, d]`` unit rows."""
+    vectors = np.asarray(vectors, np.float32)
+    rows = np.asarray(neighbour_rows)
+    weights = np.where(rows >= 0, np.clip(np.nan_to_num(similarities, neginf=0.0), 0.0, 1.0) ** power, 0.0)
+    gathered = vectors[np.maximum(rows, 0)]  # [n, m, d]
+    summed = vectors + np.einsum("nm,nmd->nd", weights.astype(np.float32), gathered)
+    return l2_normalise(summed)

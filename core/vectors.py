@@ -6,6 +6,9 @@
     tiles+features+genres  the joined halves through the genre embedder (joined halves and the square roots of
                            their genre probabilities), unit length
 
+    + extra vectors        (``wavelist embed --extra-vectors``) the model's vector and an external one side by
+                           side, weighted so that cosines mix as (1 - w) model + w external (:func:`join_extra`)
+
 The embed job, the evaluation and the trainer all call these functions; the model parts are passed in as
 callables (Keras models), so this module imports neither Beam nor TensorFlow.
 """
@@ -62,3 +65,13 @@ def track_vectors(info: ModelInfo, *, tiles: np.ndarray | None = None, features:
     if genre_embedder is None:
         raise ValueError(f"model {info.model_id} has a genre part: give its genre embedder")
     return unit(np.asarray(genre_embedder(joined)))
+
+
+def join_extra(vectors: np.ndarray, extra: np.ndarray, weight: float) -> np.ndarray:
+    """Track vectors ``[..., d]`` joined with an external embedding of the same tracks ``[..., e]`` (rows
+    aligned; any scale, each row is scaled to unit length first), as one unit vector ``[..., d + e]`` whose
+    cosines are ``(1 - weight)`` times the model's cosine plus ``weight`` times the external one's."""
+    if not 0.0 < weight < 1.0:
+        raise ValueError(f"the extra vectors' weight must be between 0 and 1, not {weight}")
+    joined = np.concatenate([np.sqrt(1.0 - weight) * unit(vectors), np.sqrt(weight) * unit(extra)], axis=-1)
+    return unit(joined)

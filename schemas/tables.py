@@ -73,6 +73,11 @@ REJECTS = pa.schema(
 
 EMBEDDINGS = pa.schema([("track_id", pa.int64()), ("embedding", pa.list_(pa.float32()))])
 
+# ``wavelist embed --extra-vectors FILE``: an external embedding, one row per track; the vector column may also
+# be called ``embedding``, so that another wavelist model's embeddings.parquet can be joined as it is.
+EXTRA_VECTORS = pa.schema([("track_id", pa.int64()), ("vector", pa.list_(pa.float32()))])
+EXTRA_VECTOR_COLUMNS = ("vector", "embedding")
+
 NEIGHBOURS = pa.schema(
     [
         ("track_id", pa.int64()),

@@ -9,6 +9,7 @@ from beam_jobs.embed import EmbedTracks, NearestNeighbours
 from core.neighbours import l2_normalise, top_k_cosine, unstack_lists
 from schemas.audio import AudioSpec
 from schemas.tile_example import decode_tile, encode_tile
+from tests.conftest import table_file
 
 
 def test_nearest_neighbours_transform_equals_exact_top_k():
@@ -264,3 +265,43 @@ def test_stored_neighbour_rows_become_lists_per_track():
     lists = {t: (i.tolist(), s.tolist()) for t, (i, s) in stored_lists(table)}
     assert lists == {3: ([8, 9], [pytest.approx(0.3), pytest.approx(0.2)]),
                      7: ([2, 1], [pytest.approx(0.4), pytest.approx(0.1)])}
+
+
+def test_extra_vectors_join_each_track_as_one_more_weighted_part(pipeline_outputs, tmp_path):
+    """``--extra-vectors``: the model's vector and the external one side by side, cosines mixed by the weight
+    (checked against the model-only tables of the same run); a missing track or a bad file is one line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from beam_jobs import embed
+    from schemas.errors import UserError
+    from tests.conftest import IN_MEMORY
+
+    base = ["--data", str(pipeline_outputs["data"]), "--model", str(pipeline_outputs["model"]), "--k", "5", *IN_MEMORY]
+    plain = pq.read_table(table_file(pipeline_outputs["tables"] / "embeddings.parquet")).to_pydict()
+    ids = plain["track_id"]
+    rng = np.random.default_rng(7)
+    extra = rng.standard_normal((len(ids), 3)) * 5  # any scale: each row is made unit length
+    extra_file = tmp_path / "extra.parquet"
+    pq.write_table(pa.table({"track_id": ids + [10**9], "vector": [list(v) for v in extra] + [[1.0, 0, 0]]}),
+                   extra_file)
+    summary = embed.run([*base, "--out", str(tmp_path / "t"), "--extra-vectors", str(extra_file),
+                         "--extra-weight", "0.25"])
+    assert summary["extra_vectors"] == {"file": str(extra_file), "dim": 3, "weight": 0.25}
+    joined = pq.read_table(table_file(tmp_path / "t" / "embeddings.parquet")).to_pydict()
+    assert joined["track_id"] == ids
+    model, got = np.array(plain["embedding"]), np.array(joined["embedding"])
+    assert got.shape == (len(ids), model.shape[1] + 3)
+    external = extra / np.linalg.norm(extra, axis=1, keepdims=True)
+    np.testing.assert_allclose(got @ got.T, 0.75 * model @ model.T + 0.25 * external @ external.T, atol=1e-5)
+    from beam_jobs import add_tracks
+    with pytest.raises(UserError, match="cannot join them to new tracks yet"):
+        add_tracks.run(["--audio-dir", str(tmp_path), "--tables", str(tmp_path / "t"), "--model",
+                        str(pipeline_outputs["model"]), "--out", str(tmp_path / "added"), *IN_MEMORY])
+
+    pq.write_table(pa.table({"track_id": ids[1:], "vector": [list(v) for v in extra[1:]]}), extra_file)
+    with pytest.raises(UserError, match=f"0 vectors for track {ids[0]}"):
+        embed.run([*base, "--out", str(tmp_path / "u"), "--extra-vectors", str(extra_file)])
+    pq.write_table(pa.table({"track_id": ids, "wrong": ids}), extra_file)
+    with pytest.raises(UserError, match="needs the columns track_id and one of vector or embedding"):
+        embed.run([*base, "--out", str(tmp_path / "v"), "--extra-vectors", str(extra_file)])

@@ -165,3 +165,32 @@ def test_neighbour_table_from_padded_blocks_is_sorted_and_ranked(tmp_path):
     table = pq.read_table(tmp_path / "n.parquet").to_pylist()
     assert rows == 4
     assert [(r["track_id"], r["rank"], r["neighbour_id"]) for r in table] == [(10, 1, 30), (10, 2, 20), (20, 1, 10), (30, 1, 10)]
+
+
+def test_diffusion_is_the_weighted_unit_mean_of_a_track_and_its_neighbours():
+    from core.neighbours import diffuse
+
+    vectors = l2_normalise(np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]]))
+    rows = np.array([[1, 2], [0, 2], [1, 0], [-1, -1]])  # the last track has no neighbour
+    sims = np.einsum("nd,nmd->nm", vectors, vectors[np.maximum(rows, 0)])
+    got = diffuse(vectors, rows, np.where(rows >= 0, sims, -np.inf), power=2.0)
+    want = vectors[0] + 0.8**2 * vectors[1] + 0.0 * vectors[2]
+    np.testing.assert_allclose(got[0], want / np.linalg.norm(want), atol=1e-6)
+    np.testing.assert_allclose(got[3], vectors[3], atol=1e-6)  # alone: unchanged
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+
+
+def test_diffusion_pulls_a_cluster_together_and_leaves_it_apart_from_others():
+    from core.neighbours import diffuse
+
+    rng = np.random.default_rng(2)
+    centres = l2_normalise(rng.standard_normal((4, 16)))
+    vectors = l2_normalise(np.repeat(centres, 25, axis=0) + 0.5 * rng.standard_normal((100, 16)))
+    ids = np.arange(100)
+    rows, sims = top_k_cosine(vectors, ids, vectors, ids, 5)
+    after = diffuse(vectors, rows, sims, power=3.0)
+    same = np.repeat(np.arange(4), 25)
+    within = same[:, None] == same[None, :]
+    np.fill_diagonal(within, False)
+    spread = lambda v: (v @ v.T)[within].mean() - (v @ v.T)[~within & ~np.eye(100, dtype=bool)].mean()
+    assert spread(after) > spread(vectors) + 0.03

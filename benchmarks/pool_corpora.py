@@ -1,0 +1,48 @@
+"""Pool corpora in FMA layout (what ``shared/build_music_corpus.py`` writes) into one catalogue.
+
+    python benchmarks/pool_corpora.py OUT CORPUS [CORPUS ...]
+
+OUT gets ``fma_metadata/tracks.csv`` (the corpora's rows, in the order given), ``audio/XXX/XXXXXX.mp3`` as
+hard links to the corpora's clips (no copy; OUT must be on the same file system) and ``manifest.csv``. The
+corpora's clip ids must not overlap (the builder's sets use disjoint id ranges). OUT must be new or empty.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pandas as pd
+
+
+def pool(out: Path, corpora: list[Path]) -> int:
+    """Write the pooled corpus into ``out``; returns its number of clips."""
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out}: not empty; give a new folder")
+    tracks = [pd.read_csv(c / "fma_metadata" / "tracks.csv", index_col=0, header=[0, 1]) for c in corpora]
+    pooled = pd.concat(tracks)
+    if pooled.index.duplicated().any():
+        raise SystemExit(f"clip ids overlap between the corpora, e.g. {pooled.index[pooled.index.duplicated()][0]}")
+    (out / "fma_metadata").mkdir(parents=True)
+    pooled.to_csv(out / "fma_metadata" / "tracks.csv")
+    manifests = [pd.read_csv(c / "manifest.csv") for c in corpora if (c / "manifest.csv").exists()]
+    if manifests:
+        pd.concat(manifests).to_csv(out / "manifest.csv", index=False)
+    for corpus in corpora:
+        for clip in sorted((corpus / "audio").glob("*/*.mp3")):
+            target = out / "audio" / clip.parent.name / clip.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(clip, target)
+    return len(pooled)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("corpora", type=Path, nargs="+")
+    args = parser.parse_args()
+    print(f"{pool(args.out, args.corpora)} clips pooled into {args.out}")
+
+
+if __name__ == "__main__":
+    main()
