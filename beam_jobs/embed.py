@@ -29,8 +29,8 @@ from apache_beam.utils import shared
 
 from beam_jobs import common
 from core import vectors as recipe
-from core.neighbours import (MAP_SAMPLE, block_of, merge_block_top_k, merge_top_k, nearest_rows,
-                             smallest_by_rank, top_k_faiss, tsne_coordinates)
+from core.neighbours import (MAP_SAMPLE, block_of, diffusion_weights, merge_block_top_k, merge_top_k, nearest_rows,
+                             smallest_by_rank, sum_by_track, top_k_faiss, tsne_coordinates)
 from core.progress import Progress
 from schemas import tables
 from schemas.audio import AudioSpec
@@ -59,6 +59,12 @@ class EmbedOptions(PipelineOptions):
                             "--target-recall on 1,000 sampled tracks)")
         parser.add_argument("--target-recall", "--target_recall", dest="target_recall", type=float, default=0.95,
                             help="approximate: recall@10 against exact search that the automatic --nprobe must reach")
+        parser.add_argument("--diffusion", type=int, default=0, metavar="M",
+                            help="graph diffusion: each vector becomes the weighted mean of itself and its M "
+                            "nearest before the neighbour tables are made (0: off)")
+        parser.add_argument("--diffusion-power", "--diffusion_power", dest="diffusion_power", type=float,
+                            default=None, help="the diffusion's weight of a neighbour: its cosine to this power "
+                            "(default 3)")
         parser.add_argument("--extra-vectors", "--extra_vectors", dest="extra_vectors",
                             help="Parquet file or folder (track_id, vector) of an external embedding (e.g. "
                             "MusiCNN, CLAP, your own model) to join to every track's vector as one more part")
@@ -539,6 +545,8 @@ class NearestNeighbours(beam.PTransform):
 
 
 INDEX_FILE = TableFiles.INDEX
+DIFFUSION_INDEX_FILE = TableFiles.DIFFUSION_INDEX
+DIFFUSION_POWER = 3.0  # a neighbour's weight in the diffusion: its cosine to this power (alpha-DBA's usual 3)
 
 
 def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, nprobe: int | None,
@@ -634,14 +642,15 @@ class IndexNeighbours(beam.PTransform):
     ``nprobe`` lists. Its recall@10 against exact search, on up to 1,000 sampled queries, goes to ``report``.
     """
 
-    def __init__(self, k: int, nprobe: int | None, index_dir: str, target_recall: float = 0.95):
+    def __init__(self, k: int, nprobe: int | None, index_dir: str, target_recall: float = 0.95,
+                 file: str = INDEX_FILE):
         super().__init__()
-        self._k, self._nprobe, self._index_dir = k, nprobe, index_dir
+        self._k, self._nprobe, self._index_dir, self._file = k, nprobe, index_dir, file
         self._target_recall = target_recall
 
     def expand(self, batches):
-        path = posixpath.join(self._index_dir, INDEX_FILE) if common.is_remote(self._index_dir) else str(
-            Path(self._index_dir) / INDEX_FILE)
+        path = posixpath.join(self._index_dir, self._file) if common.is_remote(self._index_dir) else str(
+            Path(self._index_dir) / self._file)
         built = (batches | "Catalogue" >> beam.combiners.ToList()
                  | "BuildIndex" >> beam.Map(build_index_file, path, self._nprobe, self._target_recall))
         self.report = built | "Report" >> beam.Map(lambda report: {k: v for k, v in report.items() if k != "path"})
@@ -663,6 +672,83 @@ class ApproximateNeighbours(beam.PTransform):
         lists = vectors | "Vectors" >> StackVectors(self._batch_size) | "Index" >> self._search
         self.report = self._search.report
         return lists
+
+
+def diffusion_requests(block: NeighbourBlock, n_buckets: int, power: float):
+    """A :data:`NeighbourBlock` -> ``(bucket of the neighbour, ("want", track ids, neighbour ids, weights))``:
+    which neighbour vectors each track needs, sent to the bucket that holds them."""
+    track_ids, ids, sims = block
+    weights = diffusion_weights(ids, sims, power)
+    keep = weights > 0
+    tracks = np.broadcast_to(np.asarray(track_ids, np.int64)[:, None], ids.shape)[keep]
+    wanted, weights = np.asarray(ids, np.int64)[keep], weights[keep]
+    buckets = block_of(wanted, n_buckets)
+    for bucket in np.unique(buckets).tolist():
+        rows = buckets == bucket
+        yield bucket, ("want", tracks[rows], wanted[rows], weights[rows])
+
+
+def tagged_by_bucket(batch: tuple[np.ndarray, np.ndarray], n_buckets: int):
+    """``(ids, vectors)`` -> ``(bucket, ("have", ids, vectors))`` per bucket (:func:`split_by_block`)."""
+    for bucket, (ids, vectors) in split_by_block(batch, n_buckets):
+        yield bucket, ("have", ids, vectors)
+
+
+def weighted_neighbours(bucket_and_parts, n_buckets: int):
+    """One bucket's vectors and the requests for them -> ``(bucket of the track, ("sum", track ids, summed
+    weighted neighbour vectors))``: each track's share of its diffused vector from this bucket."""
+    _, parts = bucket_and_parts
+    parts = list(parts)
+    have = [p for p in parts if p[0] == "have"]
+    wants = [p for p in parts if p[0] == "want"]
+    if not have or not wants:
+        return
+    ids = np.concatenate([p[1] for p in have])
+    vectors = np.concatenate([p[2] for p in have])
+    order = np.argsort(ids)
+    tracks = np.concatenate([p[1] for p in wants])
+    wanted = np.concatenate([p[2] for p in wants])
+    weights = np.concatenate([p[3] for p in wants])
+    rows = order[np.searchsorted(ids, wanted, sorter=order)]
+    summed_ids, sums = sum_by_track(tracks, weights[:, None] * vectors[rows])
+    buckets = block_of(summed_ids, n_buckets)
+    for bucket in np.unique(buckets).tolist():
+        keep = buckets == bucket
+        yield bucket, ("sum", summed_ids[keep], sums[keep])
+
+
+def diffused_batches(bucket_and_parts, batch_size: int = VECTOR_BATCH):
+    """One bucket's own vectors and the weighted sums of their neighbours -> ``(ids, unit vectors)`` batches
+    of up to ``batch_size`` tracks, sorted by id (:func:`core.neighbours.diffuse`, computed by buckets)."""
+    _, parts = bucket_and_parts
+    parts = list(parts)
+    ids, summed = sum_by_track(np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
+    own = np.isin(ids, np.concatenate([p[1] for p in parts if p[0] == "have"]))
+    ids, vectors = ids[own], recipe.unit(summed[own])
+    for start in range(0, len(ids), batch_size):
+        yield ids[start:start + batch_size], vectors[start:start + batch_size]
+
+
+class Diffuse(beam.PTransform):
+    """``(ids, unit vectors)`` batches -> the same tracks' vectors after diffusion over their nearest
+    (:func:`core.neighbours.diffuse`, weights: cosine to ``power``): the neighbour lists from ``search`` (exact
+    blocks or the index), then two joins by bucket of track id (the neighbours' vectors fetched where they live, the
+    weighted sums sent home), so no step holds more than one bucket of :data:`TRACKS_PER_BUCKET` tracks."""
+
+    def __init__(self, power: float, search: beam.PTransform):
+        super().__init__()
+        self._power, self._search = power, search
+
+    def expand(self, batches):
+        n_buckets = beam.pvalue.AsSingleton(
+            count_batches(batches) | "Buckets" >> beam.Map(lambda n: max(1, -(-n // TRACKS_PER_BUCKET))))
+        lists = batches | "Graph" >> self._search
+        have = batches | "Have" >> beam.FlatMap(tagged_by_bucket, n_buckets)
+        wants = lists | "Want" >> beam.FlatMap(diffusion_requests, n_buckets, self._power)
+        sums = ((have, wants) | "Requests" >> beam.Flatten() | "AtNeighbours" >> beam.GroupByKey()
+                | "Weighted" >> beam.FlatMap(weighted_neighbours, n_buckets))
+        return ((have, sums) | "Sums" >> beam.Flatten() | "AtTracks" >> beam.GroupByKey()
+                | "Diffused" >> beam.FlatMap(diffused_batches))
 
 
 def embedding_table(batch: tuple[np.ndarray, np.ndarray]):
@@ -840,25 +926,31 @@ class EmbedTail(beam.PTransform):
 
     def __init__(self, *, staging: str, tracks_file: str, provenance: dict[str, Any], k: int,
                  approximate: bool = False, nprobe: int | None = None, target_recall: float = 0.95,
-                 map_sample: int = MAP_SAMPLE):
+                 map_sample: int = MAP_SAMPLE, diffusion: int = 0, diffusion_power: float = DIFFUSION_POWER):
         super().__init__()
         self._staging, self._tracks_file, self._provenance, self._k = staging, tracks_file, provenance, k
         self._approximate, self._nprobe, self._target_recall = approximate, nprobe, target_recall
-        self._map_sample = map_sample
+        self._map_sample, self._diffusion, self._diffusion_power = map_sample, diffusion, diffusion_power
         self.report = None
+
+    def _search(self, k: int, file: str = INDEX_FILE) -> beam.PTransform:
+        if self._approximate:
+            return IndexNeighbours(k, self._nprobe, index_dir=self._staging, target_recall=self._target_recall,
+                                   file=file)
+        return BlockNeighbours(k)
 
     def expand(self, vectors):
         staging, provenance = self._staging, self._provenance
         batches = vectors | "Vectors" >> StackVectors(VECTOR_BATCH)
+        if self._diffusion:
+            batches = batches | "Diffusion" >> Diffuse(self._diffusion_power,
+                                                       self._search(self._diffusion, DIFFUSION_INDEX_FILE))
         _ = (batches | "EmbeddingTables" >> beam.Map(embedding_table)
              | "WriteEmbeddings" >> common.WriteTable(staging, TableFiles.EMBEDDINGS,
                                                       tables.with_metadata(tables.EMBEDDINGS, **provenance)))
-        if self._approximate:
-            search = IndexNeighbours(self._k, self._nprobe, index_dir=staging, target_recall=self._target_recall)
-            lists = batches | "Neighbours" >> search
-            self.report = search.report
-        else:
-            lists = batches | "Neighbours" >> BlockNeighbours(self._k)
+        search = self._search(self._k)
+        lists = batches | "Neighbours" >> search
+        self.report = getattr(search, "report", None)
         _ = (lists | "NeighbourTables" >> beam.FlatMap(neighbour_tables, TRACKS_PER_ROW_GROUP)
              | "WriteNeighbours" >> common.WriteTable(staging, TableFiles.NEIGHBOURS,
                                                       tables.with_metadata(tables.NEIGHBOURS, **provenance)))
@@ -885,12 +977,14 @@ OPTIONS = (EmbedOptions, ModelOptions)
 
 def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, info: ModelInfo,
                    provenance: dict[str, Any], k: int, batch_size: int, approximate: bool = False,
-                   nprobe: int | None = None, target_recall: float = 0.95, extra: JoinExtraVectors | None = None):
+                   nprobe: int | None = None, target_recall: float = 0.95, extra: JoinExtraVectors | None = None,
+                   diffusion: int = 0, diffusion_power: float = DIFFUSION_POWER):
     vectors = pipeline | "TrackVectors" >> TrackVectors(data, model_dir, spec, info, batch_size)
     if extra is not None:
         vectors = vectors | "ExtraVectors" >> extra
     tail = EmbedTail(staging=staging, tracks_file=common.join(data, DataFiles.TRACKS), provenance=provenance, k=k,
-                     approximate=approximate, nprobe=nprobe, target_recall=target_recall)
+                     approximate=approximate, nprobe=nprobe, target_recall=target_recall, diffusion=diffusion,
+                     diffusion_power=diffusion_power)
     _ = vectors | "Tail" >> tail
     if approximate:
         _ = tail.report | "WriteReport" >> beam.Map(
@@ -918,6 +1012,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         column, dim = extra_vector_column(args.extra_vectors)
         extra = JoinExtraVectors(args.extra_vectors, column, dim, args.extra_weight)
         provenance["extra_vectors"] = {"file": args.extra_vectors, "dim": dim, "weight": args.extra_weight}
+    if args.diffusion < 0:
+        raise UserError(f"--diffusion {args.diffusion}: give a number of neighbours, or 0 for none")
+    power = DIFFUSION_POWER if args.diffusion_power is None else args.diffusion_power
+    if args.diffusion:
+        provenance["diffusion"] = {"neighbours": args.diffusion, "power": power}
     status = common.read_parquet(common.join(args.data, DataFiles.TRACKS), ["status"], made_by="wavelist ingest")
     accepted = int(np.sum(status["status"].to_numpy(zero_copy_only=False) == "ok"))  # the rows are read in the job
     approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and accepted > EXACT_LIMIT)
@@ -931,7 +1030,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
                        spec=spec, info=info, provenance=provenance, k=args.k, batch_size=model.batch_size,
                        approximate=approximate, nprobe=args.nprobe, target_recall=args.target_recall,
-                       extra=extra)
+                       extra=extra, diffusion=args.diffusion, diffusion_power=power)
         common.run_pipeline(pipeline)
         embedded = common.parquet_num_rows(common.join(staging, TableFiles.EMBEDDINGS))
         report_file = common.join(staging, NEIGHBOUR_REPORT)
@@ -941,15 +1040,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             "tracks_embedded": embedded,
             "neighbour_rows": common.parquet_num_rows(common.join(staging, TableFiles.NEIGHBOURS)),
             "k": args.k,
-            **({"extra_vectors": provenance["extra_vectors"]} if extra else {}),
+            **{key: provenance[key] for key in ("extra_vectors", "diffusion") if key in provenance},
             "neighbours": (common.read_json(report_file) if approximate
                            else {"mode": "exact", "recall@10": 1.0}),
         }
         if FileSystems.exists(report_file):
             FileSystems.delete([report_file])
-        index_file = common.join(staging, INDEX_FILE)
-        if FileSystems.exists(index_file):
-            FileSystems.delete([index_file])
+        for index_file in (common.join(staging, INDEX_FILE), common.join(staging, DIFFUSION_INDEX_FILE)):
+            if FileSystems.exists(index_file):
+                FileSystems.delete([index_file])
         common.write_text(common.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     log.info("embed: %d tracks embedded -> %s", embedded, output.out)
     return summary

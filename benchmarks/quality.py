@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REFERENCES = {"mfcc_stats": "librosa summary statistics (reference_embeddings.py mfcc)",
               "musicnn": "MusiCNN, Million Song Dataset", "mtt_musicnn": "MusiCNN, MagnaTagATune",
-              "random": "random vectors"}
+              "bliss": "bliss (bliss-audio, benchmarks/bliss_reference.py)", "random": "random vectors"}
 K = 10
 
 
@@ -75,12 +75,16 @@ def per_query(metrics, ids: np.ndarray, X: np.ndarray, tracks: pd.DataFrame, rep
             "same_track_r10": pd.Series((first_sibling[track_q] <= K).astype(float), index=track[track_q])}
 
 
-def diffused(X: np.ndarray, neighbours: int, power: float) -> np.ndarray:
+def diffused(X: np.ndarray, neighbours: int, power: float, reciprocal: bool = False) -> np.ndarray:
     """``X`` after :func:`core.neighbours.diffuse` over its exact ``neighbours``-nearest graph (what
-    ``wavelist embed --diffusion`` does in the job), for any embedding, ours or a reference's."""
+    ``wavelist embed --diffusion`` does in the job), for any embedding, ours or a reference's; ``reciprocal``:
+    only neighbours that have the track among their own ``neighbours`` nearest count."""
     X = unit(X)
     rows = np.arange(len(X))
     neighbour_rows, sims = top_k_cosine(X, rows, X, rows, neighbours)
+    if reciprocal:
+        mutual = (neighbour_rows[neighbour_rows] == rows[:, None, None]).any(axis=2)
+        neighbour_rows = np.where(mutual, neighbour_rows, -1)
     return diffuse(X, neighbour_rows, sims, power=power)
 
 
@@ -113,7 +117,7 @@ def main() -> None:
     parser.add_argument("--references", type=Path, help="folder of reference .npz files (default WORKDIR/references)")
     parser.add_argument("--ab-repeats", type=Path, default=SHARED / "dev_ab_repeats.txt")
     parser.add_argument("--train-flags", default="", help="extra flags for wavelist train (default: none)")
-    parser.add_argument("--diffusion", action="append", default=[], metavar="M,POWER",
+    parser.add_argument("--diffusion", action="append", default=[], metavar="M,POWER[,reciprocal]",
                         help="also score each embedding after diffusion over its M nearest (repeatable)")
     parser.add_argument("--ours", default="wavelist default",
                         help="the row the differences are taken against: the first name that starts with this")
@@ -153,11 +157,11 @@ def main() -> None:
             embeddings[label] = metrics.load_embeddings(str(references / f"{stem}.npz"))
 
     for setting in args.diffusion:
-        m, power = setting.split(",")
+        m, power, *mutual = setting.split(",")
         for name, (ids, X) in list(embeddings.items()):
             if "+ diffusion" not in name and "random" not in name:
-                embeddings[f"{name} + diffusion ({m} neighbours, power {power})"] = (
-                    ids, diffused(X, int(m), float(power)))
+                embeddings[f"{name} + diffusion ({m} {'mutual ' if mutual else ''}neighbours, power {power})"] = (
+                    ids, diffused(X, int(m), float(power), reciprocal=bool(mutual)))
     values, shared_means = {}, {}
     for name, (ids, X) in embeddings.items():
         shared_means[name] = metrics.evaluate(ids, X, tracks, repeats)["test"]

@@ -242,7 +242,20 @@ def diffuse(vectors: np.ndarray, neighbour_rows: np.ndarray, similarities: np.nd
     ``similarities [n, m]`` their cosines. Returns ``[n, d]`` unit rows."""
     vectors = np.asarray(vectors, np.float32)
     rows = np.asarray(neighbour_rows)
-    weights = np.where(rows >= 0, np.clip(np.nan_to_num(similarities, neginf=0.0), 0.0, 1.0) ** power, 0.0)
     gathered = vectors[np.maximum(rows, 0)]  # [n, m, d]
-    summed = vectors + np.einsum("nm,nmd->nd", weights.astype(np.float32), gathered)
+    summed = vectors + np.einsum("nm,nmd->nd", diffusion_weights(rows, similarities, power), gathered)
     return l2_normalise(summed)
+
+
+def diffusion_weights(neighbour_ids: np.ndarray, similarities: np.ndarray, power: float) -> np.ndarray:
+    """The weight of each neighbour in :func:`diffuse`: its cosine (clipped at 0) to ``power``; 0 for padding."""
+    return np.where(np.asarray(neighbour_ids) >= 0,
+                    np.clip(np.nan_to_num(similarities, neginf=0.0), 0.0, 1.0) ** power, 0.0).astype(np.float32)
+
+
+def sum_by_track(track_ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``vectors`` summed per track id: ``(sorted unique ids, sums)`` (float32)."""
+    ids, rows = np.unique(np.asarray(track_ids, np.int64), return_inverse=True)
+    sums = np.zeros((len(ids), vectors.shape[1]), np.float32)
+    np.add.at(sums, rows, np.asarray(vectors, np.float32))
+    return ids, sums

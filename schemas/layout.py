@@ -43,3 +43,4 @@ class TableFiles:
     MAP3D = "map3d.parquet"  # 3-D map coordinates (schemas.tables.MAP3D)
     NEIGHBOUR_REPORT = "_neighbour_report.json"  # approximate search's measured recall, staged, folded into SUMMARY
     INDEX = "_ivf_index.npz"  # approximate search's index, staged for the workers, deleted before publishing
+    DIFFUSION_INDEX = "_diffusion_index.npz"  # the same for the diffusion's graph (embed --diffusion)

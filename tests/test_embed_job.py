@@ -305,3 +305,47 @@ def test_extra_vectors_join_each_track_as_one_more_weighted_part(pipeline_output
     pq.write_table(pa.table({"track_id": ids, "wrong": ids}), extra_file)
     with pytest.raises(UserError, match="needs the columns track_id and one of vector or embedding"):
         embed.run([*base, "--out", str(tmp_path / "v"), "--extra-vectors", str(extra_file)])
+
+
+def test_diffusion_transform_equals_the_one_process_diffusion(monkeypatch):
+    """:class:`Diffuse` over exact blocks, its catalogue cut into several buckets, gives
+    :func:`core.neighbours.diffuse` of the whole catalogue at once."""
+    from beam_jobs import embed
+    from core.neighbours import diffuse
+
+    monkeypatch.setattr(embed, "TRACKS_PER_BUCKET", 70)  # 4 buckets for 250 tracks
+    rng = np.random.default_rng(5)
+    centres = l2_normalise(rng.standard_normal((5, 12)))
+    vectors = l2_normalise(np.repeat(centres, 50, axis=0) + 0.4 * rng.standard_normal((250, 12)))
+    ids = rng.permutation(10_000)[:250].astype(np.int64)
+    rows, sims = top_k_cosine(vectors, np.arange(250), vectors, np.arange(250), 6)
+    want = dict(zip(ids.tolist(), diffuse(vectors, rows, sims, power=3.0)))
+
+    def check(batches):
+        got = {int(t): v for batch_ids, batch_vectors in batches for t, v in zip(batch_ids, batch_vectors)}
+        assert sorted(got) == sorted(want)
+        for track_id, vector in got.items():
+            np.testing.assert_allclose(vector, want[track_id], atol=1e-5)
+
+    with TestPipeline() as pipeline:
+        batches = (pipeline | beam.Create([(ids[i:i + 40], vectors[i:i + 40]) for i in range(0, 250, 40)])
+                   | embed.Diffuse(3.0, embed.BlockNeighbours(6, block_size=60)))
+        assert_that(batches, check)
+
+
+def test_embed_diffusion_flag_writes_the_diffused_vectors(pipeline_outputs, tmp_path):
+    import pyarrow.parquet as pq
+
+    from beam_jobs import embed
+    from core.neighbours import diffuse
+    from tests.conftest import IN_MEMORY
+
+    summary = embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(pipeline_outputs["model"]),
+                         "--out", str(tmp_path / "t"), "--k", "5", "--diffusion", "4", *IN_MEMORY])
+    assert summary["diffusion"] == {"neighbours": 4, "power": 3.0}
+    plain = pq.read_table(table_file(pipeline_outputs["tables"] / "embeddings.parquet")).to_pydict()
+    got = pq.read_table(table_file(tmp_path / "t" / "embeddings.parquet")).to_pydict()
+    assert got["track_id"] == plain["track_id"]
+    vectors = np.array(plain["embedding"], np.float32)
+    rows, sims = top_k_cosine(vectors, np.arange(len(vectors)), vectors, np.arange(len(vectors)), 4)
+    np.testing.assert_allclose(np.array(got["embedding"]), diffuse(vectors, rows, sims, power=3.0), atol=1e-5)
