@@ -133,6 +133,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if old_summary.get("extra_vectors"):
         raise UserError(f"{args.tables} joins extra vectors ({old_summary['extra_vectors']['file']}): wavelist add "
                         "cannot join them to new tracks yet; run wavelist embed --extra-vectors on all the tracks")
+    if old_summary.get("diffusion"):
+        raise UserError(f"{args.tables} was made with --diffusion, which moves old tracks when new ones come: "
+                        "wavelist add cannot keep it; run wavelist embed --diffusion on all the tracks")
     k = old_summary["k"]
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
     runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]

@@ -1,6 +1,7 @@
 """Does nearness mean "sounds alike"? wavelist's default model against reference embeddings, on a corpus.
 
-    python benchmarks/quality.py CORPUS WORKDIR [--references DIR] [--train-flags "..."] [--skip-pipeline]
+    python benchmarks/quality.py CORPUS WORKDIR [--references DIR] [--ab-repeats FILE] [--data DATA]
+        [--train-flags "..."] [--embed-flags "..."] [--diffusion M,POWER] [--ours NAME] [--skip-pipeline]
 
 CORPUS is in FMA layout (``fma_metadata/tracks.csv``, ``audio/XXX/XXXXXX.mp3``), e.g. what
 ``shared/build_music_corpus.py`` builds. The script runs the user's own commands (``wavelist ingest``,
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--references", type=Path, help="folder of reference .npz files (default WORKDIR/references)")
     parser.add_argument("--ab-repeats", type=Path, default=SHARED / "dev_ab_repeats.txt")
     parser.add_argument("--train-flags", default="", help="extra flags for wavelist train (default: none)")
+    parser.add_argument("--embed-flags", default="", help="extra flags for wavelist embed (default: none)")
+    parser.add_argument("--data", type=Path, help="an ingest output of CORPUS to reuse (skips wavelist ingest)")
     parser.add_argument("--diffusion", action="append", default=[], metavar="M,POWER[,reciprocal]",
                         help="also score each embedding after diffusion over its M nearest (repeatable)")
     parser.add_argument("--ours", default="wavelist default",
@@ -128,13 +131,16 @@ def main() -> None:
     timings = {}
     if not args.skip_pipeline:
         meta, audio = args.corpus / "fma_metadata", args.corpus / "audio"
-        timings["ingest_s"] = run_step("ingest", ["ingest", "--fma-metadata", str(meta), "--audio-dir", str(audio),
-                                                  "--out", str(work / "data"), "--overwrite"], work / "ingest.log")
-        timings["train_s"] = run_step("train", ["train", "--data", str(work / "data"), "--out", str(work / "model"),
+        data = args.data or work / "data"
+        if not args.data:
+            timings["ingest_s"] = run_step("ingest", ["ingest", "--fma-metadata", str(meta), "--audio-dir", str(audio),
+                                                      "--out", str(data), "--overwrite"], work / "ingest.log")
+        timings["train_s"] = run_step("train", ["train", "--data", str(data), "--out", str(work / "model"),
                                                 "--overwrite", "--verbose", "2", *shlex.split(args.train_flags)],
                                       work / "train.log")
-        timings["embed_s"] = run_step("embed", ["embed", "--data", str(work / "data"), "--model", str(work / "model"),
-                                                "--out", str(work / "tables"), "--overwrite"], work / "embed.log")
+        timings["embed_s"] = run_step("embed", ["embed", "--data", str(data), "--model", str(work / "model"),
+                                                "--out", str(work / "tables"), "--overwrite",
+                                                *shlex.split(args.embed_flags)], work / "embed.log")
     references = args.references or work / "references"
     references.mkdir(parents=True, exist_ok=True)
     for kind, file in (("mfcc", "mfcc_stats.npz"), ("random", "random.npz")):
