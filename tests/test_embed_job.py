@@ -349,3 +349,8 @@ def test_embed_diffusion_flag_writes_the_diffused_vectors(pipeline_outputs, tmp_
     vectors = np.array(plain["embedding"], np.float32)
     rows, sims = top_k_cosine(vectors, np.arange(len(vectors)), vectors, np.arange(len(vectors)), 4)
     np.testing.assert_allclose(np.array(got["embedding"]), diffuse(vectors, rows, sims, power=3.0), atol=1e-5)
+    from beam_jobs import add_tracks
+    from schemas.errors import UserError
+    with pytest.raises(UserError, match="made with --diffusion"):
+        add_tracks.run(["--audio-dir", str(tmp_path), "--tables", str(tmp_path / "t"), "--model",
+                        str(pipeline_outputs["model"]), "--out", str(tmp_path / "added"), *IN_MEMORY])
