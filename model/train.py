@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -38,6 +39,16 @@ WHITENED_DIMS = 32
 KINDS = ("cnn", "contrastive", "autoencoder", "features")
 # contrastive: 20 x 50 steps of 64 pairs take about 11 minutes on 2 CPU cores whatever the catalogue's size
 DEFAULT_EPOCHS = {"cnn": 30, "contrastive": 20, "autoencoder": 30, "features": 0}
+PAIRS_PER_TILE = 1.0  # contrastive default: a larger catalogue trains longer, each tile drawn about this often
+DEFAULT_BUDGET_MINUTES = 60.0
+
+
+def contrastive_epochs(n_tiles: int, batch_size: int, steps_per_epoch: int) -> int:
+    """The default length of contrastive training: at least ``DEFAULT_EPOCHS["contrastive"]`` epochs, more for a
+    catalogue whose tiles would otherwise be drawn fewer than ``PAIRS_PER_TILE`` times each (a pair is two
+    tiles); ``--budget-minutes`` then caps the time."""
+    pairs_per_epoch = batch_size * steps_per_epoch
+    return max(DEFAULT_EPOCHS["contrastive"], math.ceil(PAIRS_PER_TILE * n_tiles / (2 * pairs_per_epoch)))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,7 +58,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", choices=KINDS, default="contrastive",
                         help="kind of model (default: contrastive, which needs no labels and gave the best "
                         "neighbours; see benchmarks/RESULTS.md)")
-    parser.add_argument("--epochs", type=int, help="training epochs (default: 20 for contrastive, 30 for cnn and autoencoder)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: 30 for cnn and autoencoder; contrastive: 20, "
+                        "more for catalogues of over 64,000 tiles, see contrastive_epochs)")
+    parser.add_argument("--budget-minutes", type=float, default=DEFAULT_BUDGET_MINUTES,
+                        help="stop training before an epoch that would end after this many minutes (default 60)")
     parser.add_argument("--steps-per-epoch", type=int, default=50, help="contrastive: pair batches per epoch")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=5, help="early stopping on validation loss")
@@ -69,8 +83,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
     args = parser.parse_args(argv)
-    if args.epochs is None:
+    if args.epochs is None and args.model != "contrastive":  # contrastive: from the catalogue's size, when known
         args.epochs = DEFAULT_EPOCHS[args.model]
+    if args.budget_minutes <= 0:
+        parser.error(f"--budget-minutes {args.budget_minutes}: give a positive number of minutes")
     return args
 
 
@@ -126,10 +142,22 @@ def evaluate_split(model, dataset, genres: list[str]) -> dict[str, Any]:
     return classification_metrics(truth, predicted, genres)
 
 
-def _callbacks(staging: Path, monitor: str, patience: int) -> list:
+def _callbacks(staging: Path, monitor: str, patience: int, budget_minutes: float = DEFAULT_BUDGET_MINUTES) -> list:
     import keras
 
     from core.progress import progress_line
+
+    class TimeBudget(keras.callbacks.Callback):
+        """Stops before an epoch that would end after ``budget_minutes`` (at the epochs' mean pace so far)."""
+
+        def on_train_begin(self, logs=None):
+            self._start = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            elapsed = time.monotonic() - self._start
+            if elapsed * (epoch + 2) / (epoch + 1) > budget_minutes * 60 and epoch + 1 < self.params.get("epochs", 0):
+                log.info("train: the budget of %g minutes stops training after %d epochs", budget_minutes, epoch + 1)
+                self.model.stop_training = True
 
     class EpochProgress(keras.callbacks.Callback):
         """``train: 3 of 20 epochs, ..., about 12 min left`` after each epoch."""
@@ -143,6 +171,7 @@ def _callbacks(staging: Path, monitor: str, patience: int) -> list:
 
     return [
         EpochProgress(),
+        TimeBudget(),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(staging / ModelFiles.HISTORY)),
         keras.callbacks.TensorBoard(log_dir=str(staging / ModelFiles.LOGS)),
@@ -197,7 +226,8 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
     as_pairs = lambda ds: ds.map(lambda mel, label, track_id: (mel, label))  # noqa: E731
     classifier.fit(as_pairs(train), validation_data=as_pairs(validation) if has_validation else None,
                    epochs=args.epochs, class_weight={int(c): float(w) for c, w in zip(present, weights)},
-                   callbacks=_callbacks(staging, "val_loss" if has_validation else "loss", args.patience),
+                   callbacks=_callbacks(staging, "val_loss" if has_validation else "loss", args.patience,
+                                              args.budget_minutes),
                    verbose=args.verbose)
     metrics = {
         "genres": genres,
@@ -224,20 +254,23 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     n_tracks = len(np.unique(track_ids))
     if n_tracks < 2:
         raise UserError(f"{args.data}: contrastive training needs at least two tracks")
-    log.info("train contrastive: %d tiles of %d tracks", len(tiles), n_tracks)
+    epochs = args.epochs or contrastive_epochs(len(tiles), args.batch_size, args.steps_per_epoch)
+    log.info("train contrastive: %d tiles of %d tracks, %d epochs of %d pair batches (at most %g minutes)",
+             len(tiles), n_tracks, epochs, args.steps_per_epoch, args.budget_minutes)
     sample = tf_constant_batches(tiles[np.random.default_rng(args.seed).permutation(len(tiles))[:2048]])
     model, encoder = contrastive.build_contrastive(spec, _adapted_normaliser(sample))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=contrastive.nt_xent(args.temperature))
     pairs = contrastive.pair_dataset(tiles, track_ids, batch_size=args.batch_size, seed=args.seed)
-    model.fit(pairs, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-              callbacks=_callbacks(staging, "loss", args.patience), verbose=args.verbose)
+    model.fit(pairs, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
+              callbacks=_callbacks(staging, "loss", args.patience, args.budget_minutes), verbose=args.verbose)
     raw = cnn.embedding_outputs(encoder)
     centre = _mean_embedding(raw, sample)
     unit = cnn.embedder_of(encoder, centre)
     track_means = per_track_mean(predict_in_chunks(unit, tiles), track_ids)
     embedder = whitened(unit, track_means, WHITENED_DIMS)
     history = model.history.history["loss"]
-    metrics = {"epochs_run": len(history), "final_loss": float(history[-1]), "tracks": n_tracks,
+    metrics = {"epochs_run": len(history), "epochs_planned": epochs, "budget_minutes": args.budget_minutes,
+               "final_loss": float(history[-1]), "tracks": n_tracks,
                "tiles": int(len(tiles)), "whitened_dims": int(embedder.output.shape[-1])}
     if args.no_features:
         return Trained(embedder, "tiles", metrics)
@@ -327,7 +360,7 @@ def train_autoencoder(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
                                        shuffle=False).unbatch().map(
             lambda mel, label, track_id: (autoencoder.random_crops(mel), 0.0)).batch(args.batch_size)
     model.fit(crops.map(lambda c: (c, 0.0)), validation_data=validation, epochs=args.epochs,
-              callbacks=_callbacks(staging, "val_loss" if validation else "loss", args.patience),
+              callbacks=_callbacks(staging, "val_loss" if validation else "loss", args.patience, args.budget_minutes),
               verbose=args.verbose)
     latents = np.concatenate([encoder(c, training=False).numpy() for c in crops])
     mean, kernel = features.pca_components(latents)

@@ -177,3 +177,23 @@ def test_same_track_recall_counts_own_second_half():
     b = np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=float)
     vectors = evaluate.TrackVectors(np.arange(3), a, np.arange(3), a, b)
     assert evaluate.same_track_recall(vectors, {0, 1, 2}, k=1)["same_track_r@1"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.unit
+def test_contrastive_training_grows_with_the_catalogue():
+    from model.train import DEFAULT_EPOCHS, contrastive_epochs
+
+    assert contrastive_epochs(7_000, 64, 50) == DEFAULT_EPOCHS["contrastive"]  # the wide corpus: the floor
+    assert contrastive_epochs(80_000, 64, 50) == DEFAULT_EPOCHS["contrastive"]  # fma_small: 0.8 pairs per tile
+    assert contrastive_epochs(1_000_000, 64, 50) == 157  # fma_large's ~1.07 M tiles: each drawn once
+    assert contrastive_epochs(1_000_000, 64, 100) == 79
+
+
+def test_budget_stops_training_before_an_epoch_that_would_overrun(pipeline_outputs, tmp_path):
+    from model import train
+
+    train.run(["--data", str(pipeline_outputs["data"]), "--out", str(tmp_path / "m"), "--epochs", "6",
+               "--steps-per-epoch", "2", "--batch-size", "8", "--no-genres", "--budget-minutes", "0.0001",
+               "--verbose", "0"])
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["epochs_planned"] == 6 and metrics["epochs_run"] == 1 and metrics["budget_minutes"] == 0.0001
