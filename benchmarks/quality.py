@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from core.neighbours import diffuse, top_k_cosine
-from core.vectors import unit
+from core.vectors import join_extra, unit
 from schemas.layout import ModelFiles, TableFiles
 from schemas.model_info import GENRES, ModelInfo
 
@@ -122,6 +122,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="an ingest output of CORPUS to reuse (skips wavelist ingest)")
     parser.add_argument("--diffusion", action="append", default=[], metavar="M,POWER[,reciprocal]",
                         help="also score each embedding after diffusion over its M nearest (repeatable)")
+    parser.add_argument("--join", action="append", default=[], metavar="STEM,WEIGHT",
+                        help="also score our vectors joined with a reference's (what wavelist embed --extra-vectors "
+                        "STEM.parquet --extra-weight WEIGHT computes), e.g. musicnn,0.5 (repeatable)")
     parser.add_argument("--ours", default="wavelist default",
                         help="the row the differences are taken against: the first name that starts with this")
     parser.add_argument("--skip-pipeline", action="store_true", help="score WORKDIR/tables as it is")
@@ -162,6 +165,17 @@ def main() -> None:
         if (references / f"{stem}.npz").exists():
             embeddings[label] = metrics.load_embeddings(str(references / f"{stem}.npz"))
 
+    for setting in args.join:
+        stem, weight = setting.split(",")
+        ref_ids, ref_X = metrics.load_embeddings(str(references / f"{stem}.npz"))
+        for name, (ids, X) in list(embeddings.items()):
+            if name.startswith("wavelist"):
+                rows = pd.Index(ref_ids).get_indexer(ids)
+                if (rows < 0).any():
+                    sys.exit(f"--join {stem}: no vector for {int((rows < 0).sum())} of our tracks")
+                extra = ref_X[rows]
+                embeddings[f"{name} + {REFERENCES.get(stem, stem)} joined (weight {weight})"] = (
+                    ids, join_extra(X, extra, float(weight)))
     for setting in args.diffusion:
         m, power, *mutual = setting.split(",")
         for name, (ids, X) in list(embeddings.items()):
