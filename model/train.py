@@ -307,17 +307,23 @@ def with_genre_part(trained: Trained, data_dir: str, tile_vectors: np.ndarray, t
     labelled_vectors, labelled_ids = tile_vectors[labelled_tiles], tile_track_ids[labelled_tiles]
     tile_joined = recipe.join_halves(labelled_vectors, features_half[[row_of[int(t)] for t in labelled_ids]])
     tile_labels = np.array([labels[int(t)] for t in labelled_ids])
-    embedder = genre_part.genre_part_embedder(tile_joined, tile_labels, genres)
-
     track_ids = np.unique(labelled_ids)
     track_joined = recipe.join_halves(per_track_mean(labelled_vectors, labelled_ids),
                                             features_half[[row_of[int(t)] for t in track_ids]])
     y = np.array([labels[int(t)] for t in track_ids])
+    worth = genre_part.reliability(tile_joined, labelled_ids, track_ids, track_joined, y)
+    counts = {"genres": genres, "labelled_tracks": len(track_ids), "labelled_tiles": len(tile_labels),
+              "reliability": worth}
+    if worth == 0.0:
+        why = f"off: the audio does not predict the labels of {len(track_ids)} tracks better than chance"
+        log.info("train contrastive: genre part %s", why)
+        return replace(trained, metrics={**trained.metrics, "genre_part": {**counts, "off": why}})
+    weight = genre_part.FULL_WEIGHT * worth
+    embedder = genre_part.genre_part_embedder(tile_joined, tile_labels, genres, weight)
     predicted = np.asarray(embedder(track_joined, training=False))[:, track_joined.shape[1]:].argmax(axis=1)
-    log.info("train contrastive: genre part on %d tiles of %d labelled tracks, %d genres",
-             len(tile_labels), len(track_ids), len(genres))
-    metrics = {**trained.metrics, "genre_part": {"genres": genres, "labelled_tracks": len(track_ids),
-                                                 "labelled_tiles": len(tile_labels),
+    log.info("train contrastive: genre part on %d tiles of %d labelled tracks, %d genres; labels worth %.2f "
+             "(cross-validated), so %.2f of the cosine", len(tile_labels), len(track_ids), len(genres), worth, weight)
+    metrics = {**trained.metrics, "genre_part": {**counts, "weight": weight,
                                                  "training_accuracy": float(np.mean(predicted == y))}}
     return replace(trained, input_kind="+".join((TILES, FEATURES, GENRES)), metrics=metrics, genre_embedder=embedder,
                    genres=genres)

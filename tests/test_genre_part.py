@@ -41,3 +41,32 @@ def test_probe_layer_gives_the_probabilities_of_the_fitted_logistic_regression(n
     np.testing.assert_allclose(out[:, :16], joined * np.sqrt(2 / 3), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert (out[:, 16:].argmax(axis=1) == labels).mean() > 0.9
+
+
+@pytest.mark.unit
+def test_labels_the_audio_predicts_keep_the_genre_part_and_random_labels_lose_it():
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((4, 16)) * 2
+    clean = np.repeat(np.arange(4), 30)
+    track_ids = np.arange(1000, 1120)
+    track_joined = centres[clean] + rng.standard_normal((len(clean), 16))
+    tile_track_ids = np.repeat(track_ids, 3)  # three tiles a track, around its vector
+    tile_joined = np.repeat(track_joined, 3, axis=0) + 0.3 * rng.standard_normal((len(tile_track_ids), 16))
+
+    def worth(labels):
+        return genre_part.reliability(tile_joined, tile_track_ids, track_ids, track_joined, labels)
+
+    assert worth(clean) > 0.8
+    assert worth(rng.permutation(clean)) < 0.3
+    noisy = np.where(rng.random(len(clean)) < 0.5, rng.integers(0, 4, len(clean)), clean)  # many tags wrong
+    assert 0.1 < worth(noisy) < worth(clean)
+
+
+def test_the_genre_part_weighs_what_it_is_given():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 10)
+    joined = rng.standard_normal((30, 8)).astype(np.float32)
+    joined /= np.linalg.norm(joined, axis=1, keepdims=True)
+    out = np.asarray(genre_part.genre_part_embedder(joined, labels, ["a", "b", "c"], weight=0.1)(joined))
+    np.testing.assert_allclose(np.linalg.norm(out[:, 8:], axis=1) ** 2, 0.1, atol=1e-5)
+    np.testing.assert_allclose(out[:, :8], joined * np.sqrt(0.9), atol=1e-6)

@@ -103,9 +103,12 @@ def test_genre_part_joins_the_embed_job_vector_as_a_third_part(with_genres, pipe
     for track_id, vector in zip(local.ids.tolist(), local.full):  # one recipe: embed, evaluate and train agree
         np.testing.assert_allclose(job[track_id], vector, atol=1e-5)
         np.testing.assert_allclose(trainer[track_id], vector, atol=1e-5)
-    # three parts of equal weight: learned half, statistics half, genre probabilities
-    parts = [np.linalg.norm(local.full[:, a:b], axis=1) for a, b in ((0, 32), (32, 64), (64, 68))]
-    np.testing.assert_allclose(parts, np.sqrt(1 / 3), atol=1e-5)
+    # learned half and statistics half of equal weight; the genre part weighs what its labels are worth
+    weight = metrics["weight"]
+    assert 0 < weight <= 1 / 3 and weight == pytest.approx(metrics["reliability"] / 3)
+    parts = [np.linalg.norm(local.full[:, a:b], axis=1) ** 2 for a, b in ((0, 32), (32, 64), (64, 68))]
+    for part, share in zip(parts, ((1 - weight) / 2, (1 - weight) / 2, weight)):
+        np.testing.assert_allclose(part, share, atol=1e-5)
     assert (local.full[:, 64:] >= 0).all()  # probabilities
 
 
