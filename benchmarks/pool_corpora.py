@@ -3,7 +3,9 @@
     python benchmarks/pool_corpora.py OUT CORPUS [CORPUS ...] [--references DIR [DIR ...]]
 
 OUT gets ``fma_metadata/tracks.csv`` (the corpora's rows, in the order given), ``audio/XXX/XXXXXX.mp3`` as
-hard links to the corpora's clips (no copy; OUT must be on the same file system) and ``manifest.csv``. The
+hard links to the corpora's clips (no copy; OUT must be on the same file system) and ``manifest.csv``. Each
+corpus numbers its original tracks (``artist.id``) from 1, so the pooled table shifts each corpus's numbers past
+the previous one's. The
 corpora's clip ids must not overlap (the builder's sets use disjoint id ranges). OUT must be new or empty.
 ``--references``: each corpus's folder of reference vectors (``shared/reference_embeddings.py``,
 ``benchmarks/bliss_reference.py``), in the corpora's order; the ``.npz`` files that every folder has are
@@ -24,6 +26,10 @@ def pool(out: Path, corpora: list[Path]) -> int:
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out}: not empty; give a new folder")
     tracks = [pd.read_csv(c / "fma_metadata" / "tracks.csv", index_col=0, header=[0, 1]) for c in corpora]
+    offset = 0
+    for table in tracks:  # each corpus numbers its original tracks ("artists") from 1: keep them apart
+        table[("artist", "id")] += offset
+        offset = int(table[("artist", "id")].max())
     pooled = pd.concat(tracks)
     if pooled.index.duplicated().any():
         raise SystemExit(f"clip ids overlap between the corpora, e.g. {pooled.index[pooled.index.duplicated()][0]}")
