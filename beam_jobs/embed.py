@@ -36,6 +36,7 @@ from schemas.audio import AudioSpec
 from schemas.layout import SUMMARY, DataFiles, ModelFiles, TableFiles
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 from schemas.tile_example import TILE_COMPRESSION_BEAM, TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
+from storage import files
 
 log = logging.getLogger(__name__)
 NEIGHBOUR_REPORT = TableFiles.NEIGHBOUR_REPORT
@@ -107,11 +108,11 @@ class EmbedBatchFn(beam.DoFn):
 
         def load() -> _Holder:
             try:
-                path = Path(common.local_folder(self._model_dir)) / self._file
+                path = Path(files.local_folder(self._model_dir)) / self._file
                 return _Holder(keras.saving.load_model(path, compile=False))
             except (ValueError, OSError, TypeError) as error:  # e.g. Keras' safe mode refusing a Lambda layer
                 first = str(error).strip().split(". ")[0]
-                raise common.InputError(f"{common.join(self._model_dir, self._file)}: Keras cannot load this "
+                raise common.InputError(f"{files.join(self._model_dir, self._file)}: Keras cannot load this "
                                         f"model ({first}); retrain it with wavelist train") from error
 
         self._model = self._model_handle.acquire(load).model
@@ -184,7 +185,7 @@ def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str):
         )
     shards = sorted(m.path for m in FileSystems.match(
         [posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}")])[0].metadata_list)
-    tracks = common.read_parquet(posixpath.join(data, DataFiles.TRACKS), ["n_tiles", "status"], made_by="wavelist ingest")
+    tracks = files.read_parquet(posixpath.join(data, DataFiles.TRACKS), ["n_tiles", "status"], made_by="wavelist ingest")
     expected = sum(n for n, status in zip(*(tracks.column(c).to_pylist() for c in ("n_tiles", "status")))
                    if status == "ok")
     tiles = (
@@ -566,8 +567,7 @@ class IndexNeighbours(beam.PTransform):
         self._target_recall = target_recall
 
     def expand(self, batches):
-        path = posixpath.join(self._index_dir, INDEX_FILE) if common.is_remote(self._index_dir) else str(
-            Path(self._index_dir) / INDEX_FILE)
+        path = files.join(self._index_dir, INDEX_FILE)
         built = (batches | "Catalogue" >> beam.combiners.ToList()
                  | "BuildIndex" >> beam.Map(build_index_file, path, self._nprobe, self._target_recall))
         self.report = built | "Report" >> beam.Map(lambda report: {k: v for k, v in report.items() if k != "path"})
@@ -813,12 +813,12 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
                    provenance: dict[str, Any], k: int, batch_size: int, approximate: bool = False,
                    nprobe: int | None = None, target_recall: float = 0.95):
     vectors = pipeline | "TrackVectors" >> TrackVectors(data, model_dir, spec, info, batch_size)
-    tail = EmbedTail(staging=staging, tracks_file=common.join(data, DataFiles.TRACKS), provenance=provenance, k=k,
+    tail = EmbedTail(staging=staging, tracks_file=files.join(data, DataFiles.TRACKS), provenance=provenance, k=k,
                      approximate=approximate, nprobe=nprobe, target_recall=target_recall)
     _ = vectors | "Tail" >> tail
     if approximate:
         _ = tail.report | "WriteReport" >> beam.Map(
-            lambda report: common.write_text(posixpath.join(staging, NEIGHBOUR_REPORT), json.dumps(report)))
+            lambda report: files.write_text(posixpath.join(staging, NEIGHBOUR_REPORT), json.dumps(report)))
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
@@ -828,45 +828,45 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     model = options.view_as(ModelOptions)
     common.require_flags(options, "data", "model", "out")
     output = options.view_as(common.OutputOptions)
-    common.require_complete(args.data, made_by="wavelist ingest")
-    common.require_complete(model.model, made_by="wavelist train")
-    spec = common.load_audio_spec(args.data, made_by="wavelist ingest")
-    spec.require_same(common.load_audio_spec(model.model, made_by="wavelist train"),
+    files.require_complete(args.data, made_by="wavelist ingest")
+    files.require_complete(model.model, made_by="wavelist train")
+    spec = files.load_audio_spec(args.data, made_by="wavelist ingest")
+    spec.require_same(files.load_audio_spec(model.model, made_by="wavelist train"),
                       what=f"the tiles in {args.data} (vs the model {model.model})")
-    info = common.load_model_info(model.model)
+    info = files.load_model_info(model.model)
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
-    status = common.read_parquet(common.join(args.data, DataFiles.TRACKS), ["status"], made_by="wavelist ingest")
+    status = files.read_parquet(files.join(args.data, DataFiles.TRACKS), ["status"], made_by="wavelist ingest")
     accepted = int(np.sum(status["status"].to_numpy(zero_copy_only=False) == "ok"))  # the rows are read in the job
     approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and accepted > EXACT_LIMIT)
     log.info("embed: %d tracks with model %s, %s neighbours", accepted, info.model_id,
              "approximate" if approximate else "exact")
 
-    with common.staged_output(output.out, overwrite=output.overwrite, kind="embed",
+    with files.staged_output(output.out, overwrite=output.overwrite, kind="embed",
                               inputs=[args.data, model.model]) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
-        model_dir = model.model if common.is_remote(model.model) else str(Path(model.model).resolve())
+        model_dir = model.model if files.is_remote(model.model) else str(Path(model.model).resolve())
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
                        spec=spec, info=info, provenance=provenance, k=args.k, batch_size=model.batch_size,
                        approximate=approximate,
                        nprobe=args.nprobe, target_recall=args.target_recall)
         common.run_pipeline(pipeline)
-        embedded = common.parquet_num_rows(common.join(staging, TableFiles.EMBEDDINGS))
-        report_file = common.join(staging, NEIGHBOUR_REPORT)
+        embedded = files.parquet_num_rows(files.join(staging, TableFiles.EMBEDDINGS))
+        report_file = files.join(staging, NEIGHBOUR_REPORT)
         summary = {
             "model_id": info.model_id,
             "tracks_in_data": accepted,
             "tracks_embedded": embedded,
-            "neighbour_rows": common.parquet_num_rows(common.join(staging, TableFiles.NEIGHBOURS)),
+            "neighbour_rows": files.parquet_num_rows(files.join(staging, TableFiles.NEIGHBOURS)),
             "k": args.k,
-            "neighbours": (common.read_json(report_file) if approximate
+            "neighbours": (files.read_json(report_file) if approximate
                            else {"mode": "exact", "recall@10": 1.0}),
         }
         if FileSystems.exists(report_file):
             FileSystems.delete([report_file])
-        index_file = common.join(staging, INDEX_FILE)
+        index_file = files.join(staging, INDEX_FILE)
         if FileSystems.exists(index_file):
             FileSystems.delete([index_file])
-        common.write_text(common.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
+        files.write_text(files.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     log.info("embed: %d tracks embedded -> %s", embedded, output.out)
     return summary
 
