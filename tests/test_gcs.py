@@ -162,6 +162,29 @@ def test_embed_add_extends_gs_tables(gcs, gs_tables, tmp_path):
     assert FileSystems.exists(f"{gcs}/tables/{files.SUCCESS_MARKER}")  # the old version stays as it was
 
 
+def test_playlists_read_gs_tables_as_local_ones(gcs, gs_tables, pipeline_outputs):
+    """load_tables on a gs:// TABLES folder: the same tracks, vectors and stored neighbours as the local run."""
+    import numpy as np
+
+    from playlists import load_tables, radio
+    from playlists.tables import TablesError
+
+    remote, local = load_tables(f"{gcs}/tables"), load_tables(pipeline_outputs["tables"])
+    assert remote.folder == f"{gcs}/tables" and remote.model_id == local.model_id
+    assert remote.ids.tolist() == local.ids.tolist()
+    np.testing.assert_allclose(remote.vectors, local.vectors, atol=1e-5)
+    assert remote.neighbour_rows.shape == local.neighbour_rows.shape == (32, 10)
+    assert remote.column("title").tolist() == local.column("title").tolist()
+    seed = int(remote.ids[0])
+    assert len(radio(remote, seed, 5)) == 5
+    with pytest.raises(TablesError, match=f"{gcs}/nowhere is not a folder"):
+        load_tables(f"{gcs}/nowhere")
+    storage_bucket().blob("broken/embeddings.parquet/part-00000-of-00001.parquet").upload_from_string(b"PAR1 no")
+    with pytest.raises(TablesError, match=f"{gcs}/broken/embeddings.parquet/part-00000-of-00001.parquet is not a "
+                                          "readable Parquet file"):
+        load_tables(f"{gcs}/broken")
+
+
 def test_train_reads_data_and_writes_the_model_on_gs(gcs, gs_data):
     """wavelist train from a gs:// DATA to a gs:// MODEL, published like every output (marker last)."""
     import json
