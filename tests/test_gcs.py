@@ -185,11 +185,12 @@ def test_playlists_read_gs_tables_as_local_ones(gcs, gs_tables, pipeline_outputs
         load_tables(f"{gcs}/broken")
 
 
-def test_train_reads_data_and_writes_the_model_on_gs(gcs, gs_data):
-    """wavelist train from a gs:// DATA to a gs:// MODEL, published like every output (marker last)."""
+def test_train_reads_data_and_writes_the_model_on_gs(gcs, gs_data, tmp_path):
+    """wavelist train from a gs:// DATA to a gs:// MODEL, published like every output (marker last); wavelist
+    evaluate reads both from gs://."""
     import json
 
-    from model import train
+    from model import evaluate, train
     from schemas.model_info import ModelInfo
 
     out = f"{gcs}/trained"
@@ -200,6 +201,9 @@ def test_train_reads_data_and_writes_the_model_on_gs(gcs, gs_data):
     info = ModelInfo.from_json(files.read_bytes(f"{out}/model_info.json"))
     assert info.kind == "features" and info.model_id.startswith("features-")
     assert not files.stale_staging(out)
+    [report] = evaluate.run(["--data", gs_data[0], "--models", out, "--out", str(tmp_path)])
+    assert report["model"] == out and report["model_id"] == info.model_id
+    assert report["neighbours"]["queries"] > 0 and (tmp_path / "trained-map2d.png").stat().st_size > 1000
 
 
 def test_incomplete_gs_output_is_refused_and_named(gcs, gs_data, pipeline_outputs):
