@@ -40,7 +40,7 @@ setuptools.setup(
     version="0.1.0",
     description="Playlists built from the sound of the music itself",
     long_description=Path(__file__).with_name("README.md").read_text() if Path("README.md").exists() else "",
-    packages=setuptools.find_packages(include=["core*", "beam_jobs*", "model*", "schemas*", "playlists*", "wavelist*"]),
+    packages=setuptools.find_packages(include=["schemas*", "storage*", "core*", "beam_jobs*", "model*", "playlists*", "wavelist*"]),
     python_requires=">=3.11",
     install_requires=REQUIREMENTS,
     extras_require=EXTRAS,

@@ -30,6 +30,7 @@ from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
 from schemas.layout import SUMMARY, DataFiles, TableFiles
+from storage import files
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,14 @@ def coords_of(table, wanted: list[int]):
 
 def check_tables(folder: str, model_id: str, spec: AudioSpec) -> tuple[dict[str, Any], set[int]]:
     """The existing tables' summary and track ids; refuses tables of another model or other audio parameters."""
-    common.require_complete(folder, made_by="wavelist embed")
-    embedded = common.read_parquet(common.join(folder, TableFiles.EMBEDDINGS), ["track_id"], made_by="wavelist embed")
+    files.require_complete(folder, made_by="wavelist embed")
+    embedded = files.read_parquet(files.join(folder, TableFiles.EMBEDDINGS), ["track_id"], made_by="wavelist embed")
     metadata = tables.read_metadata(embedded.schema)
     if metadata.get("model_id") != model_id:
         raise UserError(f"{folder} holds embeddings of model {metadata.get('model_id')}, not {model_id}; "
                          "add tracks with the model that made the tables, or embed everything anew")
     spec.require_same(AudioSpec.from_dict(metadata["audio_spec"]), what=f"the tables in {folder}")
-    summary = common.read_json(common.join(folder, SUMMARY), made_by="wavelist embed")
+    summary = files.read_json(files.join(folder, SUMMARY), made_by="wavelist embed")
     return summary, set(embedded["track_id"].to_pylist())
 
 
@@ -126,9 +127,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     model = options.view_as(ModelOptions)
     common.require_flags(options, "audio_dir", "tables", "model", "out")
     output = options.view_as(common.OutputOptions)
-    common.require_complete(model.model, made_by="wavelist train")
-    spec = common.load_audio_spec(model.model, made_by="wavelist train")
-    info = common.load_model_info(model.model)
+    files.require_complete(model.model, made_by="wavelist train")
+    spec = files.load_audio_spec(model.model, made_by="wavelist train")
+    info = files.load_model_info(model.model)
     old_summary, old_ids = check_tables(args.tables, info.model_id, spec)
     if old_summary.get("extra_vectors"):
         raise UserError(f"{args.tables} joins extra vectors ({old_summary['extra_vectors']['file']}): wavelist add "
@@ -140,11 +141,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
     runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
 
-    with common.staged_output(output.out, overwrite=output.overwrite, kind="embed",
+    with files.staged_output(output.out, overwrite=output.overwrite, kind="embed",
                               inputs=[args.tables, model.model, audio_dir]) as staging:
         new_data = posixpath.join(staging, "_new_data")
         ingested = ingest.run(["--audio-dir", audio_dir, "--out", new_data, *runner_flags], spec=spec)
-        new_tracks = [r for r in common.read_parquet(common.join(new_data, DataFiles.TRACKS)).to_pylist()
+        new_tracks = [r for r in files.read_parquet(files.join(new_data, DataFiles.TRACKS)).to_pylist()
                       if r["status"] == "ok"]
         if not new_tracks:
             raise UserError(f"{audio_dir}: none of its {ingested['inputs']} audio files could be added (all "
@@ -154,9 +155,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             raise UserError(f"{audio_dir}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         old = (pipeline
-               | "ReadOld" >> beam.io.ReadFromParquetBatched(common.table_pattern(common.join(args.tables, TableFiles.EMBEDDINGS)))
+               | "ReadOld" >> beam.io.ReadFromParquetBatched(common.table_pattern(files.join(args.tables, TableFiles.EMBEDDINGS)))
                | "OldVectors" >> beam.Map(embedding_batch))
-        model_dir = model.model if common.is_remote(model.model) else str(Path(model.model).resolve())
+        model_dir = model.model if files.is_remote(model.model) else str(Path(model.model).resolve())
         new = (pipeline | "EmbedNew" >> TrackVectors(new_data, model_dir, spec, info,
                                                       model.batch_size)
                | "NewBatches" >> StackVectors(VECTOR_BATCH))
@@ -168,7 +169,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                      | "NewTopK" >> beam.FlatMap(lambda _, m: new_among_new(m, k), new_matrix))
         stored = (pipeline
                   | "ReadOldNeighbours" >> beam.io.ReadFromParquetBatched(
-                      common.table_pattern(common.join(args.tables, TableFiles.NEIGHBOURS)))
+                      common.table_pattern(files.join(args.tables, TableFiles.NEIGHBOURS)))
                   | "OldLists" >> beam.FlatMap(stored_lists))
         _ = ((stored, old_side, new_side, among_new) | "AllPartials" >> beam.Flatten()
              | "Merge" >> beam.CombinePerKey(MergeTopK(k))
@@ -185,7 +186,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         wanted = beam.pvalue.AsSingleton(nearest | "WantedIds" >> beam.FlatMap(lambda pair: pair[1][0].tolist())
                                          | "Wanted" >> beam.combiners.ToList())
         old_map = pipeline | "ReadOldMap" >> beam.io.ReadFromParquetBatched(
-            common.table_pattern(common.join(args.tables, TableFiles.MAP3D)))
+            common.table_pattern(files.join(args.tables, TableFiles.MAP3D)))
         old_coords = beam.pvalue.AsDict(old_map | "WantedCoords" >> beam.FlatMap(coords_of, wanted))
         placed = (nearest | "Place" >> beam.MapTuple(placed_rows, old_coords)
                   | "PlacedBatches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
@@ -194,19 +195,19 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         _ = ((old_map, placed) | "AllMap" >> beam.Flatten()
              | "WriteMap" >> common.WriteTable(staging, TableFiles.MAP3D, tables.with_metadata(tables.MAP3D, **provenance)))
         new_rows = (pipeline | "ReadNewTracks" >> beam.io.ReadFromParquetBatched(
-                        common.table_pattern(common.join(new_data, DataFiles.TRACKS)))
+                        common.table_pattern(files.join(new_data, DataFiles.TRACKS)))
                     | "NewOk" >> beam.Map(lambda table: table.filter(pc.equal(table["status"], "ok"))))
         old_rows = (pipeline | "ReadOldTracks" >> beam.io.ReadFromParquetBatched(
-                        common.table_pattern(common.join(args.tables, TableFiles.TRACKS)))
+                        common.table_pattern(files.join(args.tables, TableFiles.TRACKS)))
                     | "TagColumns" >> beam.Map(tables.with_missing_columns, tables.TRACKS))  # tables before tags
         _ = ((old_rows, new_rows) | "AllTracks" >> beam.Flatten()
              | "WriteTracks" >> common.WriteTable(staging, TableFiles.TRACKS, tables.TRACKS))
         common.run_pipeline(pipeline)
-        common.remove(new_data)
+        files.remove(new_data)
         summary = {**old_summary, "tracks_added": len(new_tracks), "added_from": audio_dir,
                    "add_rejects": ingested["rejected"],
-                   "tracks_embedded": common.parquet_num_rows(common.join(staging, TableFiles.EMBEDDINGS)),
-                   "neighbour_rows": common.parquet_num_rows(common.join(staging, TableFiles.NEIGHBOURS))}
-        common.write_text(common.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
+                   "tracks_embedded": files.parquet_num_rows(files.join(staging, TableFiles.EMBEDDINGS)),
+                   "neighbour_rows": files.parquet_num_rows(files.join(staging, TableFiles.NEIGHBOURS))}
+        files.write_text(files.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     log.info("add: %d tracks added -> %s", len(new_tracks), output.out)
     return summary

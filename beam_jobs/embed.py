@@ -38,6 +38,7 @@ from schemas.errors import UserError
 from schemas.layout import SUMMARY, DataFiles, ModelFiles, TableFiles
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 from schemas.tile_example import TILE_COMPRESSION_BEAM, TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
+from storage import files
 
 log = logging.getLogger(__name__)
 NEIGHBOUR_REPORT = TableFiles.NEIGHBOUR_REPORT
@@ -120,11 +121,11 @@ class EmbedBatchFn(beam.DoFn):
 
         def load() -> _Holder:
             try:
-                path = Path(common.local_folder(self._model_dir)) / self._file
+                path = Path(files.local_folder(self._model_dir)) / self._file
                 return _Holder(keras.saving.load_model(path, compile=False))
             except (ValueError, OSError, TypeError) as error:  # e.g. Keras' safe mode refusing a Lambda layer
                 first = str(error).strip().split(". ")[0]
-                raise common.InputError(f"{common.join(self._model_dir, self._file)}: Keras cannot load this "
+                raise common.InputError(f"{files.join(self._model_dir, self._file)}: Keras cannot load this "
                                         f"model ({first}); retrain it with wavelist train") from error
 
         self._model = self._model_handle.acquire(load).model
@@ -197,7 +198,7 @@ def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str):
         )
     shards = sorted(m.path for m in FileSystems.match(
         [posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}")])[0].metadata_list)
-    tracks = common.read_parquet(posixpath.join(data, DataFiles.TRACKS), ["n_tiles", "status"], made_by="wavelist ingest")
+    tracks = files.read_parquet(posixpath.join(data, DataFiles.TRACKS), ["n_tiles", "status"], made_by="wavelist ingest")
     expected = sum(n for n, status in zip(*(tracks.column(c).to_pylist() for c in ("n_tiles", "status")))
                    if status == "ok")
     tiles = (
@@ -280,13 +281,13 @@ def extra_vector_column(path: str) -> tuple[str, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = common.table_files(path)
-    if not files:
+    shards = files.table_files(path)
+    if not shards:
         raise UserError(f"--extra-vectors {path}: no such Parquet file or folder")
     try:
-        reader = pq.ParquetFile(io.BytesIO(common.read_bytes(files[0])) if common.is_remote(files[0]) else files[0])
+        reader = pq.ParquetFile(io.BytesIO(files.read_bytes(shards[0])) if files.is_remote(shards[0]) else shards[0])
     except (pa.ArrowException, OSError) as error:
-        raise UserError(f"--extra-vectors {files[0]}: not a readable Parquet file ({error})") from None
+        raise UserError(f"--extra-vectors {shards[0]}: not a readable Parquet file ({error})") from None
     names = reader.schema_arrow.names
     column = next((c for c in tables.EXTRA_VECTOR_COLUMNS if c in names), None)
     if "track_id" not in names or column is None:
@@ -649,8 +650,7 @@ class IndexNeighbours(beam.PTransform):
         self._target_recall = target_recall
 
     def expand(self, batches):
-        path = posixpath.join(self._index_dir, self._file) if common.is_remote(self._index_dir) else str(
-            Path(self._index_dir) / self._file)
+        path = files.join(self._index_dir, self._file)
         built = (batches | "Catalogue" >> beam.combiners.ToList()
                  | "BuildIndex" >> beam.Map(build_index_file, path, self._nprobe, self._target_recall))
         self.report = built | "Report" >> beam.Map(lambda report: {k: v for k, v in report.items() if k != "path"})
@@ -982,13 +982,13 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
     vectors = pipeline | "TrackVectors" >> TrackVectors(data, model_dir, spec, info, batch_size)
     if extra is not None:
         vectors = vectors | "ExtraVectors" >> extra
-    tail = EmbedTail(staging=staging, tracks_file=common.join(data, DataFiles.TRACKS), provenance=provenance, k=k,
+    tail = EmbedTail(staging=staging, tracks_file=files.join(data, DataFiles.TRACKS), provenance=provenance, k=k,
                      approximate=approximate, nprobe=nprobe, target_recall=target_recall, diffusion=diffusion,
                      diffusion_power=diffusion_power)
     _ = vectors | "Tail" >> tail
     if approximate:
         _ = tail.report | "WriteReport" >> beam.Map(
-            lambda report: common.write_text(posixpath.join(staging, NEIGHBOUR_REPORT), json.dumps(report)))
+            lambda report: files.write_text(posixpath.join(staging, NEIGHBOUR_REPORT), json.dumps(report)))
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
@@ -998,12 +998,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     model = options.view_as(ModelOptions)
     common.require_flags(options, "data", "model", "out")
     output = options.view_as(common.OutputOptions)
-    common.require_complete(args.data, made_by="wavelist ingest")
-    common.require_complete(model.model, made_by="wavelist train")
-    spec = common.load_audio_spec(args.data, made_by="wavelist ingest")
-    spec.require_same(common.load_audio_spec(model.model, made_by="wavelist train"),
+    files.require_complete(args.data, made_by="wavelist ingest")
+    files.require_complete(model.model, made_by="wavelist train")
+    spec = files.load_audio_spec(args.data, made_by="wavelist ingest")
+    spec.require_same(files.load_audio_spec(model.model, made_by="wavelist train"),
                       what=f"the tiles in {args.data} (vs the model {model.model})")
-    info = common.load_model_info(model.model)
+    info = files.load_model_info(model.model)
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
     extra = None
     if args.extra_vectors:
@@ -1017,39 +1017,39 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     power = DIFFUSION_POWER if args.diffusion_power is None else args.diffusion_power
     if args.diffusion:
         provenance["diffusion"] = {"neighbours": args.diffusion, "power": power}
-    status = common.read_parquet(common.join(args.data, DataFiles.TRACKS), ["status"], made_by="wavelist ingest")
+    status = files.read_parquet(files.join(args.data, DataFiles.TRACKS), ["status"], made_by="wavelist ingest")
     accepted = int(np.sum(status["status"].to_numpy(zero_copy_only=False) == "ok"))  # the rows are read in the job
     approximate = args.neighbours == "approximate" or (args.neighbours == "auto" and accepted > EXACT_LIMIT)
     log.info("embed: %d tracks with model %s, %s neighbours", accepted, info.model_id,
              "approximate" if approximate else "exact")
 
-    with common.staged_output(output.out, overwrite=output.overwrite, kind="embed",
+    with files.staged_output(output.out, overwrite=output.overwrite, kind="embed",
                               inputs=[args.data, model.model]) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
-        model_dir = model.model if common.is_remote(model.model) else str(Path(model.model).resolve())
+        model_dir = model.model if files.is_remote(model.model) else str(Path(model.model).resolve())
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
                        spec=spec, info=info, provenance=provenance, k=args.k, batch_size=model.batch_size,
                        approximate=approximate, nprobe=args.nprobe, target_recall=args.target_recall,
                        extra=extra, diffusion=args.diffusion, diffusion_power=power)
         common.run_pipeline(pipeline)
-        embedded = common.parquet_num_rows(common.join(staging, TableFiles.EMBEDDINGS))
-        report_file = common.join(staging, NEIGHBOUR_REPORT)
+        embedded = files.parquet_num_rows(files.join(staging, TableFiles.EMBEDDINGS))
+        report_file = files.join(staging, NEIGHBOUR_REPORT)
         summary = {
             "model_id": info.model_id,
             "tracks_in_data": accepted,
             "tracks_embedded": embedded,
-            "neighbour_rows": common.parquet_num_rows(common.join(staging, TableFiles.NEIGHBOURS)),
+            "neighbour_rows": files.parquet_num_rows(files.join(staging, TableFiles.NEIGHBOURS)),
             "k": args.k,
             **{key: provenance[key] for key in ("extra_vectors", "diffusion") if key in provenance},
-            "neighbours": (common.read_json(report_file) if approximate
+            "neighbours": (files.read_json(report_file) if approximate
                            else {"mode": "exact", "recall@10": 1.0}),
         }
         if FileSystems.exists(report_file):
             FileSystems.delete([report_file])
-        for index_file in (common.join(staging, INDEX_FILE), common.join(staging, DIFFUSION_INDEX_FILE)):
+        for index_file in (files.join(staging, INDEX_FILE), files.join(staging, DIFFUSION_INDEX_FILE)):
             if FileSystems.exists(index_file):
                 FileSystems.delete([index_file])
-        common.write_text(common.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
+        files.write_text(files.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     log.info("embed: %d tracks embedded -> %s", embedded, output.out)
     return summary
 

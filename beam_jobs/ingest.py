@@ -32,8 +32,9 @@ from core.catalogue import TrackRow
 from schemas import tables
 from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
 from schemas.errors import UserError
-from schemas.layout import AUDIO_SPEC, SPLITS, SUMMARY, DataFiles
+from schemas.layout import SPLITS, SUMMARY, DataFiles
 from schemas.tile_example import TILE_COMPRESSION_BEAM, TILE_FILE_SUFFIX, TILES_FOLDER, encode_tile
+from storage import files
 
 log = logging.getLogger(__name__)
 CATALOGUE_FILE = DataFiles.CATALOGUE
@@ -78,13 +79,13 @@ def read_catalogue(args: IngestOptions, audio_dir: str | None
         if not audio_dir:
             raise UserError("--fma-metadata needs --audio-dir, the folder of FMA's audio (e.g. fma_small)")
         tracks_csv = posixpath.join(args.fma_metadata, cat.FMA_TRACKS_CSV)
-        with common.open_text(tracks_csv) as handle:
+        with files.open_text(tracks_csv) as handle:
             rows = cat.read_fma_tracks(handle, audio_dir=audio_dir, subset=args.subset, source=tracks_csv)
         require_fma_audio(rows, audio_dir, tracks_csv)
         source = f"{tracks_csv} (subset {args.subset})"
     elif audio_dir or args.audio_glob:
         root = (audio_dir or cat.glob_root(args.audio_glob)).rstrip("/")
-        if audio_dir and not common.is_remote(root):
+        if audio_dir and not files.is_remote(root):
             if not Path(root).is_dir():
                 raise FileNotFoundError(f"--audio-dir {root} is not a folder")
             paths, rejects = cat.walk_audio_folder(root)
@@ -93,7 +94,7 @@ def read_catalogue(args: IngestOptions, audio_dir: str | None
             paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
         labels = None
         if args.labels_csv:
-            with common.open_text(args.labels_csv) as handle:
+            with files.open_text(args.labels_csv) as handle:
                 labels = cat.read_labels(handle, source=args.labels_csv)
         rows, found_rejects = cat.folder_tracks(paths, root=root, labels=labels,
                                                 keep_unmatched_labels=not args.audio_glob)
@@ -110,7 +111,7 @@ def read_catalogue(args: IngestOptions, audio_dir: str | None
 def require_fma_audio(rows: list[TrackRow], audio_dir: str, tracks_csv: str) -> None:
     """Refuse an FMA ingest whose audio folder holds none of the files ``tracks.csv`` lists (a mistyped
     ``--audio-dir``); log how many it holds."""
-    if common.is_remote(audio_dir):
+    if files.is_remote(audio_dir):
         prefix = audio_dir.rstrip("/") + "/"
         present = {m.path for m in FileSystems.match([cat.escape_glob(prefix) + "**"])[0].metadata_list}
     else:
@@ -118,7 +119,7 @@ def require_fma_audio(rows: list[TrackRow], audio_dir: str, tracks_csv: str) -> 
             raise FileNotFoundError(f"--audio-dir {audio_dir} is not a folder")
         present = {os.path.normpath(os.path.join(folder, name))
                    for folder, _, names in os.walk(audio_dir) for name in names}
-    found = sum((row["path"] if common.is_remote(audio_dir) else os.path.normpath(row["path"])) in present
+    found = sum((row["path"] if files.is_remote(audio_dir) else os.path.normpath(row["path"])) in present
                 for row in rows)
     if rows and not found:
         raise FileNotFoundError(f"--audio-dir {audio_dir} holds none of the {len(rows)} audio files {tracks_csv} "
@@ -165,10 +166,10 @@ class AnalyseTrackFn(beam.DoFn):
         path = cat.readable_path(row)
         stage = "read"
         try:
-            if common.is_remote(path):
+            if files.is_remote(path):
                 if not FileSystems.exists(path):
                     raise audio.AudioError("read", "file not found")
-                source: Any = io.BytesIO(common.read_bytes(path))
+                source: Any = io.BytesIO(files.read_bytes(path))
             elif not Path(path).is_file():
                 raise audio.AudioError("read", "file not found")
             else:
@@ -288,8 +289,8 @@ def build_pipeline(pipeline: beam.Pipeline, catalogue_file: str, staging: str, s
 
 def summarise(folder: str, inputs: int) -> dict[str, Any]:
     """Counts read back from the written tables; raises if inputs != accepted + rejected."""
-    tracks = common.read_parquet(common.join(folder, DataFiles.TRACKS)).to_pylist()
-    rejects = common.read_parquet(common.join(folder, DataFiles.REJECTS)).to_pylist()
+    tracks = files.read_parquet(files.join(folder, DataFiles.TRACKS)).to_pylist()
+    rejects = files.read_parquet(files.join(folder, DataFiles.REJECTS)).to_pylist()
     ok = [t for t in tracks if t["status"] == "ok"]
     summary = {
         "inputs": inputs,
@@ -318,15 +319,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                                           "--audio-glob": args.audio_glob})
     input_paths = [audio_dir, args.fma_metadata, args.labels_csv,
                    args.audio_glob and cat.glob_root(args.audio_glob)]
-    common.check_output(output.out, overwrite=output.overwrite, kind="ingest", inputs=input_paths)
+    files.check_output(output.out, overwrite=output.overwrite, kind="ingest", inputs=input_paths)
     rows, duplicates, source = read_catalogue(args, audio_dir)
     inputs = len(rows) + len(duplicates)
     log.info("ingest: %d tracks from %s (%d rejected before reading: duplicates, outside, broken links)",
              inputs, source, len(duplicates))
     try:
-        with common.staged_output(output.out, overwrite=output.overwrite, kind="ingest",
+        with files.staged_output(output.out, overwrite=output.overwrite, kind="ingest",
                                   inputs=input_paths) as staging:
-            catalogue_file = common.write_lines(common.join(staging, CATALOGUE_FILE), map(json.dumps, rows))
+            catalogue_file = files.write_lines(files.join(staging, CATALOGUE_FILE), map(json.dumps, rows))
             pipeline = test_pipeline or common.make_pipeline(options, argv)
             build_pipeline(pipeline, catalogue_file, staging, spec, duplicates, total=len(rows))
             result = pipeline.run()
@@ -334,9 +335,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 raise common.DryRun()
             result.wait_until_finish()
             FileSystems.delete([catalogue_file])
-            common.write_text(common.join(staging, AUDIO_SPEC), spec.to_json() + "\n")
+            files.save_audio_spec(staging, spec)
             summary = summarise(staging, inputs)
-            common.write_text(common.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
+            files.write_text(files.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     except common.DryRun:
         log.info("dry run: the job graph was built and validated; nothing was submitted or written")
         return {"dry_run": True, "inputs": inputs}

@@ -133,6 +133,7 @@ def run_tail(vectors_path: Path, tracks_path: Path, out: Path, n: int, *, approx
 
     from beam_jobs import common
     from beam_jobs.embed import EmbedTail
+    from storage import files
 
     def load(chunk: int):
         vectors = np.load(vectors_path, mmap_mode="r")
@@ -158,9 +159,9 @@ def run_tail(vectors_path: Path, tracks_path: Path, out: Path, n: int, *, approx
     workers_peak = sorted(memory.peaks.values(), reverse=True)  # every process the runner started
     msecs = stage_msecs(result)
     tail_msecs = sum(v for s, v in msecs.items() if s != "Inject") or 1.0
-    rows = {name: common.parquet_num_rows(str(out / f"{name}.parquet"))
+    rows = {name: files.parquet_num_rows(str(out / f"{name}.parquet"))
             for name in ("embeddings", "neighbours", "map3d", "tracks")}
-    shards = {name: len(common.table_files(str(out / f"{name}.parquet"))) for name in rows}
+    shards = {name: len(files.table_files(str(out / f"{name}.parquet"))) for name in rows}
     report = json.loads((out / "_report.json").read_text()) if approximate else {}
     return {
         "n": n, "mode": "approximate" if approximate else "exact", "wall_s": round(wall, 1),

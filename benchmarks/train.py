@@ -40,12 +40,12 @@ def main() -> None:
     import tensorflow as tf
 
     from model import cnn, contrastive, data
-    from schemas.audio import AudioSpec
+    from storage import files
 
-    spec = AudioSpec.load(args.data)
+    spec = files.load_audio_spec(args.data)
     labels, genres = data.track_labels(args.data)
-    files = data.tile_files(args.data, "train")
-    train = data.tile_dataset(files, spec, labels=labels, batch_size=args.batch_size, shuffle=True,
+    shards = data.tile_files(args.data, "train")
+    train = data.tile_dataset(shards, spec, labels=labels, batch_size=args.batch_size, shuffle=True,
                               augmented=True).repeat()
     print(f"{args.data}: {len(genres)} genres, batch {args.batch_size}, TensorFlow {tf.__version__}, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads")
@@ -79,7 +79,7 @@ def main() -> None:
     print("ratios (input pipeline / training step; target >= 3):")
     print(f"  genre CNN:   {pipeline / step:.1f}")
     print(f"  contrastive: {pair_rate / pair_step:.1f}")
-    n_train = int(sum(1 for _ in data.tile_dataset(files, spec, labels=labels, batch_size=1024,
+    n_train = int(sum(1 for _ in data.tile_dataset(shards, spec, labels=labels, batch_size=1024,
                                                       shuffle=False).unbatch()))
     print(f"epoch time at the fed rate ({fitted:.0f} tiles/s): this corpus {n_train} training tiles "
           f"{n_train / fitted:.0f} s; fma_small {FMA_SMALL_TRAIN_TILES} tiles {FMA_SMALL_TRAIN_TILES / fitted / 60:.1f} min")

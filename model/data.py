@@ -6,27 +6,28 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import tensorflow as tf
 
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
 from schemas.layout import SPLITS, DataFiles
 from schemas.tile_example import TILE_COMPRESSION_TF, TILE_FILE_SUFFIX, TILES_FOLDER, tf_decode_mel, tf_feature_spec
+from storage import files
 
 
 
 def tile_files(data_dir: str | Path, split: str) -> list[str]:
     """The TFRecord shards of ``split`` under ``DATA/tiles``."""
-    files = sorted(glob.glob(os.path.join(str(data_dir), TILES_FOLDER, f"{split}-*{TILE_FILE_SUFFIX}")))
-    if not files:
+    shards = sorted(glob.glob(os.path.join(str(data_dir), TILES_FOLDER, f"{split}-*{TILE_FILE_SUFFIX}")))
+    if not shards:
         raise FileNotFoundError(f"no {split} tiles under {data_dir}/{TILES_FOLDER}: is it an ingest output?")
-    return files
+    return shards
 
 
 def track_labels(data_dir: str | Path) -> tuple[dict[int, int], list[str]]:
     """``{track_id: genre index}`` for accepted tracks with a genre, and the sorted genre names."""
-    table = pq.read_table(Path(data_dir) / DataFiles.TRACKS, columns=["track_id", "genre", "status"]).to_pylist()
+    table = files.read_parquet(files.join(data_dir, DataFiles.TRACKS), ["track_id", "genre", "status"],
+                               made_by="wavelist ingest").to_pylist()
     ok = [row for row in table if row["status"] == "ok" and row["genre"]]
     genres = sorted({row["genre"] for row in ok})
     index = {genre: i for i, genre in enumerate(genres)}

@@ -2,11 +2,11 @@
 
     wavelist evaluate --data DATA --models MODEL [MODEL ...] --out REPORT
 
-Writes ``REPORT/evaluation.md``, ``REPORT/evaluation.json`` and ``REPORT/<model>-map2d.png``.
+DATA and MODEL may be local or gs:// folders (copied here first). Writes ``REPORT/evaluation.md``,
+``REPORT/evaluation.json`` and ``REPORT/<model>-map2d.png``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from dataclasses import dataclass
@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from core import vectors as recipe
-from schemas.audio import AudioSpec
 from schemas.flags import FlagParser
 from schemas.layout import DataFiles, ModelFiles
 from schemas.model_info import FEATURES, GENRES
+from storage import files
 
 log = logging.getLogger(__name__)
 K = 10
@@ -41,17 +40,18 @@ def embed_catalogue(model_dir: str | Path, data_dir: str | Path) -> TrackVectors
     """Vectors of every track of DATA under the model (in this process, batch by batch), made by the one
     recipe the embed job uses (:mod:`core.vectors`)."""
     from model import data, features
-    from model.train import load_embedder, model_info
+    from model.train import load_embedder
 
-    info = model_info(model_dir)
+    info = files.load_model_info(model_dir)
     embedder = load_embedder(model_dir)
     if info.parts == (FEATURES,):
         ids, values = features.load_features(data_dir)
         full = recipe.track_vectors(info, features=np.asarray(embedder(values, training=False)))
         empty = np.zeros((0, full.shape[1]), np.float32)
         return TrackVectors(ids, full, np.zeros(0, np.int64), empty, empty)
-    spec = AudioSpec.load(data_dir)
-    spec.require_same(AudioSpec.load(model_dir), what=f"the tiles in {data_dir} (vs the model {model_dir})")
+    spec = files.load_audio_spec(data_dir, made_by="wavelist ingest")
+    spec.require_same(files.load_audio_spec(model_dir, made_by="wavelist train"),
+                      what=f"the tiles in {data_dir} (vs the model {model_dir})")
     tiles, track_ids = data.load_tiles(data.all_tile_files(data_dir), spec)
     vectors = np.concatenate([np.asarray(embedder(tiles[i:i + 256].astype(np.float32), training=False))
                               for i in range(0, len(tiles), 256)])
@@ -146,25 +146,31 @@ def picture(vectors: np.ndarray, genres: np.ndarray, title: str, out: Path) -> N
     plt.close(figure)
 
 
-def evaluate_model(model_dir: Path, data_dir: Path, report: Path) -> dict[str, Any]:
-    from model.train import model_info
-
-    info = model_info(model_dir)
-    tracks = {r["track_id"]: r for r in pq.read_table(data_dir / DataFiles.TRACKS).to_pylist() if r["status"] == "ok"}
-    vectors = embed_catalogue(model_dir, data_dir)
+def evaluate_model(model: str, data_dir: str, report: Path) -> dict[str, Any]:
+    """The scores of the model folder ``model`` (local or remote) on the local DATA folder ``data_dir``; its
+    2-D map is written to ``report``."""
+    with files.read_locally(model) as model_dir:
+        info = files.load_model_info(model_dir)
+        vectors = embed_catalogue(model_dir, data_dir)
+        metrics_path = files.join(model_dir, ModelFiles.METRICS)
+        classifier = None  # the cnn's own genre classifier, scored by the trainer
+        if info.kind == "cnn" and files.exists(metrics_path):
+            classifier = files.read_json(metrics_path, made_by="wavelist train").get("test", {})
+    rows = files.read_parquet(files.join(data_dir, DataFiles.TRACKS), made_by="wavelist ingest").to_pylist()
+    tracks = {r["track_id"]: r for r in rows if r["status"] == "ok"}
     genres = np.array([tracks[int(t)]["genre"] or "" for t in vectors.ids])
     artists = np.array([tracks[int(t)]["artist_id"] if tracks[int(t)]["artist_id"] is not None else -1
                         for t in vectors.ids])
     splits = np.array([tracks[int(t)]["split"] for t in vectors.ids])
     test_queries = np.flatnonzero((splits == "test") & (genres != ""))
-    result: dict[str, Any] = {"model": str(model_dir), "kind": info.kind, "model_id": info.model_id}
+    result: dict[str, Any] = {"model": model, "kind": info.kind, "model_id": info.model_id}
     result["neighbours"] = neighbour_quality(vectors.full, genres, artists, test_queries)
     result["same_track"] = same_track_recall(vectors, {int(t) for t in vectors.ids[splits == "test"]})
     result["genre_logreg"] = genre_accuracy(vectors.full, genres, splits)
-    metrics_path = model_dir / ModelFiles.METRICS
-    if info.kind == "cnn" and metrics_path.exists():
-        result["genre_classifier"] = json.loads(metrics_path.read_text()).get("test", {})
-    picture(vectors.full, genres, f"{info.kind} ({info.model_id})", report / f"{model_dir.name}-map2d.png")
+    if classifier is not None:
+        result["genre_classifier"] = classifier
+    name = Path(model.rstrip("/")).name
+    picture(vectors.full, genres, f"{info.kind} ({info.model_id})", report / f"{name}-map2d.png")
     return result
 
 
@@ -189,15 +195,16 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = FlagParser(prog="wavelist evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, type=Path, help="output folder of wavelist ingest")
-    parser.add_argument("--models", required=True, nargs="+", type=Path, help="model folders to compare")
+    parser.add_argument("--data", required=True, help="output folder of wavelist ingest")
+    parser.add_argument("--models", required=True, nargs="+", help="model folders to compare")
     parser.add_argument("--out", required=True, type=Path, help="report folder")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
-    for model_dir in args.models:
-        log.info("evaluate %s", model_dir)
-        results.append(evaluate_model(model_dir, args.data, args.out))
+    with files.read_locally(args.data) as data_dir:
+        for model in args.models:
+            log.info("evaluate %s", model)
+            results.append(evaluate_model(model, data_dir, args.out))
     (args.out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (args.out / "evaluation.md").write_text(table)

@@ -5,16 +5,16 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pyarrow.parquet as pq
 
 from schemas.layout import DataFiles
 from schemas.model_info import PART_DIM
 from schemas.tables import summary_feature_names
+from storage import files
 
 
 def load_features(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(track_ids [n], features [n, 200] float32)`` from ``DATA/features.parquet``."""
-    table = pq.read_table(Path(data_dir) / DataFiles.FEATURES)
+    table = files.read_parquet(files.join(data_dir, DataFiles.FEATURES), made_by="wavelist ingest")
     names = summary_feature_names()
     return table["track_id"].to_numpy(), np.stack([table[n].to_numpy() for n in names], axis=1).astype(np.float32)
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pyarrow.parquet as pq
 
 from schemas.layout import DataFiles
+from storage import files
 
 MIN_GENRE_TRACKS = 5  # labelled tracks (outside the test split) a genre needs before the probe learns it
 FULL_WEIGHT = 1 / 3  # the genre part's share of the cosine when the labels are perfectly predictable
@@ -37,7 +37,8 @@ HELD_OUT_SPLIT = "test"
 def training_labels(data_dir: str | Path, min_tracks: int = MIN_GENRE_TRACKS) -> tuple[dict[int, int], list[str]]:
     """``({track_id: genre index}, genres)`` of accepted tracks outside the test split whose genre has at
     least ``min_tracks`` of them; tracks of rarer genres and unlabelled tracks are left out."""
-    rows = pq.read_table(Path(data_dir) / DataFiles.TRACKS, columns=["track_id", "genre", "split", "status"]).to_pylist()
+    rows = files.read_parquet(files.join(data_dir, DataFiles.TRACKS), ["track_id", "genre", "split", "status"],
+                              made_by="wavelist ingest").to_pylist()
     labelled = [r for r in rows if r["status"] == "ok" and r["genre"] and r["split"] != HELD_OUT_SPLIT]
     counts = Counter(r["genre"] for r in labelled)
     genres = sorted(g for g, n in counts.items() if n >= min_tracks)

@@ -26,13 +26,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from beam_jobs import common
 from core import vectors as recipe
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
 from schemas.flags import FlagParser
 from schemas.layout import DataFiles, ModelFiles
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
+from storage import files
 
 log = logging.getLogger(__name__)
 WHITENED_DIMS = 32
@@ -204,8 +204,8 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
     train = data.tile_dataset(train_files, spec, labels=labels, batch_size=args.batch_size, shuffle=True,
                               seed=args.seed, augmented=not args.no_augment)
     plain_train = data.tile_dataset(train_files, spec, labels=labels, batch_size=args.batch_size, shuffle=False)
-    splits = {split: data.tile_dataset(files, spec, labels=labels, batch_size=args.batch_size, shuffle=False)
-              for split in ("validation", "test") if (files := data.split_files(args.data, split))}
+    splits = {split: data.tile_dataset(shards, spec, labels=labels, batch_size=args.batch_size, shuffle=False)
+              for split in ("validation", "test") if (shards := data.split_files(args.data, split))}
     train_labels = np.concatenate([label.numpy() for _, label, _ in plain_train] + [np.zeros(0, np.int64)])
     if train_labels.size == 0:
         raise UserError(f"{args.data}: no labelled training tiles")
@@ -361,8 +361,8 @@ def train_autoencoder(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     model, encoder = autoencoder.build_autoencoder(spec, _adapted_normaliser(crops))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=autoencoder.reconstruction_loss)
     validation = None
-    if files := data.split_files(args.data, "validation"):
-        validation = data.tile_dataset(files, spec, labels=_all_tracks(args.data), batch_size=args.batch_size,
+    if shards := data.split_files(args.data, "validation"):
+        validation = data.tile_dataset(shards, spec, labels=_all_tracks(args.data), batch_size=args.batch_size,
                                        shuffle=False).unbatch().map(
             lambda mel, label, track_id: (autoencoder.random_crops(mel), 0.0)).batch(args.batch_size)
     model.fit(crops.map(lambda c: (c, 0.0)), validation_data=validation, epochs=args.epochs,
@@ -377,9 +377,8 @@ def train_autoencoder(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
 
 def _all_tracks(data_dir: str) -> dict[int, int]:
     """Every accepted track labelled 0: the label-free trainers read tiles through the same parser."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(Path(data_dir) / DataFiles.TRACKS, columns=["track_id", "status"]).to_pylist()
+    table = files.read_parquet(files.join(data_dir, DataFiles.TRACKS), ["track_id", "status"],
+                               made_by="wavelist ingest").to_pylist()
     return {row["track_id"]: 0 for row in table if row["status"] == "ok"}
 
 
@@ -417,13 +416,6 @@ def load_embedder(model_dir: str | Path, file: str = ModelFiles.EMBEDDER):
     return keras.saving.load_model(path, compile=False)
 
 
-def model_info(model_dir: str | Path) -> ModelInfo:
-    path = Path(model_dir) / ModelFiles.INFO
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: is {model_dir} an output of wavelist train?")
-    return ModelInfo.from_json(path.read_text(), source=str(path))
-
-
 def vector_parts(trained: Trained) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """The parts of the vectors the embed job makes with this model, and the length of each."""
     parts = tuple(trained.input_kind.split("+"))
@@ -436,18 +428,18 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Train the kind asked for and export it; returns the metrics also written to metrics.json."""
     args = parse_args(argv)
     inputs = [args.data, args.init_from and str(args.init_from)]
-    common.check_output(args.out, overwrite=args.overwrite, kind="train", inputs=inputs)
-    common.require_complete(args.data, made_by="wavelist ingest")
-    with common.read_locally(args.data) as data_dir:  # a gs:// DATA is copied here: tf.data reads it locally
+    files.check_output(args.out, overwrite=args.overwrite, kind="train", inputs=inputs)
+    files.require_complete(args.data, made_by="wavelist ingest")
+    with files.read_locally(args.data) as data_dir:  # a gs:// DATA is copied here: tf.data reads it locally
         args.data = data_dir
-        spec = AudioSpec.load(args.data)
+        spec = files.load_audio_spec(args.data, made_by="wavelist ingest")
 
         import keras
         import tensorflow as tf
 
         keras.utils.set_random_seed(args.seed)
-        with common.staged_output(args.out, overwrite=args.overwrite, kind="train", inputs=inputs) as staging_name, \
-                common.written_locally(staging_name) as local:
+        with files.staged_output(args.out, overwrite=args.overwrite, kind="train", inputs=inputs) as staging_name, \
+                files.written_locally(staging_name) as local:
             staging = Path(local)
             trained = TRAINERS[args.model](args, spec, staging)
             trained.embedder.save(staging / ModelFiles.EMBEDDER)
@@ -455,7 +447,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 trained.features_embedder.save(staging / ModelFiles.FEATURES_EMBEDDER)
             if trained.genre_embedder is not None:
                 trained.genre_embedder.save(staging / ModelFiles.GENRE_EMBEDDER)
-            spec.save(staging)
+            files.save_audio_spec(staging, spec)
             metrics = {"kind": args.model, **trained.metrics}
             (staging / ModelFiles.METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
             # every embedder counts: the same tile model with and without a genre part makes other vectors

@@ -1,4 +1,5 @@
-"""Load the embed job's Parquet tables once, with clear errors for anything missing or mismatched."""
+"""Load the embed job's Parquet tables once (a local or gs:// folder), with clear errors for anything missing or
+mismatched."""
 from __future__ import annotations
 
 import difflib
@@ -10,13 +11,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from threadpoolctl import ThreadpoolController
 
 from playlists.text import for_terminal
 from schemas import tables as schemas
 from schemas.errors import UserError
 from schemas.layout import SUMMARY, TableFiles
+from storage import files
 
 # Above this many tracks, an unknown id is matched against the numerically nearest ids only (difflib over
 # every id would take seconds).
@@ -47,35 +48,13 @@ class UnknownTrack(UserError, LookupError):
         return str(self.args[0])
 
 
-def table_files(path: Path) -> list[Path]:
-    """The Parquet files of a table: ``path`` itself, or the shards of a folder (``path/*.parquet``) as the
-    embed job writes them; ``[]`` when there is neither."""
-    if path.is_file():
-        return [path]
-    return sorted(path.glob("*.parquet")) if path.is_dir() else []
-
-
-def _read(folder: Path, name: str, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
-    """Table ``name`` of ``folder`` (a file or a folder of shards), every page checksum verified and its
-    columns checked against ``schema``; any problem is a :class:`TablesError` naming the file."""
-    path = folder / name
-    files = table_files(path)
-    if not files:
-        raise TablesError(f"{path} is missing: is {folder} an output of wavelist embed?")
-    parts = []
-    for file in files:
-        try:  # pages written with a checksum are verified: flipped bytes are an error, not data
-            parts.append(pq.read_table(file, columns=columns, page_checksum_verification=True))
-        except (pa.ArrowException, OSError) as error:
-            reason = " ".join(str(error).split())
-            raise TablesError(f"{file} is not a readable Parquet file ({reason}); rerun wavelist embed") from error
-    expected = pa.schema([schema.field(c) for c in (columns or schema.names)])
-    for file, part in zip(files, parts):
-        schemas.require_columns(part.schema, expected, what=str(file))
+def _read(folder: Path | str, name: str, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+    """Table ``name`` of ``folder`` (:func:`storage.files.read_parquet`: checksums verified, columns checked
+    against ``schema``); any problem is a :class:`TablesError` naming the file."""
     try:
-        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-    except pa.ArrowInvalid as error:
-        raise TablesError(f"the shards of {path} do not share one schema ({error}); rerun wavelist embed") from None
+        return files.read_parquet(files.join(folder, name), columns, schema=schema, made_by="wavelist embed")
+    except files.UnreadableTable as error:
+        raise TablesError(str(error)) from error
 
 
 @dataclass
@@ -86,7 +65,7 @@ class Tables:
     radio is an array lookup.
     """
 
-    folder: Path
+    folder: Path | str  # a local Path, or a gs:// URL
     ids: np.ndarray  # [shape=(n,)] int64, sorted
     vectors: np.ndarray  # [shape=(n, d)] float32, unit rows
     catalogue: pa.Table  # tracks.parquet, sorted by track_id
@@ -204,8 +183,8 @@ class Tables:
 
     @cached_property
     def _neighbour_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        path = self.folder / TableFiles.NEIGHBOURS
-        if not table_files(path):
+        path = files.join(self.folder, TableFiles.NEIGHBOURS)
+        if not files.table_files(path):
             empty = np.zeros((len(self), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
         table = _read(self.folder, TableFiles.NEIGHBOURS, schemas.NEIGHBOURS)
@@ -254,19 +233,19 @@ class Tables:
         return self.ids[rows[known]], self.neighbour_similarities[row][known]
 
 
-def _check_summary(folder: Path, embedded: int) -> None:
+def _check_summary(folder: Path | str, embedded: int) -> None:
     """The row count that the embed job recorded in summary.json, where it is there, must be the one read."""
     import json
 
-    path = folder / SUMMARY
-    if not path.exists():
+    path = files.join(folder, SUMMARY)
+    if not files.exists(path):
         return
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8")).get("tracks_embedded")
-    except (ValueError, AttributeError, UnicodeDecodeError) as error:
+        recorded = json.loads(files.read_bytes(path).decode("utf-8")).get("tracks_embedded")
+    except (ValueError, AttributeError) as error:  # UnicodeDecodeError is a ValueError
         raise TablesError(f"{path} is not the JSON summary wavelist embed writes ({error})") from None
     if recorded is not None and recorded != embedded:
-        raise TablesError(f"{folder / 'embeddings.parquet'} holds {embedded} tracks but {path} records {recorded}; "
+        raise TablesError(f"{files.join(folder, TableFiles.EMBEDDINGS)} holds {embedded} tracks but {path} records {recorded}; "
                           "a table was replaced or truncated: rerun wavelist embed")
 
 
@@ -274,7 +253,7 @@ def _check_summary(folder: Path, embedded: int) -> None:
 SIMILARITY_SLACK = 1e-3
 
 
-def check_neighbours(path: Path, track_ids: np.ndarray, ranks: np.ndarray, rows: np.ndarray,
+def check_neighbours(path: str, track_ids: np.ndarray, ranks: np.ndarray, rows: np.ndarray,
                      neighbour_rows: np.ndarray, similarity: np.ndarray) -> None:
     """Refuse a neighbour table that cannot be what the embed job wrote: similarities that are not cosines,
     ranks below 1, tracks unknown to the embeddings. The error names the file and the first bad row."""
@@ -291,7 +270,7 @@ def check_neighbours(path: Path, track_ids: np.ndarray, ranks: np.ndarray, rows:
                               f"({int(bad.sum())} such rows); rerun wavelist embed")
 
 
-def check_vectors(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
+def check_vectors(path: str, ids: np.ndarray, vectors: np.ndarray) -> None:
     """Refuse vectors that are not finite or are zero: no cosine can be taken of them."""
     norms = np.linalg.norm(vectors, axis=1) if vectors.size else np.ones(len(ids))
     bad = ~np.isfinite(vectors).all(axis=1) | ~np.isfinite(norms) | (norms < 1e-12)
@@ -301,19 +280,17 @@ def check_vectors(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
 
 
 def load_tables(folder: str | Path) -> Tables:
-    """Read ``embeddings.parquet`` and ``tracks.parquet`` of an embed output folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    """Read ``embeddings.parquet`` and ``tracks.parquet`` of an embed output folder, local or gs://."""
+    folder = folder if files.is_remote(folder) else Path(folder)
+    if not files.is_folder(folder):
         raise TablesError(f"{folder} is not a folder; give the TABLES folder that wavelist embed wrote")
     embeddings = _read(folder, TableFiles.EMBEDDINGS, schemas.EMBEDDINGS)
     model_id = schemas.read_metadata(embeddings.schema).get("model_id", "unknown")
-    for neighbours_file in table_files(folder / TableFiles.NEIGHBOURS):
-        try:
-            neighbours_schema = pq.read_schema(neighbours_file)
-        except (pa.ArrowException, OSError) as error:
-            reason = " ".join(str(error).split())
-            raise TablesError(f"{neighbours_file} is not a readable Parquet file ({reason}); "
-                              "rerun wavelist embed") from error
+    try:
+        neighbour_schemas = files.parquet_schemas(files.join(folder, TableFiles.NEIGHBOURS), made_by="wavelist embed")
+    except files.UnreadableTable as error:
+        raise TablesError(str(error)) from error
+    for _, neighbours_schema in neighbour_schemas:
         neighbours_model = schemas.read_metadata(neighbours_schema).get("model_id", "unknown")
         if neighbours_model != model_id:
             raise TablesError(f"{folder} mixes two models: embeddings from {model_id}, "
@@ -322,14 +299,14 @@ def load_tables(folder: str | Path) -> Tables:
     lists = embeddings["embedding"].combine_chunks()
     lengths = np.unique(lists.value_lengths().to_numpy(zero_copy_only=False)) if len(lists) else np.array([0])
     if len(lengths) != 1 or lists.null_count:
-        raise TablesError(f"{folder / 'embeddings.parquet'} holds vectors of lengths {lengths.tolist()}; "
+        raise TablesError(f"{files.join(folder, TableFiles.EMBEDDINGS)} holds vectors of lengths {lengths.tolist()}; "
                           "every track needs one vector of the same length")
     vectors = lists.flatten().to_numpy().astype(np.float32).reshape(len(ids), int(lengths[0]))
     order = np.argsort(ids, kind="stable")
     ids, vectors = ids[order], vectors[order]
     if len(ids) and np.any(ids[1:] == ids[:-1]):
-        raise TablesError(f"{folder / 'embeddings.parquet'} holds track {ids[1:][ids[1:] == ids[:-1]][0]} twice")
-    check_vectors(folder / TableFiles.EMBEDDINGS, ids, vectors)
+        raise TablesError(f"{files.join(folder, TableFiles.EMBEDDINGS)} holds track {ids[1:][ids[1:] == ids[:-1]][0]} twice")
+    check_vectors(files.join(folder, TableFiles.EMBEDDINGS), ids, vectors)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     _check_summary(folder, len(ids))
     catalogue = _read(folder, TableFiles.TRACKS, schemas.TRACKS_BEFORE_TAGS)

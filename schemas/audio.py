@@ -1,19 +1,16 @@
 """Audio parameters shared by ingest, training and embedding.
 
 The parameters travel with the data: ingest writes them as ``audio_spec.json`` beside its outputs, the
-trainer copies them into the model folder, and the embedding job refuses data made with other ones.
+trainer copies them into the model folder, and the embedding job refuses data made with other ones (the file
+is read and written by ``storage.files.load_audio_spec`` and ``save_audio_spec``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 from schemas.errors import UserError
-from schemas.layout import AUDIO_SPEC
-
-AUDIO_SPEC_FILENAME = AUDIO_SPEC  # schemas.layout
 
 
 class AudioSpecMismatch(UserError):
@@ -65,18 +62,6 @@ class AudioSpec:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / AUDIO_SPEC_FILENAME
-        path.write_text(self.to_json() + "\n")
-        return path
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "AudioSpec":
-        path = Path(folder) / AUDIO_SPEC_FILENAME
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: is {folder} an output of wavelist ingest or train?")
-        return cls.from_dict(json.loads(path.read_text()))
 
     def require_same(self, other: "AudioSpec", *, what: str) -> None:
         """Raise ``AudioSpecMismatch`` naming every parameter where ``other`` differs."""

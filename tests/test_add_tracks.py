@@ -4,6 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs import add_tracks, embed, ingest
+from storage import files
 from tests.conftest import IN_MEMORY, assert_same_neighbours
 
 
@@ -27,7 +28,7 @@ def incremental(request, pipeline_outputs, tmp_path_factory):
         model = str(root / "model")
         train.run(["--data", str(pipeline_outputs["data"]), "--out", model, "--verbose", "0", "--epochs", "1",
                    "--steps-per-epoch", "2", "--batch-size", "8"])
-        assert train.model_info(model).input == "tiles+features+genres"
+        assert files.load_model_info(model).input == "tiles+features+genres"
     for name, folder in [("old", old), ("both", both)]:
         ingest.run(["--audio-dir", str(folder), "--out", str(root / f"data-{name}"), *IN_MEMORY])
         embed.run(["--data", str(root / f"data-{name}"), "--model", model, "--out", str(root / f"tables-{name}"),

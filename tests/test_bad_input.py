@@ -15,6 +15,7 @@ import pytest
 from beam_jobs import ingest
 from schemas import tables
 from schemas.audio import DEFAULT_AUDIO_SPEC, AudioSpec
+from storage import files
 from tests.conftest import IN_MEMORY, table_file, tone, write_audio
 from tests.records import tiles_by_split
 from wavelist.cli import main
@@ -195,7 +196,7 @@ def test_tables_of_two_models_are_refused(copies, capsys):
 def test_tiles_of_other_audio_parameters_are_refused(pipeline_outputs, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(pipeline_outputs["model"], model)
-    AudioSpec(n_mels=96, hop_length=256).save(model)
+    files.save_audio_spec(model, AudioSpec(n_mels=96, hop_length=256))
     err = one_line_error(["embed", "--data", str(pipeline_outputs["data"]), "--model", str(model),
                           "--out", str(tmp_path / "t")], capsys)
     assert "other audio parameters (hop_length: 512 vs 256, n_mels: 128 vs 96)" in err

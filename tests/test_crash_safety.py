@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from beam_jobs import common, ingest
+from beam_jobs import ingest
+from storage import files
 from tests.conftest import IN_MEMORY
 from tests.test_determinism import assert_same_ingest_output
 
@@ -54,15 +55,15 @@ def test_killed_ingest_leaves_no_output_and_a_rerun_completes(pipeline_outputs, 
     out = tmp_path / "data"
     staging = kill_while_writing(ingest_flags(pipeline_outputs["catalogue"], out), out)
     assert not out.exists()
-    assert not (staging / common.SUCCESS_MARKER).exists() and not (staging / "summary.json").exists()
+    assert not (staging / files.SUCCESS_MARKER).exists() and not (staging / "summary.json").exists()
     with pytest.raises(ValueError, match="no _SUCCESS marker"):  # what every reader of DATA checks first
-        common.require_complete(str(staging), made_by="wavelist ingest")
+        files.require_complete(str(staging), made_by="wavelist ingest")
 
-    with caplog.at_level(logging.WARNING, logger="beam_jobs.common"):
+    with caplog.at_level(logging.WARNING, logger="storage.files"):
         summary = ingest.run(ingest_flags(pipeline_outputs["catalogue"], out))  # no --overwrite needed
     assert "unfinished staging folder(s) of earlier runs" in caplog.text and str(staging) in caplog.text
     assert summary["inputs"] == summary["accepted"] + summary["rejected"] == 32
-    assert (out / common.SUCCESS_MARKER).exists()
+    assert (out / files.SUCCESS_MARKER).exists()
     assert_same_ingest_output(pipeline_outputs["data"], out)
 
 
@@ -76,17 +77,17 @@ def test_killed_overwrite_leaves_the_old_output_untouched(pipeline_outputs, tmp_
 
 def old_output(out: Path) -> None:
     """A complete output of the kind ``test`` holding ``old.txt``."""
-    with common.staged_output(str(out), overwrite=False, kind="test") as staging:
+    with files.staged_output(str(out), overwrite=False, kind="test") as staging:
         Path(staging, "old.txt").write_text("old")
 
 
 def test_publish_replaces_a_folder_in_one_rename(tmp_path):
     out = tmp_path / "out"
     old_output(out)
-    with common.staged_output(str(out), overwrite=True, kind="test") as staging:
+    with files.staged_output(str(out), overwrite=True, kind="test") as staging:
         Path(staging, "new.txt").write_text("new")
-        assert sorted(p.name for p in out.iterdir()) == [common.SUCCESS_MARKER, "old.txt"]  # untouched meanwhile
-    assert sorted(p.name for p in out.iterdir()) == [common.SUCCESS_MARKER, "new.txt"]
+        assert sorted(p.name for p in out.iterdir()) == [files.SUCCESS_MARKER, "old.txt"]  # untouched meanwhile
+    assert sorted(p.name for p in out.iterdir()) == [files.SUCCESS_MARKER, "new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging or moved-aside folder left
 
 
@@ -94,8 +95,8 @@ def test_a_failed_job_removes_its_staging_and_keeps_the_old_output(tmp_path):
     out = tmp_path / "out"
     old_output(out)
     with pytest.raises(RuntimeError, match="boom"):
-        with common.staged_output(str(out), overwrite=True, kind="test") as staging:
+        with files.staged_output(str(out), overwrite=True, kind="test") as staging:
             Path(staging, "half.txt").write_text("half")
             raise RuntimeError("boom")
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
-    assert sorted(p.name for p in out.iterdir()) == [common.SUCCESS_MARKER, "old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [files.SUCCESS_MARKER, "old.txt"]

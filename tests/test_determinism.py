@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from beam_jobs import embed, ingest
-from schemas.audio import AudioSpec
+from storage import files
 from tests.conftest import IN_MEMORY
 from tests.records import tiles_by_split
 
@@ -21,8 +21,8 @@ def assert_same_ingest_output(first: Path, second: Path) -> None:
     """Two DATA folders hold the same tables, tile records, summary and audio parameters."""
     for name in ("tracks.parquet", "features.parquet", "rejects.parquet"):
         assert sorted_rows(first / name) == sorted_rows(second / name), name
-    spec = AudioSpec.load(first)
-    assert AudioSpec.load(second) == spec
+    spec = files.load_audio_spec(first)
+    assert files.load_audio_spec(second) == spec
     assert tiles_by_split(first, spec) == tiles_by_split(second, spec)
     assert json.loads((first / "summary.json").read_text()) == json.loads((second / "summary.json").read_text())
 
@@ -35,7 +35,7 @@ def test_ingest_twice_gives_the_same_splits_tiles_and_tables(pipeline_outputs, t
     assert_same_ingest_output(first, second)
     splits = {t["track_id"]: t["split"] for t in sorted_rows(second / "tracks.parquet")}
     assert set(splits.values()) == {"train", "validation", "test"}
-    tiles = tiles_by_split(second, AudioSpec.load(second))
+    tiles = tiles_by_split(second, files.load_audio_spec(second))
     assert all(splits[track_id] == split for split, rows in tiles.items() for track_id, _, _ in rows)
 
 

@@ -9,6 +9,7 @@ from beam_jobs.embed import EmbedTracks, NearestNeighbours
 from core.neighbours import l2_normalise, top_k_cosine, unstack_lists
 from schemas.audio import AudioSpec
 from schemas.tile_example import decode_tile, encode_tile
+from storage import files
 from tests.conftest import table_file
 
 
@@ -25,7 +26,7 @@ def test_nearest_neighbours_transform_equals_exact_top_k():
 
 
 def test_embed_tracks_gives_one_unit_vector_per_track(pipeline_outputs):
-    spec = AudioSpec.load(pipeline_outputs["data"])
+    spec = files.load_audio_spec(pipeline_outputs["data"])
     rng = np.random.default_rng(0)
     records = [encode_tile(track_id=t, tile_index=i, mel=rng.normal(-40, 10, spec.tile_shape))
                for t in (11, 12, 13) for i in range(3)]
@@ -99,7 +100,7 @@ def test_automatic_nprobe_is_the_fewest_lists_reaching_the_target(tmp_path):
 def test_track_vectors_do_not_depend_on_batching_or_part_order(pipeline_outputs):
     from beam_jobs.embed import EmbedBatchFn, OrderedMean
 
-    spec = AudioSpec.load(pipeline_outputs["data"])
+    spec = files.load_audio_spec(pipeline_outputs["data"])
     mels = np.random.default_rng(1).normal(-40, 10, (7, *spec.tile_shape)).astype(np.float32)
     embed = EmbedBatchFn(str(pipeline_outputs["model"]), shared.Shared(), batch_size=8)
     embed.setup()
@@ -247,10 +248,10 @@ def test_table_written_as_shards_reads_back_in_one_call(tmp_path):
                        "y": np.ones(10, np.float32), "z": np.zeros(10, np.float32)}) for i in range(0, 50, 10)]
     with TestPipeline() as pipeline:
         _ = pipeline | beam.Create(parts) | common.WriteTable(str(tmp_path), "map3d.parquet", schema)
-    files = common.table_files(str(tmp_path / "map3d.parquet"))
-    assert files and all("/map3d.parquet/part-" in f for f in files)
-    assert common.parquet_num_rows(str(tmp_path / "map3d.parquet")) == 50
-    table = common.read_parquet(str(tmp_path / "map3d.parquet"))
+    shards = files.table_files(str(tmp_path / "map3d.parquet"))
+    assert shards and all("/map3d.parquet/part-" in f for f in shards)
+    assert files.parquet_num_rows(str(tmp_path / "map3d.parquet")) == 50
+    table = files.read_parquet(str(tmp_path / "map3d.parquet"))
     assert sorted(table["track_id"].to_pylist()) == list(range(50))
     assert tables.read_metadata(pq.read_table(tmp_path / "map3d.parquet").schema)["model_id"] == "m"
 

@@ -11,9 +11,10 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import add_tracks, common, ingest
+from beam_jobs import add_tracks, ingest
 from tests.conftest import IN_MEMORY, assert_same_neighbours
 from schemas.tile_example import TILE_FILE_SUFFIX
+from storage import files
 
 BUCKET = "wavelist-test"
 
@@ -81,13 +82,13 @@ def storage_bucket():
 def test_ingest_reads_and_writes_gs_paths(gcs, gs_data, catalogue):
     out, summary = gs_data
     assert summary["inputs"] == summary["accepted"] == 32
-    assert FileSystems.exists(f"{out}/{common.SUCCESS_MARKER}")
-    tracks = common.read_parquet(f"{out}/tracks.parquet").to_pylist()
+    assert FileSystems.exists(f"{out}/{files.SUCCESS_MARKER}")
+    tracks = files.read_parquet(f"{out}/tracks.parquet").to_pylist()
     assert {t["path"] for t in tracks} == {
         f"{gcs}/catalogue/{p.relative_to(catalogue)}" for p in (catalogue / "fma_small").rglob("*.mp3")}
     tiles = FileSystems.match([f"{out}/tiles/*{TILE_FILE_SUFFIX}"])[0].metadata_list
     assert tiles and not FileSystems.match([f"{gcs}/.data.partial-*"])[0].metadata_list
-    with pytest.raises(common.OutputExists):
+    with pytest.raises(files.OutputExists):
         ingest.run(["--fma-metadata", f"{gcs}/catalogue/fma_metadata", "--audio-dir",
                     f"{gcs}/catalogue/fma_small", "--out", out, *IN_MEMORY])
 
@@ -120,7 +121,7 @@ def test_embed_reads_and_writes_gs_paths(gcs, gs_tables, pipeline_outputs):
     names = {blob.name for blob in bucket.list_blobs(prefix="tables/")}
     tables = ("embeddings.parquet", "neighbours.parquet", "tracks.parquet", "map3d.parquet")
     shards = {n for n in names if n.split("/")[1] in tables}  # each table a folder of shards
-    assert names - shards == {"tables/summary.json", f"tables/{common.SUCCESS_MARKER}"}
+    assert names - shards == {"tables/summary.json", f"tables/{files.SUCCESS_MARKER}"}
     assert {n.split("/")[1] for n in shards} == set(tables)
     assert all(n.split("/")[2].startswith("part-") and n.endswith(".parquet") for n in shards)
     assert not [b.name for b in bucket.list_blobs(prefix=".tables.partial-")]
@@ -155,27 +156,54 @@ def test_embed_add_extends_gs_tables(gcs, gs_tables, tmp_path):
     summary = add_tracks.run(["--audio-dir", f"{gcs}/new", "--tables", f"{gcs}/tables", "--model", f"{gcs}/model",
                          "--out", f"{gcs}/tables-added", *IN_MEMORY])
     assert summary["tracks_added"] == 2 and summary["tracks_embedded"] == gs_tables["tracks_embedded"] + 2
-    neighbours = common.read_parquet(f"{gcs}/tables-added/neighbours.parquet")
+    neighbours = files.read_parquet(f"{gcs}/tables-added/neighbours.parquet")
     assert len(set(neighbours["track_id"].to_pylist())) == gs_tables["tracks_embedded"] + 2
-    assert FileSystems.exists(f"{gcs}/tables-added/{common.SUCCESS_MARKER}")
-    assert FileSystems.exists(f"{gcs}/tables/{common.SUCCESS_MARKER}")  # the old version stays as it was
+    assert FileSystems.exists(f"{gcs}/tables-added/{files.SUCCESS_MARKER}")
+    assert FileSystems.exists(f"{gcs}/tables/{files.SUCCESS_MARKER}")  # the old version stays as it was
 
 
-def test_train_reads_data_and_writes_the_model_on_gs(gcs, gs_data):
-    """wavelist train from a gs:// DATA to a gs:// MODEL, published like every output (marker last)."""
+def test_playlists_read_gs_tables_as_local_ones(gcs, gs_tables, pipeline_outputs):
+    """load_tables on a gs:// TABLES folder: the same tracks, vectors and stored neighbours as the local run."""
+    import numpy as np
+
+    from playlists import load_tables, radio
+    from playlists.tables import TablesError
+
+    remote, local = load_tables(f"{gcs}/tables"), load_tables(pipeline_outputs["tables"])
+    assert remote.folder == f"{gcs}/tables" and remote.model_id == local.model_id
+    assert remote.ids.tolist() == local.ids.tolist()
+    np.testing.assert_allclose(remote.vectors, local.vectors, atol=1e-5)
+    assert remote.neighbour_rows.shape == local.neighbour_rows.shape == (32, 10)
+    assert remote.column("title").tolist() == local.column("title").tolist()
+    seed = int(remote.ids[0])
+    assert len(radio(remote, seed, 5)) == 5
+    with pytest.raises(TablesError, match=f"{gcs}/nowhere is not a folder"):
+        load_tables(f"{gcs}/nowhere")
+    storage_bucket().blob("broken/embeddings.parquet/part-00000-of-00001.parquet").upload_from_string(b"PAR1 no")
+    with pytest.raises(TablesError, match=f"{gcs}/broken/embeddings.parquet/part-00000-of-00001.parquet is not a "
+                                          "readable Parquet file"):
+        load_tables(f"{gcs}/broken")
+
+
+def test_train_reads_data_and_writes_the_model_on_gs(gcs, gs_data, tmp_path):
+    """wavelist train from a gs:// DATA to a gs:// MODEL, published like every output (marker last); wavelist
+    evaluate reads both from gs://."""
     import json
 
-    from model import train
+    from model import evaluate, train
     from schemas.model_info import ModelInfo
 
     out = f"{gcs}/trained"
     metrics = train.run(["--data", gs_data[0], "--out", out, "--model", "features", "--verbose", "0"])
     assert metrics["kind"] == "features"
-    marker = json.loads(common.read_bytes(f"{out}/{common.SUCCESS_MARKER}"))
+    marker = json.loads(files.read_bytes(f"{out}/{files.SUCCESS_MARKER}"))
     assert marker["kind"] == "train" and {"embedder.keras", "model_info.json", "audio_spec.json"} <= set(marker["files"])
-    info = ModelInfo.from_json(common.read_bytes(f"{out}/model_info.json"))
+    info = ModelInfo.from_json(files.read_bytes(f"{out}/model_info.json"))
     assert info.kind == "features" and info.model_id.startswith("features-")
-    assert not common.stale_staging(out)
+    assert not files.stale_staging(out)
+    [report] = evaluate.run(["--data", gs_data[0], "--models", out, "--out", str(tmp_path)])
+    assert report["model"] == out and report["model_id"] == info.model_id
+    assert report["neighbours"]["queries"] > 0 and (tmp_path / "trained-map2d.png").stat().st_size > 1000
 
 
 def test_incomplete_gs_output_is_refused_and_named(gcs, gs_data, pipeline_outputs):
@@ -188,20 +216,20 @@ def test_incomplete_gs_output_is_refused_and_named(gcs, gs_data, pipeline_output
     with pytest.raises(ValueError, match=f"{gcs}/half has no _SUCCESS marker"):
         embed.run(["--data", f"{gcs}/half", "--model", str(pipeline_outputs["model"]), "--out", f"{gcs}/t2",
                    *IN_MEMORY])
-    with pytest.raises(common.OutputExists, match="is not a complete wavelist output .no _SUCCESS marker"):
-        common.check_output(f"{gcs}/half", overwrite=True, kind="ingest")
+    with pytest.raises(files.OutputExists, match="is not a complete wavelist output .no _SUCCESS marker"):
+        files.check_output(f"{gcs}/half", overwrite=True, kind="ingest")
     bucket.blob(".half.partial-0123abcd/tiles/x").upload_from_string(b"x")
-    assert common.stale_staging(f"{gcs}/half") == [f"{gcs}/.half.partial-0123abcd"]
+    assert files.stale_staging(f"{gcs}/half") == [f"{gcs}/.half.partial-0123abcd"]
 
 
 def test_gs_publish_replaces_the_old_output_and_writes_the_marker_last(gcs):
     out = f"{gcs}/republished"
     for round_ in ("first", "second"):
-        with common.staged_output(out, overwrite=True, kind="test") as staging:
-            common.write_text(common.join(staging, f"{round_}.txt"), round_)
-            assert not FileSystems.exists(common.join(out, f"{round_}.txt"))
+        with files.staged_output(out, overwrite=True, kind="test") as staging:
+            files.write_text(files.join(staging, f"{round_}.txt"), round_)
+            assert not FileSystems.exists(files.join(out, f"{round_}.txt"))
     names = sorted(m.path for m in FileSystems.match([f"{out}/**"])[0].metadata_list)
-    assert names == [f"{out}/{common.SUCCESS_MARKER}", f"{out}/second.txt"]
+    assert names == [f"{out}/{files.SUCCESS_MARKER}", f"{out}/second.txt"]
 
 
 def test_dataflow_job_graph_builds_without_submitting(gcs):

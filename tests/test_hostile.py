@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from beam_jobs import common
 from core import audio
 from schemas.audio import DEFAULT_AUDIO_SPEC
 from schemas.tile_example import TILE_COMPRESSION
+from storage import files
 from tests.conftest import IN_MEMORY, table_file, tone, write_audio
 from tests.records import tfrecord_payloads
 from wavelist.cli import build_parser, main
@@ -78,7 +78,7 @@ def test_overwrite_refuses_an_output_holding_files_it_did_not_write(tmp_path, ca
     good_wav(tmp_path / "audio" / "good.wav")
     out = tmp_path / "data"
     assert ingest(["--audio-dir", str(tmp_path / "audio"), "--out", str(out)]) == 0
-    marker = json.loads((out / common.SUCCESS_MARKER).read_text())
+    marker = json.loads((out / files.SUCCESS_MARKER).read_text())
     assert marker["kind"] == "ingest" and "tracks.parquet" in marker["files"]
     (out / "my notes.txt").write_text("keep me")
     err = one_line_error(["ingest", "--audio-dir", str(tmp_path / "audio"), "--out", str(out), "--overwrite",

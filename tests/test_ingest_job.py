@@ -8,9 +8,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import ingest
-from beam_jobs.common import OutputExists
 from schemas import tables
 from schemas.audio import DEFAULT_AUDIO_SPEC
+from storage.files import OutputExists
 from tests.conftest import IN_MEMORY, make_catalogue, tone, write_audio
 
 

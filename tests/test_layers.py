@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 # Lowest first: a package may import itself and the packages before it (README, "Where things live").
-LAYERS = ("schemas", "core", "beam_jobs", "model", "playlists", "wavelist")
+LAYERS = ("schemas", "storage", "core", "beam_jobs", "model", "playlists", "wavelist")
 NO_BEAM_NO_TENSORFLOW = ("core", "playlists")  # pure code, and the playlists that start fast
 NO_BEAM = ("schemas",)  # the tile Example's TensorFlow parser lives beside its writer
 HEAVY = ("apache_beam", "tensorflow", "keras")

@@ -7,6 +7,7 @@ import pytest
 
 from model import evaluate, train
 from schemas.layout import ModelFiles
+from storage import files
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def kinds(pipeline_outputs, tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["contrastive", "autoencoder", "features"])
 def test_each_kind_exports_a_unit_64d_embedder(kinds, pipeline_outputs, kind):
-    info = train.model_info(kinds[kind])
+    info = files.load_model_info(kinds[kind])
     assert info.kind == kind and info.model_id.startswith(kind)
     assert info.input == {"features": "features", "contrastive": "tiles+features"}.get(kind, "tiles")
     vectors = evaluate.embed_catalogue(kinds[kind], pipeline_outputs["data"])
@@ -52,7 +53,7 @@ def test_genre_part_is_off_when_the_catalogue_has_too_few_labelled_tracks(kinds)
     metrics = json.loads((kinds["contrastive"] / "metrics.json").read_text())
     assert metrics["genre_part"].startswith("off: fewer than two genres with 7 labelled tracks outside the test")
     assert not (kinds["contrastive"] / ModelFiles.GENRE_EMBEDDER).exists()
-    assert train.model_info(kinds["contrastive"]).genres is None
+    assert files.load_model_info(kinds["contrastive"]).genres is None
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +69,9 @@ def trainer_vectors(model_dir, data_dir) -> dict[int, np.ndarray]:
     through the recipe."""
     from core import vectors as recipe
     from model import data, features
-    from schemas.audio import AudioSpec
 
-    info = train.model_info(model_dir)
-    tiles, tile_ids = data.load_tiles(data.all_tile_files(data_dir), AudioSpec.load(data_dir))
+    info = files.load_model_info(model_dir)
+    tiles, tile_ids = data.load_tiles(data.all_tile_files(data_dir), files.load_audio_spec(data_dir))
     tile_part = train.per_track_mean(train.predict_in_chunks(train.load_embedder(model_dir), tiles), tile_ids)
     ids = np.unique(tile_ids)
     feature_ids, values = features.load_features(data_dir)
@@ -87,7 +87,7 @@ def test_genre_part_joins_the_embed_job_vector_as_a_third_part(with_genres, pipe
     from beam_jobs import embed
     from tests.conftest import IN_MEMORY, TINY_STYLES
 
-    info = train.model_info(with_genres)
+    info = files.load_model_info(with_genres)
     assert info.input == "tiles+features+genres" and info.genres == sorted(TINY_STYLES)
     assert info.parts == ("tiles", "features", "genres") and info.part_dims == (32, 32, 4)
     assert info.embedding_dim == 64 + 4
@@ -115,7 +115,7 @@ def test_genre_part_joins_the_embed_job_vector_as_a_third_part(with_genres, pipe
 def test_no_genres_flag_keeps_the_label_free_vector(pipeline_outputs, tmp_path):
     train.run(["--data", str(pipeline_outputs["data"]), "--out", str(tmp_path / "m"), "--verbose", "0",
                "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--no-genres"])
-    info = train.model_info(tmp_path / "m")
+    info = files.load_model_info(tmp_path / "m")
     assert info.input == "tiles+features" and info.embedding_dim == 64
 
 

@@ -9,6 +9,7 @@ from core.neighbours import top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec, AudioSpecMismatch
 from schemas.model_info import ModelInfo
+from storage import files
 
 
 def test_train_writes_model_and_metrics(pipeline_outputs):
@@ -21,7 +22,7 @@ def test_train_writes_model_and_metrics(pipeline_outputs):
     assert set(metrics["test"]["per_genre"]) == set(genres)
     assert np.array(metrics["test"]["confusion_matrix"]).sum() == 8
     assert (model_dir / "history.csv").read_text().startswith("epoch")
-    assert AudioSpec.load(model_dir) == AudioSpec.load(pipeline_outputs["data"])
+    assert files.load_audio_spec(model_dir) == files.load_audio_spec(pipeline_outputs["data"])
 
 
 def test_embeddings_are_unit_vectors_one_per_track(pipeline_outputs):
@@ -30,7 +31,7 @@ def test_embeddings_are_unit_vectors_one_per_track(pipeline_outputs):
     table = pq.read_table(out / "embeddings.parquet")
     assert table.schema.remove_metadata().equals(tables.EMBEDDINGS)
     meta = tables.read_metadata(table.schema)
-    assert meta["model_id"].startswith("cnn-") and meta["audio_spec"] == AudioSpec.load(data).to_dict()
+    assert meta["model_id"].startswith("cnn-") and meta["audio_spec"] == files.load_audio_spec(data).to_dict()
     vectors = np.stack(table["embedding"].to_numpy(zero_copy_only=False))
     info = ModelInfo.from_json((pipeline_outputs["model"] / "model_info.json").read_text())
     assert info.parts == ("tiles",) and info.embedding_dim == 64
@@ -46,7 +47,7 @@ def test_embedding_is_the_mean_of_the_models_tile_vectors(pipeline_outputs):
     from schemas.tile_example import TILE_COMPRESSION_TF, TILE_FILE_SUFFIX, decode_tile
 
     data, out = pipeline_outputs["data"], pipeline_outputs["tables"]
-    spec = AudioSpec.load(data)
+    spec = files.load_audio_spec(data)
     path = sorted((data / "tiles").glob(f"test-*{TILE_FILE_SUFFIX}"))[0]
     tiles = [decode_tile(r.numpy(), spec) for r in tf.data.TFRecordDataset(str(path), compression_type=TILE_COMPRESSION_TF)]
     track_id = tiles[0].track_id
@@ -91,7 +92,7 @@ def test_embed_refuses_tiles_of_other_audio_parameters(pipeline_outputs, tmp_pat
     for item in pipeline_outputs["model"].iterdir():
         if item.is_file():
             (model_copy / item.name).write_bytes(item.read_bytes())
-    AudioSpec(n_mels=64).save(model_copy)
+    files.save_audio_spec(model_copy, AudioSpec(n_mels=64))
     with pytest.raises(AudioSpecMismatch, match="n_mels: 128 vs 64"):
         embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(model_copy), "--out",
                    str(tmp_path / "t")])

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from core import catalogue as cat
-from beam_jobs import common
 from core.neighbours import merge_block_top_k, merge_top_k
+from storage import files
 
 pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
 
@@ -30,7 +30,7 @@ def through_a_file(tmp_path, text: str, name: str):
     """A handle on ``text`` written to a file and opened the way ingest opens it."""
     path = tmp_path / name
     path.write_bytes(text.encode("utf-8"))
-    return common.open_text(str(path))
+    return files.open_text(str(path))
 
 
 @st.composite

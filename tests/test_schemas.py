@@ -9,14 +9,15 @@ import pytest
 from schemas import tables
 from schemas.audio import AudioSpec, AudioSpecMismatch, DEFAULT_AUDIO_SPEC
 from schemas.tile_example import decode_tile, encode_tile
+from storage import files
 
 pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
 
 
 def test_audio_spec_round_trips_through_json(tmp_path):
     spec = AudioSpec(n_mels=64, tile_frames=32)
-    spec.save(tmp_path)
-    assert AudioSpec.load(tmp_path) == spec
+    files.save_audio_spec(tmp_path, spec)
+    assert files.load_audio_spec(tmp_path) == spec
     assert json.loads((tmp_path / "audio_spec.json").read_text())["n_mels"] == 64
 
 
@@ -27,7 +28,7 @@ def test_audio_spec_mismatch_names_the_parameter():
 
 def test_missing_audio_spec_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        AudioSpec.load(tmp_path)
+        files.load_audio_spec(tmp_path)
 
 
 def test_tile_round_trip_keeps_ids_and_values_to_float16_precision():
