@@ -36,7 +36,16 @@ def test_search_selects_plays_and_builds_a_radio(app, tables_dir):
     assert len(set(_column(radio_table, "track"))) == 20
     assert len(app.get("plotly_chart")) == 1  # the open tab's map only
     assert len(app.get("download_button")) == 1
-    assert len(app.get("audio")) >= 1 + 20  # the seed, then the radio's tracks
+    assert len(app.get("audio")) == 1  # the seed's own player
+    assert player_sources(app) == [f"/audio/{i}" for i in _column(radio_table, "track")]
+
+
+def player_sources(app) -> list[str]:
+    """The audio URLs of the one playlist player, in order."""
+    import re
+
+    (frame,) = app.get("iframe")
+    return re.findall(r'data-src="([^"]+)"', frame.proto.srcdoc)
 
 
 def test_radio_options_leave_out_the_artist(app):
@@ -111,3 +120,36 @@ def test_like_alchemy_clusters_and_profile_tabs(app, tables_dir):
     app.text_area(key="profile-history").input("\n".join(str(i) for i in other)).run()
     genres = _column(app.table[0], "genre")
     assert len(genres) == 30 and genres.count("Style5") >= 24  # of about 35 Style5 tracks in all
+
+
+def test_audio_route_serves_catalogue_files_by_id_only(tables_dir, monkeypatch):
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+
+    from wavelist.web_player import AUDIO_ROUTE, audio_url
+
+    monkeypatch.setenv("WAVELIST_TABLES", str(tables_dir))
+
+    async def ask() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=Starlette(routes=[AUDIO_ROUTE]))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return [await client.get(audio_url(1042)),
+                    await client.get(audio_url(1042), headers={"Range": "bytes=0-99"}),  # the browser seeks so
+                    await client.get(audio_url(5)),  # not a track of the tables
+                    await client.get("/audio/..%2Ftracks.parquet")]  # ids only: no path reaches a file
+
+    whole, part, unknown, path = asyncio.run(ask())
+    assert whole.status_code == 200 and whole.headers["content-type"] == "audio/x-wav"
+    assert whole.content == (tables_dir / "audio" / "1042.wav").read_bytes()
+    assert part.status_code == 206 and part.content == whole.content[:100]
+    assert unknown.status_code == 404 and path.status_code == 404
+
+
+def test_player_escapes_titles_and_lists_tracks_in_order():
+    from wavelist.web_player import player_html
+
+    page = player_html([(7, 'A <script>alert(1)</script> "title"'), (3, "B & C")])
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &quot;title&quot;" in page
+    assert page.index('data-src="/audio/7"') < page.index('data-src="/audio/3"') and "B &amp; C" in page

@@ -1,5 +1,6 @@
-"""The Streamlit app served for real and rendered by headless Chromium (Debian's ``chromium`` package): a
-screenshot must show the 3-D map's genre colours and the playlist drawn on it, and the page the playlist table.
+"""The Streamlit app served for real (``wavelist app``) and rendered by headless Chromium (Debian's ``chromium``
+package): a screenshot must show the 3-D map's genre colours and the playlist drawn on it, and the page the
+playlist table; the playlist player must play a playlist through, track after track, and step with its buttons.
 
 Chromium is driven over the DevTools protocol (``websockets``, which Streamlit already installs), so the test
 waits until the page has drawn instead of guessing a delay.
@@ -53,17 +54,31 @@ def wait_for(check, what: str, seconds: float = 90.0):
     pytest.fail(f"{what} did not happen within {seconds:.0f} s")
 
 
+TRACK_SECONDS = 1.5  # each track's audio: the player's move to the next track is seen within a track's time
+
+
+def write_short_tracks(tables: Path) -> None:
+    """Every track's audio file as a tone of :data:`TRACK_SECONDS` (a pitch per track)."""
+    import pyarrow.parquet as pq
+    import soundfile
+
+    sr = 8000
+    t = np.arange(int(TRACK_SECONDS * sr)) / sr
+    for track_id, path in zip(*pq.read_table(tables / "tracks.parquet", columns=["track_id", "path"]).to_pydict().values()):
+        soundfile.write(path, 0.3 * np.sin(2 * np.pi * (200 + track_id % 300) * t), sr)
+
+
 @pytest.fixture
 def server(tmp_path):
-    """The app on a free port, over synthetic tables; killed at teardown."""
+    """``wavelist app`` on a free port, over synthetic tables with short audio files; killed at teardown."""
     from playlists.synthetic import write_synthetic_tables
 
     tables = write_synthetic_tables(tmp_path / "tables", 300, audio=True)
+    write_short_tracks(tables)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless=true", f"--server.port={port}",
-         "--server.address=127.0.0.1", "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"],
-        env={**os.environ, "WAVELIST_TABLES": str(tables)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [sys.executable, "-m", "wavelist.cli", "app", "--tables", str(tables), "--address", "127.0.0.1",
+         "--port", str(port)], cwd=APP.parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok", "app start")
@@ -99,6 +114,7 @@ def browser(tmp_path):
     process = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-dev-shm-usage", f"--remote-debugging-port={port}",
          "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--window-size=1280,1700", "--hide-scrollbars",
+         "--autoplay-policy=no-user-gesture-required", "--mute-audio",
          f"--user-data-dir={tmp_path / 'chromium'}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -146,3 +162,59 @@ def test_map_and_playlist_render_in_chromium(server, browser, tmp_path):
     assert len(genre_colours) >= 6, f"genre colours on the map: {genre_colours} (screenshot {tmp_path / 'app.png'})"
     assert colour_pixels(image, "#000000", tolerance=20) >= 300, "no black playlist path on the map"
     assert colour_pixels(image, "#ff0000", tolerance=30) >= 30, "no red marker for the selected track"
+
+
+PLAYER = "document.querySelector('iframe[srcdoc*=\"/audio/\"]')"
+STATE = f"""(() => {{
+  const frame = {PLAYER};
+  const page = frame && frame.contentDocument;
+  const audio = page && page.getElementById('audio');
+  if (!audio || !page.body.dataset.current) return null;
+  const current = [...page.querySelectorAll('#tracks li')].findIndex(li => li.classList.contains('current'));
+  return {{index: Number(page.body.dataset.current), highlighted: current, source: audio.currentSrc,
+           paused: audio.paused, playing: !audio.paused && audio.currentTime > 0,
+           sources: [...page.querySelectorAll('#tracks li')].map(li => li.dataset.src),
+           highlightedCount: page.querySelectorAll('#tracks li.current').length}};
+}})()"""
+
+
+def evaluate(browser, expression: str):
+    return browser.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True,
+                        userGesture=True)["result"].get("value")
+
+
+def test_player_plays_the_playlist_through_and_steps(server, browser):
+    browser.call("Page.navigate", url=f"{server}/?q=song+1042")
+    state = wait_for(lambda: evaluate(browser, STATE), "the playlist player to appear")
+    sources = state["sources"]
+    assert len(sources) == 20 and sources[0] == "/audio/1042" and len(set(sources)) == 20
+    assert state["index"] == 0 and state["highlighted"] == 0 and not state["playing"]  # nothing plays unasked
+
+    evaluate(browser, f"{PLAYER}.contentDocument.getElementById('audio').play()")  # play, pressed once
+    first = wait_for(lambda: (s := evaluate(browser, STATE)) and s["playing"] and s, "the first track to play", 20)
+    assert first["index"] == 0 and first["source"].endswith(sources[0])
+
+    def second_playing():
+        s = evaluate(browser, STATE)
+        return s if s["index"] == 1 and s["playing"] else None
+
+    second = wait_for(second_playing, "the second track to start when the first ended", 3 * TRACK_SECONDS + 10)
+    assert second["source"].endswith(sources[1]) and second["highlighted"] == 1 and second["highlightedCount"] == 1
+
+    def press(button: str):
+        """Pause, press ``button``, and give the state once the track it chose is playing."""
+        return evaluate(browser, f"""(async () => {{
+          const audio = {PLAYER}.contentDocument.getElementById('audio');
+          audio.pause();
+          const started = new Promise(resolve => audio.addEventListener('playing', resolve, {{once: true}}));
+          {PLAYER}.contentDocument.getElementById('{button}').click();
+          await started;
+          return {STATE};
+        }})()""")
+
+    after_next = press("next")
+    assert after_next["index"] == 2 and after_next["highlighted"] == 2 and after_next["source"].endswith(sources[2])
+    assert not after_next["paused"]
+    after_previous = press("previous")
+    assert after_previous["index"] == 1 and after_previous["highlighted"] == 1
+    assert after_previous["source"].endswith(sources[1]) and not after_previous["paused"]

@@ -2,7 +2,9 @@
 blend, an alchemy, the catalogue's clusters or a listener's profile, play the tracks, download the M3U8.
 
     wavelist app --tables TABLES                               (or)
-    WAVELIST_TABLES=TABLES streamlit run wavelist/app.py
+    WAVELIST_TABLES=TABLES streamlit run wavelist/app_server.py
+
+(``app_server.py`` runs this script and adds the audio route that the playlist player plays from.)
 
 The search text and the tab are kept in the page address (``?q=...&tab=Journey``), so a view can be shared.
 """
@@ -10,24 +12,24 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from pathlib import Path
 
 import streamlit as st
 
-from playlists import Entry, Tables, journey_via, like, load_tables, radio, smoothness
+from playlists import Entry, Tables, journey_via, like, radio, smoothness
 from playlists.discover import alchemy, clusters, profile
 from playlists.mapview import map_figure
 from playlists.output import m3u, parse_track_list, player_path, playlist_rows
 from playlists.service import TrackFinder
 from playlists.text import for_markdown
+from wavelist.web_player import TABLES_VARIABLE, local_audio, player_html, shared_tables
 
 TABS = ("Radio", "Journey", "Like", "Alchemy", "Clusters", "Profile")
-MAX_PLAYERS = 20  # audio players on one page: each one sends its file to the browser
+PLAYER_HEIGHT = 380  # pixels: the buttons, the audio controls and about 12 tracks of the list (it scrolls)
 
 
 @st.cache_resource(show_spinner="Loading the tables")
 def _load(folder: str) -> Tables:
-    return load_tables(folder)
+    return shared_tables(folder)  # the same copy the audio route reads
 
 
 def label(tables: Tables, track_id: int) -> str:
@@ -51,16 +53,26 @@ def pick_track(tables: Tables, text_label: str, key: str, default: str = "") -> 
 
 def play(tables: Tables, track_id: int) -> None:
     """An audio player for ``track_id``, or a note saying why there is none."""
-    path = player_path(tables.track(track_id).get("path"))
-    if path and Path(path).is_file():
+    path = local_audio(tables, track_id)
+    if path:
         st.audio(path, format=mimetypes.guess_type(path)[0] or "audio/mpeg")
     else:
-        st.caption(for_markdown(f"no audio file here for {track_id} ({path or 'no path in tracks.parquet'})"))
+        shown = player_path(tables.track(track_id).get("path")) or "no path in tracks.parquet"
+        st.caption(for_markdown(f"no audio file here for {track_id} ({shown})"))
+
+
+def player(tables: Tables, ids: list[int]) -> None:
+    """One player that plays the tracks of ``ids`` that have an audio file here, in order, one after another."""
+    playable = [i for i in ids if local_audio(tables, i)]
+    if len(playable) < len(ids):
+        st.caption(f"{len(ids) - len(playable)} of {len(ids)} tracks have no audio file here: the player skips them")
+    if playable:
+        st.iframe(player_html([(i, label(tables, i)) for i in playable]), height=PLAYER_HEIGHT)
 
 
 def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int, path: bool = False) -> None:
     """The playlist on the map (a line through numbered steps when ``path``: a journey; else highlighted
-    points), as a table, as players, and as an M3U8 download."""
+    points), as a table, in a player, and as an M3U8 download."""
     ids = [e.track_id for e in entries]
     figure = map_figure(tables, ids, title=name, highlight=seed, path=path)
     figure.update_layout(height=650)
@@ -71,10 +83,7 @@ def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int,
     music = TrackFinder(tables).music_folder  # the paths hold on any machine with the same music folder
     st.download_button("Download M3U8", m3u(rows, relative_to=music), help="save it in your music folder", file_name=f"{name.replace(' ', '_')}.m3u8",
                        mime="audio/x-mpegurl", key=f"m3u-{name}")
-    with st.expander(f"Play the tracks ({min(len(ids), MAX_PLAYERS)} of {len(ids)})"):
-        for track_id in ids[:MAX_PLAYERS]:
-            st.write(for_markdown(label(tables, track_id)))
-            play(tables, track_id)
+    player(tables, ids)
 
 
 def radio_tab(tables: Tables, seed: int) -> None:
@@ -165,7 +174,7 @@ def profile_tab(tables: Tables, seed: int) -> None:
 def main() -> None:
     st.set_page_config(page_title="wavelist", layout="wide")
     st.title("wavelist")
-    folder = os.environ.get("WAVELIST_TABLES")
+    folder = os.environ.get(TABLES_VARIABLE)
     if not folder:
         st.error("No tables: start the app with `wavelist app --tables TABLES`.")
         st.stop()
