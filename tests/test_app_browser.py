@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.chromium import CHROMIUM, PLAYER, PLAYER_STATE, READY, chromium, wait_for, wavelist_app
+from tests.programs import CHROMIUM, PLAYER, PLAYER_STATE, READY, chromium, wait_for, wavelist_app
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; "
                                                          ".ci/run installs it when run as root)")

@@ -1,6 +1,6 @@
-"""Headless Chromium (Debian's ``chromium``) driven over the DevTools protocol, and ``wavelist app`` served for
-real: shared by the browser tests and ``docs/screenshots.py``. Waits poll for what the page shows instead of
-guessing a delay."""
+"""The real programs that the tests and ``docs/screenshots.py`` drive: headless Chromium (Debian's ``chromium``)
+over the DevTools protocol, ``wavelist app`` served for real, and MPD (Debian's ``mpd``) with a null audio
+output. Waits poll for what a program shows instead of guessing a delay."""
 from __future__ import annotations
 
 import contextlib
@@ -49,7 +49,7 @@ def wait_for(check: Callable[[], Any], what: str, seconds: float = 90.0, every_s
     while time.monotonic() < deadline:
         try:
             value = check()
-        except OSError:
+        except (OSError, ValueError):  # not listening yet, or an answer not complete yet
             value = None
         if value:
             return value
@@ -124,3 +124,40 @@ def wavelist_app(tables: Path) -> Iterator[str]:
     finally:
         process.kill()
         process.wait()
+
+
+@contextlib.contextmanager
+def mpd_server(music: Path, state: Path, songs: int) -> Iterator[int]:
+    """MPD serving the folder ``music`` (its state, log and playlists in ``state``), its database updated until
+    it holds ``songs`` songs; yields its port. Stopped on exit (only the MPD started here)."""
+    from wavelist import player
+
+    (state / "playlists").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = state / "mpd.conf"
+    config.write_text(
+        f'music_directory "{music}"\n'
+        f'db_file "{state / "database"}"\n'
+        f'state_file "{state / "state"}"\n'
+        f'log_file "{state / "log"}"\n'
+        f'playlist_directory "{state / "playlists"}"\n'
+        'bind_to_address "127.0.0.1"\n'
+        f'port "{port}"\n'
+        'zeroconf_enabled "no"\n'
+        'audio_output {\n    type "null"\n    name "null"\n}\n')
+    process = subprocess.Popen(["mpd", "--no-daemon", "--stderr", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        client = wait_for(lambda: player.connect("127.0.0.1", port, timeout=5), "MPD start", 30, every_s=0.1)
+        client.update()
+        wait_for(lambda: "updating_db" not in client.status() and len(client.listall()) >= songs,
+                 "MPD's database update", 30, every_s=0.1)
+        client.disconnect()
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
