@@ -80,6 +80,7 @@ ol { max-height: 16rem; overflow-y: auto; margin: 0; padding-left: 2.5rem; }
 li { padding: .15rem .4rem; cursor: pointer; border-radius: .3rem; }
 li:hover { background: #f0f2f6; }
 li.current { background: #ff4b4b; color: #fff; }
+li.current::marker { color: #31333f; font-weight: 600; }
 """
 _SCRIPT = """
 const audio = document.getElementById("audio");
