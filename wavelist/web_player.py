@@ -76,7 +76,7 @@ body { font-family: "Source Sans Pro", sans-serif; margin: 0; color: #31333f; }
 audio { flex: 1; }
 button { font: inherit; padding: .3rem .8rem; border: 1px solid #d0d0d8; border-radius: .4rem; background: #fff; }
 #now { margin: .4rem 0; font-weight: 600; }
-ol { max-height: 16rem; overflow-y: auto; margin: 0; padding-left: 2.5rem; }
+ol { max-height: 16rem; overflow-y: auto; margin: 0; padding-left: 2.5rem; position: relative; }
 li { padding: .15rem .4rem; cursor: pointer; border-radius: .3rem; }
 li:hover { background: #f0f2f6; }
 li.current { background: #ff4b4b; color: #fff; }
@@ -84,8 +84,14 @@ li.current::marker { color: #31333f; font-weight: 600; }
 """
 _SCRIPT = """
 const audio = document.getElementById("audio");
-const items = [...document.querySelectorAll("#tracks li")];
+const list = document.getElementById("tracks");
+const items = [...list.querySelectorAll("li")];
 let current = 0, wanted = false;  // wanted: the listener asked for sound (a track that fails is skipped)
+function reveal(item) {  // scrolls the list only: scrollIntoView would also scroll the app's page
+  if (item.offsetTop < list.scrollTop) list.scrollTop = item.offsetTop;
+  const below = item.offsetTop + item.offsetHeight - list.clientHeight;
+  if (below > list.scrollTop) list.scrollTop = below;
+}
 function choose(index, start) {
   if (index < 0 || index >= items.length) return;
   items[current].classList.remove("current");
@@ -94,7 +100,7 @@ function choose(index, start) {
   const item = items[current];
   item.classList.add("current");
   item.setAttribute("aria-current", "true");
-  item.scrollIntoView({block: "nearest"});
+  reveal(item);
   document.getElementById("now").textContent = item.textContent;
   document.body.dataset.current = String(current);
   audio.src = item.dataset.src;
