@@ -102,11 +102,12 @@ class EmbedBatchFn(beam.DoFn):
     timing, so without the padding two runs would differ in the last bits (and t-SNE would amplify it)."""
 
     def __init__(self, model_dir: str, model_handle: shared.Shared, file: str = ModelFiles.EMBEDDER,
-                 batch_size: int = 256):
+                 batch_size: int = 256, progress: tuple[int | None, str, float] = (None, "model inputs", 10.0)):
         self._model_dir = model_dir
         self._model_handle = model_handle
         self._file = file
         self._batch_size = batch_size
+        self._share, self._unit, self._every_s = progress  # what this worker expects to embed, its unit, how often
         self._inputs = Metrics.counter(common.METRICS_NAMESPACE, "embed_model_inputs")
 
     def setup(self) -> None:
@@ -129,7 +130,7 @@ class EmbedBatchFn(beam.DoFn):
                                         f"model ({first}); retrain it with wavelist train") from error
 
         self._model = self._model_handle.acquire(load).model
-        self._progress = Progress(f"embed worker {os.getpid()}", None, unit="model inputs")
+        self._progress = Progress(f"embed worker {os.getpid()}", self._share, unit=self._unit, every_s=self._every_s)
 
     def process(self, batch: list[tuple[int, tuple[int, np.ndarray]]]) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
         inputs = np.stack([x for _, (_, x) in batch])
@@ -166,13 +167,18 @@ class OrderedMean(beam.CombineFn):
 
 class EmbedTracks(beam.PTransform):
     """``(track_id, (order, model input))`` -> ``(track_id, unit vector)``: the part vector of a track's inputs
-    (its tiles in tile order, or its one row of summary features; :func:`core.vectors.part_vector`)."""
+    (its tiles in tile order, or its one row of summary features; :func:`core.vectors.part_vector`).
 
-    def __init__(self, model_dir: str, batch_size: int, file: str = ModelFiles.EMBEDDER):
+    Each worker says every ``every_s`` seconds how many ``unit`` it embedded, of its share of ``total`` (the
+    inputs shared among ``workers`` local workers; unknown on a remote runner: then only counts and pace)."""
+
+    def __init__(self, model_dir: str, batch_size: int, file: str = ModelFiles.EMBEDDER, *, total: int | None = None,
+                 workers: int | None = None, unit: str = "model inputs", every_s: float = 10.0):
         super().__init__()
         self._model_dir = model_dir
         self._batch_size = batch_size
         self._file = file
+        self._progress = (-(-total // workers) if total and workers else None, unit, every_s)
 
     def expand(self, inputs):
         return (
@@ -180,14 +186,25 @@ class EmbedTracks(beam.PTransform):
             # full batches: EmbedBatchFn pads every batch to batch_size rows (one shape, the same bits), so a
             # batch of 16 cost as much as one of 256 (issue 21: 16x the model's work per tile)
             | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-            | "Model" >> beam.ParDo(EmbedBatchFn(self._model_dir, shared.Shared(), self._file, self._batch_size))
+            | "Model" >> beam.ParDo(EmbedBatchFn(self._model_dir, shared.Shared(), self._file, self._batch_size,
+                                               self._progress))
             | "PartVector" >> beam.CombinePerKey(OrderedMean())
         )
 
 
-def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str):
-    """``(track_id, (order, array))`` pairs the model takes: every log-mel tile (in tile order), or each
-    track's summary features (order 0)."""
+UNITS = {TILES: "tiles", FEATURES: "tracks", GENRES: "tracks"}  # what the model takes, one input each
+
+
+def model_input_count(data: str, part: str) -> int:
+    """How many inputs the model takes for ``part`` of DATA's accepted tracks: their tiles, or one each."""
+    tracks = files.read_parquet(files.join(data, DataFiles.TRACKS), ["n_tiles", "status"], made_by="wavelist ingest")
+    ok = tracks.column("status").to_numpy(zero_copy_only=False) == "ok"
+    return int(tracks.column("n_tiles").to_numpy(zero_copy_only=False)[ok].sum()) if part == TILES else int(ok.sum())
+
+
+def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str, expected: int):
+    """``(track_id, (order, array))`` pairs the model takes: every log-mel tile (in tile order), of which there
+    must be ``expected`` (:func:`model_input_count`), or each track's summary features (order 0)."""
     if part == FEATURES:
         names = tables.summary_feature_names()
         return (
@@ -198,9 +215,6 @@ def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str):
         )
     shards = sorted(m.path for m in FileSystems.match(
         [posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}")])[0].metadata_list)
-    tracks = files.read_parquet(posixpath.join(data, DataFiles.TRACKS), ["n_tiles", "status"], made_by="wavelist ingest")
-    expected = sum(n for n, status in zip(*(tracks.column(c).to_pylist() for c in ("n_tiles", "status")))
-                   if status == "ok")
     tiles = (
         pipeline
         | "TileShards" >> beam.Create(shards)
@@ -260,9 +274,18 @@ class TrackVectors(beam.PTransform):
         self._info, self._batch_size = info, batch_size
 
     def expand(self, pipeline):
+        workers = common.local_workers(pipeline.pipeline)
+        counts = {kind: model_input_count(self._data, kind) for kind in (TILES, FEATURES) if self._info.has(kind)}
+        log.info("embed: the model takes %s", " and ".join(f"{n:,} {UNITS[k]}" for k, n in counts.items()))
+
+        def embed(kind: str, file: str):
+            total = counts.get(kind, counts.get(FEATURES))  # genres: one input per track
+            return EmbedTracks(self._model_dir, self._batch_size, file, total=total, workers=workers,
+                               unit=UNITS[kind])
+
         def part(kind: str, file: str = ModelFiles.EMBEDDER):
-            return (read_model_inputs(pipeline, self._data, self._spec, kind)
-                    | f"Embed{kind.title()}" >> EmbedTracks(self._model_dir, self._batch_size, file))
+            return (read_model_inputs(pipeline, self._data, self._spec, kind, counts[kind])
+                    | f"Embed{kind.title()}" >> embed(kind, file))
 
         if not (self._info.has(TILES) and self._info.has(FEATURES)):
             return part(self._info.parts[0])
@@ -272,7 +295,7 @@ class TrackVectors(beam.PTransform):
             return joined
         return (joined
                 | "AsModelInput" >> beam.MapTuple(lambda track_id, vector: (track_id, (0, vector)))
-                | "EmbedGenres" >> EmbedTracks(self._model_dir, self._batch_size, ModelFiles.GENRE_EMBEDDER))
+                | "EmbedGenres" >> embed(GENRES, ModelFiles.GENRE_EMBEDDER))
 
 
 def extra_vector_column(path: str) -> tuple[str, int]:

@@ -18,7 +18,11 @@ FMA_SUBSETS = ("small", "medium", "large")
 FMA_TRACKS_CSV = "tracks.csv"  # in FMA's fma_metadata folder
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 AUDIO_EXTENSIONS = (".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".aif", ".aiff", ".m4a")
-LABEL_COLUMNS = ("track_id", "genre", "artist_id", "artist", "title")
+TAG_LABELS = ("album", "album_artist", "track_number", "musicbrainz_recording_id", "musicbrainz_artist_id",
+              "musicbrainz_album_id")  # what a file's tags also give (core.tags); a labels CSV value wins
+LABEL_COLUMNS = ("track_id", "genre", "artist_id", "artist", "title", *TAG_LABELS)
+INTEGER_LABELS = ("track_id", "artist_id", "track_number")
+MAX_TRACK_NUMBER = 99_999
 
 TrackRow = dict[str, Any]
 Labels = Mapping[str, dict[str, Any]] | list[tuple[str, dict[str, Any]]]
@@ -230,7 +234,9 @@ def read_labels(handle: TextIO, *, source: str = "labels.csv") -> list[tuple[str
     folder, absolute, or a file name) less a leading ``./``. A file listed twice is kept twice here: the
     catalogue rejects the second as a duplicate.
 
-    Optional columns: ``track_id``, ``genre``, ``artist_id``, ``artist``, ``title``; others are ignored.
+    Optional columns: :data:`LABEL_COLUMNS` (``track_id``, ``genre``, ``artist_id``, ``artist``, ``title``,
+    ``album``, ``album_artist``, ``track_number`` and the MusicBrainz recording, artist and album ids); others
+    are ignored.
     """
     reader = csv.DictReader(handle)
     if reader.fieldnames is None or "path" not in reader.fieldnames:
@@ -238,12 +244,15 @@ def read_labels(handle: TextIO, *, source: str = "labels.csv") -> list[tuple[str
     labels: list[tuple[str, dict[str, Any]]] = []
     for line, row in enumerate(reader, start=2):
         values: dict[str, Any] = {k: (row.get(k) or "").strip() or None for k in LABEL_COLUMNS}
-        for key in ("track_id", "artist_id"):
+        for key in INTEGER_LABELS:
             if values[key] is not None:
                 try:
                     values[key] = int(values[key])
                 except ValueError:
                     raise CatalogueError(f"{source} line {line}: {key} {values[key]!r} is not an integer") from None
+        if values["track_number"] is not None and not 0 < values["track_number"] <= MAX_TRACK_NUMBER:
+            raise CatalogueError(f"{source} line {line}: track_number {values['track_number']} is not between 1 and "
+                                 f"{MAX_TRACK_NUMBER:,}")
         path = (row.get("path") or "").strip()
         while path.startswith("./"):
             path = path[2:]
@@ -348,6 +357,7 @@ def _folder_row(path: str, relative: str, label: dict[str, Any]) -> TrackRow:
         "artist_id": label.get("artist_id"),
         "artist": label.get("artist"),
         "title": label.get("title"),  # else the tags' title, else the file name (with_tags)
+        **{k: label.get(k) for k in TAG_LABELS},  # else the tags' (with_tags)
         "split": split_for(int(track_id), label.get("artist_id"), label.get("artist")),
     }
 

@@ -36,7 +36,16 @@ def test_search_selects_plays_and_builds_a_radio(app, tables_dir):
     assert len(set(_column(radio_table, "track"))) == 20
     assert len(app.get("plotly_chart")) == 1  # the open tab's map only
     assert len(app.get("download_button")) == 1
-    assert len(app.get("audio")) >= 1 + 20  # the seed, then the radio's tracks
+    assert len(app.get("audio")) == 1  # the seed's own player
+    assert player_sources(app) == [f"/audio/{i}" for i in _column(radio_table, "track")]
+
+
+def player_sources(app) -> list[str]:
+    """The audio URLs of the one playlist player, in order."""
+    import re
+
+    (frame,) = app.get("iframe")
+    return re.findall(r'data-src="([^"]+)"', frame.proto.srcdoc)
 
 
 def test_radio_options_leave_out_the_artist(app):
@@ -94,11 +103,14 @@ def test_like_alchemy_clusters_and_profile_tabs(app, tables_dir):
     app.text_input(key="q").input(str(seed)).run()
 
     open_tab(app, "Like")
+    app.multiselect(key="like-seeds").set_value([]).run()  # the seed alone, then with a Style5 track
+    alone = _column(app.table[0], "genre").count("Style5")
     app.text_input(key="like-seeds-search").input(str(other[0])).run()
     app.multiselect(key="like-seeds").select(other[0]).run()
-    assert _genres(app) >= {"Style2", "Style5"}
+    assert _column(app.table[0], "genre").count("Style5") >= alone + 5 and "Style2" in _genres(app)
 
     open_tab(app, "Alchemy")
+    app.multiselect(key="alchemy-add").set_value([]).run()
     app.text_input(key="alchemy-subtract-search").input(str(other[0])).run()
     app.multiselect(key="alchemy-subtract").select(other[0]).run()
     assert "Style5" not in _genres(app) and len(app.table[0].value) == 20
@@ -108,6 +120,69 @@ def test_like_alchemy_clusters_and_profile_tabs(app, tables_dir):
     assert len(app.table[1].value) > 0 and len(app.get("plotly_chart")) == 1
 
     open_tab(app, "Profile")
-    app.text_area(key="profile-history").input("\n".join(str(i) for i in other)).run()
+    app.multiselect(key="profile-plays").set_value(other).run()  # a history chosen by search
     genres = _column(app.table[0], "genre")
     assert len(genres) == 30 and genres.count("Style5") >= 24  # of about 35 Style5 tracks in all
+    pasted = f"#EXTM3U\n{tables_dir / 'audio' / f'{seed}.wav'}\n"  # a pasted M3U replaces the tracks chosen
+    app.text_area(key="profile-history").input(pasted).run()
+    assert _column(app.table[0], "genre").count("Style2") >= 24
+
+
+def test_each_tab_shows_what_it_does_on_first_view(app, tables_dir):
+    """Defaults that differ from the radio: a far destination shown by title, a second seed to blend, a track
+    from another cluster to add, a history of two plays."""
+    from playlists import load_tables
+
+    tables = load_tables(tables_dir)
+    app.text_input(key="q").input("song 1042").run()
+    radio_tracks = _column(app.table[0], "track")
+    genre = tables.track(1042)["genre"]
+
+    open_tab(app, "Journey")
+    far = int(tables.ids[(tables.vectors @ tables.vector(1042)).argmin()])
+    assert app.text_input(key="to").value == f"Song {far} {tables.track(far)['artist']}"  # words, not an id
+    assert app.selectbox(key="to-choice").value == far and _column(app.table[0], "track")[-1] == far
+
+    for tab, key in (("Like", "like-seeds"), ("Alchemy", "alchemy-add"), ("Profile", "profile-plays")):
+        open_tab(app, tab)
+        chosen = app.multiselect(key=key).value
+        assert chosen and all(tables.track(t)["genre"] != genre for t in chosen if t != 1042), (tab, chosen)
+        tracks = _column(app.table[0], "track")
+        assert tracks != radio_tracks and len(set(tracks) - set(radio_tracks)) >= 5, tab
+        assert tables.track(chosen[0])["genre"] in _genres(app), tab  # the playlist reaches the other style
+
+    app.text_input(key="q").input("song 1100").run()  # a new seed: defaults chosen for it
+    assert 1100 in app.multiselect(key="profile-plays").value
+
+
+def test_audio_route_serves_catalogue_files_by_id_only(tables_dir, monkeypatch):
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+
+    from wavelist.web_player import AUDIO_ROUTE, audio_url
+
+    monkeypatch.setenv("WAVELIST_TABLES", str(tables_dir))
+
+    async def ask() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=Starlette(routes=[AUDIO_ROUTE]))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return [await client.get(audio_url(1042)),
+                    await client.get(audio_url(1042), headers={"Range": "bytes=0-99"}),  # the browser seeks so
+                    await client.get(audio_url(5)),  # not a track of the tables
+                    await client.get("/audio/..%2Ftracks.parquet")]  # ids only: no path reaches a file
+
+    whole, part, unknown, path = asyncio.run(ask())
+    assert whole.status_code == 200 and whole.headers["content-type"] == "audio/x-wav"
+    assert whole.content == (tables_dir / "audio" / "1042.wav").read_bytes()
+    assert part.status_code == 206 and part.content == whole.content[:100]
+    assert unknown.status_code == 404 and path.status_code == 404
+
+
+def test_player_escapes_titles_and_lists_tracks_in_order():
+    from wavelist.web_player import player_html
+
+    page = player_html([(7, 'A <script>alert(1)</script> "title"'), (3, "B & C")])
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &quot;title&quot;" in page
+    assert page.index('data-src="/audio/7"') < page.index('data-src="/audio/3"') and "B &amp; C" in page

@@ -43,6 +43,21 @@ def test_embed_tracks_gives_one_unit_vector_per_track(pipeline_outputs):
         assert_that(vectors, check)
 
 
+def test_embed_progress_lines_carry_the_total(pipeline_outputs, capfd):
+    import re
+
+    spec = files.load_audio_spec(pipeline_outputs["data"])
+    rng = np.random.default_rng(1)
+    pairs = [(t, (i, rng.normal(-40, 10, spec.tile_shape).astype(np.float32))) for t in (11, 12, 13) for i in range(3)]
+    with TestPipeline() as pipeline:
+        _ = (pipeline | beam.Create(pairs)
+             | EmbedTracks(str(pipeline_outputs["model"]), 4, total=9, workers=1, unit="tiles", every_s=0))
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("embed worker")]
+    counts = [tuple(map(int, re.search(r": (\d+) of (\d+) tiles, [\d.]+ tiles/s", line).groups())) for line in lines]
+    assert counts and {total for _, total in counts} == {9} and max(done for done, _ in counts) == 9, lines
+    assert any("left" in line for line in lines[:-1]) or len(lines) == 1, lines
+
+
 def test_approximate_neighbours_find_most_exact_ones(tmp_path):
     from beam_jobs.embed import ApproximateNeighbours
     from core.neighbours import recall_at

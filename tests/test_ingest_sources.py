@@ -19,12 +19,30 @@ def test_track_ids_keep_fma_numbers_and_hash_other_names():
 
 def test_labels_csv_is_keyed_by_path_and_checked():
     labels = dict(cat.read_labels(io.StringIO("path,genre,artist,track_id\n./a/b.mp3,Rock,X,7\nc.ogg,,,\n")))
-    assert labels == {"a/b.mp3": {"track_id": 7, "genre": "Rock", "artist_id": None, "artist": "X", "title": None},
-                      "c.ogg": {"track_id": None, "genre": None, "artist_id": None, "artist": None, "title": None}}
+    empty = dict.fromkeys(cat.LABEL_COLUMNS)
+    assert labels == {"a/b.mp3": {**empty, "track_id": 7, "genre": "Rock", "artist": "X"}, "c.ogg": empty}
     with pytest.raises(cat.CatalogueError, match="needs a 'path' column"):
         cat.read_labels(io.StringIO("file,genre\nx.mp3,Rock\n"))
     with pytest.raises(cat.CatalogueError, match="line 2: track_id 'seven' is not an integer"):
         cat.read_labels(io.StringIO("path,track_id\nx.mp3,seven\n"))
+
+
+def test_labels_csv_takes_the_columns_tags_give():
+    mbid = "0f6a1f4e-3b2a-4a8e-9b3c-1d2e3f4a5b6c"
+    text = ("path,album,album_artist,track_number,musicbrainz_recording_id,musicbrainz_artist_id,"
+            f"musicbrainz_album_id\na.flac,Roads,Night Drive,3,{mbid},{mbid[::-1]},{mbid.upper()}\n")
+    (path, values), = cat.read_labels(io.StringIO(text))
+    assert values == {**dict.fromkeys(cat.LABEL_COLUMNS), "album": "Roads", "album_artist": "Night Drive",
+                      "track_number": 3, "musicbrainz_recording_id": mbid, "musicbrainz_artist_id": mbid[::-1],
+                      "musicbrainz_album_id": mbid.upper()}
+    (row,), _ = cat.folder_tracks(["/m/a.flac"], root="/m", labels=[(path, values)])
+    assert (row["album"], row["track_number"], row["musicbrainz_album_id"]) == ("Roads", 3, mbid.upper())
+    tagged = cat.with_tags(row, {"album": "Tag Album", "track_number": 9, "musicbrainz_recording_id": "x",
+                                 "musicbrainz_artist_id": "y", "album_artist": "z"})
+    assert {k: tagged[k] for k in cat.TAG_LABELS} == {k: row[k] for k in cat.TAG_LABELS}  # the CSV wins
+    for bad in ("3/12", "0", "100000"):
+        with pytest.raises(cat.CatalogueError, match="line 2: track_number"):
+            cat.read_labels(io.StringIO(f"path,track_number\nx.mp3,{bad}\n"))
 
 
 def test_folder_rows_split_by_artist_and_skip_other_files():

@@ -3,37 +3,18 @@ music directory and a null audio output, and stopped after. Skipped where mpd is
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests import programs
+from tests.programs import free_port, wait_for
 from wavelist.cli import main
 
 pytestmark = pytest.mark.skipif(shutil.which("mpd") is None, reason="needs Debian's mpd (.ci/run installs it)")
 N_TRACKS = 120
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(condition, seconds: float = 30.0, what: str = "MPD"):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except (OSError, ValueError):  # not listening yet
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} did not get ready in {seconds} s")
 
 
 @pytest.fixture(scope="module")
@@ -47,38 +28,9 @@ def tables_dir(tmp_path_factory) -> Path:
 def mpd_server(tables_dir, tmp_path_factory):
     """A real MPD serving ``tables_dir/audio`` on 127.0.0.1; its database updated. Yields the port and its
     playlist folder."""
-    from wavelist import player
-
     state = tmp_path_factory.mktemp("mpd-state")
-    (state / "playlists").mkdir()
-    port = free_port()
-    config = state / "mpd.conf"
-    config.write_text(
-        f'music_directory "{tables_dir / "audio"}"\n'
-        f'db_file "{state / "database"}"\n'
-        f'state_file "{state / "state"}"\n'
-        f'log_file "{state / "log"}"\n'
-        f'playlist_directory "{state / "playlists"}"\n'
-        'bind_to_address "127.0.0.1"\n'
-        f'port "{port}"\n'
-        'zeroconf_enabled "no"\n'
-        'audio_output {\n    type "null"\n    name "null"\n}\n')
-    process = subprocess.Popen(["mpd", "--no-daemon", "--stderr", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        client = wait_for(lambda: player.connect("127.0.0.1", port, timeout=5))
-        client.update()
-        wait_for(lambda: "updating_db" not in client.status() and len(client.listall()) >= N_TRACKS,
-                 what="MPD's database update")
-        client.disconnect()
+    with programs.mpd_server(tables_dir / "audio", state, N_TRACKS) as port:
         yield port, state / "playlists"
-    finally:
-        process.terminate()  # only the MPD this fixture started
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -141,7 +93,7 @@ def test_keep_going_tops_up_the_queue_never_twice(tables_dir, mpd_port, client):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                cwd=Path(__file__).resolve().parents[1])
     try:
-        wait_for(lambda: len(queue(client)) >= 13 or process.poll() is not None, seconds=60, what="the radio")
+        wait_for(lambda: len(queue(client)) >= 13 or process.poll() is not None, "the radio", 60, every_s=0.1)
         assert process.poll() is None, process.stderr.read()
         played = int(client.status().get("song", 0))
     finally:

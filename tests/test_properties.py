@@ -44,7 +44,8 @@ def labels_files(draw):
     rows, expected = [], {}
     for path in paths:
         values = {"track_id": draw(st.none() | ids), "artist_id": draw(st.none() | ids),
-                  **{k: draw(st.none() | cell_text) for k in ("genre", "artist", "title")}}
+                  "track_number": draw(st.none() | st.integers(1, cat.MAX_TRACK_NUMBER)),
+                  **{k: draw(st.none() | cell_text) for k in cat.LABEL_COLUMNS if k not in cat.INTEGER_LABELS}}
         cells = {"path": path, **{k: draw(cell_text) for k in extra},
                  **{k: "" if values[k] is None else str(values[k]) for k in columns}}
         rows.append([cells[h] for h in header])
@@ -80,6 +81,7 @@ def test_folder_rows_keep_every_label_and_every_file(case, data):
     for row in rows:
         label = labels[row["path"][len("/music/"):]]
         assert row["genre"] == label["genre"] and row["artist"] == label["artist"]  # any genre, as written
+        assert {k: row[k] for k in cat.TAG_LABELS} == {k: label[k] for k in cat.TAG_LABELS}  # album ... ids
         if label["track_id"] is not None:
             assert row["track_id"] == label["track_id"]
         assert row["split"] == cat.split_for(row["track_id"], label["artist_id"], label["artist"])

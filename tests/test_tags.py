@@ -49,7 +49,8 @@ def tagged_folder(tmp_path_factory) -> Path:
         subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=880:duration=3",
                         "-c:a", "aac", str(m4a)], check=True)
         tag(m4a, title="Mp4 Tune", artist="Cupertino", tracknumber="4")
-    (root / "labels.csv").write_text("path,title\nb/x.mp3,Label Wins\n")
+    (root / "labels.csv").write_text("path,title,album,track_number,musicbrainz_recording_id\n"
+                                     f"b/x.mp3,Label Wins,Label Album,7,{RECORDING}\na/02.ogg,,Other Roads,,\n")
     return root
 
 
@@ -91,8 +92,11 @@ def test_folder_ingest_reads_tags_labels_win_broken_tags_accepted(tagged_folder,
         "First Light", "Night Drive", "Roads", "Night Drive", "Synthwave", 1, RECORDING)
     assert first["length_s"] == pytest.approx(3.0, abs=0.01)
     assert first["artist_id"] == tracks["02.ogg"]["artist_id"] == cat.artist_id_for("Night Drive")
-    assert tracks["02.ogg"]["title"] == "Second <b>"
+    assert tracks["02.ogg"]["title"] == "Second <b>" and tracks["02.ogg"]["album"] == "Other Roads"  # CSV wins
+    assert tracks["02.ogg"]["track_number"] == 2 and tracks["02.ogg"]["album_artist"] == "Night Drive"  # tags
     assert tracks["x.mp3"]["title"] == "Label Wins" and tracks["x.mp3"]["artist"] == "Other One"
+    assert (tracks["x.mp3"]["album"], tracks["x.mp3"]["track_number"],
+            tracks["x.mp3"]["musicbrainz_recording_id"]) == ("Label Album", 7, RECORDING)
     assert tracks["plain name.wav"]["title"] == "plain name" and tracks["plain name.wav"]["artist_id"] is None
     assert tracks["broken.wav"]["status"] == "ok" and tracks["broken.wav"]["title"] == "broken"
     assert summary["accepted_per_genre"]["Synthwave"] == 2

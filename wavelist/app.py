@@ -2,7 +2,9 @@
 blend, an alchemy, the catalogue's clusters or a listener's profile, play the tracks, download the M3U8.
 
     wavelist app --tables TABLES                               (or)
-    WAVELIST_TABLES=TABLES streamlit run wavelist/app.py
+    WAVELIST_TABLES=TABLES streamlit run wavelist/app_server.py
+
+(``app_server.py`` runs this script and adds the audio route that the playlist player plays from.)
 
 The search text and the tab are kept in the page address (``?q=...&tab=Journey``), so a view can be shared.
 """
@@ -10,24 +12,25 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
-from playlists import Entry, Tables, journey_via, like, load_tables, radio, smoothness
+from playlists import Entry, Tables, journey_via, like, radio, smoothness
 from playlists.discover import alchemy, clusters, profile
 from playlists.mapview import map_figure
 from playlists.output import m3u, parse_track_list, player_path, playlist_rows
 from playlists.service import TrackFinder
 from playlists.text import for_markdown
+from wavelist.web_player import TABLES_VARIABLE, local_audio, player_html, shared_tables
 
 TABS = ("Radio", "Journey", "Like", "Alchemy", "Clusters", "Profile")
-MAX_PLAYERS = 20  # audio players on one page: each one sends its file to the browser
+PLAYER_HEIGHT = 380  # pixels: the buttons, the audio controls and about 12 tracks of the list (it scrolls)
 
 
 @st.cache_resource(show_spinner="Loading the tables")
 def _load(folder: str) -> Tables:
-    return load_tables(folder)
+    return shared_tables(folder)  # the same copy the audio route reads
 
 
 def label(tables: Tables, track_id: int) -> str:
@@ -37,10 +40,28 @@ def label(tables: Tables, track_id: int) -> str:
             f"({track.get('genre') or 'no genre'}) · {track_id}")
 
 
-def pick_track(tables: Tables, text_label: str, key: str, default: str = "") -> int | None:
-    """A search box (id, title or artist) and a list of the matching tracks; the chosen id, or None."""
-    query = st.text_input(text_label, value=default, key=key, bind="query-params")
+def search_words(tables: Tables, track_id: int) -> str:
+    """What to type in a search box to find ``track_id``: its title and artist (its id when it has no title)."""
+    track = tables.track(track_id)
+    return " ".join(str(track[k]) for k in ("title", "artist") if track.get(k)) if track.get("title") else str(track_id)
+
+
+def elsewhere(tables: Tables, seed: int, quantile: float) -> int:
+    """A track from another part of the catalogue: the one at ``quantile`` of the cosines to ``seed`` (0: the
+    farthest track, 0.5: a typical one), for defaults that differ from the seed."""
+    similarity = tables.vectors @ tables.vector(seed)
+    at = round(quantile * (len(similarity) - 1))
+    return int(tables.ids[np.argpartition(similarity, at)[at]])
+
+
+def pick_track(tables: Tables, text_label: str, key: str, default: int | None = None) -> int | None:
+    """A search box (id, title or artist) and a list of the matching tracks; the chosen id, or None. The box
+    starts with the words that find ``default``, and ``default`` is then the chosen track."""
+    words = "" if default is None else search_words(tables, default)
+    query = st.text_input(text_label, value=words, key=key, bind="query-params")
     matches = tables.search(query, limit=200)
+    if default is not None and query == words:  # other tracks may share the words: the default comes first
+        matches = [default, *(m for m in matches if m != default)][:200]
     if not matches:
         st.warning(f"No track matches {query!r}: try part of a title, an artist or an id.")
         return None
@@ -51,16 +72,26 @@ def pick_track(tables: Tables, text_label: str, key: str, default: str = "") -> 
 
 def play(tables: Tables, track_id: int) -> None:
     """An audio player for ``track_id``, or a note saying why there is none."""
-    path = player_path(tables.track(track_id).get("path"))
-    if path and Path(path).is_file():
+    path = local_audio(tables, track_id)
+    if path:
         st.audio(path, format=mimetypes.guess_type(path)[0] or "audio/mpeg")
     else:
-        st.caption(for_markdown(f"no audio file here for {track_id} ({path or 'no path in tracks.parquet'})"))
+        shown = player_path(tables.track(track_id).get("path")) or "no path in tracks.parquet"
+        st.caption(for_markdown(f"no audio file here for {track_id} ({shown})"))
+
+
+def player(tables: Tables, ids: list[int]) -> None:
+    """One player that plays the tracks of ``ids`` that have an audio file here, in order, one after another."""
+    playable = [i for i in ids if local_audio(tables, i)]
+    if len(playable) < len(ids):
+        st.caption(f"{len(ids) - len(playable)} of {len(ids)} tracks have no audio file here: the player skips them")
+    if playable:
+        st.iframe(player_html([(i, label(tables, i)) for i in playable]), height=PLAYER_HEIGHT)
 
 
 def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int, path: bool = False) -> None:
     """The playlist on the map (a line through numbered steps when ``path``: a journey; else highlighted
-    points), as a table, as players, and as an M3U8 download."""
+    points), as a table, in a player, and as an M3U8 download."""
     ids = [e.track_id for e in entries]
     figure = map_figure(tables, ids, title=name, highlight=seed, path=path)
     figure.update_layout(height=650)
@@ -71,10 +102,7 @@ def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int,
     music = TrackFinder(tables).music_folder  # the paths hold on any machine with the same music folder
     st.download_button("Download M3U8", m3u(rows, relative_to=music), help="save it in your music folder", file_name=f"{name.replace(' ', '_')}.m3u8",
                        mime="audio/x-mpegurl", key=f"m3u-{name}")
-    with st.expander(f"Play the tracks ({min(len(ids), MAX_PLAYERS)} of {len(ids)})"):
-        for track_id in ids[:MAX_PLAYERS]:
-            st.write(for_markdown(label(tables, track_id)))
-            play(tables, track_id)
+    player(tables, ids)
 
 
 def radio_tab(tables: Tables, seed: int) -> None:
@@ -86,14 +114,13 @@ def radio_tab(tables: Tables, seed: int) -> None:
 
 
 def journey_tab(tables: Tables, seed: int) -> None:
-    far = int(tables.ids[int((tables.vectors @ tables.vector(seed)).argmin())])
-    end = pick_track(tables, "Journey to: search a track", key="to", default=str(far))
+    end = pick_track(tables, "Journey to: search a track", key="to", default=elsewhere(tables, seed, 0.0))
     if end is None:
         return
     if end == seed:
         st.info("Choose a destination other than the seed.")
         return
-    stops = [seed, *pick_tracks(tables, "Stops on the way, in order", key="journey-via"), end]
+    stops = [seed, *pick_tracks(tables, "Stops on the way, in order", key="journey-via", seed=seed), end]
     n = st.slider("Tracks", 3, 50, 20, key="journey-n")
     if len(set(stops)) < len(stops):
         st.info("A stop cannot be the seed, the destination or another stop.")
@@ -107,8 +134,12 @@ def journey_tab(tables: Tables, seed: int) -> None:
     show_playlist(tables, entries, name=f"journey {seed} to {end}", seed=seed, path=True)
 
 
-def pick_tracks(tables: Tables, text_label: str, key: str) -> list[int]:
-    """A search box and a multi-select of its matches (kept across searches); the chosen ids."""
+def pick_tracks(tables: Tables, text_label: str, key: str, seed: int, default: tuple[int, ...] = ()) -> list[int]:
+    """A search box and a multi-select of its matches (kept across searches); the chosen ids. It starts with
+    ``default``, and again whenever the seed changes (the defaults are chosen for the seed)."""
+    if st.session_state.get(f"{key}-seed") != seed:
+        st.session_state[key] = list(default)
+        st.session_state[f"{key}-seed"] = seed
     query = st.text_input(f"{text_label}: search", key=f"{key}-search")
     chosen = st.session_state.get(key, [])
     options = list(dict.fromkeys(chosen + tables.search(query, limit=100)))
@@ -116,15 +147,17 @@ def pick_tracks(tables: Tables, text_label: str, key: str) -> list[int]:
 
 
 def like_tab(tables: Tables, seed: int) -> None:
-    more = pick_tracks(tables, "More seeds to blend with the selected track", key="like-seeds")
+    more = pick_tracks(tables, "More seeds to blend with the selected track", key="like-seeds", seed=seed,
+                       default=(elsewhere(tables, seed, 0.5),))  # a blend of two places on the map
     n = st.slider("Tracks", 5, 50, 20, key="like-n")
     show_playlist(tables, like(tables, [seed, *more], n), name=f"like {seed}", seed=seed)
 
 
 def alchemy_tab(tables: Tables, seed: int) -> None:
     st.caption("The selected track, plus the tracks to add, minus the tracks to subtract.")
-    add = pick_tracks(tables, "Add", key="alchemy-add")
-    subtract = pick_tracks(tables, "Subtract", key="alchemy-subtract")
+    add = pick_tracks(tables, "Add", key="alchemy-add", seed=seed,
+                      default=(elsewhere(tables, seed, 0.25),))  # a track from another cluster
+    subtract = pick_tracks(tables, "Subtract", key="alchemy-subtract", seed=seed)
     n = st.slider("Tracks", 5, 50, 20, key="alchemy-n")
     try:
         entries = alchemy(tables, [seed, *add], subtract, n)
@@ -150,11 +183,15 @@ def clusters_tab(tables: Tables, seed: int) -> None:
 
 
 def profile_tab(tables: Tables, seed: int) -> None:
-    text = st.text_area("History, oldest play first: track ids or audio paths, one a line (or paste an M3U)",
-                        value=str(seed), key="profile-history")
+    history = pick_tracks(tables, "Listening history, oldest play first", key="profile-plays", seed=seed,
+                          default=(elsewhere(tables, seed, 0.5), seed))  # two plays: the taste between them
+    with st.expander("Or paste a history"):
+        text = st.text_area("Track ids or audio paths, one a line, or an M3U: used instead of the tracks above",
+                            key="profile-history")
     n = st.slider("Tracks", 5, 100, 30, key="profile-n")
     try:
-        history = parse_track_list(tables, text, source="the history")
+        if text.strip():
+            history = parse_track_list(tables, text, source="the history")
         entries = profile(tables, history, n)
     except (ValueError, LookupError) as error:
         st.warning(str(error))
@@ -165,7 +202,7 @@ def profile_tab(tables: Tables, seed: int) -> None:
 def main() -> None:
     st.set_page_config(page_title="wavelist", layout="wide")
     st.title("wavelist")
-    folder = os.environ.get("WAVELIST_TABLES")
+    folder = os.environ.get(TABLES_VARIABLE)
     if not folder:
         st.error("No tables: start the app with `wavelist app --tables TABLES`.")
         st.stop()

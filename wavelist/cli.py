@@ -329,7 +329,7 @@ def _projector_command(args: argparse.Namespace) -> None:
 
 def app_command_line(args: argparse.Namespace) -> list[str]:
     """The Streamlit command that serves the app on ``args.address`` and ``args.port``."""
-    app = Path(__file__).with_name("app.py")
+    app = Path(__file__).with_name("app_server.py")  # app.py and the audio route its player plays from
     return [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
             "--server.address", args.address, "--server.port", str(args.port),
             "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]  # no Deploy button
