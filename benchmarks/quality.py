@@ -1,6 +1,6 @@
 """Does nearness mean "sounds alike"? wavelist's default model against reference embeddings, on a corpus.
 
-    python benchmarks/quality.py CORPUS WORKDIR [--references DIR] [--ab-repeats FILE] [--data DATA]
+    python benchmarks/quality.py CORPUS WORKDIR [--references DIR] [--ab-repeats FILE] [--data DATA] [--train-data DATA]
         [--train-flags "..."] [--embed-flags "..."] [--diffusion M,POWER] [--ours NAME] [--skip-pipeline]
 
 CORPUS is in FMA layout (``fma_metadata/tracks.csv``, ``audio/XXX/XXXXXX.mp3``), e.g. what
@@ -120,6 +120,8 @@ def main() -> None:
     parser.add_argument("--train-flags", default="", help="extra flags for wavelist train (default: none)")
     parser.add_argument("--embed-flags", default="", help="extra flags for wavelist embed (default: none)")
     parser.add_argument("--data", type=Path, help="an ingest output of CORPUS to reuse (skips wavelist ingest)")
+    parser.add_argument("--train-data", type=Path, help="train on this ingest output (e.g. of a part of CORPUS: "
+                        "pool_corpora.py --fraction) and embed all of CORPUS with it")
     parser.add_argument("--diffusion", action="append", default=[], metavar="M,POWER[,reciprocal]",
                         help="also score each embedding after diffusion over its M nearest (repeatable)")
     parser.add_argument("--join", action="append", default=[], metavar="STEM,WEIGHT",
@@ -138,7 +140,7 @@ def main() -> None:
         if not args.data:
             timings["ingest_s"] = run_step("ingest", ["ingest", "--fma-metadata", str(meta), "--audio-dir", str(audio),
                                                       "--out", str(data), "--overwrite"], work / "ingest.log")
-        timings["train_s"] = run_step("train", ["train", "--data", str(data), "--out", str(work / "model"),
+        timings["train_s"] = run_step("train", ["train", "--data", str(args.train_data or data), "--out", str(work / "model"),
                                                 "--overwrite", "--verbose", "2", *shlex.split(args.train_flags)],
                                       work / "train.log")
         timings["embed_s"] = run_step("embed", ["embed", "--data", str(data), "--model", str(work / "model"),
