@@ -34,6 +34,8 @@ def test_search_selects_plays_and_builds_a_radio(app, tables_dir):
     radio_table = app.table[0]
     assert _column(radio_table, "track")[0] == 1042 and len(radio_table.value) == 20
     assert len(set(_column(radio_table, "track"))) == 20
+    to_seed = [float(x) for x in _column(radio_table, "to_seed (cosine)")]  # the header says what the number is
+    assert to_seed[0] == 1.0 and to_seed == sorted(to_seed, reverse=True)
     assert len(app.get("plotly_chart")) == 1  # the open tab's map only
     assert len(app.get("download_button")) == 1
     assert len(app.get("audio")) == 1  # the seed's own player

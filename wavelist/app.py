@@ -19,7 +19,7 @@ import streamlit as st
 from playlists import Entry, Tables, journey_via, like, radio, smoothness
 from playlists.discover import alchemy, clusters, profile
 from playlists.mapview import map_figure
-from playlists.output import m3u, parse_track_list, player_path, playlist_rows
+from playlists.output import SCORE_NAMES, m3u, parse_track_list, player_path, playlist_rows
 from playlists.service import TrackFinder
 from playlists.text import for_markdown
 from wavelist.web_player import TABLES_VARIABLE, local_audio, player_html, shared_tables
@@ -89,16 +89,19 @@ def player(tables: Tables, ids: list[int]) -> None:
         st.iframe(player_html([(i, label(tables, i)) for i in playable]), height=PLAYER_HEIGHT)
 
 
-def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int, path: bool = False) -> None:
+def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int, path: bool = False,
+                  kind: str = "") -> None:
     """The playlist on the map (a line through numbered steps when ``path``: a journey; else highlighted
-    points), as a table, in a player, and as an M3U8 download."""
+    points), as a table whose number column says what it measures (``SCORE_NAMES[kind]``: cosine to the seed,
+    step to step, ...), in a player, and as an M3U8 download."""
     ids = [e.track_id for e in entries]
     figure = map_figure(tables, ids, title=name, highlight=seed, path=path)
     figure.update_layout(height=650)
     st.plotly_chart(figure, key=f"map-{name}")
-    rows = playlist_rows(tables, entries)
+    score = SCORE_NAMES.get(kind, "similarity")
+    rows = playlist_rows(tables, entries, score)
     st.table([{"#": k, "track": r["track_id"], "title": r["title"], "artist": r["artist"], "genre": r["genre"],
-               "similarity": f"{r['similarity']:.3f}"} for k, r in enumerate(rows, start=1)], hide_index=True)
+               f"{score} (cosine)": f"{r[score]:.4f}"} for k, r in enumerate(rows, start=1)], hide_index=True)
     music = TrackFinder(tables).music_folder  # the paths hold on any machine with the same music folder
     st.download_button("Download M3U8", m3u(rows, relative_to=music), help="save it in your music folder", file_name=f"{name.replace(' ', '_')}.m3u8",
                        mime="audio/x-mpegurl", key=f"m3u-{name}")
@@ -110,7 +113,7 @@ def radio_tab(tables: Tables, seed: int) -> None:
     exclude_artist = st.checkbox("Leave out the seed's artist", key="radio-artist")
     variety = st.slider("Variety (0 = most similar)", 0.0, 0.9, 0.0, 0.1, key="radio-variety")
     entries = [Entry(seed, 1.0)] + radio(tables, seed, n - 1, exclude_artist=exclude_artist, variety=variety)
-    show_playlist(tables, entries, name=f"radio {seed}", seed=seed)
+    show_playlist(tables, entries, name=f"radio {seed}", seed=seed, kind="radio")
 
 
 def journey_tab(tables: Tables, seed: int) -> None:
@@ -131,7 +134,8 @@ def journey_tab(tables: Tables, seed: int) -> None:
     left.metric("weakest step (cosine)", f"{figures['min_step_similarity']:.3f}")
     middle.metric("mean step (cosine)", f"{figures['mean_step_similarity']:.3f}")
     right.metric("steps forward", f"{figures['monotonic_fraction']:.0%}")
-    show_playlist(tables, entries, name=f"journey {seed} to {end}", seed=seed, path=True)
+    show_playlist(tables, entries, name=f"journey {seed} to {end}", seed=seed, path=True,
+                  kind="journey")
 
 
 def pick_tracks(tables: Tables, text_label: str, key: str, seed: int, default: tuple[int, ...] = ()) -> list[int]:
@@ -150,7 +154,7 @@ def like_tab(tables: Tables, seed: int) -> None:
     more = pick_tracks(tables, "More seeds to blend with the selected track", key="like-seeds", seed=seed,
                        default=(elsewhere(tables, seed, 0.5),))  # a blend of two places on the map
     n = st.slider("Tracks", 5, 50, 20, key="like-n")
-    show_playlist(tables, like(tables, [seed, *more], n), name=f"like {seed}", seed=seed)
+    show_playlist(tables, like(tables, [seed, *more], n), name=f"like {seed}", seed=seed, kind="like")
 
 
 def alchemy_tab(tables: Tables, seed: int) -> None:
@@ -164,7 +168,7 @@ def alchemy_tab(tables: Tables, seed: int) -> None:
     except ValueError as error:
         st.warning(str(error))
         return
-    show_playlist(tables, entries, name=f"alchemy {seed}", seed=seed)
+    show_playlist(tables, entries, name=f"alchemy {seed}", seed=seed, kind="alchemy")
 
 
 @st.cache_data(show_spinner="Clustering the catalogue")
@@ -196,7 +200,8 @@ def profile_tab(tables: Tables, seed: int) -> None:
     except (ValueError, LookupError) as error:
         st.warning(str(error))
         return
-    show_playlist(tables, entries, name=f"profile of {len(history)} plays", seed=history[-1])
+    show_playlist(tables, entries, name=f"profile of {len(history)} plays", seed=history[-1],
+                  kind="profile")
 
 
 def main() -> None:
