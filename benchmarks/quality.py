@@ -129,6 +129,8 @@ def main() -> None:
                         "STEM.parquet --extra-weight WEIGHT computes), e.g. musicnn,0.5 (repeatable)")
     parser.add_argument("--ours", default="wavelist default",
                         help="the row the differences are taken against: the first name that starts with this")
+    parser.add_argument("--only-given-references", action="store_true",
+                        help="score the references found in --references only (compute no missing one)")
     parser.add_argument("--skip-pipeline", action="store_true", help="score WORKDIR/tables as it is")
     args = parser.parse_args()
     work = args.workdir
@@ -149,7 +151,7 @@ def main() -> None:
     references = args.references or work / "references"
     references.mkdir(parents=True, exist_ok=True)
     for kind, file in (("mfcc", "mfcc_stats.npz"), ("random", "random.npz")):
-        if not (references / file).exists():
+        if not (references / file).exists() and not args.only_given_references:
             subprocess.run([sys.executable, str(SHARED / "reference_embeddings.py"), kind, str(args.corpus),
                             str(references), "--jobs", "2"], check=True)
 
