@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--join", action="append", default=[], metavar="STEM,WEIGHT",
                         help="also score our vectors joined with a reference's (what wavelist embed --extra-vectors "
                         "STEM.parquet --extra-weight WEIGHT computes), e.g. musicnn,0.5 (repeatable)")
+    parser.add_argument("--genre-weight", type=float, action="append", default=[],
+                        help="also score the default with its genre part given this share of the cosine (repeatable)")
     parser.add_argument("--ours", default="wavelist default",
                         help="the row the differences are taken against: the first name that starts with this")
     parser.add_argument("--only-given-references", action="store_true",
@@ -165,6 +167,10 @@ def main() -> None:
         ids, X = embeddings[ours]
         label_free = X[:, :-len(model_info.genres)]  # the halves; the genre part is the last columns
         embeddings["wavelist, the same model's label-free part alone (the --no-genres vector)"] = (ids, label_free)
+        genre_part = X[:, -len(model_info.genres):]
+        for weight in args.genre_weight:  # the same parts, the genre part given another share of the cosine
+            embeddings[f"wavelist default with the genre part at weight {weight:g}"] = (ids, np.concatenate(
+                [np.sqrt(1 - weight) * unit(label_free), np.sqrt(weight) * unit(genre_part)], axis=1))
     for stem, label in REFERENCES.items():
         if (references / f"{stem}.npz").exists():
             embeddings[label] = metrics.load_embeddings(str(references / f"{stem}.npz"))

@@ -318,7 +318,7 @@ def with_genre_part(trained: Trained, data_dir: str, tile_vectors: np.ndarray, t
         why = f"off: the audio does not predict the labels of {len(track_ids)} tracks better than chance"
         log.info("train contrastive: genre part %s", why)
         return replace(trained, metrics={**trained.metrics, "genre_part": {**counts, "off": why}})
-    weight = genre_part.FULL_WEIGHT * worth
+    weight = genre_part.weight_for(worth)
     embedder = genre_part.genre_part_embedder(tile_joined, tile_labels, genres, weight)
     predicted = np.asarray(embedder(track_joined, training=False))[:, track_joined.shape[1]:].argmax(axis=1)
     log.info("train contrastive: genre part on %d tiles of %d labelled tracks, %d genres; labels worth %.2f "

@@ -70,3 +70,10 @@ def test_the_genre_part_weighs_what_it_is_given():
     out = np.asarray(genre_part.genre_part_embedder(joined, labels, ["a", "b", "c"], weight=0.1)(joined))
     np.testing.assert_allclose(np.linalg.norm(out[:, 8:], axis=1) ** 2, 0.1, atol=1e-5)
     np.testing.assert_allclose(out[:, :8], joined * np.sqrt(0.9), atol=1e-6)
+
+
+@pytest.mark.unit
+def test_labels_worth_enough_keep_a_third_and_less_worth_weighs_less():
+    assert genre_part.weight_for(0.67) == genre_part.weight_for(0.5) == pytest.approx(1 / 3)
+    assert genre_part.weight_for(0.25) == pytest.approx(1 / 6)
+    assert genre_part.weight_for(0.0) == genre_part.weight_for(-0.1) == 0.0
