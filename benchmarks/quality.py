@@ -169,8 +169,8 @@ def main() -> None:
         embeddings["wavelist, the same model's label-free part alone (the --no-genres vector)"] = (ids, label_free)
         genre_part = X[:, -len(model_info.genres):]
         for weight in args.genre_weight:  # the same parts, the genre part given another share of the cosine
-            embeddings[f"wavelist default with the genre part at weight {weight:g}"] = (ids, np.concatenate(
-                [np.sqrt(1 - weight) * unit(label_free), np.sqrt(weight) * unit(genre_part)], axis=1))
+            embeddings[f"wavelist default with the genre part at weight {weight:g}"] = (
+                ids, join_extra(label_free, genre_part, weight))  # the same parts-by-weight join
     for stem, label in REFERENCES.items():
         if (references / f"{stem}.npz").exists():
             embeddings[label] = metrics.load_embeddings(str(references / f"{stem}.npz"))
