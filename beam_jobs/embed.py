@@ -370,23 +370,33 @@ def stack_catalogue(pairs: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray
     return stack_batch(sorted(pairs, key=lambda pair: pair[0]))
 
 
-class MergeTopK(beam.CombineFn):
-    """Partial ``(ids, similarities)`` lists of one track -> its top k; the accumulator never holds more."""
+class KeepBest(beam.CombineFn):
+    """Inputs -> the best ``size`` of them by a pure merge function ``merge(parts, size)`` (the subclass's
+    ``merge``), starting from ``empty``; the accumulator never holds more than ``size`` plus one input."""
 
-    def __init__(self, k: int):
-        self._k = k
+    empty: tuple[np.ndarray, np.ndarray]
+
+    def __init__(self, size: int):
+        self._size = size
 
     def create_accumulator(self):
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return self.empty
 
-    def add_input(self, accumulator, partial):
-        return merge_top_k([accumulator, partial], self._k)
+    def add_input(self, accumulator, part):
+        return self.merge([accumulator, part], self._size)
 
     def merge_accumulators(self, accumulators):
-        return merge_top_k(list(accumulators), self._k)
+        return self.merge(list(accumulators), self._size)
 
     def extract_output(self, accumulator):
         return accumulator
+
+
+class MergeTopK(KeepBest):
+    """Partial ``(ids, similarities)`` lists of one track -> its top k (:func:`core.neighbours.merge_top_k`)."""
+
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+    merge = staticmethod(merge_top_k)
 
 
 NeighbourBlock = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -796,24 +806,12 @@ def map_table(ids: np.ndarray, coords: np.ndarray):
                      "y": coords[:, 1], "z": coords[:, 2]})
 
 
-class MapSample(beam.CombineFn):
+class MapSample(KeepBest):
     """``(ids, vectors)`` batches -> the ``sample`` tracks of smallest :func:`~core.neighbours.sample_rank`,
     as ``(ids, vectors)`` sorted by id; no accumulator holds more than ``sample`` tracks plus one batch."""
 
-    def __init__(self, sample: int):
-        self._sample = sample
-
-    def create_accumulator(self):
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-
-    def add_input(self, accumulator, batch):
-        return smallest_by_rank([accumulator, batch], self._sample)
-
-    def merge_accumulators(self, accumulators):
-        return smallest_by_rank(list(accumulators), self._sample)
-
-    def extract_output(self, accumulator):
-        return accumulator
+    empty = (np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+    merge = staticmethod(smallest_by_rank)
 
 
 def embed_sample(sample: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
