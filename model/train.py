@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-genre-tracks", type=int, default=None, metavar="N",
                         help="contrastive: labelled tracks (outside the test split) a genre needs to count for the genre part "
                         "(default: model.genre_part.MIN_GENRE_TRACKS, 5)")
+    parser.add_argument("--genre-weight", type=float, default=None, metavar="W",
+                        help="contrastive: give the genre part this share of the cosine (between 0 and 1), whatever "
+                        "its labels' measured worth (default: from the worth, see model.genre_part.weight_for)")
     parser.add_argument("--init-from", type=Path, metavar="MODEL",
                         help="cnn: start the encoder from a trained contrastive (or cnn) model, then fine-tune")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -85,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.epochs is None and args.model != "contrastive":  # contrastive: from the catalogue's size, when known
         args.epochs = DEFAULT_EPOCHS[args.model]
+    if args.genre_weight is not None and not 0.0 < args.genre_weight < 1.0:
+        parser.error(f"--genre-weight {args.genre_weight}: give a share between 0 and 1")
     if args.budget_minutes <= 0:
         parser.error(f"--budget-minutes {args.budget_minutes}: give a positive number of minutes")
     return args
@@ -284,11 +289,12 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
                        features_embedder=features_embedder)
     return with_genre_part(Trained(embedder, "tiles+features", metrics, features_embedder=features_embedder),
                            args.data, predict_in_chunks(embedder, tiles), track_ids, feature_ids,
-                           predict_in_chunks(features_embedder, values), args.min_genre_tracks)
+                           predict_in_chunks(features_embedder, values), args.min_genre_tracks, args.genre_weight)
 
 
 def with_genre_part(trained: Trained, data_dir: str, tile_vectors: np.ndarray, tile_track_ids: np.ndarray,
-                    feature_ids: np.ndarray, features_half: np.ndarray, min_tracks: int | None = None) -> Trained:
+                    feature_ids: np.ndarray, features_half: np.ndarray, min_tracks: int | None = None,
+                    weight: float | None = None) -> Trained:
     """``trained`` with a genre part fitted on the catalogue's labelled tracks outside its test split, or as
     it is (and why, in its metrics) when the labels are too few. The probe learns from every tile of a
     labelled track (the tile's vector joined with its track's statistics: ten examples per 30-s track rather
@@ -314,11 +320,11 @@ def with_genre_part(trained: Trained, data_dir: str, tile_vectors: np.ndarray, t
     worth = genre_part.reliability(tile_joined, labelled_ids, track_ids, track_joined, y)
     counts = {"genres": genres, "labelled_tracks": len(track_ids), "labelled_tiles": len(tile_labels),
               "reliability": worth}
-    if worth == 0.0:
+    if weight is None and worth == 0.0:
         why = f"off: the audio does not predict the labels of {len(track_ids)} tracks better than chance"
         log.info("train contrastive: genre part %s", why)
         return replace(trained, metrics={**trained.metrics, "genre_part": {**counts, "off": why}})
-    weight = genre_part.weight_for(worth)
+    weight = genre_part.weight_for(worth) if weight is None else weight
     embedder = genre_part.genre_part_embedder(tile_joined, tile_labels, genres, weight)
     predicted = np.asarray(embedder(track_joined, training=False))[:, track_joined.shape[1]:].argmax(axis=1)
     log.info("train contrastive: genre part on %d tiles of %d labelled tracks, %d genres; labels worth %.2f "

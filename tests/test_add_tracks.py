@@ -27,7 +27,7 @@ def incremental(request, pipeline_outputs, tmp_path_factory):
 
         model = str(root / "model")
         train.run(["--data", str(pipeline_outputs["data"]), "--out", model, "--verbose", "0", "--epochs", "1",
-                   "--steps-per-epoch", "2", "--batch-size", "8"])
+                   "--steps-per-epoch", "2", "--batch-size", "8", "--genre-weight", str(1 / 3)])
         assert files.load_model_info(model).input == "tiles+features+genres"
     for name, folder in [("old", old), ("both", both)]:
         ingest.run(["--audio-dir", str(folder), "--out", str(root / f"data-{name}"), *IN_MEMORY])
