@@ -19,6 +19,18 @@ def load_features(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return table["track_id"].to_numpy(), np.stack([table[n].to_numpy() for n in names], axis=1).astype(np.float32)
 
 
+def standardised_by_track(feature_ids: np.ndarray, values: np.ndarray, track_ids: np.ndarray) -> np.ndarray:
+    """The summary statistics of ``track_ids`` ``[n]``, in that order, standardised over ``values`` (every track's):
+    ``[n, d]`` float32; a track without a row gets zeros (the catalogue's mean)."""
+    standardised = (values - values.mean(axis=0)) / (values.std(axis=0) + 1e-6)
+    row_of = {int(t): i for i, t in enumerate(feature_ids)}
+    out = np.zeros((len(track_ids), values.shape[1]), np.float32)
+    for i, track in enumerate(track_ids):
+        if int(track) in row_of:
+            out[i] = standardised[row_of[int(track)]]
+    return out
+
+
 def pca_components(values: np.ndarray, dims: int = PART_DIM) -> tuple[np.ndarray, np.ndarray]:
     """``(mean [d], kernel [d, 64])`` of a PCA of ``values``; columns past the rank are zero."""
     from sklearn.decomposition import PCA

@@ -5,7 +5,7 @@
 Every kind exports ``embedder.keras``, a Keras model from log-mel tiles (or, for ``features``, a track's
 summary statistics) to a vector, with ``audio_spec.json`` and ``model_info.json`` (id, kind, input) beside it;
 plus ``metrics.json``, ``history.csv`` and TensorBoard ``logs/``. The default, ``contrastive`` (no labels
-needed), whitens its tile vectors and adds ``features_embedder.keras``: the track's whitened summary
+needed; tile pairs plus the tracks' summary statistics as a third view, see ``model.contrastive``), whitens its tile vectors and adds ``features_embedder.keras``: the track's whitened summary
 statistics, the other half of its vector (``input``: ``tiles+features``; ``--no-features`` leaves it out).
 When the catalogue has at least two genres of ``MIN_GENRE_TRACKS`` labelled tracks outside its test split, it also
 adds ``genre_embedder.keras``, the genre probabilities the joined vector predicts as a third part
@@ -39,6 +39,7 @@ WHITENED_DIMS = 32
 KINDS = ("cnn", "contrastive", "autoencoder", "features")
 # contrastive: 20 x 50 steps of 64 pairs take about 11 minutes on 2 CPU cores whatever the catalogue's size
 DEFAULT_EPOCHS = {"cnn": 30, "contrastive": 20, "autoencoder": 30, "features": 0}
+DEFAULT_SUMMARY_VIEW = 1.0  # contrastive: weight of the summary view (benchmarks/RESULTS.md, issue 22)
 PAIRS_PER_TILE = 1.0  # contrastive default: a larger catalogue trains longer, each tile drawn about this often
 DEFAULT_BUDGET_MINUTES = 60.0
 
@@ -66,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=5, help="early stopping on validation loss")
     parser.add_argument("--temperature", type=float, default=0.1, help="contrastive: NT-Xent temperature")
+    parser.add_argument("--summary-view", type=float, default=DEFAULT_SUMMARY_VIEW, metavar="W",
+                        help="contrastive: each tile also learns to find its track's whole-clip summary statistics "
+                        f"among the batch's, with this weight (default {DEFAULT_SUMMARY_VIEW:g}; 0: tile pairs only)")
     parser.add_argument("--no-features", action="store_true",
                         help="contrastive: the learned vector alone, not joined with the whitened summary statistics")
     parser.add_argument("--no-genres", action="store_true",
@@ -90,6 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.epochs = DEFAULT_EPOCHS[args.model]
     if args.genre_weight is not None and not 0.0 < args.genre_weight < 1.0:
         parser.error(f"--genre-weight {args.genre_weight}: give a share between 0 and 1")
+    if args.summary_view < 0:
+        parser.error(f"--summary-view {args.summary_view}: give a weight of 0 or more")
     if args.budget_minutes <= 0:
         parser.error(f"--budget-minutes {args.budget_minutes}: give a positive number of minutes")
     return args
@@ -252,7 +258,7 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     """NT-Xent on pairs of tiles of one track, over every track of the catalogue (no labels needed)."""
     import keras
 
-    from model import cnn, contrastive, data
+    from model import cnn, contrastive, data, features
     from model.whitening import whitened
 
     tiles, track_ids = data.load_tiles(data.all_tile_files(args.data), spec)
@@ -262,10 +268,16 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     epochs = args.epochs or contrastive_epochs(len(tiles), args.batch_size, args.steps_per_epoch)
     log.info("train contrastive: %d tiles of %d tracks, %d epochs of %d pair batches (at most %g minutes)",
              len(tiles), n_tracks, epochs, args.steps_per_epoch, args.budget_minutes)
+    feature_ids, values = features.load_features(args.data)
+    summaries = None
+    if args.summary_view > 0:
+        track_order = track_ids[np.flatnonzero(np.r_[True, track_ids[1:] != track_ids[:-1]])]
+        summaries = features.standardised_by_track(feature_ids, values, track_order)
     sample = tf_constant_batches(tiles[np.random.default_rng(args.seed).permutation(len(tiles))[:2048]])
-    model, encoder = contrastive.build_contrastive(spec, _adapted_normaliser(sample))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=contrastive.nt_xent(args.temperature))
-    pairs = contrastive.pair_dataset(tiles, track_ids, batch_size=args.batch_size, seed=args.seed)
+    model, encoder = contrastive.build_contrastive(spec, _adapted_normaliser(sample),
+                                                   summary_dim=None if summaries is None else summaries.shape[1])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=contrastive.nt_xent(args.temperature, args.summary_view))
+    pairs = contrastive.pair_dataset(tiles, track_ids, batch_size=args.batch_size, seed=args.seed, summaries=summaries)
     model.fit(pairs, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
               callbacks=_callbacks(staging, "loss", args.patience, args.budget_minutes), verbose=args.verbose)
     raw = cnn.embedding_outputs(encoder)
@@ -275,13 +287,10 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     embedder = whitened(unit, track_means, WHITENED_DIMS)
     history = model.history.history["loss"]
     metrics = {"epochs_run": len(history), "epochs_planned": epochs, "budget_minutes": args.budget_minutes,
-               "final_loss": float(history[-1]), "tracks": n_tracks,
+               "final_loss": float(history[-1]), "tracks": n_tracks, "summary_view": args.summary_view,
                "tiles": int(len(tiles)), "whitened_dims": int(embedder.output.shape[-1])}
     if args.no_features:
         return Trained(embedder, "tiles", metrics)
-    from model import features
-
-    feature_ids, values = features.load_features(args.data)
     features_embedder = features.whitened_features_embedder(values, WHITENED_DIMS)
     metrics = {**metrics, "features": "summary statistics, whitened"}
     if args.no_genres:

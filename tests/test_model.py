@@ -51,6 +51,42 @@ def test_nt_xent_is_lower_for_matching_views():
     assert matching < 0.1 < unrelated
 
 
+def test_nt_xent_summary_view_adds_its_own_term():
+    import tensorflow as tf
+
+    from model.contrastive import nt_xent
+
+    rng = np.random.default_rng(1)
+    z, other = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in rng.standard_normal((2, 8, 16)).astype("float32"))
+    tiles_only = float(tf.reduce_mean(nt_xent(0.1)(None, tf.constant(np.stack([z, z, other], axis=1)))))
+    matching = float(tf.reduce_mean(nt_xent(0.1, 1.0)(None, tf.constant(np.stack([z, z, z], axis=1)))))
+    unrelated = float(tf.reduce_mean(nt_xent(0.1, 1.0)(None, tf.constant(np.stack([z, z, other], axis=1)))))
+    assert tiles_only < 0.1 and matching < 0.1 < unrelated  # weight 0 ignores the third view; 1 scores it
+
+
+def test_pair_dataset_summary_view_is_the_tracks_own():
+    from model.contrastive import pair_dataset
+
+    track_ids = np.repeat(np.array([7, 9, 12, 30]), [3, 1, 2, 4])
+    tiles = np.repeat(np.arange(4, dtype="float16") * 100, [3, 1, 2, 4])[:, None, None] * np.ones((1, 128, 128), "float16")
+    summaries = np.arange(4, dtype="float32")[:, None] * np.ones((1, 5), "float32")
+    (a, b, summary), _ = next(iter(pair_dataset(tiles, track_ids, batch_size=4, seed=0, summaries=summaries)))
+    assert a.shape == b.shape == (4, 128, 128) and summary.shape == (4, 5)
+    # augmentation adds a gain of at most 6 dB and masks with the tile's mean: a tile stays near 100 x its track
+    track_of_summary = summary.numpy()[:, 0]
+    assert sorted(track_of_summary.tolist()) == [0, 1, 2, 3]  # one pair per track per batch
+    for view in (a, b):
+        assert np.all(np.abs(np.median(view.numpy(), axis=(1, 2)) - 100 * track_of_summary) <= 6)
+
+
+def test_standardised_by_track_orders_and_fills_missing_with_the_mean():
+    from model.features import standardised_by_track
+
+    values = np.array([[1.0, 10.0], [3.0, 30.0]], np.float32)
+    out = standardised_by_track(np.array([5, 8]), values, np.array([8, 6, 5]))
+    np.testing.assert_allclose(out, [[1, 1], [0, 0], [-1, -1]], atol=1e-4)
+
+
 def test_augment_keeps_shape_and_changes_values():
     import tensorflow as tf
 

@@ -120,6 +120,21 @@ def test_no_genres_flag_keeps_the_label_free_vector(pipeline_outputs, tmp_path):
     assert info.input == "tiles+features" and info.embedding_dim == 64
 
 
+def test_summary_view_trains_the_same_encoder_and_is_recorded(pipeline_outputs, tmp_path):
+    flags = ["--data", str(pipeline_outputs["data"]), "--verbose", "0", "--epochs", "1", "--steps-per-epoch", "2",
+             "--batch-size", "8", "--no-genres"]
+    train.run([*flags, "--out", str(tmp_path / "with"), "--summary-view", "2"])
+    train.run([*flags, "--out", str(tmp_path / "without"), "--summary-view", "0"])
+    for name, weight in (("with", 2.0), ("without", 0.0)):
+        metrics = json.loads((tmp_path / name / ModelFiles.METRICS).read_text())
+        assert metrics["summary_view"] == weight
+        # only the encoder is exported: the summary network is a training aid, the vector's recipe is unchanged
+        assert files.load_model_info(tmp_path / name).input == "tiles+features"
+    with pytest.raises(SystemExit) as raised:
+        train.run([*flags, "--out", str(tmp_path / "bad"), "--summary-view", "-1"])
+    assert raised.value.code == 2
+
+
 def test_model_id_covers_every_embedder_file(tmp_path):
     # the same tile model with and without a genre part writes other vectors: their ids must differ
     (tmp_path / ModelFiles.EMBEDDER).write_bytes(b"tile model")
