@@ -54,7 +54,7 @@ def main() -> None:
     import tensorflow as tf
 
     from core.vectors import unit
-    from model import cnn, data, features
+    from model import cnn, contrastive, data, features
     from model.train import _adapted_normaliser, _mean_embedding, per_track_mean, predict_in_chunks, tf_constant_batches
     from model.whitening import whitened
     from storage import files
@@ -86,12 +86,12 @@ def main() -> None:
     model = keras.Model(inputs, keras.ops.stack(outputs, axis=1))
 
     def pair_loss(a, b):
+        if not args.debias:
+            return contrastive._nt_xent_pair(a, b, temperature)  # the product's loss
         batch = tf.shape(a)[0]
         z = tf.concat([a, b], 0)
         logits = tf.matmul(z, z, transpose_b=True) / temperature - 1e9 * tf.eye(2 * batch)
         targets = tf.concat([tf.range(batch, 2 * batch), tf.range(0, batch)], 0)
-        if not args.debias:
-            return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True))
         positive = tf.gather(logits, targets, batch_dims=1)
         negatives = tf.exp(logits - positive[:, None]) * (1.0 - tf.one_hot(targets, 2 * batch))
         n = tf.cast(2 * batch - 2, tf.float32)

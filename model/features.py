@@ -19,10 +19,16 @@ def load_features(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return table["track_id"].to_numpy(), np.stack([table[n].to_numpy() for n in names], axis=1).astype(np.float32)
 
 
+def mean_and_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-column mean and standard deviation (+ 1e-6) that standardise ``values`` ``[n, d]``."""
+    return values.mean(axis=0), values.std(axis=0) + 1e-6
+
+
 def standardised_by_track(feature_ids: np.ndarray, values: np.ndarray, track_ids: np.ndarray) -> np.ndarray:
     """The summary statistics of ``track_ids`` ``[n]``, in that order, standardised over ``values`` (every track's):
     ``[n, d]`` float32; a track without a row gets zeros (the catalogue's mean)."""
-    standardised = (values - values.mean(axis=0)) / (values.std(axis=0) + 1e-6)
+    mean, scale = mean_and_scale(values)
+    standardised = (values - mean) / scale
     row_of = {int(t): i for i, t in enumerate(feature_ids)}
     out = np.zeros((len(track_ids), values.shape[1]), np.float32)
     for i, track in enumerate(track_ids):
@@ -44,7 +50,7 @@ def pca_components(values: np.ndarray, dims: int = PART_DIM) -> tuple[np.ndarray
 
 def features_embedder(features: np.ndarray) -> keras.Model:
     """track features -> standardised -> PCA to 64 -> unit vector, fitted on ``features``."""
-    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
+    mean, std = mean_and_scale(features)
     standardised = (features - mean) / std
     pca_mean, kernel = pca_components(standardised)
     inputs = keras.Input(shape=(features.shape[1],), name="features")
@@ -62,7 +68,7 @@ def whitened_features_embedder(features: np.ndarray, dims: int) -> keras.Model:
     statistics give."""
     from model.whitening import whitening_layer
 
-    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
+    mean, std = mean_and_scale(features)
     inputs = keras.Input(shape=(features.shape[1],), name="features")
     x = keras.layers.Normalization(mean=mean, variance=std**2, name="standardise")(inputs)
     x = whitening_layer((features - mean) / std, dims)(x)
