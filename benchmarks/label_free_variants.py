@@ -62,7 +62,7 @@ def main() -> None:
     keras.utils.set_random_seed(args.seed)
     spec = files.load_audio_spec(args.data, made_by="wavelist ingest")
     tiles, track_ids = data.load_tiles(data.all_tile_files(args.data), spec)
-    starts = np.flatnonzero(np.r_[True, track_ids[1:] != track_ids[:-1]])
+    starts = data.track_starts(track_ids)
     counts = np.diff(np.r_[starts, len(track_ids)])
     ids = track_ids[starts]
     feature_ids, values = features.load_features(args.data)

@@ -23,7 +23,7 @@ def pair_dataset(tiles: np.ndarray, track_ids: np.ndarray, *, batch_size: int, s
     twice when the track has one), each augmented independently; one pair per track per batch. With
     ``summaries`` ``[n_tracks, d]`` (each track's standardised summary statistics, in the order of the
     tracks in ``track_ids``), the views are ``(tile_a, tile_b, summary)``."""
-    starts = np.flatnonzero(np.r_[True, track_ids[1:] != track_ids[:-1]])
+    starts = data.track_starts(track_ids)
     counts = np.diff(np.r_[starts, len(track_ids)])
     all_tiles = tf.constant(tiles)
     starts_t, counts_t = tf.constant(starts, tf.int64), tf.constant(counts, tf.int64)
