@@ -7,6 +7,11 @@ neighbours are found among old and new tracks, and each old track's list is merg
 tracks. Because a merged top-k of partial lists is the top-k of the whole, the result equals a full
 recomputation of embeddings and neighbours. New tracks join the map at the mean position of their 5 nearest
 old tracks (t-SNE is not recomputed). The old TABLES stay untouched; NEW_TABLES appears when complete.
+
+Diffused tables (embed's default): each new track is diffused over its nearest among the old and new tracks'
+vectors from before the diffusion (``undiffused.parquet``), exactly as a full embed would diffuse it; the old
+tracks keep their diffused vectors (a full embed would pull those with a new track among their nearest a little
+towards it), so the result equals a full recomputation for the new tracks and every neighbour list.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from beam_jobs import common, ingest
 from beam_jobs.embed import (TRACKS_PER_ROW_GROUP, VECTOR_BATCH, MergeTopK, ModelOptions, StackVectors,
                              TrackVectors, embedding_table, map_table, neighbour_tables, stack_block)
 from beam_jobs.ingest import AudioDirOptions
-from core.neighbours import MAP_NEIGHBOURS, stack_lists, top_k_cosine
+from core.neighbours import MAP_NEIGHBOURS, diffuse, stack_lists, top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
@@ -59,12 +64,79 @@ def new_among_new(new: tuple[np.ndarray, np.ndarray], k: int):
     yield from ((int(t), (i, s)) for t, i, s in zip(ids, found, sims))
 
 
+def vectors_of(batch: tuple[np.ndarray, np.ndarray], wanted: np.ndarray):
+    """The ``(track_id, vector)`` of the tracks of an ``(ids, vectors)`` batch whose id is in ``wanted``."""
+    ids, vectors = batch
+    for row in np.flatnonzero(np.isin(ids, wanted)).tolist():
+        yield int(ids[row]), vectors[row]
+
+
+def diffused_new(lists: list[tuple[int, tuple[np.ndarray, np.ndarray]]], new: tuple[np.ndarray, np.ndarray],
+                 old_vectors: dict[int, np.ndarray], power: float) -> tuple[np.ndarray, np.ndarray]:
+    """New tracks' ``(track_id, (neighbour ids, similarities))`` lists -> their ``(ids, vectors)`` after the
+    diffusion (:func:`core.neighbours.diffuse`) over those neighbours, found among ``new`` (every new track's
+    undiffused vector) and ``old_vectors`` (the old ones the lists name)."""
+    new_ids, new_vectors = new
+    old_ids = np.array(sorted(old_vectors), np.int64)
+    catalogue_ids = np.concatenate([new_ids, old_ids])
+    catalogue = np.concatenate([new_vectors, np.stack([old_vectors[int(t)] for t in old_ids])]
+                               if len(old_ids) else [new_vectors]).astype(np.float32)
+    row_of = {int(t): row for row, t in enumerate(catalogue_ids)}
+    tracks = np.array(sorted(t for t, _ in lists), np.int64)
+    found = dict(lists)
+    width = max((len(found[int(t)][0]) for t in tracks), default=0)
+    rows = np.full((len(catalogue), width), -1, np.int64)  # only the listed new tracks' rows are filled
+    sims = np.zeros((len(catalogue), width), np.float32)
+    for t in tracks.tolist():
+        ids, similarities = found[t]
+        rows[row_of[t], :len(ids)] = [row_of[int(i)] for i in ids]
+        sims[row_of[t], :len(ids)] = similarities
+    diffused = diffuse(catalogue, rows, sims, power=power)
+    return tracks, diffused[[row_of[int(t)] for t in tracks]]
+
+
+class DiffuseNew(beam.PTransform):
+    """``(new, old)``, two PCollections of ``(ids, undiffused vectors)`` batches -> the new tracks' ``(ids,
+    vectors)`` after the diffusion over their ``neighbours`` nearest among old and new (what embed gives them)."""
+
+    def __init__(self, neighbours: int, power: float):
+        super().__init__()
+        self._neighbours, self._power = neighbours, power
+
+    def expand(self, new_and_old):
+        new, old = new_and_old
+        m = self._neighbours
+        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList() | "NewMatrix" >> beam.Map(stack_new))
+        among_old = old | "AmongOld" >> beam.FlatMap(new_among_old, new_matrix, m)
+        among_new = (new.pipeline | "One" >> beam.Create([None])
+                     | "AmongNew" >> beam.FlatMap(lambda _, matrix: new_among_new(matrix, m), new_matrix))
+        lists = (among_old, among_new) | "Partials" >> beam.Flatten() | "Merge" >> beam.CombinePerKey(MergeTopK(m))
+        wanted = beam.pvalue.AsSingleton(lists | "WantedIds" >> beam.FlatMap(lambda pair: pair[1][0].tolist())
+                                         | "Wanted" >> beam.combiners.ToList() | "Unique" >> beam.Map(np.unique))
+        old_vectors = beam.pvalue.AsDict(old | "WantedVectors" >> beam.FlatMap(vectors_of, wanted))
+        return (lists | "Batches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
+                | "Diffused" >> beam.Map(diffused_new, new_matrix, old_vectors, self._power))
+
+
 def embedding_batch(table) -> tuple[np.ndarray, np.ndarray]:
     """A batch of ``embeddings.parquet`` rows -> ``(ids, vectors)``."""
     lists = table["embedding"].combine_chunks()
     width = int(lists.value_lengths()[0].as_py()) if len(lists) else 0
     vectors = lists.flatten().to_numpy().astype(np.float32).reshape(len(lists), width)
     return table["track_id"].to_numpy().astype(np.int64), vectors
+
+
+class ReadVectors(beam.PTransform):
+    """A table of vectors (``embeddings.parquet``'s schema, a folder of shards or one file) -> ``(ids, vectors)``
+    batches."""
+
+    def __init__(self, table: str):
+        super().__init__()
+        self._table = table
+
+    def expand(self, pipeline):
+        return (pipeline | "Read" >> beam.io.ReadFromParquetBatched(common.table_pattern(self._table))
+                | "Vectors" >> beam.Map(embedding_batch))
 
 
 def stored_lists(table):
@@ -134,9 +206,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if old_summary.get("extra_vectors"):
         raise UserError(f"{args.tables} joins extra vectors ({old_summary['extra_vectors']['file']}): wavelist add "
                         "cannot join them to new tracks yet; run wavelist embed --extra-vectors on all the tracks")
-    if old_summary.get("diffusion"):
-        raise UserError(f"{args.tables} was made with --diffusion, which moves old tracks when new ones come: "
-                        "wavelist add cannot keep it; run wavelist embed --diffusion on all the tracks")
+    diffusion = old_summary.get("diffusion")
+    undiffused = files.join(args.tables, TableFiles.UNDIFFUSED)
+    if diffusion and not (files.is_folder(undiffused) or files.exists(undiffused)):
+        raise UserError(f"{args.tables} was diffused by a wavelist that did not keep the vectors before the diffusion "
+                        f"({TableFiles.UNDIFFUSED}), which new tracks are diffused against; run wavelist embed again")
     k = old_summary["k"]
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
     runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
@@ -154,13 +228,18 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         if clashes:
             raise UserError(f"{audio_dir}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
         pipeline = test_pipeline or common.make_pipeline(options, argv)
-        old = (pipeline
-               | "ReadOld" >> beam.io.ReadFromParquetBatched(common.table_pattern(files.join(args.tables, TableFiles.EMBEDDINGS)))
-               | "OldVectors" >> beam.Map(embedding_batch))
+        old = pipeline | "ReadOld" >> ReadVectors(files.join(args.tables, TableFiles.EMBEDDINGS))
         model_dir = model.model if files.is_remote(model.model) else str(Path(model.model).resolve())
         new = (pipeline | "EmbedNew" >> TrackVectors(new_data, model_dir, spec, info,
                                                       model.batch_size)
                | "NewBatches" >> StackVectors(VECTOR_BATCH))
+        if diffusion:  # new tracks diffused against the old undiffused vectors, which are kept with theirs
+            old_undiffused = pipeline | "ReadUndiffused" >> ReadVectors(undiffused)
+            _ = ((old_undiffused, new) | "AllUndiffused" >> beam.Flatten()
+                 | "UndiffusedTables" >> beam.Map(embedding_table)
+                 | "WriteUndiffused" >> common.WriteTable(staging, TableFiles.UNDIFFUSED,
+                                                          tables.with_metadata(tables.EMBEDDINGS, **provenance)))
+            new = (new, old_undiffused) | "DiffuseNew" >> DiffuseNew(diffusion["neighbours"], diffusion["power"])
         new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()  # the new tracks only
                                              | "NewMatrix" >> beam.Map(stack_new))
         new_side = old | "NewAmongOld" >> beam.FlatMap(new_among_old, new_matrix, k)

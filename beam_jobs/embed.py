@@ -29,7 +29,7 @@ from apache_beam.utils import shared
 
 from beam_jobs import common
 from core import vectors as recipe
-from core.neighbours import (MAP_SAMPLE, block_of, diffusion_weights, merge_block_top_k, merge_top_k, nearest_rows,
+from core.neighbours import (DIFFUSION_NEIGHBOURS, DIFFUSION_POWER, MAP_SAMPLE, block_of, diffusion_weights, merge_block_top_k, merge_top_k, nearest_rows,
                              smallest_by_rank, sum_by_track, top_k_faiss, tsne_coordinates)
 from core.progress import Progress
 from schemas import tables
@@ -60,12 +60,12 @@ class EmbedOptions(PipelineOptions):
                             "--target-recall on 1,000 sampled tracks)")
         parser.add_argument("--target-recall", "--target_recall", dest="target_recall", type=float, default=0.95,
                             help="approximate: recall@10 against exact search that the automatic --nprobe must reach")
-        parser.add_argument("--diffusion", type=int, default=0, metavar="M",
+        parser.add_argument("--diffusion", type=int, default=DIFFUSION_NEIGHBOURS, metavar="M",
                             help="graph diffusion: each vector becomes the weighted mean of itself and its M "
-                            "nearest before the neighbour tables are made (0: off)")
+                            f"nearest before the neighbour tables are made (default {DIFFUSION_NEIGHBOURS}; 0: off)")
         parser.add_argument("--diffusion-power", "--diffusion_power", dest="diffusion_power", type=float,
                             default=None, help="the diffusion's weight of a neighbour: its cosine to this power "
-                            "(default 3)")
+                            f"(default {DIFFUSION_POWER:g})")
         parser.add_argument("--extra-vectors", "--extra_vectors", dest="extra_vectors",
                             help="Parquet file or folder (track_id, vector) of an external embedding (e.g. "
                             "MusiCNN, CLAP, your own model) to join to every track's vector as one more part")
@@ -580,7 +580,6 @@ class NearestNeighbours(beam.PTransform):
 
 INDEX_FILE = TableFiles.INDEX
 DIFFUSION_INDEX_FILE = TableFiles.DIFFUSION_INDEX
-DIFFUSION_POWER = 3.0  # a neighbour's weight in the diffusion: its cosine to this power (alpha-DBA's usual 3)
 
 
 def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, nprobe: int | None,
@@ -947,7 +946,8 @@ class EmbedTail(beam.PTransform):
 
     def __init__(self, *, staging: str, tracks_file: str, provenance: dict[str, Any], k: int,
                  approximate: bool = False, nprobe: int | None = None, target_recall: float = 0.95,
-                 map_sample: int = MAP_SAMPLE, diffusion: int = 0, diffusion_power: float = DIFFUSION_POWER):
+                 map_sample: int = MAP_SAMPLE, diffusion: int = DIFFUSION_NEIGHBOURS,
+                 diffusion_power: float = DIFFUSION_POWER):
         super().__init__()
         self._staging, self._tracks_file, self._provenance, self._k = staging, tracks_file, provenance, k
         self._approximate, self._nprobe, self._target_recall = approximate, nprobe, target_recall
@@ -963,7 +963,10 @@ class EmbedTail(beam.PTransform):
     def expand(self, vectors):
         staging, provenance = self._staging, self._provenance
         batches = vectors | "Vectors" >> StackVectors(VECTOR_BATCH)
-        if self._diffusion:
+        if self._diffusion:  # the vectors before it are kept: wavelist add diffuses new tracks against them
+            _ = (batches | "UndiffusedTables" >> beam.Map(embedding_table)
+                 | "WriteUndiffused" >> common.WriteTable(staging, TableFiles.UNDIFFUSED,
+                                                          tables.with_metadata(tables.EMBEDDINGS, **provenance)))
             batches = batches | "Diffusion" >> Diffuse(self._diffusion_power,
                                                        self._search(self._diffusion, DIFFUSION_INDEX_FILE))
         _ = (batches | "EmbeddingTables" >> beam.Map(embedding_table)
@@ -999,7 +1002,7 @@ OPTIONS = (EmbedOptions, ModelOptions)
 def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: AudioSpec, info: ModelInfo,
                    provenance: dict[str, Any], k: int, batch_size: int, approximate: bool = False,
                    nprobe: int | None = None, target_recall: float = 0.95, extra: JoinExtraVectors | None = None,
-                   diffusion: int = 0, diffusion_power: float = DIFFUSION_POWER):
+                   diffusion: int = DIFFUSION_NEIGHBOURS, diffusion_power: float = DIFFUSION_POWER):
     vectors = pipeline | "TrackVectors" >> TrackVectors(data, model_dir, spec, info, batch_size)
     if extra is not None:
         vectors = vectors | "ExtraVectors" >> extra

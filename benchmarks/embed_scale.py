@@ -1,7 +1,7 @@
 """The embed job after inference at scale: track vectors injected at the vector stage, the real tail.
 
     python benchmarks/embed_scale.py [--sizes 100000 1000000] [--modes approximate exact] [--workers 2]
-                                     [--exact-up-to 300000] [--map-sample 20000] [--k 50]
+                                     [--exact-up-to 300000] [--map-sample 20000] [--k 50] [--diffusion 0]
 
 For each size and neighbour mode: synthetic clustered unit vectors (``playlists.synthetic``, 64-d) and a DATA
 ``tracks.parquet`` are written to a scratch folder; the pipeline reads the vectors in chunks as
@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CHUNK = 20_000
-STAGES = ("Vectors", "WriteEmbeddings", "Neighbours", "WriteNeighbours", "Map t-SNE", "Map placement", "WriteMap",
+STAGES = ("Vectors", "WriteUndiffused", "Diffusion", "WriteEmbeddings", "Neighbours", "WriteNeighbours", "Map t-SNE", "Map placement", "WriteMap",
           "Tracks", "WriteTracks")
 # Dataflow batch list prices (us-central1) as known to us, 2024: vCPU-hour, GB-hour of memory, GB of
 # Dataflow Shuffle processed. Check https://cloud.google.com/dataflow/pricing before relying on them.
@@ -127,7 +127,7 @@ def stage_msecs(result) -> dict[str, float]:
 
 
 def run_tail(vectors_path: Path, tracks_path: Path, out: Path, n: int, *, approximate: bool, k: int,
-             workers: int, map_sample: int) -> dict:
+             workers: int, map_sample: int, diffusion: int) -> dict:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -147,7 +147,7 @@ def run_tail(vectors_path: Path, tracks_path: Path, out: Path, n: int, *, approx
     vectors = (pipeline | "Inject" >> beam.Create(list(range(-(-n // CHUNK))))
                | "InjectSpread" >> beam.Reshuffle() | "InjectVectors" >> beam.FlatMap(load))
     tail = EmbedTail(staging=str(out), tracks_file=str(tracks_path), provenance={"model_id": "benchmark"}, k=k,
-                     approximate=approximate, map_sample=map_sample)
+                     approximate=approximate, map_sample=map_sample, diffusion=diffusion)
     _ = vectors | "Tail" >> tail
     if approximate:
         _ = tail.report | "Report" >> beam.Map(lambda r: (out / "_report.json").write_text(json.dumps(r)))
@@ -221,6 +221,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--map-sample", type=int, default=MAP_SAMPLE, help="tracks in the map's t-SNE")
+    parser.add_argument("--diffusion", type=int, default=0, help="the diffusion's neighbours (the embed job's default "
+                        "is 5; 0, this script's default, is the tail the figures in RESULTS.md were measured on)")
     parser.add_argument("--scratch", default=None)
     args = parser.parse_args()
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="embed-scale-"))
@@ -233,8 +235,8 @@ def main() -> None:
             if mode == "exact" and n > args.exact_up_to:
                 continue
             row = run_tail(vectors_path, tracks_path, folder / f"tables-{mode}", n, approximate=mode == "approximate",
-                           k=args.k, workers=args.workers, map_sample=args.map_sample)
-            row["map_sample"] = args.map_sample
+                           k=args.k, workers=args.workers, map_sample=args.map_sample, diffusion=args.diffusion)
+            row["map_sample"], row["diffusion"] = args.map_sample, args.diffusion
             print(json.dumps(row), flush=True)
             rows.append(row)
     print("\n| n | mode | wall (s) | peak per worker process (GB) | " + " | ".join(STAGES) + " |")

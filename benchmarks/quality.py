@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.neighbours import diffuse, top_k_cosine
+from core.neighbours import diffuse, diffuse_exact, top_k_cosine
 from core.vectors import join_extra, unit
 from schemas.layout import ModelFiles, TableFiles
 from schemas.model_info import GENRES, ModelInfo
@@ -81,12 +81,12 @@ def diffused(X: np.ndarray, neighbours: int, power: float, reciprocal: bool = Fa
     ``wavelist embed --diffusion`` does in the job), for any embedding, ours or a reference's; ``reciprocal``:
     only neighbours that have the track among their own ``neighbours`` nearest count."""
     X = unit(X)
+    if not reciprocal:
+        return diffuse_exact(X, neighbours, power)
     rows = np.arange(len(X))
     neighbour_rows, sims = top_k_cosine(X, rows, X, rows, neighbours)
-    if reciprocal:
-        mutual = (neighbour_rows[neighbour_rows] == rows[:, None, None]).any(axis=2)
-        neighbour_rows = np.where(mutual, neighbour_rows, -1)
-    return diffuse(X, neighbour_rows, sims, power=power)
+    mutual = (neighbour_rows[neighbour_rows] == rows[:, None, None]).any(axis=2)
+    return diffuse(X, np.where(mutual, neighbour_rows, -1), sims, power=power)
 
 
 def bootstrap(values: dict[str, dict[str, pd.Series]], ours: str, resamples: int = 1000, seed: int = 0) -> dict:
@@ -123,7 +123,8 @@ def main() -> None:
     parser.add_argument("--train-data", type=Path, help="train on this ingest output (e.g. of a part of CORPUS: "
                         "pool_corpora.py --fraction) and embed all of CORPUS with it")
     parser.add_argument("--diffusion", action="append", default=[], metavar="M,POWER[,reciprocal]",
-                        help="also score each embedding after diffusion over its M nearest (repeatable)")
+                        help="also score each embedding after diffusion over its M nearest (repeatable); ours, "
+                        "if embed diffused them (its default), are scored as embedded and before it")
     parser.add_argument("--join", action="append", default=[], metavar="STEM,WEIGHT",
                         help="also score our vectors joined with a reference's (what wavelist embed --extra-vectors "
                         "STEM.parquet --extra-weight WEIGHT computes), e.g. musicnn,0.5 (repeatable)")
@@ -163,14 +164,23 @@ def main() -> None:
     model_info = ModelInfo.from_json((work / "model" / ModelFiles.INFO).read_text())
     ours = f"wavelist default ({model_info.kind}, {model_info.input})"
     embeddings = {ours: metrics.load_embeddings(str(work / "tables" / TableFiles.EMBEDDINGS))}
+    diffusion = json.loads((work / "tables" / "summary.json").read_text()).get("diffusion")
+    as_embedded = ((lambda X: diffuse_exact(unit(X), diffusion["neighbours"], diffusion["power"])) if diffusion
+                   else (lambda X: X))  # what embed does to any vector: the label-free one gets its own graph
+    if diffusion:
+        embeddings[f"{ours} before the diffusion (--diffusion 0)"] = metrics.load_embeddings(
+            str(work / "tables" / TableFiles.UNDIFFUSED))
     if model_info.has(GENRES):  # also what a catalogue without labels gets
-        ids, X = embeddings[ours]
+        ids, X = embeddings[f"{ours} before the diffusion (--diffusion 0)" if diffusion else ours]
         label_free = X[:, :-len(model_info.genres)]  # the halves; the genre part is the last columns
-        embeddings["wavelist, the same model's label-free part alone (the --no-genres vector)"] = (ids, label_free)
+        embeddings["wavelist, the same model's label-free part alone (the --no-genres vector)"] = (
+            ids, as_embedded(label_free))
+        if diffusion:
+            embeddings["wavelist, the label-free part before the diffusion"] = (ids, label_free)
         genre_part = X[:, -len(model_info.genres):]
         for weight in args.genre_weight:  # the same parts, the genre part given another share of the cosine
             embeddings[f"wavelist default with the genre part at weight {weight:g}"] = (
-                ids, join_extra(label_free, genre_part, weight))  # the same parts-by-weight join
+                ids, as_embedded(join_extra(label_free, genre_part, weight)))  # the same parts-by-weight join
     for stem, label in REFERENCES.items():
         if (references / f"{stem}.npz").exists():
             embeddings[label] = metrics.load_embeddings(str(references / f"{stem}.npz"))
@@ -186,10 +196,12 @@ def main() -> None:
                 extra = ref_X[rows]
                 embeddings[f"{name} + {REFERENCES.get(stem, stem)} joined (weight {weight})"] = (
                     ids, join_extra(X, extra, float(weight)))
+    already_diffused = {name for name in embeddings if name.startswith("wavelist") and "before the diffusion" not in name
+                        } if diffusion else set()  # --diffusion scores the others as embed's default diffuses ours
     for setting in args.diffusion:
         m, power, *mutual = setting.split(",")
         for name, (ids, X) in list(embeddings.items()):
-            if "+ diffusion" not in name and "random" not in name:
+            if "+ diffusion" not in name and "random" not in name and name not in already_diffused:
                 embeddings[f"{name} + diffusion ({m} {'mutual ' if mutual else ''}neighbours, power {power})"] = (
                     ids, diffused(X, int(m), float(power), reciprocal=bool(mutual)))
     values, shared_means = {}, {}

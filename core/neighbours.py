@@ -231,8 +231,12 @@ def recall_at(approximate: list[np.ndarray], exact: np.ndarray, k: int = 10) -> 
                           for a, e in zip(approximate, exact)]))
 
 
+DIFFUSION_NEIGHBOURS = 5  # the default M of the diffusion (embed, add, evaluate): benchmarks/RESULTS.md, issue 22
+DIFFUSION_POWER = 3.0  # a neighbour's weight in the diffusion: its cosine to this power (alpha-DBA's usual 3)
+
+
 def diffuse(vectors: np.ndarray, neighbour_rows: np.ndarray, similarities: np.ndarray, *,
-            power: float = 3.0) -> np.ndarray:
+            power: float = DIFFUSION_POWER) -> np.ndarray:
     """Database-side augmentation over the k-nearest-neighbour graph (Radenović et al., alpha-DBA): each
     track's vector becomes the unit mean of itself and its neighbours, each neighbour weighted by its cosine
     to the track raised to ``power`` (negative cosines weigh nothing). Training-free and catalogue-level:
@@ -245,6 +249,15 @@ def diffuse(vectors: np.ndarray, neighbour_rows: np.ndarray, similarities: np.nd
     gathered = vectors[np.maximum(rows, 0)]  # [n, m, d]
     summed = vectors + np.einsum("nm,nmd->nd", diffusion_weights(rows, similarities, power), gathered)
     return l2_normalise(summed)
+
+
+def diffuse_exact(vectors: np.ndarray, neighbours: int = DIFFUSION_NEIGHBOURS,
+                  power: float = DIFFUSION_POWER) -> np.ndarray:
+    """:func:`diffuse` over the exact ``neighbours``-nearest graph of ``vectors [n, d]`` (unit rows), in one
+    process: what ``wavelist embed`` computes in the job, for a catalogue that fits in memory."""
+    rows = np.arange(len(vectors))
+    neighbour_rows, similarities = top_k_cosine(vectors, rows, vectors, rows, neighbours)
+    return diffuse(vectors, neighbour_rows, similarities, power=power)
 
 
 def diffusion_weights(neighbour_ids: np.ndarray, similarities: np.ndarray, power: float) -> np.ndarray:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from core import vectors as recipe
+from core.neighbours import DIFFUSION_NEIGHBOURS, diffuse_exact
+from schemas.errors import UserError
 from schemas.flags import FlagParser
 from schemas.layout import DataFiles, ModelFiles
 from schemas.model_info import FEATURES, GENRES
@@ -146,12 +148,15 @@ def picture(vectors: np.ndarray, genres: np.ndarray, title: str, out: Path) -> N
     plt.close(figure)
 
 
-def evaluate_model(model: str, data_dir: str, report: Path) -> dict[str, Any]:
-    """The scores of the model folder ``model`` (local or remote) on the local DATA folder ``data_dir``; its
-    2-D map is written to ``report``."""
+def evaluate_model(model: str, data_dir: str, report: Path, diffusion: int = DIFFUSION_NEIGHBOURS) -> dict[str, Any]:
+    """The scores of the model folder ``model`` (local or remote) on the local DATA folder ``data_dir``, its
+    track vectors diffused over their ``diffusion`` nearest as ``wavelist embed`` does (0: not); its 2-D map is
+    written to ``report``. The same-track halves are not diffused: they are excerpts, not catalogue tracks."""
     with files.read_locally(model) as model_dir:
         info = files.load_model_info(model_dir)
         vectors = embed_catalogue(model_dir, data_dir)
+        if diffusion:
+            vectors.full = diffuse_exact(vectors.full, diffusion)
         metrics_path = files.join(model_dir, ModelFiles.METRICS)
         classifier = None  # the cnn's own genre classifier, scored by the trainer
         if info.kind == "cnn" and files.exists(metrics_path):
@@ -163,7 +168,7 @@ def evaluate_model(model: str, data_dir: str, report: Path) -> dict[str, Any]:
                         for t in vectors.ids])
     splits = np.array([tracks[int(t)]["split"] for t in vectors.ids])
     test_queries = np.flatnonzero((splits == "test") & (genres != ""))
-    result: dict[str, Any] = {"model": model, "kind": info.kind, "model_id": info.model_id}
+    result: dict[str, Any] = {"model": model, "kind": info.kind, "model_id": info.model_id, "diffusion": diffusion}
     result["neighbours"] = neighbour_quality(vectors.full, genres, artists, test_queries)
     result["same_track"] = same_track_recall(vectors, {int(t) for t in vectors.ids[splits == "test"]})
     result["genre_logreg"] = genre_accuracy(vectors.full, genres, splits)
@@ -190,6 +195,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
               "query's artist. Genre accuracy: the CNN's own classifier (mean of tile probabilities) for `cnn`, "
               "a logistic regression on the frozen training-split vectors for the others. Same-track: the first "
               "half of a test track's tiles against the second halves of all tracks."]
+    diffusion = results[0].get("diffusion") if results else 0
+    lines.append(f"Track vectors diffused over their {diffusion} nearest, as wavelist embed does (--diffusion 0: not); "
+                 "the same-track halves are not." if diffusion else "Track vectors not diffused (--diffusion 0).")
     return "\n".join(lines) + "\n"
 
 
@@ -198,13 +206,18 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--data", required=True, help="output folder of wavelist ingest")
     parser.add_argument("--models", required=True, nargs="+", help="model folders to compare")
     parser.add_argument("--out", required=True, type=Path, help="report folder")
+    parser.add_argument("--diffusion", type=int, default=DIFFUSION_NEIGHBOURS, metavar="M",
+                        help=f"diffuse the track vectors over their M nearest, as wavelist embed does (default "
+                        f"{DIFFUSION_NEIGHBOURS}; 0: off)")
     args = parser.parse_args(argv)
+    if args.diffusion < 0:
+        raise UserError(f"--diffusion {args.diffusion}: give a number of neighbours, or 0 for none")
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with files.read_locally(args.data) as data_dir:
         for model in args.models:
             log.info("evaluate %s", model)
-            results.append(evaluate_model(model, data_dir, args.out))
+            results.append(evaluate_model(model, data_dir, args.out, args.diffusion))
     (args.out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (args.out / "evaluation.md").write_text(table)

@@ -41,6 +41,7 @@ class TableFiles:
     NEIGHBOURS = "neighbours.parquet"  # top-k per track (schemas.tables.NEIGHBOURS)
     TRACKS = "tracks.parquet"  # the catalogue rows of the embedded tracks (schemas.tables.TRACKS)
     MAP3D = "map3d.parquet"  # 3-D map coordinates (schemas.tables.MAP3D)
+    UNDIFFUSED = "undiffused.parquet"  # the vectors before the diffusion (schemas.tables.EMBEDDINGS): what add diffuses against
     NEIGHBOUR_REPORT = "_neighbour_report.json"  # approximate search's measured recall, staged, folded into SUMMARY
     INDEX = "_ivf_index.npz"  # approximate search's index, staged for the workers, deleted before publishing
     DIFFUSION_INDEX = "_diffusion_index.npz"  # the same for the diffusion's graph (embed --diffusion)

@@ -1,4 +1,5 @@
-"""Incremental embed: adding tracks gives the same tables as embedding everything anew."""
+"""Incremental embed: adding tracks gives the same tables as embedding everything anew (diffused tables: the
+same new tracks' vectors and neighbour lists, the old tracks' vectors kept)."""
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -15,14 +16,15 @@ def link_folder(folder, files):
     return folder
 
 
-@pytest.fixture(scope="module", params=["cnn", "contrastive with genre part"])
+@pytest.fixture(scope="module", params=["cnn, not diffused", "contrastive with genre part, diffused (the default)"])
 def incremental(request, pipeline_outputs, tmp_path_factory):
     root = tmp_path_factory.mktemp("add")
     audio = sorted((pipeline_outputs["catalogue"] / "fma_small").rglob("*.mp3"))
     old, new, both = (link_folder(root / name, files) for name, files in
                       [("old", audio[:24]), ("new", audio[24:]), ("both", audio)])
     model = str(pipeline_outputs["model"])
-    if request.param != "cnn":  # the default kind: the new tracks' vectors get their genre part too
+    diffusion = [] if "diffused (the default)" in request.param else ["--diffusion", "0"]
+    if not request.param.startswith("cnn"):  # the default kind: the new tracks' vectors get their genre part too
         from model import train
 
         model = str(root / "model")
@@ -32,10 +34,23 @@ def incremental(request, pipeline_outputs, tmp_path_factory):
     for name, folder in [("old", old), ("both", both)]:
         ingest.run(["--audio-dir", str(folder), "--out", str(root / f"data-{name}"), *IN_MEMORY])
         embed.run(["--data", str(root / f"data-{name}"), "--model", model, "--out", str(root / f"tables-{name}"),
-                   "--k", "5", *IN_MEMORY])
+                   "--k", "5", *diffusion, *IN_MEMORY])
     summary = add_tracks.run(["--audio-dir", str(new), "--tables", str(root / "tables-old"), "--model", model,
                          "--out", str(root / "tables-added"), *IN_MEMORY])
     return root, summary, model
+
+
+def exact_neighbour_table(vectors: dict[int, np.ndarray], k: int):
+    """The neighbours table that exact top-k over ``vectors`` gives (what a full embed of them writes)."""
+    import pyarrow as pa
+
+    from core.neighbours import top_k_cosine
+
+    ids = np.array(sorted(vectors), np.int64)
+    matrix = np.stack([vectors[int(t)] / np.linalg.norm(vectors[int(t)]) for t in ids]).astype(np.float32)
+    found, sims = top_k_cosine(matrix, ids, matrix, ids, k)
+    return pa.table({"track_id": np.repeat(ids, found.shape[1]), "rank": np.tile(np.arange(1, found.shape[1] + 1,
+                     dtype=np.int32), len(ids)), "neighbour_id": found.reshape(-1), "similarity": sims.reshape(-1)})
 
 
 def read_sorted(path, key):
@@ -48,12 +63,22 @@ def test_added_tables_equal_a_full_recomputation(incremental):
     by_id = lambda r: r["track_id"]  # noqa: E731
     added = read_sorted(root / "tables-added" / "embeddings.parquet", by_id)
     full = read_sorted(root / "tables-both" / "embeddings.parquet", by_id)
+    old = {r["track_id"]: r["embedding"] for r in pq.read_table(root / "tables-old" / "embeddings.parquet").to_pylist()}
     assert [r["track_id"] for r in added] == [r["track_id"] for r in full]
-    np.testing.assert_allclose([r["embedding"] for r in added], [r["embedding"] for r in full], atol=1e-5)
+    # a new track's vector is what a full embed gives it; an old track keeps its own (diffused: the full embed
+    # would pull it towards new neighbours; not diffused: the two are the same)
+    want = [old.get(r["track_id"], r["embedding"]) for r in full]
+    np.testing.assert_allclose([r["embedding"] for r in added], want, atol=1e-5)
+    if summary.get("diffusion"):
+        assert not np.allclose([r["embedding"] for r in full if r["track_id"] in old], list(old.values()), atol=1e-4)
+        before = [read_sorted(root / tables / "undiffused.parquet", by_id) for tables in ("tables-added", "tables-both")]
+        np.testing.assert_allclose(*[[r["embedding"] for r in rows] for rows in before], atol=1e-5)
+    else:
+        assert not (root / "tables-added" / "undiffused.parquet").exists()
     by_rank = [("track_id", "ascending"), ("rank", "ascending")]  # shards come in any track order
+    vectors = {r["track_id"]: np.asarray(r["embedding"]) for r in added}
     assert_same_neighbours(pq.read_table(root / "tables-added" / "neighbours.parquet").sort_by(by_rank),
-                           pq.read_table(root / "tables-both" / "neighbours.parquet").sort_by(by_rank),
-                           {r["track_id"]: np.asarray(r["embedding"]) for r in full})
+                           exact_neighbour_table(vectors, k=5).sort_by(by_rank), vectors)
     assert {r["track_id"] for r in pq.read_table(root / "tables-added" / "tracks.parquet").to_pylist()} == \
         {r["track_id"] for r in full}
     assert pq.read_table(root / "tables-added" / "map3d.parquet").num_rows == 32
@@ -66,6 +91,23 @@ def test_old_tables_are_untouched_and_clashes_refused(incremental, pipeline_outp
         add_tracks.run(["--audio-dir", str(root / "old"), "--tables", str(root / "tables-old"), "--model",
                    model, "--out", str(root / "again"), *IN_MEMORY])
     assert not (root / "again").exists()
+
+
+def test_diffused_tables_without_the_vectors_before_are_refused(incremental, tmp_path):
+    """Tables diffused by a wavelist that did not keep ``undiffused.parquet``: add names what is missing."""
+    import shutil
+
+    from schemas.errors import UserError
+
+    root, summary, model = incremental
+    if not summary.get("diffusion"):
+        pytest.skip("the tables are not diffused")
+    old = shutil.copytree(root / "tables-old", tmp_path / "tables-old")
+    shutil.rmtree(old / "undiffused.parquet")
+    with pytest.raises(UserError, match="undiffused.parquet"):
+        add_tracks.run(["--audio-dir", str(root / "new"), "--tables", str(old), "--model", model,
+                        "--out", str(tmp_path / "t"), *IN_MEMORY])
+    assert not (tmp_path / "t").exists()
 
 
 def test_tables_of_another_model_are_refused(incremental, tmp_path):

@@ -285,7 +285,8 @@ def test_stored_neighbour_rows_become_lists_per_track():
 
 def test_extra_vectors_join_each_track_as_one_more_weighted_part(pipeline_outputs, tmp_path):
     """``--extra-vectors``: the model's vector and the external one side by side, cosines mixed by the weight
-    (checked against the model-only tables of the same run); a missing track or a bad file is one line."""
+    (checked against the model-only tables of the same run, before the diffusion, which comes after the join); a
+    missing track or a bad file is one line."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -294,7 +295,7 @@ def test_extra_vectors_join_each_track_as_one_more_weighted_part(pipeline_output
     from tests.conftest import IN_MEMORY
 
     base = ["--data", str(pipeline_outputs["data"]), "--model", str(pipeline_outputs["model"]), "--k", "5", *IN_MEMORY]
-    plain = pq.read_table(table_file(pipeline_outputs["tables"] / "embeddings.parquet")).to_pydict()
+    plain = pq.read_table(table_file(pipeline_outputs["tables"] / "undiffused.parquet")).to_pydict()
     ids = plain["track_id"]
     rng = np.random.default_rng(7)
     extra = rng.standard_normal((len(ids), 3)) * 5  # any scale: each row is made unit length
@@ -304,7 +305,7 @@ def test_extra_vectors_join_each_track_as_one_more_weighted_part(pipeline_output
     summary = embed.run([*base, "--out", str(tmp_path / "t"), "--extra-vectors", str(extra_file),
                          "--extra-weight", "0.25"])
     assert summary["extra_vectors"] == {"file": str(extra_file), "dim": 3, "weight": 0.25}
-    joined = pq.read_table(table_file(tmp_path / "t" / "embeddings.parquet")).to_pydict()
+    joined = pq.read_table(table_file(tmp_path / "t" / "undiffused.parquet")).to_pydict()
     assert joined["track_id"] == ids
     model, got = np.array(plain["embedding"]), np.array(joined["embedding"])
     assert got.shape == (len(ids), model.shape[1] + 3)
@@ -349,24 +350,25 @@ def test_diffusion_transform_equals_the_one_process_diffusion(monkeypatch):
         assert_that(batches, check)
 
 
-def test_embed_diffusion_flag_writes_the_diffused_vectors(pipeline_outputs, tmp_path):
+def test_embed_diffuses_by_default_and_keeps_the_vectors_before(pipeline_outputs, tmp_path):
+    """The default tables hold the vectors diffused over their 5 nearest, and beside them the vectors before
+    the diffusion (what ``wavelist add`` diffuses new tracks against), which ``--diffusion 0`` writes alone."""
     import pyarrow.parquet as pq
 
     from beam_jobs import embed
-    from core.neighbours import diffuse
+    from core.neighbours import DIFFUSION_NEIGHBOURS, diffuse_exact
     from tests.conftest import IN_MEMORY
 
+    default = pipeline_outputs["tables"]
+    assert files.read_json(default / "summary.json")["diffusion"] == {"neighbours": DIFFUSION_NEIGHBOURS, "power": 3.0}
     summary = embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(pipeline_outputs["model"]),
-                         "--out", str(tmp_path / "t"), "--k", "5", "--diffusion", "4", *IN_MEMORY])
-    assert summary["diffusion"] == {"neighbours": 4, "power": 3.0}
-    plain = pq.read_table(table_file(pipeline_outputs["tables"] / "embeddings.parquet")).to_pydict()
-    got = pq.read_table(table_file(tmp_path / "t" / "embeddings.parquet")).to_pydict()
-    assert got["track_id"] == plain["track_id"]
+                         "--out", str(tmp_path / "t"), "--k", "5", "--diffusion", "0", *IN_MEMORY])
+    assert "diffusion" not in summary and not (tmp_path / "t" / "undiffused.parquet").exists()
+    plain = pq.read_table(table_file(tmp_path / "t" / "embeddings.parquet")).to_pydict()
+    before = pq.read_table(table_file(default / "undiffused.parquet")).to_pydict()
+    got = pq.read_table(table_file(default / "embeddings.parquet")).to_pydict()
+    assert got["track_id"] == plain["track_id"] == before["track_id"]
     vectors = np.array(plain["embedding"], np.float32)
-    rows, sims = top_k_cosine(vectors, np.arange(len(vectors)), vectors, np.arange(len(vectors)), 4)
-    np.testing.assert_allclose(np.array(got["embedding"]), diffuse(vectors, rows, sims, power=3.0), atol=1e-5)
-    from beam_jobs import add_tracks
-    from schemas.errors import UserError
-    with pytest.raises(UserError, match="made with --diffusion"):
-        add_tracks.run(["--audio-dir", str(tmp_path), "--tables", str(tmp_path / "t"), "--model",
-                        str(pipeline_outputs["model"]), "--out", str(tmp_path / "added"), *IN_MEMORY])
+    np.testing.assert_allclose(np.array(before["embedding"]), vectors, atol=1e-6)
+    np.testing.assert_allclose(np.array(got["embedding"]), diffuse_exact(vectors, DIFFUSION_NEIGHBOURS), atol=1e-5)
+    assert not np.allclose(np.array(got["embedding"]), vectors, atol=1e-3)  # the diffusion moved them

@@ -119,7 +119,7 @@ def test_embed_reads_and_writes_gs_paths(gcs, gs_tables, pipeline_outputs):
     summary = gs_tables
     assert summary["tracks_embedded"] == 32 and summary["neighbour_rows"] == 320
     names = {blob.name for blob in bucket.list_blobs(prefix="tables/")}
-    tables = ("embeddings.parquet", "neighbours.parquet", "tracks.parquet", "map3d.parquet")
+    tables = ("embeddings.parquet", "neighbours.parquet", "tracks.parquet", "map3d.parquet", "undiffused.parquet")
     shards = {n for n in names if n.split("/")[1] in tables}  # each table a folder of shards
     assert names - shards == {"tables/summary.json", f"tables/{files.SUCCESS_MARKER}"}
     assert {n.split("/")[1] for n in shards} == set(tables)

@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model import evaluate, train
+from schemas.errors import UserError
 from schemas.layout import ModelFiles
 from storage import files
 
@@ -38,7 +39,7 @@ def test_embed_job_joins_the_learned_and_summary_halves_as_evaluate_does(kinds, 
     summary = embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(kinds["contrastive"]),
                          "--out", str(tmp_path / "t"), "--k", "5", *IN_MEMORY])
     assert summary["tracks_embedded"] == 32
-    table = pq.read_table(tmp_path / "t" / "embeddings.parquet").to_pydict()
+    table = pq.read_table(tmp_path / "t" / "undiffused.parquet").to_pydict()  # the recipe's vectors
     job = dict(zip(table["track_id"], np.array(table["embedding"])))
     local = evaluate.embed_catalogue(kinds["contrastive"], pipeline_outputs["data"])
     for track_id, vector in zip(local.ids.tolist(), local.full):
@@ -96,7 +97,7 @@ def test_genre_part_joins_the_embed_job_vector_as_a_third_part(with_genres, pipe
     assert metrics["labelled_tracks"] == 24 and metrics["labelled_tiles"] > 24 and metrics["training_accuracy"] > 0.5
     embed.run(["--data", str(pipeline_outputs["data"]), "--model", str(with_genres), "--out", str(tmp_path / "t"),
                "--k", "5", *IN_MEMORY])
-    table = pq.read_table(tmp_path / "t" / "embeddings.parquet").to_pydict()
+    table = pq.read_table(tmp_path / "t" / "undiffused.parquet").to_pydict()  # the recipe's vectors, before the diffusion
     job = dict(zip(table["track_id"], np.array(table["embedding"])))
     local = evaluate.embed_catalogue(with_genres, pipeline_outputs["data"])
     assert local.full.shape == (32, 68)
@@ -172,7 +173,12 @@ def test_evaluate_writes_one_table_for_all_kinds(kinds, pipeline_outputs, tmp_pa
     results = evaluate.run(["--data", str(pipeline_outputs["data"]), "--models", *[str(kinds[k]) for k in kinds],
                             "--out", str(tmp_path)])
     assert [r["kind"] for r in results] == list(kinds)
+    assert {r["diffusion"] for r in results} == {5}  # the track vectors diffused as embed diffuses them
     table = (tmp_path / "evaluation.md").read_text()
+    assert "diffused over their 5 nearest" in table
+    with pytest.raises(UserError, match="--diffusion -1"):
+        evaluate.run(["--data", str(pipeline_outputs["data"]), "--models", str(kinds["features"]), "--out",
+                      str(tmp_path), "--diffusion", "-1"])
     assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + len(kinds)
     assert json.loads((tmp_path / "evaluation.json").read_text())[0]["neighbours"]["queries"] == 8
     assert all((tmp_path / f"{kinds[k].name}-map2d.png").stat().st_size > 1000 for k in kinds)
