@@ -30,6 +30,7 @@ from beam_jobs import common, ingest
 from beam_jobs.embed import (TRACKS_PER_ROW_GROUP, VECTOR_BATCH, MergeTopK, ModelOptions, StackVectors,
                              TrackVectors, embedding_table, map_table, neighbour_tables, stack_block)
 from beam_jobs.ingest import AudioDirOptions
+from core import vectors as recipe
 from core.neighbours import MAP_NEIGHBOURS, diffuse, stack_lists, top_k_cosine
 from schemas import tables
 from schemas.audio import AudioSpec
@@ -145,7 +146,7 @@ def stored_lists(table):
     table = table.sort_by([("track_id", "ascending"), ("rank", "ascending")])
     track_ids = table["track_id"].to_numpy()
     ids, sims = table["neighbour_id"].to_numpy(), table["similarity"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, track_ids[1:] != track_ids[:-1]]) if len(track_ids) else np.zeros(0, int)
+    starts = recipe.track_starts(track_ids)
     for start, stop in zip(starts, np.r_[starts[1:], len(track_ids)].astype(int)):
         yield int(track_ids[start]), (ids[start:stop].astype(np.int64), sims[start:stop].astype(np.float32))
 

@@ -54,6 +54,7 @@ def main() -> None:
     import tensorflow as tf
 
     from core.vectors import unit
+    from core.vectors import track_starts
     from model import cnn, contrastive, data, features
     from model.train import _adapted_normaliser, _mean_embedding, per_track_mean, predict_in_chunks, tf_constant_batches
     from model.whitening import whitened
@@ -62,7 +63,7 @@ def main() -> None:
     keras.utils.set_random_seed(args.seed)
     spec = files.load_audio_spec(args.data, made_by="wavelist ingest")
     tiles, track_ids = data.load_tiles(data.all_tile_files(args.data), spec)
-    starts = data.track_starts(track_ids)
+    starts = track_starts(track_ids)
     counts = np.diff(np.r_[starts, len(track_ids)])
     ids = track_ids[starts]
     feature_ids, values = features.load_features(args.data)

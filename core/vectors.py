@@ -27,6 +27,13 @@ class ZeroVectorError(ValueError):
     """A vector of length zero has no direction: no cosine can be taken of it."""
 
 
+def track_starts(track_ids: np.ndarray) -> np.ndarray:
+    """Row indices where each track's run of rows begins in ``track_ids`` grouped by track (tiles as
+    ``model.data.load_tiles`` returns them, neighbour rows sorted by track and rank)."""
+    track_ids = np.asarray(track_ids)
+    return np.flatnonzero(np.r_[True, track_ids[1:] != track_ids[:-1]]) if len(track_ids) else np.zeros(0, np.int64)
+
+
 def unit(vectors: np.ndarray) -> np.ndarray:
     """Rows of ``vectors`` ``[shape=(n, d)]`` (or one vector ``[d]``) scaled to unit length, float32.
 

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from core.vectors import track_starts
 from model import cnn, data
 from schemas.audio import AudioSpec
 
@@ -23,7 +24,7 @@ def pair_dataset(tiles: np.ndarray, track_ids: np.ndarray, *, batch_size: int, s
     twice when the track has one), each augmented independently; one pair per track per batch. With
     ``summaries`` ``[n_tracks, d]`` (each track's standardised summary statistics, in the order of the
     tracks in ``track_ids``), the views are ``(tile_a, tile_b, summary)``."""
-    starts = data.track_starts(track_ids)
+    starts = track_starts(track_ids)
     counts = np.diff(np.r_[starts, len(track_ids)])
     all_tiles = tf.constant(tiles)
     starts_t, counts_t = tf.constant(starts, tf.int64), tf.constant(counts, tf.int64)

@@ -84,12 +84,6 @@ def split_files(data_dir: str | Path, split: str) -> list[str]:
         return []
 
 
-def track_starts(track_ids: np.ndarray) -> np.ndarray:
-    """Row indices where each track's run of tiles begins in ``track_ids`` grouped by track (as
-    :func:`load_tiles` returns them)."""
-    return np.flatnonzero(np.r_[True, track_ids[1:] != track_ids[:-1]]) if len(track_ids) else np.zeros(0, np.int64)
-
-
 def load_tiles(files: list[str], spec: AudioSpec) -> tuple[np.ndarray, np.ndarray]:
     """All tiles of ``files`` in memory, grouped by track: ``(tiles [n, n_mels, frames] float16,
     track_ids [n])`` sorted by (track, tile index). float16 keeps fma_small's 80,000 tiles at 2.6 GB."""

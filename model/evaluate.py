@@ -57,7 +57,7 @@ def embed_catalogue(model_dir: str | Path, data_dir: str | Path) -> TrackVectors
     tiles, track_ids = data.load_tiles(data.all_tile_files(data_dir), spec)
     vectors = np.concatenate([np.asarray(embedder(tiles[i:i + 256].astype(np.float32), training=False))
                               for i in range(0, len(tiles), 256)])
-    starts = data.track_starts(track_ids)
+    starts = recipe.track_starts(track_ids)
     ends = np.r_[starts[1:], len(track_ids)]
     tile_part = np.stack([recipe.part_vector(vectors[s:e]) for s, e in zip(starts, ends)])
     two = [(s, e) for s, e in zip(starts, ends) if e - s >= 2]

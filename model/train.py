@@ -271,7 +271,7 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     feature_ids, values = features.load_features(args.data)
     summaries = None
     if args.summary_view > 0:
-        track_order = track_ids[data.track_starts(track_ids)]
+        track_order = track_ids[recipe.track_starts(track_ids)]
         summaries = features.standardised_by_track(feature_ids, values, track_order)
     sample = tf_constant_batches(tiles[np.random.default_rng(args.seed).permutation(len(tiles))[:2048]])
     model, encoder = contrastive.build_contrastive(spec, _adapted_normaliser(sample),

@@ -186,6 +186,13 @@ def test_evaluate_writes_one_table_for_all_kinds(kinds, pipeline_outputs, tmp_pa
     assert np.isnan(features["same_track"]["same_track_r@10"])  # one feature row per track: no excerpts
 
 
+def test_track_starts_find_each_run_of_one_track():
+    from core.vectors import track_starts
+
+    assert track_starts(np.array([5, 5, 7, 7, 7, 2])).tolist() == [0, 2, 5]
+    assert track_starts(np.array([3])).tolist() == [0] and track_starts(np.zeros(0, np.int64)).tolist() == []
+
+
 def test_neighbour_quality_filters_the_artist():
     vectors = np.array([[1, 0], [0.99, 0.1], [0.9, 0.4], [0, 1]], dtype=float)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
