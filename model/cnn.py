@@ -11,11 +11,14 @@ from schemas.model_info import PART_DIM
 EMBEDDING_LAYER = "embedding"
 
 
-def build_encoder(spec: AudioSpec, normaliser: keras.layers.Normalization, name: str = "encoder") -> keras.Model:
+def build_encoder(spec: AudioSpec, normaliser: keras.layers.Normalization, name: str = "encoder",
+                  pooling: str = "global") -> keras.Model:
     """log-mel tile ``[n_mels, tile_frames]`` -> 64-d output of layer ``embedding``.
 
     ``normaliser`` is adapted beforehand on training tiles (per mel band mean and variance). Four conv
-    blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool; 16-32-64-128 filters), global average pooling.
+    blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool; 16-32-64-128 filters), then ``pooling``: ``global``
+    averages over frequency and time; ``time`` averages over time only and keeps the frequency bands apart
+    (a variant screened by benchmarks/label_free_variants.py).
     """
     inputs = keras.Input(shape=spec.tile_shape, name="log_mel")
     x = normaliser(inputs)
@@ -28,7 +31,10 @@ def build_encoder(spec: AudioSpec, normaliser: keras.layers.Normalization, name:
         x = keras.layers.BatchNormalization(momentum=0.9)(x)
         x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D(2)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    if pooling == "time":
+        x = keras.layers.Flatten()(keras.ops.mean(x, axis=2))  # [mel bands / 16, filters]
+    else:
+        x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(0.3)(x)
     embedding = keras.layers.Dense(PART_DIM, name=EMBEDDING_LAYER)(x)
     return keras.Model(inputs, embedding, name=name)

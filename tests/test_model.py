@@ -110,6 +110,22 @@ def test_features_embedder_is_standardised_pca(tmp_path):
     np.testing.assert_allclose(np.abs(np.sum(vectors * expected, axis=1)), 1.0, atol=1e-3)
 
 
+def test_time_pooling_keeps_the_frequency_bands_apart():
+    """The screened encoder variant (benchmarks/label_free_variants.py --pooling time): the embedding layer sees
+    each of the last feature map's frequency bands (32 mel bands / 16 = 2) instead of their mean."""
+    import keras
+
+    from model import cnn
+    from schemas.audio import AudioSpec
+
+    spec = AudioSpec(n_mels=32, tile_frames=16)
+    normaliser = keras.layers.Normalization(axis=1)
+    normaliser.adapt(np.random.default_rng(0).normal(0, 1, (4, 32, 16)).astype("float32"))
+    inputs = {pooling: cnn.build_encoder(spec, normaliser, pooling=pooling).get_layer(cnn.EMBEDDING_LAYER).kernel.shape
+              for pooling in ("global", "time")}
+    assert inputs == {"global": (128, 64), "time": (256, 64)}
+
+
 def test_copy_encoder_weights_from_an_exported_embedder(tmp_path):
     import keras
 
