@@ -1,13 +1,13 @@
 """Screen variants of the label-free training on a corpus: train one in this process, score its vectors.
 
     python benchmarks/label_free_variants.py CORPUS DATA [--steps 500] [--seed 0] [--temperature 0.1]
-        [--views-of K] [--summary-view W] [--neighbour-queue Q] [--debias TAU] [--pooling time] [--ab-repeats FILE]
-        [--tag NAME]
+        [--views-of K] [--summary-view W] [--neighbour-queue Q] [--debias TAU] [--pooling time] [--width N]
+        [--ab-repeats FILE] [--tag NAME]
 
 DATA is ``wavelist ingest``'s output for CORPUS (FMA layout, e.g. ``shared/build_music_corpus.py``'s). The
 encoder, augmentation, projection head, centring and whitening are the product's (``model.cnn``,
 ``model.contrastive``, ``model.whitening``); the variants change the training objective, and ``--pooling time``
-the encoder's last pooling (frequency bands kept apart):
+(frequency bands kept apart) and ``--width N`` (N times the filters) the encoder:
 
     --views-of K         each view is the mean of K different tiles' encodings (longer context per view)
     --summary-view W     each tile view also against the track's summary statistics (what ``train --summary-view`` does)
@@ -46,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--debias", type=float, default=0.0, metavar="TAU")
     parser.add_argument("--pooling", choices=("global", "time"), default="global",
                         help="the encoder's last pooling (model.cnn.build_encoder): time keeps the frequency bands")
+    parser.add_argument("--width", type=int, default=1, help="the encoder's filters times this (model.cnn.build_encoder)")
     parser.add_argument("--ab-repeats", type=Path, default=quality.SHARED / "dev_ab_repeats.txt")
     parser.add_argument("--tag", default="")
     parser.add_argument("--log", type=Path, help="append the JSON line to this file too")
@@ -74,7 +75,7 @@ def main() -> None:
     k, temperature = args.views_of, args.temperature
 
     sample = tf_constant_batches(tiles[np.random.default_rng(args.seed).permutation(len(tiles))[:2048]])
-    encoder = cnn.build_encoder(spec, _adapted_normaliser(sample), pooling=args.pooling)
+    encoder = cnn.build_encoder(spec, _adapted_normaliser(sample), pooling=args.pooling, width=args.width)
     head = keras.Sequential([keras.layers.ReLU(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(64),
                              keras.layers.UnitNormalization()], name="projection")
     view_inputs = [keras.Input((k, *spec.tile_shape)) for _ in range(2)]
@@ -157,7 +158,7 @@ def main() -> None:
     repeats = metrics.load_repeat_clips(str(args.ab_repeats))
     result = {"tag": args.tag, "steps": args.steps, "seed": args.seed, "temperature": temperature, "views_of": k,
               "summary_view": args.summary_view, "neighbour_queue": args.neighbour_queue, "debias": args.debias,
-              "pooling": args.pooling, "train_s": round(train_s)}
+              "pooling": args.pooling, "width": args.width, "train_s": round(train_s)}
     for name, X in (("tile half", tile_half), ("label-free", label_free),
                     ("label-free + diffusion 5", quality.diffused(label_free, 5, 3.0))):
         scores = metrics.evaluate(ids, X, tracks, repeats)["test"]

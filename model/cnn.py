@@ -12,18 +12,19 @@ EMBEDDING_LAYER = "embedding"
 
 
 def build_encoder(spec: AudioSpec, normaliser: keras.layers.Normalization, name: str = "encoder",
-                  pooling: str = "global") -> keras.Model:
+                  pooling: str = "global", width: int = 1) -> keras.Model:
     """log-mel tile ``[n_mels, tile_frames]`` -> 64-d output of layer ``embedding``.
 
     ``normaliser`` is adapted beforehand on training tiles (per mel band mean and variance). Four conv
-    blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool; 16-32-64-128 filters), then ``pooling``: ``global``
-    averages over frequency and time; ``time`` averages over time only and keeps the frequency bands apart
-    (a variant screened by benchmarks/label_free_variants.py).
+    blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool; 16-32-64-128 filters, times ``width``), then ``pooling``:
+    ``global`` averages over frequency and time; ``time`` averages over time only and keeps the frequency bands
+    apart. ``pooling`` and ``width`` are variants screened by benchmarks/label_free_variants.py; the product
+    trains the defaults.
     """
     inputs = keras.Input(shape=spec.tile_shape, name="log_mel")
     x = normaliser(inputs)
     x = keras.layers.Reshape((*spec.tile_shape, 1))(x)
-    for filters in (16, 32, 64, 128):
+    for filters in (16 * width, 32 * width, 64 * width, 128 * width):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         # momentum 0.9: the moving statistics settle within an epoch even on small catalogues; at
         # Keras' default 0.99 the early-stopped model kept half-initialised statistics and failed on

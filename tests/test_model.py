@@ -110,7 +110,7 @@ def test_features_embedder_is_standardised_pca(tmp_path):
     np.testing.assert_allclose(np.abs(np.sum(vectors * expected, axis=1)), 1.0, atol=1e-3)
 
 
-def test_time_pooling_keeps_the_frequency_bands_apart():
+def test_encoder_variants_time_pooling_and_width():
     """The screened encoder variant (benchmarks/label_free_variants.py --pooling time): the embedding layer sees
     each of the last feature map's frequency bands (32 mel bands / 16 = 2) instead of their mean."""
     import keras
@@ -124,6 +124,8 @@ def test_time_pooling_keeps_the_frequency_bands_apart():
     inputs = {pooling: cnn.build_encoder(spec, normaliser, pooling=pooling).get_layer(cnn.EMBEDDING_LAYER).kernel.shape
               for pooling in ("global", "time")}
     assert inputs == {"global": (128, 64), "time": (256, 64)}
+    wider = cnn.build_encoder(spec, normaliser, width=2)  # the other screened variant: twice the filters
+    assert wider.get_layer(cnn.EMBEDDING_LAYER).kernel.shape == (256, 64) and wider.output.shape[-1] == 64
 
 
 def test_copy_encoder_weights_from_an_exported_embedder(tmp_path):
