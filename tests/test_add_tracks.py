@@ -16,14 +16,17 @@ def link_folder(folder, files):
     return folder
 
 
-@pytest.fixture(scope="module", params=["cnn, not diffused", "contrastive with genre part, diffused (the default)"])
+DIFFUSED = "contrastive with genre part, diffused (the default)"
+
+
+@pytest.fixture(scope="module", params=["cnn, not diffused", DIFFUSED])
 def incremental(request, pipeline_outputs, tmp_path_factory):
     root = tmp_path_factory.mktemp("add")
     audio = sorted((pipeline_outputs["catalogue"] / "fma_small").rglob("*.mp3"))
     old, new, both = (link_folder(root / name, files) for name, files in
                       [("old", audio[:24]), ("new", audio[24:]), ("both", audio)])
     model = str(pipeline_outputs["model"])
-    diffusion = [] if "diffused (the default)" in request.param else ["--diffusion", "0"]
+    diffusion = [] if request.param == DIFFUSED else ["--diffusion", "0"]
     if not request.param.startswith("cnn"):  # the default kind: the new tracks' vectors get their genre part too
         from model import train
 
@@ -93,6 +96,7 @@ def test_old_tables_are_untouched_and_clashes_refused(incremental, pipeline_outp
     assert not (root / "again").exists()
 
 
+@pytest.mark.parametrize("incremental", [DIFFUSED], indirect=True)
 def test_diffused_tables_without_the_vectors_before_are_refused(incremental, tmp_path):
     """Tables diffused by a wavelist that did not keep ``undiffused.parquet``: add names what is missing."""
     import shutil
@@ -100,8 +104,7 @@ def test_diffused_tables_without_the_vectors_before_are_refused(incremental, tmp
     from schemas.errors import UserError
 
     root, summary, model = incremental
-    if not summary.get("diffusion"):
-        pytest.skip("the tables are not diffused")
+    assert summary["diffusion"]
     old = shutil.copytree(root / "tables-old", tmp_path / "tables-old")
     shutil.rmtree(old / "undiffused.parquet")
     with pytest.raises(UserError, match="undiffused.parquet"):
