@@ -50,12 +50,14 @@ def write_inputs(folder: Path, n: int, dim: int) -> tuple[Path, Path]:
     np.save(folder / "vectors.npy", vectors)
     ids = np.arange(n, dtype=np.int64) + 1000
     status = np.where(np.arange(n) % 50 == 49, "rejected", "ok")
-    pq.write_table(pa.table({
+    columns = {
         "track_id": ids, "path": [f"audio/{i}.mp3" for i in ids], "genre": [f"Style{s}" for s in style],
         "artist_id": artist.astype(np.int64), "artist": [f"Artist {a}" for a in artist],
         "title": [f"Track {i}" for i in ids], "split": ["train"] * n,
         "duration_s": np.full(n, 30.0, np.float32), "n_tiles": np.full(n, 10, np.int32), "status": status,
-    }, schema=tables.TRACKS), folder / "tracks.parquet")
+    }
+    untagged = {field.name: pa.nulls(n, field.type) for field in tables.TRACKS if field.name not in columns}
+    pq.write_table(pa.table({**columns, **untagged}, schema=tables.TRACKS), folder / "tracks.parquet")
     return folder / "vectors.npy", folder / "tracks.parquet"
 
 
