@@ -1,7 +1,8 @@
 """Screen variants of the label-free training on a corpus: train one in this process, score its vectors.
 
     python benchmarks/label_free_variants.py CORPUS DATA [--steps 500] [--seed 0] [--temperature 0.1]
-        [--views-of K] [--summary-view W] [--neighbour-queue Q] [--debias TAU] [--pooling time] [--width N]
+        [--batch B] [--views-of K] [--summary-view W] [--neighbour-queue Q] [--debias TAU] [--pooling time]
+        [--width N]
         [--ab-repeats FILE] [--tag NAME]
 
 DATA is ``wavelist ingest``'s output for CORPUS (FMA layout, e.g. ``shared/build_music_corpus.py``'s). The
@@ -37,7 +38,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("corpus", type=Path)
     parser.add_argument("data", type=Path)
-    parser.add_argument("--steps", type=int, default=500, help="pair batches of 64 (multiple of 50; 0: untrained)")
+    parser.add_argument("--steps", type=int, default=500, help="pair batches (multiple of 50; 0: untrained)")
+    parser.add_argument("--batch", type=int, default=64, help="tracks per pair batch (the product's default, 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument("--views-of", type=int, default=1, metavar="K")
@@ -139,7 +141,7 @@ def main() -> None:
         return x, tf.cast(track, tf.float32)
 
     batches = (tf.data.Dataset.range(len(starts)).shuffle(len(starts), seed=args.seed, reshuffle_each_iteration=True)
-               .repeat().map(views, num_parallel_calls=tf.data.AUTOTUNE).batch(64, drop_remainder=True)
+               .repeat().map(views, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch, drop_remainder=True)
                .prefetch(tf.data.AUTOTUNE))
     started = time.perf_counter()
     model.fit(batches, epochs=args.steps // 50, steps_per_epoch=50, verbose=0)
@@ -158,7 +160,7 @@ def main() -> None:
     repeats = metrics.load_repeat_clips(str(args.ab_repeats))
     result = {"tag": args.tag, "steps": args.steps, "seed": args.seed, "temperature": temperature, "views_of": k,
               "summary_view": args.summary_view, "neighbour_queue": args.neighbour_queue, "debias": args.debias,
-              "pooling": args.pooling, "width": args.width, "train_s": round(train_s)}
+              "pooling": args.pooling, "width": args.width, "batch": args.batch, "train_s": round(train_s)}
     for name, X in (("tile half", tile_half), ("label-free", label_free),
                     ("label-free + diffusion 5", quality.diffused(label_free, 5, 3.0))):
         scores = metrics.evaluate(ids, X, tracks, repeats)["test"]
