@@ -2,8 +2,7 @@
 
     python benchmarks/label_free_variants.py CORPUS DATA [--steps 500] [--seed 0] [--temperature 0.1]
         [--batch B] [--views-of K] [--summary-view W] [--neighbour-queue Q] [--debias TAU] [--pooling time]
-        [--width N]
-        [--ab-repeats FILE] [--tag NAME]
+        [--width N] [--ab-repeats FILE] [--tag NAME]
 
 DATA is ``wavelist ingest``'s output for CORPUS (FMA layout, e.g. ``shared/build_music_corpus.py``'s). The
 encoder, augmentation, projection head, centring and whitening are the product's (``model.cnn``,
