@@ -62,8 +62,13 @@ def per_query(metrics, ids: np.ndarray, X: np.ndarray, tracks: pd.DataFrame, rep
     ``evaluate`` gives only the means; :func:`main` checks that these means equal them)."""
     X = X[pd.Index(ids).get_indexer(tracks.index)]
     X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    S = X @ X.T
-    n = len(X)
+    return per_query_of_similarities(metrics, X @ X.T, tracks, repeats)
+
+
+def per_query_of_similarities(metrics, S: np.ndarray, tracks: pd.DataFrame, repeats: set[int]) -> dict:
+    """:func:`per_query` for a similarity matrix ``S`` ``[n, n]`` whose rows and columns follow ``tracks``
+    (a re-ranking that is not a cosine of vectors)."""
+    n = len(S)
     own = np.eye(n, dtype=bool)
     source, track = tracks["source"].to_numpy(), tracks["track"].to_numpy()
     same_track = (track[:, None] == track[None, :]) & ~own
