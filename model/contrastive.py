@@ -50,6 +50,67 @@ def pair_dataset(tiles: np.ndarray, track_ids: np.ndarray, *, batch_size: int, s
     )
 
 
+PAIRS_PER_VISIT = 4  # streamed: pairs taken from a track each time its tiles are read
+SHUFFLE_PAIRS = 4096  # streamed: pairs held to shuffle (at float16, 128 x 128 tiles: 256 MB)
+
+
+def run_pairs(length: int, rng: np.random.Generator, most: int = PAIRS_PER_VISIT) -> np.ndarray:
+    """Offsets ``[p, 2]`` of up to ``most`` pairs of different tiles in a run of ``length`` tiles of one track,
+    no tile in two pairs (``[[0, 0]]`` for a single tile: the same tile twice, as :func:`pair_dataset` does)."""
+    if length == 1:
+        return np.zeros((1, 2), np.int64)
+    order = rng.permutation(length)
+    pairs = min(most, length // 2)
+    return order[:2 * pairs].reshape(pairs, 2)
+
+
+def streamed_pair_dataset(tile_files: list[str], spec: AudioSpec, *, batch_size: int, seed: int,
+                          summaries: tuple[np.ndarray, np.ndarray] | None = None,
+                          read_batch: int = 1024) -> tf.data.Dataset:
+    """:func:`pair_dataset`'s batches read from the tile shards instead of memory, for catalogues whose tiles do
+    not fit: the shards are read one at a time (in a new order each pass), each run of one track's tiles gives
+    :func:`run_pairs`, and a buffer of :data:`SHUFFLE_PAIRS` pairs mixes the tracks before batching. With
+    ``summaries`` ``(track_ids [n], standardised statistics [n, d])`` the views are ``(tile_a, tile_b, summary)``
+    (zeros, the catalogue's mean, for a track without a row). ``read_batch``: records parsed at a time (a run
+    of tiles that goes on past a batch is held until it ends)."""
+    row_of = None if summaries is None else {int(t): i for i, t in enumerate(summaries[0])}
+    blank = None if summaries is None else np.zeros(summaries[1].shape[1], np.float32)
+
+    def pairs_of_runs(track_ids: np.ndarray, tiles: np.ndarray, rng: np.random.Generator):
+        starts = track_starts(track_ids)
+        for start, end in zip(starts, np.r_[starts[1:], len(track_ids)]):
+            summary = () if row_of is None else (
+                summaries[1][row_of[int(track_ids[start])]] if int(track_ids[start]) in row_of else blank,)
+            for a, b in run_pairs(end - start, rng):
+                yield (tiles[start + a], tiles[start + b], *summary)
+
+    def generate():
+        rng = np.random.default_rng(seed)
+        while True:
+            for shard in rng.permutation(len(tile_files)):
+                held_ids, held = np.zeros(0, np.int64), np.zeros((0, *spec.tile_shape), np.float16)
+                for ids, tiles in data.stream_tiles([tile_files[shard]], spec, read_batch).as_numpy_iterator():
+                    held_ids, held = np.r_[held_ids, ids], np.concatenate([held, tiles])
+                    last = track_starts(held_ids)[-1]  # the last run may go on in the next batch
+                    yield from pairs_of_runs(held_ids[:last], held[:last], rng)
+                    held_ids, held = held_ids[last:], held[last:]
+                if len(held_ids):
+                    yield from pairs_of_runs(held_ids, held, rng)
+
+    tile = tf.TensorSpec(spec.tile_shape, tf.float16)
+    signature = (tile, tile) + (() if summaries is None else (tf.TensorSpec([summaries[1].shape[1]], tf.float32),))
+
+    def augmented(*views):
+        a, b = data.augment(tf.cast(views[0], tf.float32)), data.augment(tf.cast(views[1], tf.float32))
+        return (a, b, *views[2:]), 0.0
+
+    return (tf.data.Dataset.from_generator(generate, output_signature=signature)
+            .shuffle(SHUFFLE_PAIRS, seed=seed, reshuffle_each_iteration=True)
+            .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
 def _nt_xent_pair(view_a: tf.Tensor, view_b: tf.Tensor, temperature: float) -> tf.Tensor:
     """Mean NT-Xent of two aligned batches of unit projections ``[B, d]``: row i of each is the other's positive."""
     batch = tf.shape(view_a)[0]

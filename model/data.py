@@ -84,6 +84,35 @@ def split_files(data_dir: str | Path, split: str) -> list[str]:
         return []
 
 
+def catalogue_tiles(data_dir: str | Path) -> tuple[int, int]:
+    """``(tiles, tracks)`` the ingest job wrote for the accepted tracks (``tracks.parquet``'s ``n_tiles``),
+    without reading a shard."""
+    rows = files.read_parquet(files.join(data_dir, DataFiles.TRACKS), ["n_tiles", "status"],
+                              made_by="wavelist ingest").to_pylist()
+    counts = [row["n_tiles"] for row in rows if row["status"] == "ok" and row["n_tiles"]]
+    return int(sum(counts)), len(counts)
+
+
+def tiles_gigabytes(n_tiles: int, spec: AudioSpec) -> float:
+    """The memory ``n_tiles`` take as :func:`load_tiles` holds them (float16)."""
+    return n_tiles * spec.n_mels * spec.tile_frames * np.dtype(np.float16).itemsize / 1e9
+
+
+def stream_tiles(files: list[str], spec: AudioSpec, batch: int = 1024) -> tf.data.Dataset:
+    """Batches of ``(track_ids [B] int64, tiles [B, n_mels, frames] float16)`` read from ``files`` one after
+    the other, each file's records in their order (a track's tiles, written together, stay together), for
+    catalogues whose tiles do not fit in memory."""
+    feature_spec = tf_feature_spec()
+
+    def parse(serialized):
+        batch_features = tf.io.parse_example(serialized, feature_spec)
+        mel = tf.io.decode_raw(batch_features["mel"], tf.float16, little_endian=True)
+        return batch_features["track_id"], tf.reshape(mel, (-1, *spec.tile_shape))
+
+    return (tf.data.TFRecordDataset(files, compression_type=TILE_COMPRESSION_TF).batch(batch)
+            .map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+
+
 def load_tiles(files: list[str], spec: AudioSpec) -> tuple[np.ndarray, np.ndarray]:
     """All tiles of ``files`` in memory, grouped by track: ``(tiles [n, n_mels, frames] float16,
     track_ids [n])`` sorted by (track, tile index). float16 keeps fma_small's 80,000 tiles at 2.6 GB."""

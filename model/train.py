@@ -42,6 +42,9 @@ DEFAULT_EPOCHS = {"cnn": 30, "contrastive": 20, "autoencoder": 30, "features": 0
 DEFAULT_SUMMARY_VIEW = 1.0  # contrastive: weight of the summary view (benchmarks/RESULTS.md, issue 22)
 PAIRS_PER_TILE = 1.0  # contrastive default: a larger catalogue trains longer, each tile drawn about this often
 DEFAULT_BUDGET_MINUTES = 60.0
+# contrastive: tiles held in memory up to this (float16; fma_small's 80,000 take 2.6 GB), read from the shards above it
+DEFAULT_TILES_IN_MEMORY_GB = 4.0
+SAMPLE_TILES = 2048  # tiles that fit the input normaliser and the centre of the tile vectors
 
 
 def contrastive_epochs(n_tiles: int, batch_size: int, steps_per_epoch: int) -> int:
@@ -65,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="stop training before an epoch that would end after this many minutes (default 60)")
     parser.add_argument("--steps-per-epoch", type=int, default=50, help="contrastive: pair batches per epoch")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--tiles-in-memory-gb", type=float, default=DEFAULT_TILES_IN_MEMORY_GB, metavar="GB",
+                        help="contrastive: hold the tiles in memory up to this size; a larger catalogue's are read from "
+                        f"the shards at each pass (default {DEFAULT_TILES_IN_MEMORY_GB:g})")
     parser.add_argument("--patience", type=int, default=5, help="early stopping on validation loss")
     parser.add_argument("--temperature", type=float, default=0.1, help="contrastive: NT-Xent temperature")
     parser.add_argument("--summary-view", type=float, default=DEFAULT_SUMMARY_VIEW, metavar="W",
@@ -96,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--genre-weight {args.genre_weight}: give a share between 0 and 1")
     if args.summary_view < 0:
         parser.error(f"--summary-view {args.summary_view}: give a weight of 0 or more")
+    if args.tiles_in_memory_gb < 0:
+        parser.error(f"--tiles-in-memory-gb {args.tiles_in_memory_gb}: give a size of 0 or more")
     if args.budget_minutes <= 0:
         parser.error(f"--budget-minutes {args.budget_minutes}: give a positive number of minutes")
     return args
@@ -254,41 +262,104 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
     return Trained(cnn.embedder_of(classifier, centre), "tiles", metrics)
 
 
+@dataclass
+class TrainingTiles:
+    """The catalogue's tiles for label-free training: held in memory (float16, grouped by track) when they
+    take at most ``--tiles-in-memory-gb``, else read from the shards at each use (``tiles`` is then None)."""
+
+    shards: list[str]
+    spec: AudioSpec
+    count: int
+    tracks: int
+    tiles: np.ndarray | None = None
+    track_ids: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, data_dir: str, spec: AudioSpec, memory_gb: float) -> "TrainingTiles":
+        from model import data
+
+        shards = data.all_tile_files(data_dir)
+        count, tracks = data.catalogue_tiles(data_dir)
+        if data.tiles_gigabytes(count, spec) > memory_gb:
+            return cls(shards, spec, count, tracks)
+        tiles, track_ids = data.load_tiles(shards, spec)
+        return cls(shards, spec, len(tiles), len(np.unique(track_ids)), tiles, track_ids)
+
+    @property
+    def streamed(self) -> bool:
+        return self.tiles is None
+
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        """``n`` tiles drawn at random in memory; streamed, up to ``n`` read from the starts of all shards (an
+        equal share of each, fewer from a shard that holds fewer)."""
+        from model import data
+
+        if not self.streamed:
+            return self.tiles[np.random.default_rng(seed).permutation(len(self.tiles))[:n]]
+        each = -(-n // len(self.shards))
+        return np.concatenate([tiles for shard in self.shards
+                               for _, tiles in data.stream_tiles([shard], self.spec, each).take(1).as_numpy_iterator()])
+
+    def pairs(self, *, batch_size: int, seed: int, statistics: tuple[np.ndarray, np.ndarray] | None):
+        """The pair batches of :mod:`model.contrastive`, with the summary view when ``statistics`` (the summary
+        features' ``(track ids, values)``) are given."""
+        from model import contrastive, features
+
+        if self.streamed:
+            summaries = None if statistics is None else (
+                statistics[0], features.standardised_by_track(*statistics, statistics[0]))
+            return contrastive.streamed_pair_dataset(self.shards, self.spec, batch_size=batch_size, seed=seed,
+                                                     summaries=summaries)
+        summaries = None if statistics is None else features.standardised_by_track(
+            *statistics, self.track_ids[recipe.track_starts(self.track_ids)])
+        return contrastive.pair_dataset(self.tiles, self.track_ids, batch_size=batch_size, seed=seed,
+                                        summaries=summaries)
+
+    def predict(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """``(model's output for every tile, the tiles' track ids)``, rows aligned."""
+        from model import data
+
+        if not self.streamed:
+            return predict_in_chunks(model, self.tiles), self.track_ids
+        outputs, track_ids = [], []
+        for ids, tiles in data.stream_tiles(self.shards, self.spec).as_numpy_iterator():
+            outputs.append(model.predict_on_batch(tiles.astype(np.float32)))
+            track_ids.append(ids)
+        return np.concatenate(outputs), np.concatenate(track_ids)
+
+
 def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Trained:
     """NT-Xent on pairs of tiles of one track, over every track of the catalogue (no labels needed)."""
     import keras
 
-    from model import cnn, contrastive, data, features
+    from model import cnn, contrastive, features
     from model.whitening import whitened
 
-    tiles, track_ids = data.load_tiles(data.all_tile_files(args.data), spec)
-    n_tracks = len(np.unique(track_ids))
-    if n_tracks < 2:
+    tiles = TrainingTiles.of(args.data, spec, args.tiles_in_memory_gb)
+    if tiles.tracks < 2:
         raise UserError(f"{args.data}: contrastive training needs at least two tracks")
-    epochs = args.epochs or contrastive_epochs(len(tiles), args.batch_size, args.steps_per_epoch)
-    log.info("train contrastive: %d tiles of %d tracks, %d epochs of %d pair batches (at most %g minutes)",
-             len(tiles), n_tracks, epochs, args.steps_per_epoch, args.budget_minutes)
+    epochs = args.epochs or contrastive_epochs(tiles.count, args.batch_size, args.steps_per_epoch)
+    log.info("train contrastive: %d tiles of %d tracks%s, %d epochs of %d pair batches (at most %g minutes)",
+             tiles.count, tiles.tracks, ", read from the shards" if tiles.streamed else "", epochs,
+             args.steps_per_epoch, args.budget_minutes)
     feature_ids, values = features.load_features(args.data)
-    summaries = None
-    if args.summary_view > 0:
-        track_order = track_ids[recipe.track_starts(track_ids)]
-        summaries = features.standardised_by_track(feature_ids, values, track_order)
-    sample = tf_constant_batches(tiles[np.random.default_rng(args.seed).permutation(len(tiles))[:2048]])
+    statistics = (feature_ids, values) if args.summary_view > 0 else None
+    sample = tf_constant_batches(tiles.sample(SAMPLE_TILES, args.seed))
     model, encoder = contrastive.build_contrastive(spec, _adapted_normaliser(sample),
-                                                   summary_dim=None if summaries is None else summaries.shape[1])
+                                                   summary_dim=None if statistics is None else values.shape[1])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=contrastive.nt_xent(args.temperature, args.summary_view))
-    pairs = contrastive.pair_dataset(tiles, track_ids, batch_size=args.batch_size, seed=args.seed, summaries=summaries)
+    pairs = tiles.pairs(batch_size=args.batch_size, seed=args.seed, statistics=statistics)
     model.fit(pairs, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
               callbacks=_callbacks(staging, "loss", args.patience, args.budget_minutes), verbose=args.verbose)
     raw = cnn.embedding_outputs(encoder)
     centre = _mean_embedding(raw, sample)
     unit = cnn.embedder_of(encoder, centre)
-    track_means = per_track_mean(predict_in_chunks(unit, tiles), track_ids)
-    embedder = whitened(unit, track_means, WHITENED_DIMS)
+    embedder = whitened(unit, per_track_mean(*tiles.predict(unit)), WHITENED_DIMS)
     history = model.history.history["loss"]
     metrics = {"epochs_run": len(history), "epochs_planned": epochs, "budget_minutes": args.budget_minutes,
-               "final_loss": float(history[-1]), "tracks": n_tracks, "summary_view": args.summary_view,
-               "tiles": int(len(tiles)), "whitened_dims": int(embedder.output.shape[-1])}
+               "final_loss": float(history[-1]), "tracks": tiles.tracks, "summary_view": args.summary_view,
+               "tiles": tiles.count, "tiles_read_from_shards": tiles.streamed,
+               "whitened_dims": int(embedder.output.shape[-1])}
     if args.no_features:
         return Trained(embedder, "tiles", metrics)
     features_embedder = features.whitened_features_embedder(values, WHITENED_DIMS)
@@ -297,7 +368,7 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
         return Trained(embedder, "tiles+features", {**metrics, "genre_part": "off (--no-genres)"},
                        features_embedder=features_embedder)
     return with_genre_part(Trained(embedder, "tiles+features", metrics, features_embedder=features_embedder),
-                           args.data, predict_in_chunks(embedder, tiles), track_ids, feature_ids,
+                           args.data, *tiles.predict(embedder), feature_ids,
                            predict_in_chunks(features_embedder, values), args.min_genre_tracks, args.genre_weight)
 
 

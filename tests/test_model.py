@@ -79,6 +79,53 @@ def test_pair_dataset_summary_view_is_the_tracks_own():
         assert np.all(np.abs(np.median(view.numpy(), axis=(1, 2)) - 100 * track_of_summary) <= 6)
 
 
+def test_run_pairs_are_different_tiles_of_the_run_each_used_once():
+    from model.contrastive import run_pairs
+
+    rng = np.random.default_rng(0)
+    for length, most, want in ((1, 4, 1), (2, 4, 1), (7, 4, 3), (10, 4, 4), (200, 4, 4), (10, 10, 5)):
+        pairs = run_pairs(length, rng, most)
+        assert pairs.shape == (want, 2) and pairs.min() >= 0 and pairs.max() < length
+        if length > 1:
+            assert len(np.unique(pairs)) == 2 * want  # no tile twice, never a tile with itself
+    np.testing.assert_array_equal(run_pairs(1, rng), [[0, 0]])  # a one-tile track: the same tile twice
+
+
+def test_streamed_pairs_are_tiles_of_one_track_with_its_summary(tmp_path):
+    """Shards as ingest writes them (a track's tiles together; one track split across two shards), read 4 records
+    at a time (runs go on past a read); every pair holds two tiles of one track and that track's summary, and
+    every track is drawn."""
+    import tensorflow as tf
+
+    from model.contrastive import streamed_pair_dataset
+    from schemas.audio import AudioSpec
+    from schemas.tile_example import TILE_COMPRESSION_TF, encode_tile
+
+    spec = AudioSpec()
+    counts = {7: 3, 9: 1, 12: 2, 30: 13, 41: 5}
+    shards = {"a": [(7, i) for i in range(3)] + [(9, 0)] + [(30, i) for i in range(6)],
+              "b": [(30, i) for i in range(6, 13)] + [(12, 0), (12, 1)] + [(41, i) for i in range(5)]}
+    paths = []
+    for name, tiles in shards.items():
+        paths.append(str(tmp_path / f"train-{name}.tfrecord"))
+        with tf.io.TFRecordWriter(paths[-1], options=TILE_COMPRESSION_TF or None) as writer:
+            for track, index in tiles:
+                writer.write(encode_tile(track_id=track, tile_index=index,
+                                         mel=np.full(spec.tile_shape, 100.0 * list(counts).index(track), np.float16)))
+    ids = np.array(list(counts))
+    summaries = (ids[:-1], np.arange(len(ids) - 1, dtype="float32")[:, None] * np.ones((1, 3), "float32"))  # 41: none
+    batches = streamed_pair_dataset(paths, spec, batch_size=4, seed=0, summaries=summaries, read_batch=4).take(12)
+    seen = set()
+    for (a, b, summary), _ in batches:
+        track_a = np.round(np.median(a.numpy(), axis=(1, 2)) / 100)  # augmentation: within 6 dB of 100 x track
+        track_b = np.round(np.median(b.numpy(), axis=(1, 2)) / 100)
+        np.testing.assert_array_equal(track_a, track_b)
+        for track, row in zip(track_a.astype(int), summary.numpy()):
+            np.testing.assert_array_equal(row, track if ids[track] != 41 else 0.0)  # 41's summary: the mean (0)
+        seen.update(track_a.astype(int).tolist())
+    assert seen == set(range(len(ids)))
+
+
 def test_standardised_by_track_orders_and_fills_missing_with_the_mean():
     from model.features import standardised_by_track
 

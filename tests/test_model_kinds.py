@@ -229,3 +229,33 @@ def test_budget_stops_training_before_an_epoch_that_would_overrun(pipeline_outpu
                "--verbose", "0"])
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["epochs_planned"] == 6 and metrics["epochs_run"] == 1 and metrics["budget_minutes"] == 0.0001
+
+
+def test_contrastive_reads_the_tiles_from_the_shards_when_they_do_not_fit(pipeline_outputs, tmp_path):
+    """--tiles-in-memory-gb 0: the same catalogue trained from the shards; the tiles it counts, the vectors it
+    predicts per tile and the exported model agree with the in-memory path."""
+    from model import train
+    from schemas.audio import AudioSpec
+
+    data = pipeline_outputs["data"]
+    train.run(["--data", str(data), "--out", str(tmp_path / "m"), "--epochs", "1", "--steps-per-epoch", "2",
+               "--batch-size", "8", "--genre-weight", "0.3", "--tiles-in-memory-gb", "0",
+               "--verbose", "0"])
+    metrics = json.loads((tmp_path / "m" / ModelFiles.METRICS).read_text())
+    in_memory = train.TrainingTiles.of(str(data), files.load_audio_spec(str(data)), 100.0)
+    streamed = train.TrainingTiles.of(str(data), files.load_audio_spec(str(data)), 0.0)
+    assert metrics["tiles_read_from_shards"] and not in_memory.streamed and streamed.streamed
+    assert metrics["tiles"] == in_memory.count == streamed.count and metrics["tracks"] == in_memory.tracks == 32
+    assert "genre_part" in metrics and metrics["genre_part"]["labelled_tracks"] > 0
+    vectors = evaluate.embed_catalogue(tmp_path / "m", data)
+    assert vectors.full.shape[0] == 32
+    np.testing.assert_allclose(np.linalg.norm(vectors.full, axis=1), 1.0, atol=1e-5)
+    model = train.load_embedder(tmp_path / "m")
+    (got, got_ids), (want, want_ids) = streamed.predict(model), in_memory.predict(model)
+    np.testing.assert_allclose(train.per_track_mean(got, got_ids), train.per_track_mean(want, want_ids), atol=1e-5)
+    sample = streamed.sample(64, 0)  # the first tiles of each of the 3 split shards: at most 22 each
+    assert 3 <= len(sample) <= 66 and isinstance(streamed.spec, AudioSpec)
+    assert all((in_memory.tiles == tile).all(axis=(1, 2)).any() for tile in sample)  # real tiles of the catalogue
+    with pytest.raises(SystemExit) as raised:
+        train.run(["--data", str(data), "--out", str(tmp_path / "bad"), "--tiles-in-memory-gb", "-1"])
+    assert raised.value.code == 2
