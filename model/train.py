@@ -42,8 +42,11 @@ DEFAULT_EPOCHS = {"cnn": 30, "contrastive": 20, "autoencoder": 30, "features": 0
 DEFAULT_SUMMARY_VIEW = 1.0  # contrastive: weight of the summary view (benchmarks/RESULTS.md, issue 22)
 PAIRS_PER_TILE = 1.0  # contrastive default: a larger catalogue trains longer, each tile drawn about this often
 DEFAULT_BUDGET_MINUTES = 60.0
-# contrastive: tiles held in memory up to this (float16; fma_small's 80,000 take 2.6 GB), read from the shards above it
-DEFAULT_TILES_IN_MEMORY_GB = 4.0
+# contrastive: tiles held in memory up to this size (float16), read from the shards above it. Held in memory they are
+# copied while loading and again into the input pipeline: 71,800 tiles (2.35 GB) peaked at 10.4 GB, read from the
+# shards at 3.6 GB (benchmarks/RESULTS.md, issue 22). So fma_small's 2.6 GB are read from the shards and the
+# real-music corpora's 0.2-0.4 GB held.
+DEFAULT_TILES_IN_MEMORY_GB = 1.0
 SAMPLE_TILES = 2048  # tiles that fit the input normaliser and the centre of the tile vectors
 
 
