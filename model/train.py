@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from core import vectors as recipe
+from core.progress import Progress
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
 from schemas.flags import FlagParser
@@ -282,6 +283,8 @@ class TrainingTiles:
         from model import data
 
         shards = data.all_tile_files(data_dir)
+        if not shards:
+            raise UserError(f"{data_dir}: no tile shards to train on (is it an ingest output?)")
         count, tracks = data.catalogue_tiles(data_dir)
         if data.tiles_gigabytes(count, spec) > memory_gb:
             return cls(shards, spec, count, tracks)
@@ -325,9 +328,12 @@ class TrainingTiles:
         if not self.streamed:
             return predict_in_chunks(model, self.tiles), self.track_ids
         outputs, track_ids = [], []
+        progress = Progress(f"train: {model.name} over the shards", self.count, unit="tiles", every_s=30.0)
         for ids, tiles in data.stream_tiles(self.shards, self.spec).as_numpy_iterator():
             outputs.append(model.predict_on_batch(tiles.astype(np.float32)))
             track_ids.append(ids)
+            if line := progress.add(len(ids)):
+                log.info(line)
         return np.concatenate(outputs), np.concatenate(track_ids)
 
 
