@@ -259,3 +259,10 @@ def test_contrastive_reads_the_tiles_from_the_shards_when_they_do_not_fit(pipeli
     with pytest.raises(SystemExit) as raised:
         train.run(["--data", str(data), "--out", str(tmp_path / "bad"), "--tiles-in-memory-gb", "-1"])
     assert raised.value.code == 2
+
+
+def test_training_tiles_without_shards_is_a_user_error(tmp_path):
+    from schemas.audio import AudioSpec
+
+    with pytest.raises(UserError, match="no tile shards to train on"):
+        train.TrainingTiles.of(str(tmp_path), AudioSpec(), 1.0)
