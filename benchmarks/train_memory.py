@@ -40,7 +40,8 @@ def copy_catalogue(data: Path, out: Path, copies: int) -> int:
     (out / TILES_FOLDER).mkdir(parents=True)
     for name in (DataFiles.TRACKS, DataFiles.FEATURES):
         table = pq.read_table(data / name)
-        pq.write_table(pa.concat_tables([table.set_column(0, "track_id", pc.add(table["track_id"], c * OFFSET))
+        column = table.schema.get_field_index("track_id")
+        pq.write_table(pa.concat_tables([table.set_column(column, "track_id", pc.add(table["track_id"], c * OFFSET))
                                          for c in range(copies)]), out / name)
     for extra in data.iterdir():  # the audio spec and the job's other small files, as they are
         if extra.is_file() and not (out / extra.name).exists():
