@@ -363,7 +363,8 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     raw = cnn.embedding_outputs(encoder)
     centre = _mean_embedding(raw, sample)
     unit = cnn.embedder_of(encoder, centre)
-    embedder = whitened(unit, per_track_mean(*tiles.predict(unit)), WHITENED_DIMS)
+    unit_vectors, tile_track_ids = tiles.predict(unit)
+    embedder = whitened(unit, per_track_mean(unit_vectors, tile_track_ids), WHITENED_DIMS)
     history = model.history.history["loss"]
     metrics = {"epochs_run": len(history), "epochs_planned": epochs, "budget_minutes": args.budget_minutes,
                "final_loss": float(history[-1]), "tracks": tiles.tracks, "summary_view": args.summary_view,
@@ -377,8 +378,14 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
         return Trained(embedder, "tiles+features", {**metrics, "genre_part": "off (--no-genres)"},
                        features_embedder=features_embedder)
     return with_genre_part(Trained(embedder, "tiles+features", metrics, features_embedder=features_embedder),
-                           args.data, *tiles.predict(embedder), feature_ids,
+                           args.data, whitened_outputs(embedder, unit_vectors), tile_track_ids, feature_ids,
                            predict_in_chunks(features_embedder, values), args.min_genre_tracks, args.genre_weight)
+
+
+def whitened_outputs(embedder, unit_vectors: np.ndarray) -> np.ndarray:
+    """What ``embedder`` (:func:`model.whitening.whitened`) gives for the tiles whose unit vectors these are: its
+    last layer applied to them, so the tiles are not predicted (or, streamed, read) a second time."""
+    return np.asarray(embedder.get_layer("whitening")(unit_vectors))
 
 
 def with_genre_part(trained: Trained, data_dir: str, tile_vectors: np.ndarray, tile_track_ids: np.ndarray,

@@ -253,6 +253,9 @@ def test_contrastive_reads_the_tiles_from_the_shards_when_they_do_not_fit(pipeli
     model = train.load_embedder(tmp_path / "m")
     (got, got_ids), (want, want_ids) = streamed.predict(model), in_memory.predict(model)
     np.testing.assert_allclose(train.per_track_mean(got, got_ids), train.per_track_mean(want, want_ids), atol=1e-5)
+    import keras  # the tile vectors of the genre pass: the whitening applied to the unit vectors, no second pass
+    unit = keras.Model(model.input, model.get_layer("whitening").input)
+    np.testing.assert_allclose(train.whitened_outputs(model, in_memory.predict(unit)[0]), want, atol=1e-5)
     sample = streamed.sample(64, 0)  # the first tiles of each of the 3 split shards: at most 22 each
     assert 3 <= len(sample) <= 66 and isinstance(streamed.spec, AudioSpec)
     assert all((in_memory.tiles == tile).all(axis=(1, 2)).any() for tile in sample)  # real tiles of the catalogue
