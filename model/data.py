@@ -98,31 +98,37 @@ def tiles_gigabytes(n_tiles: int, spec: AudioSpec) -> float:
     return n_tiles * spec.n_mels * spec.tile_frames * np.dtype(np.float16).itemsize / 1e9
 
 
+def parsed_tile_batches(files: list[str], spec: AudioSpec, batch: int = 1024, *,
+                        parallel_reads: bool = False) -> tf.data.Dataset:
+    """Batches of ``(track_ids [B] int64, tile_indices [B] int64, tiles [B, n_mels, frames] float16)`` parsed
+    from the tile records of ``files``: one file after the other, each in its records' order, or with
+    ``parallel_reads`` several files at once (faster; the order is then the reads')."""
+    feature_spec = tf_feature_spec()
+
+    def parse(serialized):
+        records = tf.io.parse_example(serialized, feature_spec)
+        mel = tf.io.decode_raw(records["mel"], tf.float16, little_endian=True)
+        return records["track_id"], records["tile_index"], tf.reshape(mel, (-1, *spec.tile_shape))
+
+    dataset = tf.data.TFRecordDataset(files, compression_type=TILE_COMPRESSION_TF,
+                                      num_parallel_reads=tf.data.AUTOTUNE if parallel_reads else None)
+    return dataset.batch(batch).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
 def stream_tiles(files: list[str], spec: AudioSpec, batch: int = 1024) -> tf.data.Dataset:
     """Batches of ``(track_ids [B] int64, tiles [B, n_mels, frames] float16)`` read from ``files`` one after
     the other, each file's records in their order (a track's tiles, written together, stay together), for
     catalogues whose tiles do not fit in memory."""
-    feature_spec = tf_feature_spec()
-
-    def parse(serialized):
-        batch_features = tf.io.parse_example(serialized, feature_spec)
-        mel = tf.io.decode_raw(batch_features["mel"], tf.float16, little_endian=True)
-        return batch_features["track_id"], tf.reshape(mel, (-1, *spec.tile_shape))
-
-    return (tf.data.TFRecordDataset(files, compression_type=TILE_COMPRESSION_TF).batch(batch)
-            .map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    return parsed_tile_batches(files, spec, batch).map(lambda track_ids, tile_indices, tiles: (track_ids, tiles))
 
 
 def load_tiles(files: list[str], spec: AudioSpec) -> tuple[np.ndarray, np.ndarray]:
     """All tiles of ``files`` in memory, grouped by track: ``(tiles [n, n_mels, frames] float16,
     track_ids [n])`` sorted by (track, tile index). float16 keeps fma_small's 80,000 tiles at 2.6 GB."""
-    feature_spec = tf_feature_spec()
     tiles, keys = [], []
-    dataset = tf.data.TFRecordDataset(files, compression_type=TILE_COMPRESSION_TF, num_parallel_reads=tf.data.AUTOTUNE)
-    for batch in dataset.batch(1024).map(lambda s: tf.io.parse_example(s, feature_spec)):
-        mel = tf.io.decode_raw(batch["mel"], tf.float16, little_endian=True)
-        tiles.append(tf.reshape(mel, (-1, *spec.tile_shape)).numpy())
-        keys.append(np.stack([batch["track_id"].numpy(), batch["tile_index"].numpy()], axis=1))
+    for track_ids, tile_indices, batch in parsed_tile_batches(files, spec, parallel_reads=True).as_numpy_iterator():
+        tiles.append(batch)
+        keys.append(np.stack([track_ids, tile_indices], axis=1))
     if not tiles:
         raise UserError("no tiles to train on")
     tiles_array, keys_array = np.concatenate(tiles), np.concatenate(keys)
