@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chat
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (the judge's metrics, per-query values and the paired bootstrap)
 
-from core.neighbours import DIFFUSION_NEIGHBOURS, DIFFUSION_POWER, diffuse, diffuse_exact, top_k_cosine  # noqa: E402
+from core.neighbours import DIFFUSION_NEIGHBOURS, DIFFUSION_POWER, diffuse, top_k_cosine  # noqa: E402
 from core.vectors import track_starts, unit  # noqa: E402
 from schemas.layout import ModelFiles, TableFiles  # noqa: E402
 from schemas.model_info import GENRES, ModelInfo  # noqa: E402
@@ -45,7 +45,7 @@ AS_EMBEDDED = "label-free part, as embedded (diffusion 5, power 3)"
 
 def as_embedded(vectors: np.ndarray) -> np.ndarray:
     """What ``wavelist embed`` does to a vector: diffusion over its own nearest."""
-    return diffuse_exact(unit(vectors), DIFFUSION_NEIGHBOURS, DIFFUSION_POWER)
+    return quality.diffused(vectors, DIFFUSION_NEIGHBOURS, DIFFUSION_POWER)
 
 
 def pseudo_genre_part(label_free: np.ndarray, clusters: int, weight: float) -> np.ndarray:
