@@ -107,8 +107,8 @@ def main() -> None:
                                                  memory_gb, args.steps, args.epochs)}
             print(json.dumps(result), flush=True)
             rows.append(result)
-        print(f"\n{args.epochs} epoch(s) of {args.steps} pair batches, then the pass over every tile for the whitening and the genre part "
-              f"tile; tiles {tiles:,} ({gigabytes:.2f} GB as float16)\n")
+        print(f"\n{args.epochs} epoch(s) of {args.steps} pair batches, then the pass over every tile for the whitening "
+              f"and the genre part; tiles {tiles:,} ({gigabytes:.2f} GB as float16)\n")
         print("| tiles held | wall s | peak resident GB |\n|---|---|---|")
         for row in rows:
             print(f"| {row['mode']} | {row['wall_s']} | {row['peak_gb']} |")
