@@ -66,10 +66,10 @@ def run_pairs(length: int, rng: np.random.Generator, most: int = PAIRS_PER_VISIT
 
 def streamed_pair_dataset(tile_files: list[str], spec: AudioSpec, *, batch_size: int, seed: int,
                           summaries: tuple[np.ndarray, np.ndarray] | None = None,
-                          read_batch: int = 1024) -> tf.data.Dataset:
+                          read_batch: int = 1024, shuffle_pairs: int = SHUFFLE_PAIRS) -> tf.data.Dataset:
     """:func:`pair_dataset`'s batches read from the tile shards instead of memory, for catalogues whose tiles do
     not fit: the shards are read one at a time (in a new order each pass), each run of one track's tiles gives
-    :func:`run_pairs`, and a buffer of :data:`SHUFFLE_PAIRS` pairs mixes the tracks before batching. With
+    :func:`run_pairs`, and a buffer of ``shuffle_pairs`` pairs mixes the tracks before batching. With
     ``summaries`` ``(track_ids [n], standardised statistics [n, d])`` the views are ``(tile_a, tile_b, summary)``
     (zeros, the catalogue's mean, for a track without a row). ``read_batch``: records parsed at a time (a run
     of tiles that goes on past a batch is held until it ends)."""
@@ -105,7 +105,7 @@ def streamed_pair_dataset(tile_files: list[str], spec: AudioSpec, *, batch_size:
         return (a, b, *views[2:]), 0.0
 
     return (tf.data.Dataset.from_generator(generate, output_signature=signature)
-            .shuffle(SHUFFLE_PAIRS, seed=seed, reshuffle_each_iteration=True)
+            .shuffle(shuffle_pairs, seed=seed, reshuffle_each_iteration=True)
             .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
             .batch(batch_size, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE))

@@ -314,8 +314,10 @@ class TrainingTiles:
         if self.streamed:
             summaries = None if statistics is None else (
                 statistics[0], features.standardised_by_track(*statistics, statistics[0]))
+            # a pass over the shards gives at most count / 2 pairs: a larger buffer only waits for more passes
             return contrastive.streamed_pair_dataset(self.shards, self.spec, batch_size=batch_size, seed=seed,
-                                                     summaries=summaries)
+                                                     summaries=summaries,
+                                                     shuffle_pairs=min(contrastive.SHUFFLE_PAIRS, self.count))
         summaries = None if statistics is None else features.standardised_by_track(
             *statistics, self.track_ids[recipe.track_starts(self.track_ids)])
         return contrastive.pair_dataset(self.tiles, self.track_ids, batch_size=batch_size, seed=seed,

@@ -114,7 +114,8 @@ def test_streamed_pairs_are_tiles_of_one_track_with_its_summary(tmp_path):
                                          mel=np.full(spec.tile_shape, 100.0 * list(counts).index(track), np.float16)))
     ids = np.array(list(counts))
     summaries = (ids[:-1], np.arange(len(ids) - 1, dtype="float32")[:, None] * np.ones((1, 3), "float32"))  # 41: none
-    batches = streamed_pair_dataset(paths, spec, batch_size=4, seed=0, summaries=summaries, read_batch=4).take(12)
+    batches = streamed_pair_dataset(paths, spec, batch_size=4, seed=0, summaries=summaries, read_batch=4,
+                                    shuffle_pairs=64).take(12)
     seen = set()
     for (a, b, summary), _ in batches:
         track_a = np.round(np.median(a.numpy(), axis=(1, 2)) / 100)  # augmentation: within 6 dB of 100 x track
