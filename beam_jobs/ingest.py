@@ -54,6 +54,13 @@ class IngestOptions(PipelineOptions):
                             "artist_id, artist, title (--labels is Beam's flag for Dataflow job labels)")
         parser.add_argument("--subset", default="small", choices=cat.FMA_SUBSETS,
                             help="FMA subset to read (includes the smaller ones)")
+        parser.add_argument("--excerpts", type=int, default=None,
+                            help=f"analysis budget: a track longer than the budget is analysed from this many "
+                            f"excerpts spread over it, only those decoded (default {DEFAULT_AUDIO_SPEC.excerpts}; "
+                            f"0: every tile of every track)")
+        parser.add_argument("--excerpt-tiles", "--excerpt_tiles", dest="excerpt_tiles", type=int, default=None,
+                            help=f"tiles of {DEFAULT_AUDIO_SPEC.tile_seconds:.2f} s per excerpt (default "
+                            f"{DEFAULT_AUDIO_SPEC.excerpt_tiles})")
 
 
 class AudioDirOptions(PipelineOptions):
@@ -320,6 +327,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     input_paths = [audio_dir, args.fma_metadata, args.labels_csv,
                    args.audio_glob and cat.glob_root(args.audio_glob)]
     files.check_output(output.out, overwrite=output.overwrite, kind="ingest", inputs=input_paths)
+    spec = spec.with_budget(spec.excerpts if args.excerpts is None else args.excerpts,
+                            spec.excerpt_tiles if args.excerpt_tiles is None else args.excerpt_tiles)
     rows, duplicates, source = read_catalogue(args, audio_dir)
     inputs = len(rows) + len(duplicates)
     log.info("ingest: %d tracks from %s (%d rejected before reading: duplicates, outside, broken links)",

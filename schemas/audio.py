@@ -25,6 +25,11 @@ class AudioSpec:
     tiles of one track start ``tile_hop_frames`` frames apart. The summary statistics (mean and std
     over time of frame-wise features) use every ``summary_frame_step``-th STFT frame: an unbiased sample
     of the same frames at a fraction of the cost.
+
+    The analysis budget: a track longer than ``excerpts`` x ``excerpt_tiles`` tiles is analysed from
+    ``excerpts`` excerpts of ``excerpt_tiles`` tiles spread evenly over it (only those are decoded where the
+    format can seek); shorter tracks, and every track when ``excerpts`` is 0, are analysed whole. Only the first
+    ``max_duration_s`` seconds of a track count.
     """
 
     sample_rate: int = 22050
@@ -36,6 +41,8 @@ class AudioSpec:
     tile_frames: int = 128
     tile_hop_frames: int = 128
     summary_frame_step: int = 8
+    excerpts: int = 4
+    excerpt_tiles: int = 3
     max_duration_s: float = 600.0
     silence_rms: float = 1e-4
     log_amin: float = 1e-10
@@ -43,6 +50,16 @@ class AudioSpec:
     @property
     def tile_seconds(self) -> float:
         return self.tile_frames * self.hop_length / self.sample_rate
+
+    @property
+    def max_tiles(self) -> int | None:
+        """The most tiles a track gives (``excerpts`` x ``excerpt_tiles``), or None: every tile."""
+        return self.excerpts * self.excerpt_tiles if self.excerpts else None
+
+    @property
+    def excerpt_samples(self) -> int:
+        """Samples (at ``sample_rate``) of one excerpt: exactly ``excerpt_tiles`` tiles of STFT frames."""
+        return self.excerpt_tiles * self.tile_frames * self.hop_length
 
     @property
     def tile_shape(self) -> tuple[int, int]:
@@ -58,7 +75,15 @@ class AudioSpec:
         unknown = set(values) - known
         if unknown:
             raise AudioSpecMismatch(f"unknown audio parameters {sorted(unknown)}")
-        return cls(**values)
+        # written before the analysis budget existed: every tile of every track was analysed
+        return cls(**{"excerpts": 0, **values})
+
+    def with_budget(self, excerpts: int, excerpt_tiles: int) -> "AudioSpec":
+        """This spec with another analysis budget; a budget that cannot be is a :class:`UserError`."""
+        if excerpts < 0 or excerpt_tiles < 1:
+            raise UserError(f"--excerpts must be 0 or more and --excerpt-tiles 1 or more (got {excerpts} and "
+                            f"{excerpt_tiles})")
+        return dataclasses.replace(self, excerpts=excerpts, excerpt_tiles=excerpt_tiles)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -20,8 +20,13 @@ def tone(freq_hz: float, seconds: float, sr: int, amplitude: float = 0.5) -> np.
 
 
 def write_audio(path: Path, audio: np.ndarray, sr: int, **kwargs) -> Path:
+    """Write ``audio`` ``[shape=(n,)]`` or ``[shape=(n, channels)]`` in blocks of one second (libsndfile 1.2.2
+    crashes on one long write of Ogg Vorbis)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(path, audio, sr, **kwargs)
+    channels = 1 if audio.ndim == 1 else audio.shape[1]
+    with soundfile.SoundFile(path, "w", sr, channels, **kwargs) as out:
+        for start in range(0, len(audio), sr):
+            out.write(audio[start:start + sr])
     return path
 
 

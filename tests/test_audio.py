@@ -116,3 +116,79 @@ def test_summary_on_every_fourth_frame_tracks_the_full_statistics():
     names = summary_feature_names()
     means = [i for i, n in enumerate(names) if "_mean_" in n]
     np.testing.assert_allclose(sampled[means], full[means], rtol=0.05, atol=0.05 * np.abs(full[means]).max())
+
+
+# ---------------------------------------------------------------- the analysis budget (excerpts of long tracks)
+
+def test_tracks_within_the_budget_are_read_whole():
+    assert audio.excerpt_spans(30 * 44100, 44100, SPEC) == [(0, 30 * 44100)]  # a 30-s clip: 10 tiles <= 12
+    assert audio.excerpt_spans(600 * 22050, 22050, AudioSpec(excerpts=0)) == [(0, 600 * 22050)]
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 8000])
+@pytest.mark.parametrize("excerpts", [1, 2, 4, 7])
+def test_excerpts_are_spread_over_the_track_at_full_length(rate, excerpts):
+    spec = AudioSpec(excerpts=excerpts)
+    n = 240 * rate
+    spans = audio.excerpt_spans(n, rate, spec)
+    length = round(spec.excerpt_samples * rate / spec.sample_rate)
+    assert len(spans) == excerpts
+    assert all(stop - start == length and 0 <= start and stop <= n for start, stop in spans)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # in order, disjoint
+    centres = [(start + stop) / 2 / n for start, stop in spans]
+    np.testing.assert_allclose(centres, [(i + 0.5) / excerpts for i in range(excerpts)], atol=1e-4)
+
+
+def test_an_excerpt_is_exactly_its_tiles():
+    segment = tone(440, SPEC.excerpt_samples / SPEC.sample_rate, SPEC.sample_rate)
+    assert audio.analyse(segment, SPEC).tiles.shape[0] == SPEC.excerpt_tiles
+
+
+def sections(freqs: list[float], seconds_each: float, sr: int) -> np.ndarray:
+    """A track of consecutive tones: section i at ``freqs[i]`` Hz."""
+    return np.concatenate([tone(f, seconds_each, sr) for f in freqs])
+
+
+@pytest.mark.parametrize("fmt, suffix", [("FLAC", "flac"), ("MP3", "mp3"), ("OGG", "ogg"), ("WAV", "wav")])
+def test_long_track_is_analysed_from_excerpts_that_land_where_they_should(tmp_path, fmt, suffix):
+    """Four sections of a 4-min track, one tone each: each of the four excerpts (centred at 1/8, 3/8, 5/8 and
+    7/8) lies inside its own section, so each excerpt's tiles peak in that section's mel band; the seeking
+    decoder reads the same samples as a whole decode cut at the same places."""
+    import librosa
+
+    freqs = [220.0, 660.0, 1760.0, 3520.0]
+    path = write_audio(tmp_path / f"long.{suffix}", sections(freqs, 60.0, 44100), 44100, format=fmt)
+    decoded = audio.decode_excerpts(str(path), SPEC)
+    assert decoded.duration_s == pytest.approx(240.0, abs=0.1)
+    assert [s.size for s in decoded.segments] == [SPEC.excerpt_samples] * SPEC.excerpts
+    whole = audio.decode(str(path), SPEC)
+    for segment, (start, stop) in zip(decoded.segments, audio.excerpt_spans(whole.size, SPEC.sample_rate, SPEC)):
+        # soxr resamples each excerpt apart: the edges differ by its filter's length, the rest agrees
+        middle = slice(1000, -1000)
+        np.testing.assert_allclose(segment[middle], whole[start:stop][middle], atol=2e-3)
+    analysis = audio.analyse_source(str(path), SPEC)
+    assert analysis.tiles.shape == (SPEC.max_tiles, *SPEC.tile_shape)
+    assert analysis.duration_s == pytest.approx(240.0, abs=0.1)
+    centres = librosa.mel_frequencies(n_mels=SPEC.n_mels + 2, fmin=SPEC.fmin, fmax=SPEC.fmax)[1:-1]
+    peaks = analysis.tiles.mean(axis=2).argmax(axis=1).reshape(SPEC.excerpts, SPEC.excerpt_tiles)
+    for section, freq in enumerate(freqs):
+        assert np.all(np.abs(peaks[section] - np.argmin(np.abs(centres - freq))) <= 1), (section, peaks)
+
+
+def test_a_clip_within_the_budget_is_analysed_as_without_one(tmp_path):
+    rng = np.random.default_rng(3)
+    clip = tone(440, 30.0, 44100) + 0.05 * rng.standard_normal(30 * 44100).astype(np.float32)
+    path = write_audio(tmp_path / "clip.flac", clip, 44100)
+    budgeted, every_tile = audio.analyse_source(str(path), SPEC), audio.analyse_source(str(path), AudioSpec(excerpts=0))
+    np.testing.assert_array_equal(budgeted.tiles, every_tile.tiles)
+    np.testing.assert_array_equal(budgeted.features, every_tile.features)
+
+
+def test_summary_statistics_span_every_excerpt():
+    """The statistics of a track's excerpts are those of their frames together, not of one excerpt."""
+    low, high = tone(220, 10.0, SPEC.sample_rate), tone(3520, 10.0, SPEC.sample_rate)
+    both = audio.analyse_segments([low, high], SPEC, duration_s=200.0).features
+    alone = [audio.analyse(x, SPEC).features for x in (low, high)]
+    centroid = summary_feature_names().index("spectral_centroid_mean_00")
+    assert alone[0][centroid] < both[centroid] < alone[1][centroid]
+    assert both[centroid] == pytest.approx((alone[0][centroid] + alone[1][centroid]) / 2, rel=0.02)

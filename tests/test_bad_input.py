@@ -101,7 +101,8 @@ def test_summary_counts_add_up(bad_matrix):
 def test_accepted_odd_formats_keep_their_length(bad_matrix):
     _, _, tracks, _, _ = bad_matrix
     assert tracks["twenty minutes.wav"]["duration_s"] == pytest.approx(SPEC.max_duration_s, abs=0.01)
-    assert tracks["twenty minutes.wav"]["n_tiles"] == int(SPEC.max_duration_s // SPEC.tile_seconds)
+    # analysed from the budget's excerpts, spread over the first max_duration_s seconds
+    assert tracks["twenty minutes.wav"]["n_tiles"] == SPEC.max_tiles
     for name in ("mono 8k.wav", "hi-res 96k 24-bit.wav", "lossless.flac", "vorbis.ogg"):
         assert tracks[name]["duration_s"] == pytest.approx(4.0, abs=0.02), name
     assert "Ünïcode Çafé/Sigur Rós" in tracks["Sigur Rós – Hoppípolla.mp3"]["path"]
@@ -201,6 +202,13 @@ def test_tiles_of_other_audio_parameters_are_refused(pipeline_outputs, tmp_path,
                           "--out", str(tmp_path / "t")], capsys)
     assert "other audio parameters (hop_length: 512 vs 256, n_mels: 128 vs 96)" in err
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("flags", [["--excerpts", "-1"], ["--excerpt-tiles", "0"]])
+def test_an_impossible_budget_is_one_line(tmp_path, capsys, flags):
+    err = one_line_error(["ingest", "--audio-dir", str(tmp_path), "--out", str(tmp_path / "data"), *flags], capsys)
+    assert "--excerpts must be 0 or more and --excerpt-tiles 1 or more" in err
+    assert not (tmp_path / "data").exists()
 
 
 def test_corrupted_parquet_is_named(copies, tmp_path, capsys):

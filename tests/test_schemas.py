@@ -26,6 +26,25 @@ def test_audio_spec_mismatch_names_the_parameter():
         DEFAULT_AUDIO_SPEC.require_same(AudioSpec(n_mels=64), what="the tiles")
 
 
+def test_a_spec_written_before_the_budget_reads_as_every_tile(tmp_path):
+    record = {k: v for k, v in DEFAULT_AUDIO_SPEC.to_dict().items() if k not in ("excerpts", "excerpt_tiles")}
+    (tmp_path / "audio_spec.json").write_text(json.dumps(record))
+    legacy = files.load_audio_spec(tmp_path)
+    assert legacy.excerpts == 0 and legacy.max_tiles is None
+    with pytest.raises(AudioSpecMismatch, match="excerpts: 4 vs 0"):
+        DEFAULT_AUDIO_SPEC.require_same(legacy, what="the tiles")
+
+
+def test_the_budget_is_recorded_and_checked(tmp_path):
+    spec = DEFAULT_AUDIO_SPEC.with_budget(8, 2)
+    files.save_audio_spec(tmp_path, spec)
+    assert files.load_audio_spec(tmp_path).max_tiles == 16
+    with pytest.raises(AudioSpecMismatch, match="excerpts: 4 vs 8, excerpt_tiles: 3 vs 2"):
+        DEFAULT_AUDIO_SPEC.require_same(spec, what="the tiles")
+    with pytest.raises(ValueError, match="--excerpts must be 0 or more"):
+        DEFAULT_AUDIO_SPEC.with_budget(-1, 3)
+
+
 def test_missing_audio_spec_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         files.load_audio_spec(tmp_path)
