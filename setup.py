@@ -31,7 +31,8 @@ EXTRAS = {
     "mpd": ["python-mpd2==3.1.1"],
     "train": ["tensorboard==2.21.0"],
     "test": ["pytest==9.2.0", "hypothesis==6.170.17", "httpx==0.28.1", "duckdb==2.0.1", "tfrecord==1.14.6",
-             "google-cloud-storage==3.17.1", "gcp-storage-emulator==2026.7.19"],
+             "google-cloud-storage==3.17.1", "gcp-storage-emulator==2026.7.19",
+             "psutil==7.2.2"]  # psutil: benchmarks/library.py,
 }
 EXTRAS["all"] = sorted({pin for name, pins in EXTRAS.items() if name != "test" for pin in pins})
 

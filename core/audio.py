@@ -231,7 +231,9 @@ def analyse_segments(segments: list[np.ndarray], spec: AudioSpec, *, duration_s:
     if float(np.sqrt(np.mean(joined**2))) < spec.silence_rms:
         raise AudioError("analyse", f"silent (RMS below {spec.silence_rms:g})")
     tile_sets, per_frame = [], []
-    for segment in segments:
+    # an excerpt cut short (a file whose header overstates its length ends early) gives what tiles it can
+    long_enough = [s for s in segments if s.size >= spec.tile_frames * spec.hop_length] or segments[:1]
+    for segment in long_enough:
         power = power_spectrogram(segment, spec)
         mel_db = log_mel(power, spec)
         tile_sets.append(tiles(mel_db, spec))

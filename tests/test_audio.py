@@ -192,3 +192,13 @@ def test_summary_statistics_span_every_excerpt():
     centroid = summary_feature_names().index("spectral_centroid_mean_00")
     assert alone[0][centroid] < both[centroid] < alone[1][centroid]
     assert both[centroid] == pytest.approx((alone[0][centroid] + alone[1][centroid]) / 2, rel=0.02)
+
+
+def test_an_excerpt_cut_short_gives_the_tiles_it_can():
+    """A file whose header overstates its length: the last excerpts come back short or empty; the track keeps
+    the tiles of the others instead of being rejected."""
+    full = tone(440, SPEC.excerpt_samples / SPEC.sample_rate, SPEC.sample_rate)
+    analysis = audio.analyse_segments([full, full, full[:1000], full[:0]], SPEC, duration_s=200.0)
+    assert analysis.tiles.shape[0] == 2 * SPEC.excerpt_tiles
+    with pytest.raises(audio.AudioError, match="shorter than one tile"):
+        audio.analyse_segments([full[:1000]], SPEC, duration_s=200.0)
