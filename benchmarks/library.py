@@ -40,27 +40,23 @@ CORES, LIBRARIES = 4, (10_000, 100_000)
 
 
 def make_songs(whole: Path, songs: Path, n: int, seed: int = 0) -> None:
-    """``n`` MP3 songs in ``songs/audio``: halves of two different songs of ``whole`` joined (frames copied)."""
-    sources = sorted((whole / "audio").rglob("*.mp3"))
+    """``n`` MP3 songs in ``songs/audio``: the first half of one song of ``whole`` joined to the second half of
+    another, in one ffmpeg call each (the concat demuxer's in and out points, frames copied)."""
+    import pandas as pd
+
+    tracks = pd.read_csv(whole / "fma_metadata" / "tracks.csv", index_col=0, header=[0, 1])
+    sources = [(whole / "audio" / f"{i:06d}"[:3] / f"{i:06d}.mp3", float(d))
+               for i, d in tracks[("track", "duration")].items()]
     rng = random.Random(seed)
     out = songs / "audio"
     for i in range(n):
+        (first, first_s), (second, second_s) = rng.sample(sources, 2)
         target = out / f"{i // 1000:03d}" / f"song{i:06d}.mp3"
         if target.exists():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        first, second = rng.sample(sources, 2)
-        seconds = [float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
-                                         str(p)], check=True, capture_output=True, text=True).stdout) for p in (first, second)]
         parts = songs / "parts.txt"
-        pieces = []
-        for k, (path, length) in enumerate(zip((first, second), seconds)):
-            piece = songs / f"piece{k}.mp3"
-            start, span = (0.0, length / 2) if k == 0 else (length / 2, length / 2)
-            subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start:.3f}", "-t", f"{span:.3f}",
-                            "-i", str(path), "-c", "copy", str(piece)], check=True)
-            pieces.append(piece)
-        parts.write_text("".join(f"file '{p}'\n" for p in pieces))
+        parts.write_text(f"file '{first}'\noutpoint {first_s / 2:.3f}\nfile '{second}'\ninpoint {second_s / 2:.3f}\n")
         subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(parts),
                         "-c", "copy", str(target)], check=True)
         if (i + 1) % 200 == 0:

@@ -231,7 +231,8 @@ def measure_wavelist(catalogue: list[str], n: int, few: list[Path], model: Path,
             "ingest_cpu_per_track": per[0], "embed_cpu_per_track": per[2],
             "ingest_wall_per_track": per[1], "embed_wall_per_track": per[3],
             "startup_cpu": startup[0] + startup[2], "startup_wall": startup[1] + startup[3],
-            "map_cpu_one_off": maps[1], "tables": work / f"{label}-tables", "data": work / f"{label}-data"}
+            "map_cpu_one_off": maps[1], "tables": work / f"{label}-tables", "data": work / f"{label}-data",
+            "data_bytes_per_track": sum(f.stat().st_size for f in (work / f"{label}-data").rglob("*") if f.is_file()) / n}
 
 
 def stage_shares(files: list[Path]) -> dict[str, float]:
@@ -328,7 +329,8 @@ def standardised(X):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("corpus", type=Path, nargs="?")
-    parser.add_argument("--long", type=Path, help="folder of full-length tracks (audio/*.mp3)")
+    parser.add_argument("--long", type=Path, help="folder of full-length tracks (audio/**/*.mp3), e.g. the whole "
+                        "songs of benchmarks/full_length_corpus.py (OUT/whole)")
     parser.add_argument("--make-long", type=Path, help="write LONG from CORPUS's clips and stop")
     parser.add_argument("--clips", type=int, default=0, help="30-s clips to use (default all; -1: none)")
     parser.add_argument("--long-tracks", type=int, default=6)
@@ -359,7 +361,7 @@ def main() -> None:
     clips = sorted((args.corpus / "audio").rglob("*.mp3"))
     clips = [] if args.clips < 0 else clips[: args.clips] if args.clips else clips
     long = sorted((args.long / "audio").rglob("*.mp3"))[: args.long_tracks] if args.long else []
-    sets = {"30-s clips": clips, "4-min tracks": long}
+    sets = {"30-s clips": clips, "full-length tracks": long}
     print(f"{len(clips)} clips from {args.corpus}, {len(long)} long tracks from {args.long}; "
           f"{os.cpu_count()} cores (shared: CPU time is the primary figure)", flush=True)
     for path in clips + long:  # OS page cache warm for every tool alike
@@ -414,7 +416,8 @@ def main() -> None:
         w = results.get(label, {}).get("wavelist")
         if w:
             print(f"wavelist {label}: ingest {w['ingest_cpu_per_track']:.3f} s + embed {w['embed_cpu_per_track']:.3f} s "
-                  f"CPU per track ({100 * w['ingest_cpu_per_track'] / w['cpu_per_track']:.0f} % ingest)")
+                  f"CPU per track ({100 * w['ingest_cpu_per_track'] / w['cpu_per_track']:.0f} % ingest); DATA "
+                  f"{w['data_bytes_per_track'] / 1e6:.2f} MB per track")
             for name, ms in w.get("stages_ms", {}).items():
                 print(f"  ingest step {name:<40} {ms:7.1f} ms/track")
     print("\nratios (tracks/s/core, CPU):")
@@ -430,7 +433,7 @@ def main() -> None:
                       f"{r['floor']['cpu_per_track'] / r['wavelist']['ingest_cpu_per_track']:.2f}")
     print_quality(quality)
     print(f"\nprojection, {LIBRARY:,} full-length tracks, CPU-bound, start-up excluded:")
-    long_results = results.get("4-min tracks", {})
+    long_results = results.get("full-length tracks", {})
     for tool, r in long_results.items():
         hours = LIBRARY * r["cpu_per_track"] / 3600
         line = f"  {tool:<18} {hours / DESKTOP_CORES:8.1f} h on a {DESKTOP_CORES}-core desktop"
