@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from playlists.radio import Entry
-from playlists.tables import Tables, UnknownTrack
+from playlists.tables import Tables, UnknownTrack, parse_id
 from schemas.errors import UserError
 
 KINDS = ("radio", "like", "journey", "alchemy", "profile")
@@ -45,7 +47,7 @@ def journey_stops(start: str | None, end: str | None, via: Sequence[str]) -> lis
 def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | None = None,
                   seeds: Sequence[str | int] = (), start: str | None = None, end: str | None = None,
                   via: Sequence[str | int] = (), avoid: Sequence[str | int] = (), add: Sequence[str | int] = (),
-                  subtract: Sequence[str | int] = (), history: Sequence[str | int] = (),
+                  subtract: Sequence[str | int] = (), history: Sequence[str | int] | np.ndarray = (),
                   exclude_artist: bool = False, variety: float = 0.0, max_per_artist: int | None = None,
                   half_life: float = 20.0, resolve: Callable[[str | int], int] | None = None) -> Playlist:
     """The playlist ``kind`` (one of :data:`KINDS`) with the arguments of the ``wavelist`` subcommand of that
@@ -71,8 +73,9 @@ def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | N
         entries = alchemy(tables, [resolve(s) for s in add], [resolve(s) for s in subtract], n, variety=variety,
                           max_per_artist=max_per_artist)
     elif kind == "profile":
-        entries = profile(tables, [resolve(s) for s in history], n, half_life=half_life, variety=variety,
-                          max_per_artist=max_per_artist)
+        if not (isinstance(history, np.ndarray) and history.dtype.kind == "i"):  # ids already found: checked there
+            history = [resolve(s) for s in history]
+        entries = profile(tables, history, n, half_life=half_life, variety=variety, max_per_artist=max_per_artist)
     elif kind == "journey":
         stops = [resolve(s) for s in journey_stops(start, end, [str(s) for s in via])]
         entries = journey_via(tables, stops, n, exclude=[resolve(s) for s in avoid], max_per_artist=max_per_artist)
@@ -143,10 +146,9 @@ class TrackFinder:
         text = str(text).strip()
         if not text:
             raise UserError("the track id is empty")
-        if text.lstrip("-").isdecimal():
-            if not -2**63 <= int(text) < 2**63:
-                raise UnknownTrack(f"track {text[:40]} is not in {self.tables.folder}: track ids are 64-bit integers")
-            return int(self.tables.ids[self.tables.row(int(text))])
+        track_id = parse_id(text)
+        if track_id is not None:
+            return int(self.tables.ids[self.tables.row(track_id)])
         if MBID.match(text):
             if MBID_COLUMN not in self.tables.catalogue.column_names:
                 raise UnknownTrack(f"{text!r} looks like a MusicBrainz recording id, but {self.tables.folder}/"
@@ -169,29 +171,18 @@ class TrackFinder:
                            f"nor a MusicBrainz recording id of {self.tables.folder}")
 
     def parse_list(self, text: str, source: str = "the list") -> list[int]:
-        """Track ids in ``text``, in order, in the formats of :func:`playlists.output.parse_track_list` (M3U,
-        wavelist's JSON, ids or audio paths one a line), but looked up by :meth:`find` alone: an absolute path
-        must lie in the music folder, and no path is looked up on the file system."""
-        import json
+        """Track ids in ``text``, in order (:func:`playlists.track_list.track_ids`: M3U, wavelist's JSON, ids or
+        audio paths one a line), each looked up by :meth:`list_entry`: no path is looked up on the file system."""
+        from playlists.track_list import track_ids
+        from storage.text_files import UserText
 
-        if text.lstrip().startswith("["):
-            try:
-                return [self.find(str(row["track_id"])) for row in json.loads(text)]
-            except (json.JSONDecodeError, TypeError, KeyError) as error:
-                raise UserError(f"{source} is not a JSON list of objects with a track_id ({error})") from None
-        found = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if os.path.isabs(line):
-                path = os.path.normpath(line)
-                if not path.startswith(self.music_folder + os.sep):
-                    raise UserError(f"{source} line {number}: {line!r} is outside the music folder "
-                                     f"{self.music_folder}")
-                line = path[len(self.music_folder) + 1:]
-            try:
-                found.append(self.find(line))
-            except (UnknownTrack, ValueError) as error:
-                raise type(error)(f"{source} line {number}: {error}") from None
-        return found
+        return track_ids(UserText.of(text, source), self.list_entry).tolist()
+
+    def list_entry(self, line: str) -> int:
+        """The track a track list's line names (:meth:`find`); an absolute path must lie in the music folder."""
+        if os.path.isabs(line):
+            path = os.path.normpath(line)
+            if not path.startswith(self.music_folder + os.sep):
+                raise UserError(f"{line!r} is outside the music folder {self.music_folder}")
+            line = path[len(self.music_folder) + 1:]
+        return self.find(line)

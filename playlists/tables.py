@@ -48,6 +48,18 @@ class UnknownTrack(UserError, LookupError):
         return str(self.args[0])
 
 
+def parse_id(text: str) -> int | None:
+    """The track id that ``text`` spells in decimal digits (one optional minus sign; any script's digits), or
+    None when it spells none; one beyond 64 bits raises :class:`UnknownTrack` (before a long conversion)."""
+    digits = text[1:] if text.startswith("-") else text
+    if not digits.isdecimal():
+        return None
+    if len(digits.lstrip("0")) > 19 or not -2**63 <= int(text) < 2**63:
+        shown = text if len(text) <= 24 else text[:24] + "..."
+        raise UnknownTrack(f"track {shown} is not a track id: track ids are 64-bit integers")
+    return int(text)
+
+
 def _read(folder: Path | str, name: str, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
     """Table ``name`` of ``folder`` (:func:`storage.files.read_parquet`: checksums verified, columns checked
     against ``schema``); any problem is a :class:`TablesError` naming the file."""
@@ -108,8 +120,9 @@ class Tables:
         (title, artist, album) that one track alone matches, as the app's search finds them. Anything else
         raises :class:`UnknownTrack` listing the candidates (on one line)."""
         text = str(text).strip()
-        if text.lstrip("-").isdecimal():
-            return int(self.ids[self.row(int(text))])
+        track_id = parse_id(text)
+        if track_id is not None:
+            return int(self.ids[self.row(track_id)])
         titles = self.column("title")
         wanted = text.casefold()
         exact = [row for row, title in enumerate(titles) if title and title.casefold() == wanted]

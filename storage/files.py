@@ -124,6 +124,17 @@ def open_text(path: str | Path) -> IO[str]:
     return io.TextIOWrapper(_remote().open(str(path), compression_type="uncompressed"), encoding="utf-8", newline="")
 
 
+def open_bytes(path: str | Path) -> IO[bytes]:
+    """A binary handle on the file ``path``; a missing file or a folder raises ``OSError`` naming it."""
+    if not is_remote(path):
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"{path} is a folder, not a file")
+        return open(path, "rb")
+    if not exists(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    return _remote().open(str(path), compression_type="uncompressed")
+
+
 def read_json(path: str | Path, *, made_by: str = "the job that wrote it") -> Any:
     """The JSON document at ``path``; a missing or corrupt file names itself."""
     if not exists(path):

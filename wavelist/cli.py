@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from schemas.errors import UserError
-from schemas.flags import VERBOSE_ENV, FlagParser, unknown_flags_message
+from schemas.flags import PORT, VERBOSE_ENV, FlagParser, real, shown, unknown_flags_message, whole
 
 JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed",
         "add": "beam_jobs.add_tracks", "evaluate": "model.evaluate"}
@@ -28,7 +28,7 @@ def _quiet_libraries(verbose: bool = False) -> None:
         os.environ[VERBOSE_ENV] = "1"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba"):
+    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba", "mpd"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Beam's local workers warn that no semi-persistent directory exists; it matters only on Dataflow
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
@@ -38,6 +38,8 @@ def _quiet_libraries(verbose: bool = False) -> None:
 
 
 BEAM_JOBS = ("ingest", "embed", "add")
+SEED_MAX = 2**32 - 1  # what numpy and scikit-learn take as a random seed
+VARIETY_MAX = 0.99  # variety 1 would ignore similarity altogether
 TENSORFLOW_JOBS = ("train", "evaluate")  # in this process; embed's workers import Keras quietly themselves
 JOB_HELP = {"ingest": "Beam: audio -> log-mel tiles (TFRecord), summary features and track tables",
             "train": "TensorFlow: train a model on DATA and export its embedders",
@@ -76,7 +78,7 @@ def _playlist_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
 
     parser = sub.add_parser(name, help=help_text)
     parser.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
-    parser.add_argument("-n", type=int, default=20, help="playlist length")
+    parser.add_argument("-n", type=whole(1), default=20, help="playlist length")
     parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument("--output", help="write the playlist to this file instead of printing it")
     parser.add_argument("--relative-to", metavar="DIR",
@@ -94,11 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate the demo catalogue and run every stage on it")
     demo.add_argument("--out", default="demo_out", help="folder for catalogue/, data/, model/, tables/, map.html")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--artists-per-style", type=int, default=10)
-    demo.add_argument("--tracks-per-artist", type=int, default=2)
-    demo.add_argument("--seconds", type=float, default=30.0)
-    demo.add_argument("--epochs", type=int, default=12,
+    demo.add_argument("--seed", type=whole(0, SEED_MAX), default=0)
+    demo.add_argument("--artists-per-style", type=whole(1, 1000), default=10)
+    demo.add_argument("--tracks-per-artist", type=whole(1, 1000), default=2)
+    demo.add_argument("--seconds", type=real(3.0, 600.0), default=30.0)
+    demo.add_argument("--epochs", type=whole(1, 10_000), default=12,
                       help="genre CNN epochs (the demo styles are learnt in a few; early stopping may end sooner)")
 
     for job, what in JOB_HELP.items():
@@ -111,15 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     like.add_argument("--seeds", nargs="+", required=True, metavar="TRACK", help=f"seeds ({track})")
     for parser_ in (radio, like):
         parser_.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
-        parser_.add_argument("--variety", type=float, default=0.0,
+        parser_.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0,
                              help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
-        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+        parser_.add_argument("--max-per-artist", type=whole(1), help="at most this many tracks of one artist")
     journey = _playlist_parser(sub, "journey", "a smooth path of tracks from one track to another")
     journey.add_argument("--from", dest="start", help=f"first track ({track})")
     journey.add_argument("--to", dest="end", help=f"last track ({track})")
     journey.add_argument("--via", nargs="+", metavar="TRACK", help="stops in order, first to last (instead of --from/--to)")
     journey.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
-    journey.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+    journey.add_argument("--max-per-artist", type=whole(1), help="at most this many tracks of one artist")
     alchemy = _playlist_parser(sub, "alchemy", "tracks nearest to the sum of some tracks minus others")
     alchemy.add_argument("--add", nargs="+", required=True, metavar="TRACK", help="tracks whose sound to add")
     alchemy.add_argument("--subtract", nargs="+", default=[], metavar="TRACK", help="tracks whose sound to take away")
@@ -128,18 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="plays: a ListenBrainz export (JSON lines), a Last.fm-style scrobble CSV (matched by "
                               "MusicBrainz id, else artist and title), or, oldest first, an M3U, wavelist's JSON, "
                               "or track ids or audio paths one a line")
-    profile.add_argument("--half-life", type=float, default=20.0, help="a play this many plays older counts half")
+    profile.add_argument("--half-life", type=real(1e-3), default=20.0, help="a play this many plays older counts half")
     profile.set_defaults(n=50)
     for parser_ in (alchemy, profile):
-        parser_.add_argument("--variety", type=float, default=0.0, help="0 (most similar) to 0.9")
-        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+        parser_.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0, help="0 (most similar) to 0.9")
+        parser_.add_argument("--max-per-artist", type=whole(1), help="at most this many tracks of one artist")
     clusters = sub.add_parser("clusters", help="cut the catalogue into K sound-coherent playlists (k-means)")
     clusters.add_argument("--tables", required=True)
-    clusters.add_argument("--k", type=int, required=True, help="number of playlists")
+    clusters.add_argument("--k", type=whole(1), required=True, help="number of playlists")
     clusters.add_argument("--out", help="write clusters.parquet and one M3U8 per playlist into this folder "
                                         "(new, empty, or an earlier clusters --out)")
     clusters.add_argument("--format", choices=("table", "json"), default="table")
-    clusters.add_argument("--seed", type=int, default=0)
+    clusters.add_argument("--seed", type=whole(0, SEED_MAX), default=0, help="k-means' random seed")
 
     mapper = sub.add_parser("map", help="write the interactive 3-D catalogue map as HTML")
     mapper.add_argument("--tables", required=True)
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     mapper.add_argument("--radio", metavar="SEED", help="draw this seed's radio on the map")
     mapper.add_argument("--journey", nargs="+", metavar="TRACK", help="draw a journey through these tracks (2 or more)")
     mapper.add_argument("--playlist", metavar="FILE", help="draw this playlist (M3U8, JSON output, or ids one a line)")
-    mapper.add_argument("-n", type=int, default=12, help="length of the drawn playlist")
+    mapper.add_argument("-n", type=whole(1), default=12, help="length of the drawn playlist")
 
     projector = sub.add_parser("projector", help="export vectors.tsv, metadata.tsv and a config for "
                                                  "TensorFlow's Embedding Projector")
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--address", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1: this machine only). Another address lets "
                           "anyone who reaches it browse the catalogue and play its audio: there is no login")
-    app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--port", type=PORT, default=8501)
 
     player = sub.add_parser("mpd", help="queue a radio or a journey in MPD, from the song it plays")
     player_sub = player.add_subparsers(dest="mpd_command", required=True)
@@ -170,31 +172,30 @@ def build_parser() -> argparse.ArgumentParser:
     mpd_journey.add_argument("--to", required=True, help=f"last track ({track})")
     mpd_radio.add_argument("--keep-going", action="store_true",
                            help="keep running: queue more whenever fewer than --low songs are left (Ctrl-C stops)")
-    mpd_radio.add_argument("--low", type=int, default=5, help="with --keep-going: songs left that trigger more")
+    mpd_radio.add_argument("--low", type=whole(0), default=5, help="with --keep-going: songs left that trigger more")
     mpd_radio.add_argument("--exclude-artist", action="store_true", help="leave out the seed's artist")
-    mpd_radio.add_argument("--variety", type=float, default=0.0, help="0 (most similar) to 0.9")
+    mpd_radio.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0, help="0 (most similar) to 0.9")
     for parser_ in (mpd_radio, mpd_journey):
         parser_.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
         parser_.add_argument("--music-dir", help="MPD's music_directory as this machine sees it (default: the "
                                                  "folder holding every catalogue path)")
         parser_.add_argument("--host", default=os.environ.get("MPD_HOST", "localhost"),
                              help="MPD's address (default $MPD_HOST or localhost)")
-        parser_.add_argument("--port", type=int, default=int(os.environ.get("MPD_PORT", "6600")),
-                             help="MPD's port (default $MPD_PORT or 6600)")
+        parser_.add_argument("--port", type=PORT, help="MPD's port (default $MPD_PORT or 6600)")
         parser_.add_argument("--seed", help=f"start from this track instead of the song MPD plays ({track})")
-        parser_.add_argument("-n", type=int, default=20, help="how many tracks to queue")
-        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+        parser_.add_argument("-n", type=whole(1), default=20, help="how many tracks to queue")
+        parser_.add_argument("--max-per-artist", type=whole(1), help="at most this many tracks of one artist")
 
     serve = sub.add_parser("serve", help="the tables as a JSON HTTP API (radio, journey, ..., OpenSubsonic "
                                          "sonicSimilarity); GET /openapi.json describes it")
     serve.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
     serve.add_argument("--address", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=PORT, default=8000)
     serve.add_argument("--music-folder", help="the folder that track paths in requests are relative to "
                                               "(default: the folder holding every catalogue path)")
-    serve.add_argument("--watch-seconds", type=float, default=2.0,
+    serve.add_argument("--watch-seconds", type=real(0.0, 86_400.0), default=2.0,
                        help="look for a newly published TABLES folder this often (0: only POST /reload)")
-    serve.add_argument("--threads", type=int, help="worker threads answering queries (default: one per core)")
+    serve.add_argument("--threads", type=whole(1, 1024), help="worker threads answering queries (default: one per core)")
     return parser
 
 
@@ -349,11 +350,24 @@ def _app_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def mpd_port(given: int | None) -> int:
+    """``--port``, else ``$MPD_PORT``, else 6600; a ``$MPD_PORT`` that is no port is a one-line error."""
+    if given is not None:
+        return given
+    text = os.environ.get("MPD_PORT", "").strip() or "6600"
+    try:
+        return PORT(text)
+    except argparse.ArgumentTypeError:
+        raise UserError(f"$MPD_PORT {shown(text)} is not a port number (0 to 65535); set it to MPD's port or give "
+                        "--port") from None
+
+
 def _mpd_command(args: argparse.Namespace) -> None:
     from playlists import load_tables
     from playlists.service import TrackFinder
     from wavelist import player
 
+    args.port = mpd_port(args.port)
     tables = load_tables(args.tables)
     client = player.connect(args.host, args.port)
     options = {"max_per_artist": args.max_per_artist}
