@@ -34,7 +34,7 @@ from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
 from schemas.errors import UserError
 from schemas.layout import SPLITS, SUMMARY, DataFiles
 from schemas.tile_example import TILE_COMPRESSION_BEAM, TILE_FILE_SUFFIX, TILES_FOLDER, encode_tile
-from storage import files
+from storage import files, text_files
 
 log = logging.getLogger(__name__)
 CATALOGUE_FILE = DataFiles.CATALOGUE
@@ -94,7 +94,7 @@ def read_catalogue(args: IngestOptions, audio_dir: str | None
             paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
         labels = None
         if args.labels_csv:
-            with files.open_text(args.labels_csv) as handle:
+            with text_files.open_text(args.labels_csv) as handle:
                 labels = cat.read_labels(handle, source=args.labels_csv)
         rows, found_rejects = cat.folder_tracks(paths, root=root, labels=labels,
                                                 keep_unmatched_labels=not args.audio_glob)
@@ -180,6 +180,10 @@ class AnalyseTrackFn(beam.DoFn):
         except audio.AudioError as error:
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(self.REJECTS, (row, error.stage, error.reason))
+            return
+        except OSError as error:  # the system refused the file (a name too long, no permission): said, no traceback
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(self.REJECTS, (row, stage, error.strerror or type(error).__name__))
             return
         except Exception as error:  # any other failure of one file (a vanished object, ...) rejects that file
             self._rejected.inc()

@@ -11,7 +11,9 @@ from typing import Any, Iterable, Mapping, TextIO
 import pandas as pd
 
 from schemas.errors import UserError
+from schemas.flags import shown
 from schemas.layout import SPLITS
+from storage.text_files import UserText
 
 FMA_SPLIT_NAMES = {"training": "train", "validation": "validation", "test": "test"}
 FMA_SUBSETS = ("small", "medium", "large")
@@ -238,18 +240,38 @@ def read_labels(handle: TextIO, *, source: str = "labels.csv") -> list[tuple[str
     ``album``, ``album_artist``, ``track_number`` and the MusicBrainz recording, artist and album ids); others
     are ignored.
     """
-    reader = csv.DictReader(handle)
-    if reader.fieldnames is None or "path" not in reader.fieldnames:
-        raise CatalogueError(f"{source} needs a 'path' column (found {reader.fieldnames})")
+    text = UserText(handle, source)
+
+    def too_long(number: int) -> None:
+        raise CatalogueError(f"{source} line {number}: longer than {text.limit:,} characters; is it a labels CSV?")
+
+    reader = csv.reader(text.lines(too_long))
+    header: list[str] | None = None
     labels: list[tuple[str, dict[str, Any]]] = []
-    for line, row in enumerate(reader, start=2):
+    while True:
+        line = text.line + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:  # a field over 131,072 characters (csv.field_size_limit), an unclosed quote
+            raise CatalogueError(f"{source} line {line}: not CSV ({error}; an unclosed quote?)") from None
+        if not cells:
+            continue
+        if header is None:
+            header = cells
+            if "path" not in header:
+                raise CatalogueError(f"{source} needs a 'path' column (found {[shown(c) for c in header[:20]]})")
+            continue
+        row = dict(zip(header, cells))
         values: dict[str, Any] = {k: (row.get(k) or "").strip() or None for k in LABEL_COLUMNS}
         for key in INTEGER_LABELS:
             if values[key] is not None:
-                try:
-                    values[key] = int(values[key])
-                except ValueError:
-                    raise CatalogueError(f"{source} line {line}: {key} {values[key]!r} is not an integer") from None
+                number = values[key][1:] if values[key][:1] in "+-" else values[key]
+                if not number.isdecimal() or len(number.lstrip("0")) > 19 or not -2**63 <= int(values[key]) < 2**63:
+                    raise CatalogueError(f"{source} line {line}: {key} {values[key][:40]!r} is not an integer (of "
+                                         "64 bits)")
+                values[key] = int(values[key])
         if values["track_number"] is not None and not 0 < values["track_number"] <= MAX_TRACK_NUMBER:
             raise CatalogueError(f"{source} line {line}: track_number {values['track_number']} is not between 1 and "
                                  f"{MAX_TRACK_NUMBER:,}")
@@ -258,7 +280,11 @@ def read_labels(handle: TextIO, *, source: str = "labels.csv") -> list[tuple[str
             path = path[2:]
         if not path:
             raise CatalogueError(f"{source} line {line}: empty path")
+        if "\x00" in path:
+            raise CatalogueError(f"{source} line {line}: the path holds a NUL character, which no file name can")
         labels.append((path, values))
+    if header is None:
+        raise CatalogueError(f"{source} needs a 'path' column (it is empty)")
     return labels
 
 
