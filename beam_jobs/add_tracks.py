@@ -214,7 +214,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                         f"({TableFiles.UNDIFFUSED}), which new tracks are diffused against; run wavelist embed again")
     k = old_summary["k"]
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
-    runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
+    runner_flags = common.runner_flags(options, argv)
 
     with files.staged_output(output.out, overwrite=output.overwrite, kind="embed",
                               inputs=[args.tables, model.model, audio_dir]) as staging:

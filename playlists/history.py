@@ -308,9 +308,10 @@ def read_history(tables: Tables, path: str) -> tuple[np.ndarray, str | None]:
         skipped = Skipped()
         plays = plays_in(text, skipped)
         if plays is None:
-            if not text.first():
-                raise UserError(f"{path} is empty: no plays, no tracks")
-            return track_ids(text, track_namer(tables)), None
+            ids = track_ids(text, track_namer(tables))
+            if not len(ids):
+                raise UserError(f"{path} names no plays and no tracks")
+            return ids, None
         matched = match_plays(tables, plays)
     if not matched.plays:
         if skipped.count:

@@ -55,7 +55,10 @@ def player_path(path: str | None) -> str:
         return ""
     if "://" in path:
         return path
-    return str(Path(path).expanduser().resolve())
+    try:
+        return str(Path(path).expanduser().resolve())
+    except RuntimeError:  # ~name of no user on this machine: a name like any other
+        return str(Path(path).resolve())
 
 
 def m3u(rows: list[dict[str, Any]], relative_to: str | Path | None = None) -> str:

@@ -36,8 +36,20 @@ class FlagParser(argparse.ArgumentParser):
         return list(self._option_string_actions)
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {' '.join(message.split())}", file=sys.stderr)
+        print(f"{self.prog}: error: {one_line_message(message)}", file=sys.stderr)
         sys.exit(2)
+
+
+def one_line_message(message: str) -> str:
+    """``message`` as one line a terminal shows as written: white space runs as one space; the bytes of a name
+    that is not UTF-8 as ``\\xNN``; control, format and other unprintable characters (escape sequences,
+    bidirectional overrides) as Python escapes."""
+    message = " ".join(message.split())
+    try:
+        message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no byte gave
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def shown(text: str, limit: int = 40) -> str:

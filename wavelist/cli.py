@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from schemas.errors import UserError
-from schemas.flags import PORT, VERBOSE_ENV, FlagParser, real, shown, unknown_flags_message, whole
+from schemas.flags import (PORT, VERBOSE_ENV, FlagParser, one_line_message, real, shown, unknown_flags_message,
+                           whole)
 
 JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed",
         "add": "beam_jobs.add_tracks", "evaluate": "model.evaluate"}
@@ -427,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, OSError) as error:  # a mistake the user can fix, or a file the system refused
         if known.debug:
             raise
-        print(f"wavelist {known.command}: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
+        print(f"wavelist {known.command}: error: {one_line_message(str(error))}", file=sys.stderr)
         return 2
     return 0
 
