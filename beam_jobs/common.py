@@ -39,12 +39,15 @@ def parse_options(argv: list[str] | None) -> PipelineOptions:
     ``UserError`` instead of Beam's page of usage."""
     from apache_beam.options.pipeline_options import _BeamArgumentParser
 
-    from schemas.flags import unknown_flags_message
+    from schemas.flags import empty_value, unknown_flags_message
 
     class OneLineParser(_BeamArgumentParser):
         def error(self, message: str):  # type: ignore[override]
             raise UserError(" ".join(message.split()))
 
+    empty = empty_value(argv or [])
+    if empty:
+        raise UserError(empty)
     parser = OneLineParser(allow_abbrev=False, prog="wavelist")
     for cls in dict.fromkeys(_all_subclasses(PipelineOptions)):
         try:

@@ -59,12 +59,14 @@ class EmbedOptions(PipelineOptions):
         parser.add_argument("--nprobe", type=whole(1, 1_000_000), default=None,
                             help="approximate: inverted lists probed per query (default: the fewest that reach "
                             "--target-recall on 1,000 sampled tracks)")
-        parser.add_argument("--target-recall", "--target_recall", dest="target_recall", type=real(0.01, 1.0), default=0.95,
+        parser.add_argument("--target-recall", "--target_recall", dest="target_recall",
+                            type=real(0.01, 1.0), default=0.95,
                             help="approximate: recall@10 against exact search that the automatic --nprobe must reach")
         parser.add_argument("--diffusion", type=whole(0, 10_000), default=DIFFUSION_NEIGHBOURS, metavar="M",
                             help="graph diffusion: each vector becomes the weighted mean of itself and its M "
                             f"nearest before the neighbour tables are made (default {DIFFUSION_NEIGHBOURS}; 0: off)")
-        parser.add_argument("--diffusion-power", "--diffusion_power", dest="diffusion_power", type=real(0.0, 100.0),
+        parser.add_argument("--diffusion-power", "--diffusion_power", dest="diffusion_power",
+                            type=real(0.0, 100.0),
                             default=None, help="the diffusion's weight of a neighbour: its cosine to this power "
                             f"(default {DIFFUSION_POWER:g})")
         parser.add_argument("--extra-vectors", "--extra_vectors", dest="extra_vectors",

@@ -66,13 +66,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", choices=KINDS, default="contrastive",
                         help="kind of model (default: contrastive, which needs no labels and gave the best "
                         "neighbours; see benchmarks/RESULTS.md)")
-    parser.add_argument("--epochs", type=whole(1, 100_000), help="training epochs (default: 30 for cnn and autoencoder; contrastive: 20, "
+    parser.add_argument("--epochs", type=whole(1, 100_000),
+                        help="training epochs (default: 30 for cnn and autoencoder; contrastive: 20, "
                         "more for catalogues of over 64,000 tiles, see contrastive_epochs)")
     parser.add_argument("--budget-minutes", type=real(0.0, 525_600.0), default=DEFAULT_BUDGET_MINUTES,
                         help="stop training before an epoch that would end after this many minutes (default 60)")
-    parser.add_argument("--steps-per-epoch", type=whole(1, 10_000_000), default=50, help="contrastive: pair batches per epoch")
+    parser.add_argument("--steps-per-epoch", type=whole(1, 10_000_000), default=50,
+                        help="contrastive: pair batches per epoch")
     parser.add_argument("--batch-size", type=whole(2, 65_536), default=64)
-    parser.add_argument("--tiles-in-memory-gb", type=real(0.0, 1e6), default=DEFAULT_TILES_IN_MEMORY_GB, metavar="GB",
+    parser.add_argument("--tiles-in-memory-gb", type=real(0.0, 1e6), default=DEFAULT_TILES_IN_MEMORY_GB,
+                        metavar="GB",
                         help="contrastive: hold the tiles in memory up to this size; a larger catalogue's are read from "
                         f"the shards at each pass (default {DEFAULT_TILES_IN_MEMORY_GB:g})")
     parser.add_argument("--patience", type=whole(0, 100_000), default=5, help="early stopping on validation loss")

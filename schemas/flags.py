@@ -26,6 +26,12 @@ class FlagParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one line, ``PROG: error: ...``, exit 2, and whose unknown
     flags are named with the closest known one."""
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        empty = empty_value(sys.argv[1:] if args is None else args)
+        if empty:
+            self.error(empty)
+        return super().parse_known_args(args, namespace)
+
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
@@ -50,6 +56,15 @@ def one_line_message(message: str) -> str:
     except UnicodeEncodeError:  # a lone surrogate that no byte gave
         message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def empty_value(argv: Iterable[str]) -> str | None:
+    """What is wrong with ``--flag=--`` in ``argv``, if it is there: argparse takes that value as the end of the
+    flags and hands the flag an empty list instead of an error."""
+    for word in argv:
+        if word.startswith("--") and word.endswith("=--"):
+            return f"argument {shown(word[:-3])}: -- is not a value"
+    return None
 
 
 def shown(text: str, limit: int = 40) -> str:

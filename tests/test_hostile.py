@@ -412,3 +412,201 @@ def test_extreme_sample_values(values, subtype):
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, 22050, subtype=subtype, format="WAV")
     accepted_or_rejected(buffer.getvalue())
+
+
+# ---- round two (issue 29): 3. histories, 4. labels CSVs, track lists, extra vectors; 8. flags, one line ----
+
+@pytest.fixture(scope="module")
+def accented_tables(tmp_path_factory) -> Path:
+    """Synthetic tables whose track 1005 is Björk's "Jóga", so that a history in any encoding can match it."""
+    from playlists.synthetic import write_synthetic_tables
+
+    folder = write_synthetic_tables(tmp_path_factory.mktemp("accented"), 60, k=10)
+    tracks = pq.read_table(folder / "tracks.parquet")
+    for column, value in (("artist", "Björk"), ("title", "Jóga")):
+        values = [value if i == 1005 else v for i, v in zip(tracks["track_id"].to_pylist(), tracks[column].to_pylist())]
+        tracks = tracks.set_column(tracks.schema.get_field_index(column), column, pa.array(values, pa.string()))
+    pq.write_table(tracks, folder / "tracks.parquet")
+    return folder
+
+
+def exit_and_err(argv: list[str], capsys) -> tuple[int, str]:
+    """The exit code of ``wavelist argv`` and its stderr, which is never more than one line (log lines aside);
+    its stdout is kept in ``exit_and_err.out``."""
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    exit_and_err.out = captured.out
+    err = captured.err.strip()
+    lines = [line for line in err.splitlines() if not line[:2].isdigit()]  # our HH:MM:SS log lines aside
+    assert "Traceback" not in err and len(lines) <= 1, err
+    return code, " ".join(lines)
+
+
+def listen(artist: str, title: str, at: object = 1_700_000_000) -> str:
+    return json.dumps({"listened_at": at, "track_metadata": {"artist_name": artist, "track_name": title}})
+
+
+JOGA = listen("Björk", "Jóga")
+HISTORIES = {  # name: (bytes, what stderr says)
+    "a malformed JSON line": ((JOGA + "\n{not json\n").encode(), "skipped 1 malformed row (first: line 2: not JSON"),
+    "listened_at 10^400": ((JOGA + '\n{"listened_at": 1' + "0" * 400 + ', "track_metadata": {}}\n').encode(),
+                           "line 2: listened_at is not a Unix time"),
+    "deeply nested JSON": ((JOGA + "\n" + '{"a": ' * 100_000 + "\n").encode(), "line 2: not usable JSON"),
+    "a Latin-1 CSV": ("artist,track\nBjörk,Jóga\n".encode("latin-1"), "matched 1 of 1 plays"),
+    "a UTF-16 CSV": ("artist,track\nBjörk,Jóga\n".encode("utf-16"), "matched 1 of 1 plays"),
+    "a uts that is no number": ("uts,artist,track\n²,X,Y\nabc,X,Y\n1700000000,Björk,Jóga\n".encode(),
+                                "skipped 2 malformed rows (first: line 2: uts '²' is not a time"),
+    "a CSV field over 128 KiB": (('artist,track\n"' + "x" * 140_000 + '",y\nBjörk,Jóga\n').encode(),
+                                 "line 2: not CSV (field larger than field limit (131072)"),
+    "a UTF-8 CSV with a BOM": ("\ufeffartist,track\nBjörk,Jóga\n".encode(), "matched 1 of 1 plays"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HISTORIES))
+def test_a_history_of_any_shape_gives_a_playlist_and_says_what_it_skipped(accented_tables, tmp_path, capsys, name):
+    data, said = HISTORIES[name]
+    (tmp_path / "history").write_bytes(data)
+    code, err = exit_and_err(["profile", "--tables", str(accented_tables), "--history", str(tmp_path / "history"),
+                              "-n", "3", "--format", "json"], capsys)
+    assert code == 0 and err.startswith("matched 1 of ") and said in err, err
+    assert 1005 not in [row["track_id"] for row in json.loads(exit_and_err.out)]  # the play, left out
+
+
+@pytest.mark.parametrize("data, said", [
+    (b"{x\n{y\n", "history line 1: not JSON"),
+    (('{"a": ' * 100_000).encode(), "history line 1: not usable JSON (nested too deeply"),
+    (b"[" * 5_000, "history line 1: not usable JSON (nested too deeply)"),
+    (b'[{"track_metadata": {}}, {"track', "history line 1: not JSON (Unterminated string"),
+    (b'[{"track_metadata": {}}\n', "history line 2: the JSON list does not end"),
+    (b"#EXTM3U\n" + b"x" * (1 << 21) + b"\n", "history line 2: longer than 1,048,576 characters"),
+    ("1005\nJóga.mp3\n".encode("utf-16"), "history line 2: 'Jóga.mp3' is neither a track id nor an audio path"),
+    (b"", "history names no plays and no tracks"),
+])
+def test_a_history_with_nothing_usable_is_one_line_naming_the_line(accented_tables, tmp_path, capsys, data, said):
+    (tmp_path / "history").write_bytes(data)
+    code, err = exit_and_err(["profile", "--tables", str(accented_tables), "--history", str(tmp_path / "history")],
+                             capsys)
+    assert code == 2 and said in err, err
+
+
+def test_a_large_history_is_read_in_bounded_memory(accented_tables, tmp_path):
+    """8 MB of listens are read one line at a time: the reader's peak allocation stays far below the file's size
+    (a 50 MB file peaked at 1.26 GB when it was read whole; see the README)."""
+    import tracemalloc
+
+    from playlists import load_tables
+    from playlists.history import read_history
+
+    tables = load_tables(accented_tables)
+    line = listen("Björk", "Jóga") + "\n" + listen("Nobody", "Nothing " + "x" * 200) + "\n"
+    (tmp_path / "big.jsonl").write_text(line * (8_000_000 // len(line)), encoding="utf-8")
+    tracemalloc.start()
+    try:
+        ids, said = read_history(tables, str(tmp_path / "big.jsonl"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert said.startswith(f"matched {len(ids)} of {2 * len(ids)} plays") and len(ids) > 15_000
+    assert peak < 1_500_000, peak  # the matched ids (8 bytes each) and a few lines, not 8 MB of text
+
+
+def test_a_labels_cell_over_128_kib_is_one_line_naming_file_and_line(tmp_path, capsys):
+    good_wav(tmp_path / "audio" / "good.wav")
+    labels = tmp_path / "labels.csv"
+    labels.write_text('path,genre,comment\ngood.wav,Tone,"' + "x" * 140_000 + '"\n', encoding="utf-8")
+    err = one_line_error(["ingest", "--audio-dir", str(tmp_path / "audio"), "--labels-csv", str(labels),
+                          "--out", str(tmp_path / "data"), *IN_MEMORY], capsys)
+    assert f"{labels} line 2: not CSV (field larger than field limit (131072)" in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_labels_csv_with_a_bom_or_in_latin_1_is_read(tmp_path):
+    good_wav(tmp_path / "audio" / "good.wav")
+    for name, data in (("bom", "\ufeffpath,genre\ngood.wav,Volksmusik für\n".encode("utf-8")),
+                       ("latin", "path,genre\ngood.wav,Volksmusik für\n".encode("latin-1"))):
+        (tmp_path / f"{name}.csv").write_bytes(data)
+        assert ingest(["--audio-dir", str(tmp_path / "audio"), "--labels-csv", str(tmp_path / f"{name}.csv"),
+                       "--out", str(tmp_path / name)]) == 0
+        tracks, _ = read_rows(tmp_path / name)
+        assert tracks["good.wav"]["genre"] == "Volksmusik für"
+
+
+def test_a_bad_extra_vectors_file_is_one_line_before_the_job_starts(pipeline_outputs, tmp_path, capsys):
+    ids = pq.read_table(table_file(pipeline_outputs["tables"] / "embeddings.parquet"))["track_id"].to_pylist()
+    vectors = [[1.0, 2.0, 3.0] for _ in ids]
+    vectors[3] = [float("nan"), 1.0, 1.0]
+    extra = tmp_path / "extra.parquet"
+    pq.write_table(pa.table({"track_id": ids, "vector": vectors}), extra)
+    err = one_line_error(["embed", "--data", str(pipeline_outputs["data"]), "--model", str(pipeline_outputs["model"]),
+                          "--out", str(tmp_path / "t"), "--extra-vectors", str(extra), *IN_MEMORY], capsys)
+    # the launching process's check names the row: no pipeline (and no worker traceback) ever ran
+    assert err.endswith(f"--extra-vectors {extra} row 4 (track {ids[3]}): the vector is not 3 finite numbers, "
+                        "not all zero")
+    assert list(tmp_path.iterdir()) == [extra]  # no staging folder either
+
+
+def test_beam_flags_take_their_value_as_the_next_argument_or_say_one_line(pipeline_outputs, tmp_path, capsys):
+    from beam_jobs import add_tracks, common  # noqa: F401 (add's flags are known once its module is imported)
+
+    argv = ["--tables", str(tmp_path / "none"), "--direct_num_workers", "1", "--direct_running_mode", "in_memory"]
+    assert common.runner_flags(common.parse_options(argv), argv) == ["--direct_running_mode=in_memory",
+                                                                    "--direct_num_workers=1"]
+    base = ["add", "--audio-dir", str(tmp_path), "--tables", str(tmp_path / "no tables"), "--model",
+            str(pipeline_outputs["model"]), "--out", str(tmp_path / "t")]
+    code, err = exit_and_err([*base, "--direct_num_workers", "1"], capsys)  # accepted: the next check speaks
+    assert code == 2 and "no tables" in err and "usage" not in err
+    for bad, said in ((["--direct_num_workers"], "argument --direct_num_workers: expected one argument"),
+                      (["--direct_num_workers", "many"], "invalid int value: 'many'"),
+                      (["--direct_num_workers=-1"], "give a number of worker processes from 1 to 1024"),
+                      (["--k", "nan"], "argument --k: nan is not a whole number")):
+        command = "embed" if bad[0] == "--k" else "add"
+        code, err = exit_and_err([command, *base[1:], *bad], capsys)
+        assert code == 2 and said in err, err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["serve", "--tables", "T", "--threads=-1"], "argument --threads: give a whole number from 1 to 1024, not -1"),
+    (["serve", "--tables", "T", "--watch-seconds", "inf"], "argument --watch-seconds: inf is not a finite number"),
+    (["app", "--tables", "T", "--port", "http"], "argument --port: http is not a whole number from 0 to 65535"),
+    (["clusters", "--tables", "T", "--k", "3", "--seed", "-1"], "argument --seed: give a whole number from 0 to"),
+    (["radio", "--tables", "T", "--seed", "9" * 5000], "is not a track id: track ids are 64-bit integers"),
+    (["radio", "--tables", "T", "--seed", "1005", "--variety", "nan"], "argument --variety: nan is not a finite"),
+    (["journey", "--tables", "T", "--from", "1005", "--to", "1006", "-n", "9" * 25], None),
+    (["radio", "--tables", "T", "--seed", "\x1b[2J"], "no track id, title, artist or album '\\x1b[2J'"),
+])
+def test_odd_numbers_and_seeds_are_a_result_or_one_line(accented_tables, capsys, argv, said):
+    code, err = exit_and_err([a.replace("T", str(accented_tables)) if a == "T" else a for a in argv], capsys)
+    assert (code, said is None or said in err) == (0 if said is None else 2, True), err
+    assert "\x1b" not in err
+
+
+@pytest.mark.parametrize("seed", ["", " ", "-1", "--5", "nan", "٣", "𝟙𝟘𝟘𝟘", "/etc/passwd", "../x", "1e3",
+                                  "Jóga"])
+def test_any_seed_spelling_is_a_radio_or_one_line(accented_tables, capsys, seed):
+    code, err = exit_and_err(["radio", "--tables", str(accented_tables), f"--seed={seed}", "-n", "3", "--format",
+                              "json"], capsys)
+    if seed in ("Jóga", "𝟙𝟘𝟘𝟘"):  # a title; track 1000 in any script's decimal digits
+        assert code == 0 and len(json.loads(exit_and_err.out)) == 3
+    else:
+        assert code == 2 and err.startswith("wavelist radio: error: "), err
+
+
+def test_a_port_variable_that_is_no_port_is_one_line(accented_tables, monkeypatch, capsys):
+    monkeypatch.setenv("MPD_PORT", "abc")
+    assert exit_and_err(["radio", "--tables", str(accented_tables), "--seed", "1005"], capsys)[0] == 0  # unused here
+    code, err = exit_and_err(["mpd", "radio", "--tables", str(accented_tables)], capsys)
+    assert code == 2 and err == ("wavelist mpd: error: $MPD_PORT abc is not a port number (0 to 65535); set it to "
+                                 "MPD's port or give --port")
+
+
+def test_a_playlist_file_in_any_encoding_is_read_and_a_bad_line_named(accented_tables, tmp_path, capsys):
+    (tmp_path / "p.m3u8").write_bytes("\ufeff#EXTM3U\n#EXTINF:1,Björk - Jóga\n1005\n1006\n".encode("utf-8"))
+    (tmp_path / "q.m3u8").write_bytes("#EXTM3U\n1005\n/música/nowhere.mp3\n".encode("latin-1"))
+    assert main(["map", "--tables", str(accented_tables), "--playlist", str(tmp_path / "p.m3u8"),
+                 "--out", str(tmp_path / "map.html")]) == 0
+    code, err = exit_and_err(["map", "--tables", str(accented_tables), "--playlist", str(tmp_path / "q.m3u8"),
+                              "--out", str(tmp_path / "map2.html")], capsys)
+    assert code == 2 and f"{tmp_path / 'q.m3u8'} line 3: '/música/nowhere.mp3' is neither" in err, err

@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default: the folder holding every catalogue path)")
     serve.add_argument("--watch-seconds", type=real(0.0, 86_400.0), default=2.0,
                        help="look for a newly published TABLES folder this often (0: only POST /reload)")
-    serve.add_argument("--threads", type=whole(1, 1024), help="worker threads answering queries (default: one per core)")
+    serve.add_argument("--threads", type=whole(1, 1024),
+                       help="worker threads answering queries (default: one per core)")
     return parser
 
 
