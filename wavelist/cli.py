@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "sonicSimilarity); GET /openapi.json describes it")
     serve.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
     serve.add_argument("--address", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    serve.add_argument("--port", type=PORT, default=8000)
+    serve.add_argument("--port", type=int, default=8000)  # checked by serve, with its address
     serve.add_argument("--music-folder", help="the folder that track paths in requests are relative to "
                                               "(default: the folder holding every catalogue path)")
     serve.add_argument("--watch-seconds", type=real(0.0, 86_400.0), default=2.0,
