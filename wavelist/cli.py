@@ -116,13 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
         parser_.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0,
                              help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
-        parser_.add_argument("--max-per-artist", type=whole(1), help="at most this many tracks of one artist")
+        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
     journey = _playlist_parser(sub, "journey", "a smooth path of tracks from one track to another")
     journey.add_argument("--from", dest="start", help=f"first track ({track})")
     journey.add_argument("--to", dest="end", help=f"last track ({track})")
     journey.add_argument("--via", nargs="+", metavar="TRACK", help="stops in order, first to last (instead of --from/--to)")
     journey.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
-    journey.add_argument("--max-per-artist", type=whole(1), help="at most this many tracks of one artist")
+    journey.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
     alchemy = _playlist_parser(sub, "alchemy", "tracks nearest to the sum of some tracks minus others")
     alchemy.add_argument("--add", nargs="+", required=True, metavar="TRACK", help="tracks whose sound to add")
     alchemy.add_argument("--subtract", nargs="+", default=[], metavar="TRACK", help="tracks whose sound to take away")
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.set_defaults(n=50)
     for parser_ in (alchemy, profile):
         parser_.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0, help="0 (most similar) to 0.9")
-        parser_.add_argument("--max-per-artist", type=whole(1), help="at most this many tracks of one artist")
+        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
     clusters = sub.add_parser("clusters", help="cut the catalogue into K sound-coherent playlists (k-means)")
     clusters.add_argument("--tables", required=True)
     clusters.add_argument("--k", type=whole(1), required=True, help="number of playlists")
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--port", type=PORT, help="MPD's port (default $MPD_PORT or 6600)")
         parser_.add_argument("--seed", help=f"start from this track instead of the song MPD plays ({track})")
         parser_.add_argument("-n", type=whole(1), default=20, help="how many tracks to queue")
-        parser_.add_argument("--max-per-artist", type=whole(1), help="at most this many tracks of one artist")
+        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
 
     serve = sub.add_parser("serve", help="the tables as a JSON HTTP API (radio, journey, ..., OpenSubsonic "
                                          "sonicSimilarity); GET /openapi.json describes it")
