@@ -16,7 +16,6 @@ def _cell(value: object) -> str:
     return " ".join(str("" if value is None else value).split())
 
 
-PROJECTOR_FILES = ("vectors.tsv", "metadata.tsv", "projector_config.pbtxt", "projector_config.json")
 
 
 def write_projector(tables: Tables, out: str | Path, name: str = "wavelist") -> Path:

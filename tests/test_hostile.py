@@ -96,6 +96,150 @@ def test_an_empty_folder_may_become_an_output(tmp_path):
     assert (tmp_path / "empty" / "tracks.parquet").is_file()
 
 
+# ---- round two, 1. a marker is trusted only for plain names inside OUT; 2. no output inside an input ----
+
+def planted_output(tmp_path: Path, kind: str, listed: list[str]) -> tuple[Path, Path]:
+    """OUT holding a ``_SUCCESS`` marker of ``kind`` that lists ``listed``, and a victim file beside it."""
+    victim = tmp_path / "victim" / "keep.txt"
+    victim.parent.mkdir()
+    victim.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "link").symlink_to(victim.parent)  # a folder link leading out of OUT
+    (out / files.SUCCESS_MARKER).write_text(json.dumps({"kind": kind, "files": listed}))
+    return out, victim
+
+
+@pytest.mark.parametrize("listed", ["../victim/keep.txt", "{victim}", "sub/../../victim/keep.txt", "link/keep.txt",
+                                    "link", "", ".", "C:\\victim\\keep.txt", "a//b", ["x"], None])
+@pytest.mark.parametrize("command", ["ingest", "embed", "add"])
+def test_overwrite_trusts_a_marker_only_for_plain_names_inside_out(tmp_path, capsys, command, listed):
+    if isinstance(listed, str):
+        listed = listed.format(victim=tmp_path / "victim" / "keep.txt")
+    out, victim = planted_output(tmp_path, "ingest" if command == "ingest" else "embed", ["link", listed])
+    good_wav(tmp_path / "in" / "a.wav")  # an ingest that would run and publish
+    given = {"ingest": ["--audio-dir", str(tmp_path / "in")],
+             "embed": ["--data", str(tmp_path / "in"), "--model", str(tmp_path / "in")],
+             "add": ["--audio-dir", str(tmp_path / "in"), "--tables", str(tmp_path / "in"), "--model",
+                     str(tmp_path / "in")]}[command]
+    err = one_line_error([command, *given, "--out", str(out), "--overwrite", *IN_MEMORY], capsys)
+    assert "which is not a file inside" in err and "deletes nothing" in err
+    assert victim.read_text() == "keep me" and (out / "link").is_symlink() and (out / files.SUCCESS_MARKER).exists()
+
+
+def test_a_marker_planted_while_the_job_runs_deletes_nothing(tmp_path):
+    out, victim = planted_output(tmp_path, "ingest", [])
+    (out / "link").unlink()
+    with pytest.raises(files.OutputExists, match="not a file inside"):
+        with files.staged_output(str(out), overwrite=True, kind="ingest") as staging:
+            files.write_text(files.join(staging, "tracks.parquet"), "new")
+            (out / files.SUCCESS_MARKER).write_text(json.dumps({"kind": "ingest", "files": [str(victim)]}))
+    assert victim.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["out", "victim"]
+
+
+def test_overwrite_still_replaces_its_own_output_of_table_folders(tmp_path):
+    out = tmp_path / "out"
+    with files.staged_output(str(out), overwrite=False, kind="embed") as staging:
+        files.write_text(files.join(staging, "embeddings.parquet", "part-00000-of-00001.parquet"), "old")
+    assert files.read_marker(str(out))["files"] == ["embeddings.parquet/part-00000-of-00001.parquet"]
+    with files.staged_output(str(out), overwrite=True, kind="embed") as staging:
+        files.write_text(files.join(staging, "new.txt"), "new")
+    assert sorted(files.listing(out)) == [files.SUCCESS_MARKER, "new.txt"]
+
+
+def run_inputs(pipeline_outputs, tmp_path: Path) -> dict[str, Path]:
+    """Copies of the session's DATA, MODEL and TABLES, an audio folder and a playlist, linked as ``L``."""
+    given = {name: tmp_path / name for name in ("data", "model", "tables")}
+    for name, folder in given.items():
+        shutil.copytree(pipeline_outputs[name], folder)
+    good_wav(tmp_path / "audio" / "a.wav")
+    given["audio"] = tmp_path / "audio"
+    seed = pq.read_table(given["tables"] / "embeddings.parquet")["track_id"][0].as_py()
+    given["playlist"] = tmp_path / "list.txt"
+    given["playlist"].write_text(f"{seed}\n")
+    (tmp_path / "L").symlink_to(given["tables"])  # the same folder through a link
+    return given
+
+
+OUTPUT_INSIDE_INPUT = {  # command line with an output inside one of its inputs -> the input it changes
+    "ingest": (["ingest", "--audio-dir", "{audio}", "--out", "{audio}/data", *IN_MEMORY], "audio"),
+    "train": (["train", "--data", "{data}", "--out", "{data}/model", "--epochs", "1"], "data"),
+    "embed": (["embed", "--data", "{data}", "--model", "{model}", "--out", "{data}/tables", *IN_MEMORY], "data"),
+    "add": (["add", "--audio-dir", "{audio}", "--tables", "{tables}", "--model", "{model}", "--out",
+             "{tables}/sub", *IN_MEMORY], "tables"),
+    "add through a link": (["add", "--audio-dir", "{audio}", "--tables", "{tables}", "--model", "{model}",
+                            "--out", "{root}/L/sub", *IN_MEMORY], "tables"),
+    "add over its tables": (["add", "--audio-dir", "{audio}", "--tables", "{tables}", "--model", "{model}",
+                             "--out", "{tables}", "--overwrite", *IN_MEMORY], "tables"),
+    "evaluate": (["evaluate", "--data", "{data}", "--models", "{model}", "--out", "{model}/report"], "model"),
+    "clusters": (["clusters", "--tables", "{root}/L", "--k", "2", "--out", "{tables}/c"], "tables"),
+    "projector": (["projector", "--tables", "{tables}", "--out", "{tables}/p"], "tables"),
+    "map": (["map", "--tables", "{tables}", "--playlist", "{playlist}", "--out", "{playlist}"], "playlist"),
+    "profile": (["profile", "--tables", "{tables}", "--history", "{playlist}", "--output", "{playlist}"],
+                "playlist"),
+}
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()} if path.is_dir() \
+        else {str(path): path.read_bytes()}
+
+
+@pytest.mark.parametrize("case", OUTPUT_INSIDE_INPUT)
+def test_no_output_lies_inside_an_input_of_the_run(pipeline_outputs, tmp_path, capsys, case):
+    given = run_inputs(pipeline_outputs, tmp_path)
+    argv, changed = OUTPUT_INSIDE_INPUT[case]
+    before = snapshot(given[changed])
+    err = one_line_error([a.format(root=tmp_path, **given) for a in argv], capsys)
+    assert "an input of this run" in err, err
+    assert snapshot(given[changed]) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder either
+
+
+# ---- round two, 7. sets of files (clusters, projector) are staged, replaced whole, safely named ----
+
+def test_clusters_of_long_and_hostile_titles_are_published_whole(pipeline_outputs, tmp_path, capsys):
+    tables = tmp_path / "tables"
+    shutil.copytree(pipeline_outputs["tables"], tables)
+    tracks = pq.read_table(tables / "tracks.parquet")
+    titles = [f"..{i}/../\x1b[31m\u202e{'Ünïcødé title ' * 40}{'x' * 300}/{i}" for i in range(len(tracks))]
+    tracks = tracks.set_column(tracks.schema.get_field_index("title"), "title", pa.array(titles))
+    pq.write_table(tracks, table_file(tables / "tracks.parquet"))
+    out = tmp_path / "clusters"
+    assert main(["clusters", "--tables", str(tables), "--k", "4", "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    playlists = [n for n in names if n.endswith(".m3u8")]
+    assert len(playlists) == 4 and set(names) - set(playlists) == {"clusters.parquet", files.SUCCESS_MARKER}
+    for name in playlists:
+        assert len(name.encode()) <= files.MAX_NAME_BYTES and not name.startswith((".", "-"))
+        assert name.isprintable() and "\u202e" not in name and "ünïcødé-title" in name  # cut on a character
+    assert len({n.casefold() for n in playlists}) == 4
+    # a second run with fewer clusters: refused without --overwrite, then replaces the folder whole
+    err = one_line_error(["clusters", "--tables", str(tables), "--k", "2", "--out", str(out)], capsys)
+    assert "pass --overwrite" in err and sorted(p.name for p in out.iterdir()) == names
+    assert main(["clusters", "--tables", str(tables), "--k", "2", "--out", str(out), "--overwrite"]) == 0
+    assert len(list(out.glob("*.m3u8"))) == 2 and pq.read_table(out / "clusters.parquet").num_rows == len(tracks)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clusters", "tables"]  # nothing staged is left
+    (out / "mine.m3u8").write_text("#EXTM3U\n")  # a playlist the user put there is never replaced
+    err = one_line_error(["clusters", "--tables", str(tables), "--k", "2", "--out", str(out), "--overwrite"], capsys)
+    assert "wavelist did not write (e.g. mine.m3u8)" in err
+
+
+def test_projector_output_is_replaced_whole_only_with_overwrite(pipeline_outputs, tmp_path, capsys):
+    tables, out = str(pipeline_outputs["tables"]), tmp_path / "proj"
+    assert main(["projector", "--tables", tables, "--out", str(out)]) == 0
+    marker = json.loads((out / files.SUCCESS_MARKER).read_text())
+    assert marker["kind"] == "projector" and "metadata.tsv" in marker["files"]
+    err = one_line_error(["projector", "--tables", tables, "--out", str(out)], capsys)
+    assert "pass --overwrite" in err
+    assert main(["projector", "--tables", tables, "--out", str(out), "--overwrite"]) == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    err = one_line_error(["projector", "--tables", tables, "--out", str(mine), "--overwrite"], capsys)
+    assert "not a complete wavelist output" in err and (mine / "notes.txt").read_text() == "keep"
+
+
 # ---- 2. one bad file never stops a job; 5. one file is one track; 6. folders are literal ----
 
 @pytest.fixture(scope="module")
@@ -300,7 +444,7 @@ def test_output_files_never_land_inside_the_tables(pipeline_outputs, capsys):
     shard = table_file(tables / "tracks.parquet")
     before = shard.read_bytes()
     err = one_line_error(["radio", "--tables", str(tables), "--seed", "2", "--output", str(shard)], capsys)
-    assert "inside the tables folder" in err
+    assert f"lies inside {tables}, an input of this run" in err
     assert shard.read_bytes() == before
 
 

@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     clusters.add_argument("--tables", required=True)
     clusters.add_argument("--k", type=int, required=True, help="number of playlists")
     clusters.add_argument("--out", help="write clusters.parquet and one M3U8 per playlist into this folder "
-                                        "(new, empty, or an earlier clusters --out)")
+                                        "(new or empty; an earlier clusters --out with --overwrite)")
+    clusters.add_argument("--overwrite", action="store_true", help="replace an earlier clusters --out, whole")
     clusters.add_argument("--format", choices=("table", "json"), default="table")
     clusters.add_argument("--seed", type=int, default=0)
 
@@ -153,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "TensorFlow's Embedding Projector")
     projector.add_argument("--tables", required=True)
     projector.add_argument("--out", default="projector",
-                           help="folder to write (new, empty, or an earlier projector --out)")
+                           help="folder to write (new or empty; an earlier projector --out with --overwrite)")
+    projector.add_argument("--overwrite", action="store_true", help="replace an earlier projector --out, whole")
 
     app = sub.add_parser("app", help="the Streamlit app: search, map, play, radio, journey, M3U download")
     app.add_argument("--tables", required=True)
@@ -198,33 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_output_file(path: str | None, tables: str) -> None:
-    """Refuse an output file inside the TABLES folder (an input) or where a folder is."""
-    if not path:
-        return
-    target = Path(path).resolve()
-    if target == Path(tables).resolve() or Path(tables).resolve() in target.parents:
-        raise UserError(f"{path} is inside the tables folder {tables}, an input; write it elsewhere")
-    if target.is_dir():
-        raise UserError(f"{path} is a folder; give a file name")
-
-
-def check_output_folder(out: str | None, tables: str, names: tuple[str, ...], suffixes: tuple[str, ...] = ()) -> None:
-    """Refuse ``out`` unless it is new, empty, or holds only files this command writes (``names``, or names
-    ending in ``suffixes``): it never writes over a file it did not make."""
-    if not out:
-        return
-    check_output_file(out + "/x", tables)
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
-    foreign = sorted(p.name for p in folder.iterdir() if p.name not in names and not p.name.endswith(suffixes)) \
-        if folder.is_dir() else []
-    if foreign:
-        raise UserError(f"--out {out} holds files this command did not write (e.g. {', '.join(foreign[:3])}); "
-                         "choose a new or empty folder")
-
-
 def _emit(text: str, output: str | None) -> None:
     if output:
         Path(output).write_text(text + "\n", encoding="utf-8")
@@ -238,8 +213,9 @@ def _playlist_command(args: argparse.Namespace) -> None:
     from playlists.history import read_history
     from playlists.output import SCORE_NAMES, missing_audio, playlist_rows, render
     from playlists.service import make_playlist
+    from storage import files
 
-    check_output_file(args.output, args.tables)
+    files.check_output_file(args.output, inputs=[args.tables, getattr(args, "history", None)])
     tables = load_tables(args.tables)
     options = {"n": args.n, "variety": getattr(args, "variety", 0.0),
                "max_per_artist": getattr(args, "max_per_artist", None)}
@@ -273,8 +249,9 @@ def _map_command(args: argparse.Namespace) -> None:
     from playlists import journey_via, load_tables, radio
     from playlists.mapview import track_name, write_map
     from playlists.output import read_track_list
+    from storage import files
 
-    check_output_file(args.out, args.tables)
+    files.check_output_file(args.out, inputs=[args.tables, args.playlist], flag="--out")
     tables = load_tables(args.tables)
     playlist, title, path = None, "the catalogue by sound", True
     if args.radio is not None:
@@ -297,14 +274,19 @@ def _clusters_command(args: argparse.Namespace) -> None:
     import json
 
     from playlists import load_tables
-    from playlists.discover import CLUSTERS_FILE, clusters, write_clusters
+    from playlists.discover import clusters, write_clusters
     from playlists.text import for_terminal
+    from storage import files
 
-    check_output_folder(args.out, args.tables, (CLUSTERS_FILE,), (".m3u8",))
+    if args.out:
+        files.check_output(args.out, overwrite=args.overwrite, kind="clusters", inputs=[args.tables])
     tables = load_tables(args.tables)
     found, silhouette = clusters(tables, args.k, seed=args.seed)
     if args.out:
-        log.info("wrote %s", write_clusters(tables, found, args.out))
+        with files.staged_output(args.out, overwrite=args.overwrite, kind="clusters", inputs=[args.tables]) \
+                as staging, files.written_locally(staging) as local:
+            write_clusters(tables, found, local)
+        log.info("wrote %s", args.out)
     summary = [{"cluster": c.number, "name": c.name, "tracks": len(c.entries), "genre_share": round(c.genre_share, 3),
                 "coherence": round(c.coherence, 3), "central_track": c.central_track} for c in found]
     if args.format == "json":
@@ -319,10 +301,15 @@ def _clusters_command(args: argparse.Namespace) -> None:
 
 def _projector_command(args: argparse.Namespace) -> None:
     from playlists import load_tables
-    from playlists.projector import PROJECTOR_FILES, write_projector
+    from playlists.projector import write_projector
+    from storage import files
 
-    check_output_folder(args.out, args.tables, PROJECTOR_FILES)
-    out = write_projector(load_tables(args.tables), args.out)
+    files.check_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables])
+    tables = load_tables(args.tables)
+    with files.staged_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables]) as staging, \
+            files.written_locally(staging) as local:
+        write_projector(tables, local)
+    out = args.out
     print(f"{out}: vectors.tsv, metadata.tsv, projector_config.pbtxt (tensorboard --logdir {out}), "
           "projector_config.json (load vectors.tsv and metadata.tsv in the standalone Embedding Projector)")
 
