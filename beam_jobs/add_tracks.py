@@ -200,8 +200,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     model = options.view_as(ModelOptions)
     common.require_flags(options, "audio_dir", "tables", "model", "out")
     output = options.view_as(common.OutputOptions)
-    inputs = [args.tables, model.model, audio_dir]
-    files.check_output(output.out, overwrite=output.overwrite, kind="embed", inputs=inputs)
     files.require_complete(model.model, made_by="wavelist train")
     spec = files.load_audio_spec(model.model, made_by="wavelist train")
     info = files.load_model_info(model.model)
@@ -218,7 +216,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
     runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
 
-    with files.staged_output(output.out, overwrite=output.overwrite, kind="embed", inputs=inputs) as staging:
+    with files.staged_output(output.out, overwrite=output.overwrite, kind="embed",
+                              inputs=[args.tables, model.model, audio_dir]) as staging:
         new_data = posixpath.join(staging, "_new_data")
         ingested = ingest.run(["--audio-dir", audio_dir, "--out", new_data, *runner_flags], spec=spec)
         new_tracks = [r for r in files.read_parquet(files.join(new_data, DataFiles.TRACKS)).to_pylist()

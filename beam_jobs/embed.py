@@ -1022,8 +1022,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     model = options.view_as(ModelOptions)
     common.require_flags(options, "data", "model", "out")
     output = options.view_as(common.OutputOptions)
-    inputs = [args.data, model.model, args.extra_vectors]
-    files.check_output(output.out, overwrite=output.overwrite, kind="embed", inputs=inputs)
     files.require_complete(args.data, made_by="wavelist ingest")
     files.require_complete(model.model, made_by="wavelist train")
     spec = files.load_audio_spec(args.data, made_by="wavelist ingest")
@@ -1049,7 +1047,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     log.info("embed: %d tracks with model %s, %s neighbours", accepted, info.model_id,
              "approximate" if approximate else "exact")
 
-    with files.staged_output(output.out, overwrite=output.overwrite, kind="embed", inputs=inputs) as staging:
+    with files.staged_output(output.out, overwrite=output.overwrite, kind="embed",
+                              inputs=[args.data, model.model, args.extra_vectors]) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         model_dir = model.model if files.is_remote(model.model) else str(Path(model.model).resolve())
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,

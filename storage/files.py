@@ -369,10 +369,8 @@ def marker_files(folder: str, marker: dict[str, Any]) -> list[str]:
     absolute path, no empty part, no backslash or drive) that resolves inside ``folder`` (no link leading out).
     Anything else raises :class:`OutputExists`: a marker wavelist did not write is not trusted to delete files."""
     listed = marker.get("files", [])
-    if not isinstance(listed, list):
-        listed = [listed]
-    for name in listed:
-        if not _plain(name) or not (is_remote(folder) or _stays_inside(folder, name)):
+    for name in listed if isinstance(listed, list) else [listed]:
+        if not isinstance(listed, list) or not _plain(name) or not (is_remote(folder) or _stays_inside(folder, name)):
             shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
             raise OutputExists(f"{join(folder, SUCCESS_MARKER)} lists {shown}, which is not a file inside {folder}; "
                                "wavelist deletes nothing on the word of a marker it did not write: choose another "

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -98,14 +99,16 @@ def test_an_empty_folder_may_become_an_output(tmp_path):
 
 # ---- round two, 1. a marker is trusted only for plain names inside OUT; 2. no output inside an input ----
 
-def planted_output(tmp_path: Path, kind: str, listed: list[str]) -> tuple[Path, Path]:
-    """OUT holding a ``_SUCCESS`` marker of ``kind`` that lists ``listed``, and a victim file beside it."""
+def planted_output(tmp_path: Path, kind: str, listed: Any) -> tuple[Path, Path]:
+    """OUT holding only a ``_SUCCESS`` marker of ``kind`` whose files are ``listed`` (and, if a listed name
+    starts with ``link``, ``OUT/link``, a link to the folder of a victim file outside OUT)."""
     victim = tmp_path / "victim" / "keep.txt"
     victim.parent.mkdir()
     victim.write_text("keep me")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "link").symlink_to(victim.parent)  # a folder link leading out of OUT
+    if any(str(name).startswith("link") for name in listed):
+        (out / "link").symlink_to(victim.parent)
     (out / files.SUCCESS_MARKER).write_text(json.dumps({"kind": kind, "files": listed}))
     return out, victim
 
@@ -113,23 +116,23 @@ def planted_output(tmp_path: Path, kind: str, listed: list[str]) -> tuple[Path, 
 @pytest.mark.parametrize("listed", ["../victim/keep.txt", "{victim}", "sub/../../victim/keep.txt", "link/keep.txt",
                                     "link", "", ".", "C:\\victim\\keep.txt", "a//b", ["x"], None])
 @pytest.mark.parametrize("command", ["ingest", "embed", "add"])
-def test_overwrite_trusts_a_marker_only_for_plain_names_inside_out(tmp_path, capsys, command, listed):
+def test_overwrite_trusts_a_marker_only_for_plain_names_inside_out(pipeline_outputs, tmp_path, capsys, command,
+                                                                  listed):
     if isinstance(listed, str):
         listed = listed.format(victim=tmp_path / "victim" / "keep.txt")
-    out, victim = planted_output(tmp_path, "ingest" if command == "ingest" else "embed", ["link", listed])
+    out, victim = planted_output(tmp_path, "ingest" if command == "ingest" else "embed", [listed])
     good_wav(tmp_path / "in" / "a.wav")  # an ingest that would run and publish
-    given = {"ingest": ["--audio-dir", str(tmp_path / "in")],
-             "embed": ["--data", str(tmp_path / "in"), "--model", str(tmp_path / "in")],
-             "add": ["--audio-dir", str(tmp_path / "in"), "--tables", str(tmp_path / "in"), "--model",
-                     str(tmp_path / "in")]}[command]
+    data, model, tables = (str(pipeline_outputs[name]) for name in ("data", "model", "tables"))
+    given = {"ingest": ["--audio-dir", str(tmp_path / "in")], "embed": ["--data", data, "--model", model],
+             "add": ["--audio-dir", str(tmp_path / "in"), "--tables", tables, "--model", model]}[command]
     err = one_line_error([command, *given, "--out", str(out), "--overwrite", *IN_MEMORY], capsys)
     assert "which is not a file inside" in err and "deletes nothing" in err
-    assert victim.read_text() == "keep me" and (out / "link").is_symlink() and (out / files.SUCCESS_MARKER).exists()
+    assert victim.read_text() == "keep me" and (out / files.SUCCESS_MARKER).exists()
+    assert (out / "link").is_symlink() == str(listed).startswith("link")
 
 
 def test_a_marker_planted_while_the_job_runs_deletes_nothing(tmp_path):
     out, victim = planted_output(tmp_path, "ingest", [])
-    (out / "link").unlink()
     with pytest.raises(files.OutputExists, match="not a file inside"):
         with files.staged_output(str(out), overwrite=True, kind="ingest") as staging:
             files.write_text(files.join(staging, "tracks.parquet"), "new")
