@@ -250,7 +250,7 @@ def test_counts_beyond_the_cap_are_cut_and_zero_is_empty(http):
     assert len(path["subsonic-response"]["sonicMatch"]) == 200
 
 
-def test_unknown_methods_and_other_http_methods(http):
+def test_unknown_methods_other_http_methods_and_oversized_requests(http):
     answer = http.get("/rest/getArtists.view", params={"f": "json"})
     assert answer.status_code == 200
     validate("ping", answer.json())
@@ -259,6 +259,11 @@ def test_unknown_methods_and_other_http_methods(http):
     assert refused.status_code == 405 and refused.json()["subsonic-response"]["error"]["code"] == 0
     multipart = http.post("/rest/ping", params={"f": "json"}, files={"x": b"y"})
     assert multipart.json()["subsonic-response"]["error"]["message"].startswith("a POST must send")
+    long_query = http.get("/rest/getSonicSimilarTracks", params={"id": "1" * 9000, "f": "json"})
+    big_body = http.post("/rest/getSonicSimilarTracks", params={"f": "json"}, data={"id": "1", "x": "y" * 70_000})
+    for response, message in ((long_query, "longer than 8192 bytes"), (big_body, "larger than 65536 bytes")):
+        assert response.status_code == 200 and message in response.json()["subsonic-response"]["error"]["message"]
+        validate("getSonicSimilarTracks", response.json())
     assert http.get("/radio", params={"seed": 1010, "n": 2}).status_code == 200  # the JSON API is as it was
 
 

@@ -411,7 +411,7 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                 if length is not None and (not length.isdecimal() or int(length) > MAX_BODY_BYTES):
                     raise BadRequest(f"the request body is larger than {MAX_BODY_BYTES} bytes", 413)
                 query = request.query_params
-                unknown = sorted(set(query) - set(params) - {"u", "p", "t", "s", "v", "c", "f"})
+                unknown = sorted(set(query) - set(params))
                 if unknown:
                     raise BadRequest(f"unknown parameter {unknown[0]!r}; {endpoint.path} takes "
                                      f"{', '.join(params) or 'no parameters'}")
