@@ -135,6 +135,10 @@ class TrackFinder:
                                                                        self.tables.column(MBID_COLUMN)) if m}
             return self._by_mbid
 
+    def at_path(self, relative: str) -> int | None:
+        """The track whose audio file lies at ``relative`` (a path relative to the music folder), else None."""
+        return self._paths().get(posixpath.normpath(str(relative).replace("\\", "/")))
+
     def find(self, text: str) -> int:
         """The track id that ``text`` names: an id, a MusicBrainz recording id, an exact title or a relative path.
 

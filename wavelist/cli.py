@@ -28,7 +28,7 @@ def _quiet_libraries(verbose: bool = False) -> None:
         os.environ[VERBOSE_ENV] = "1"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba"):
+    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Beam's local workers warn that no semi-persistent directory exists; it matters only on Dataflow
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
@@ -85,6 +85,50 @@ def _playlist_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     return parser
 
 
+TRACK = "track id, title, or words of its title / artist / album that name one track"
+
+
+def add_kind_flags(parser: argparse.ArgumentParser, kind: str, playing: str | None = None) -> None:
+    """The flags of the playlist ``kind`` (radio, like or journey) as ``wavelist KIND`` takes them; ``playing``
+    names what fills a missing --seed (radio) or --from (journey), which are then optional."""
+    default = f"; default: {playing}" if playing else ""
+    if kind == "radio":
+        parser.add_argument("--seed", required=playing is None, help=TRACK + default)
+    if kind == "like":
+        parser.add_argument("--seeds", nargs="+", required=True, metavar="TRACK", help=f"seeds ({TRACK})")
+    if kind in ("radio", "like"):
+        parser.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
+        parser.add_argument("--variety", type=float, default=0.0,
+                            help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
+    if kind == "journey":
+        parser.add_argument("--from", dest="start", help=f"first track ({TRACK}){default}")
+        parser.add_argument("--to", dest="end", help=f"last track ({TRACK})")
+        parser.add_argument("--via", nargs="+", metavar="TRACK",
+                            help="stops in order, first to last (instead of --from/--to)")
+        parser.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
+    parser.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+
+
+def playlist_options(args: argparse.Namespace, kind: str) -> dict:
+    """``make_playlist``'s arguments from the flags of ``wavelist KIND`` (all but profile's history)."""
+    options = {"n": args.n, "variety": getattr(args, "variety", 0.0),
+               "max_per_artist": getattr(args, "max_per_artist", None)}
+    if kind in ("radio", "like"):
+        options["exclude_artist"] = args.exclude_artist
+    if kind == "radio":
+        options["seed"] = args.seed
+    elif kind == "like":
+        options["seeds"] = args.seeds
+    elif kind == "alchemy":
+        options.update(add=args.add, subtract=args.subtract)
+    elif kind == "profile":
+        options["half_life"] = args.half_life
+    elif kind == "journey":
+        del options["variety"]
+        options.update(start=args.start, end=args.end, via=args.via or (), avoid=args.avoid)
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = FlagParser(prog="wavelist", description="Playlists from the sound of the music.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -104,22 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     for job, what in JOB_HELP.items():
         sub.add_parser(job, help=f"{what} (--help for its flags)", add_help=False)
 
-    track = "track id, title, or words of its title / artist / album that name one track"
     radio = _playlist_parser(sub, "radio", "nearest neighbours of one seed track")
-    radio.add_argument("--seed", required=True, help=track)
     like = _playlist_parser(sub, "like", "a playlist that blends several seed tracks")
-    like.add_argument("--seeds", nargs="+", required=True, metavar="TRACK", help=f"seeds ({track})")
-    for parser_ in (radio, like):
-        parser_.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
-        parser_.add_argument("--variety", type=float, default=0.0,
-                             help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
-        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
     journey = _playlist_parser(sub, "journey", "a smooth path of tracks from one track to another")
-    journey.add_argument("--from", dest="start", help=f"first track ({track})")
-    journey.add_argument("--to", dest="end", help=f"last track ({track})")
-    journey.add_argument("--via", nargs="+", metavar="TRACK", help="stops in order, first to last (instead of --from/--to)")
-    journey.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
-    journey.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+    for kind, parser_ in (("radio", radio), ("like", like), ("journey", journey)):
+        add_kind_flags(parser_, kind)
     alchemy = _playlist_parser(sub, "alchemy", "tracks nearest to the sum of some tracks minus others")
     alchemy.add_argument("--add", nargs="+", required=True, metavar="TRACK", help="tracks whose sound to add")
     alchemy.add_argument("--subtract", nargs="+", default=[], metavar="TRACK", help="tracks whose sound to take away")
@@ -169,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     mpd_radio = player_sub.add_parser("radio", help="queue the radio of the song MPD plays (or --seed)")
     mpd_journey = player_sub.add_parser("journey", help="queue a journey from the song MPD plays (or --seed) "
                                                         "to --to")
-    mpd_journey.add_argument("--to", required=True, help=f"last track ({track})")
+    mpd_journey.add_argument("--to", required=True, help=f"last track ({TRACK})")
     mpd_radio.add_argument("--keep-going", action="store_true",
                            help="keep running: queue more whenever fewer than --low songs are left (Ctrl-C stops)")
     mpd_radio.add_argument("--low", type=int, default=5, help="with --keep-going: songs left that trigger more")
@@ -183,9 +216,31 @@ def build_parser() -> argparse.ArgumentParser:
                              help="MPD's address (default $MPD_HOST or localhost)")
         parser_.add_argument("--port", type=int, default=int(os.environ.get("MPD_PORT", "6600")),
                              help="MPD's port (default $MPD_PORT or 6600)")
-        parser_.add_argument("--seed", help=f"start from this track instead of the song MPD plays ({track})")
+        parser_.add_argument("--seed", help=f"start from this track instead of the song MPD plays ({TRACK})")
         parser_.add_argument("-n", type=int, default=20, help="how many tracks to queue")
         parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+
+    subsonic = sub.add_parser("subsonic", help="put a radio, journey or like playlist into a Subsonic server "
+                                               "(Navidrome, gonic, Airsonic, Ampache, supysonic)")
+    subsonic_sub = subsonic.add_subparsers(dest="subsonic_command", required=True)
+    playing = "the song --user plays now"
+    for kind, what in (("radio", "the radio of the song the user plays (or --seed)"),
+                       ("journey", "a journey from the song the user plays (or --from) to --to"),
+                       ("like", "a blend of --seeds")):
+        parser_ = subsonic_sub.add_parser(kind, help=what)
+        parser_.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
+        parser_.add_argument("--server", required=True, metavar="URL",
+                             help="the server's base address as its apps take it, e.g. http://localhost:4533")
+        parser_.add_argument("--user", required=True, help="the server's user whose playlist it is")
+        parser_.add_argument("--password-file", metavar="FILE",
+                             help="a file whose first line is the password (default: $WAVELIST_SUBSONIC_PASSWORD)")
+        parser_.add_argument("--playlist", required=True, metavar="NAME",
+                             help="the user's playlist to write: created, or its songs replaced if the user owns one "
+                                  "of that name")
+        parser_.add_argument("--music-dir", help="the folder the server scans, as this machine sees it (default: "
+                                                 "the folder holding every catalogue path)")
+        parser_.add_argument("-n", type=int, default=20, help="playlist length")
+        add_kind_flags(parser_, kind, playing)
 
     serve = sub.add_parser("serve", help="the tables as a JSON HTTP API (radio, journey, ..., OpenSubsonic "
                                          "sonicSimilarity); GET /openapi.json describes it")
@@ -217,24 +272,12 @@ def _playlist_command(args: argparse.Namespace) -> None:
 
     files.check_output_file(args.output, inputs=[args.tables, getattr(args, "history", None)])
     tables = load_tables(args.tables)
-    options = {"n": args.n, "variety": getattr(args, "variety", 0.0),
-               "max_per_artist": getattr(args, "max_per_artist", None)}
-    if args.command in ("radio", "like"):
-        options["exclude_artist"] = args.exclude_artist
-    if args.command == "radio":
-        options["seed"] = args.seed
-    elif args.command == "like":
-        options["seeds"] = args.seeds
-    elif args.command == "alchemy":
-        options.update(add=args.add, subtract=args.subtract)
-    elif args.command == "profile":
+    options = playlist_options(args, args.command)
+    if args.command == "profile":
         history, matched = read_history(tables, args.history)
         if matched:
             print(matched, file=sys.stderr)
-        options.update(history=history, half_life=args.half_life)
-    else:
-        del options["variety"]
-        options.update(start=args.start, end=args.end, via=args.via or (), avoid=args.avoid)
+        options["history"] = history
     playlist = make_playlist(tables, args.command, **options)
     if playlist.smoothness is not None:
         print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in playlist.smoothness.items()), file=sys.stderr)
@@ -362,6 +405,17 @@ def _mpd_command(args: argparse.Namespace) -> None:
         client.disconnect()
 
 
+def _subsonic_command(args: argparse.Namespace) -> None:
+    from playlists import load_tables
+    from wavelist import subsonic
+
+    password = subsonic.read_password(args.password_file)
+    tables = load_tables(args.tables)
+    with subsonic.Client(args.server, args.user, password) as client:
+        print(subsonic.push(client, tables, args.subsonic_command, playlist_options(args, args.subsonic_command),
+                            args.playlist, args.music_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -387,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
             _projector_command(known)
         elif known.command == "mpd":
             _mpd_command(known)
+        elif known.command == "subsonic":
+            _subsonic_command(known)
         elif known.command == "app":
             return _app_command(known)
         elif known.command == "serve":
