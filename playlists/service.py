@@ -125,6 +125,12 @@ class TrackFinder:
                 self._by_path = by_path
             return self._by_path
 
+    def prepare(self) -> None:
+        """Build now the indexes lookups build on first use (a server does it before it answers)."""
+        self.tables.prepare()
+        self._paths()
+        self._mbids()
+
     def _mbids(self) -> dict[str, int]:
         with self._lock:
             if self._by_mbid is None:
@@ -144,9 +150,7 @@ class TrackFinder:
         if not text:
             raise UserError("the track id is empty")
         if text.lstrip("-").isdecimal():
-            if not -2**63 <= int(text) < 2**63:
-                raise UnknownTrack(f"track {text[:40]} is not in {self.tables.folder}: track ids are 64-bit integers")
-            return int(self.tables.ids[self.tables.row(int(text))])
+            return self.tables.resolve(text)  # an id (with close ids when unknown)
         if MBID.match(text):
             if MBID_COLUMN not in self.tables.catalogue.column_names:
                 raise UnknownTrack(f"{text!r} looks like a MusicBrainz recording id, but {self.tables.folder}/"
@@ -155,8 +159,8 @@ class TrackFinder:
                 return self._mbids()[text.lower()]
             raise UnknownTrack(f"no track with MusicBrainz recording id {text} in {self.tables.folder}")
         if "/" not in text and "\\" not in text and not text.startswith("."):
-            try:
-                return self.tables.resolve(text)  # an exact title, as the command line takes it
+            try:  # an exact title, as the command line takes it (no suggestions: a path may still match)
+                return self.tables.resolve(text, suggest=False)
             except UnknownTrack:
                 pass
         relative = posixpath.normpath(text.replace("\\", "/"))

@@ -116,7 +116,9 @@ def load_snapshot(folder: Path, music_folder: str | None, generation: int) -> Sn
         raise BadRequest(f"{folder} kept changing while it was read; try again", 409)
     marker = folder / layout.SUCCESS_MARKER
     built = (marker if marker.exists() else folder / layout.TableFiles.EMBEDDINGS).stat().st_mtime
-    return Snapshot(tables=tables, finder=TrackFinder(tables, music_folder), built_at=_iso(built),
+    finder = TrackFinder(tables, music_folder)
+    finder.prepare()  # the lookups' indexes, built here rather than by the first request
+    return Snapshot(tables=tables, finder=finder, built_at=_iso(built),
                     loaded_at=_iso(time.time()), signature=before, generation=generation)
 
 
