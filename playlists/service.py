@@ -2,6 +2,7 @@
 a track by catalogue id, path relative to the music folder or MusicBrainz recording id."""
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
@@ -85,7 +86,8 @@ def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | N
 class TrackFinder:
     """Finds a track by what a music server knows of it: the catalogue's track id, the audio file's path relative
     to ``music_folder`` (default: the folder holding every catalogue path), or a MusicBrainz recording id when
-    tracks.parquet has a ``musicbrainz_recording_id`` column. Only strings are compared: no file is opened."""
+    tracks.parquet has a ``musicbrainz_recording_id`` column. Only strings are compared: no file is opened
+    (:meth:`audio_file` alone looks at the file system, to say whether a track's file may be served)."""
 
     def __init__(self, tables: Tables, music_folder: str | Path | None = None):
         self.tables = tables
@@ -111,6 +113,32 @@ class TrackFinder:
             return None
         relative = os.path.relpath(os.path.abspath(path), self.music_folder)
         return None if relative.startswith("..") else relative.replace(os.sep, "/")
+
+    def audio_file(self, track_id: int) -> str | None:
+        """The file to serve for ``track_id``, checked now: its catalogue path lies in the music folder and
+        still leads to the file ingest read (``real_path``, for a path that was a link then), or, where ingest
+        recorded none, to a file inside the music folder, links followed. ``None`` for anything else: no path, a
+        URL, a missing file, a file swapped for a link that leads elsewhere. Raises
+        :class:`~playlists.tables.UnknownTrack` for an id the tables do not hold."""
+        row = self.tables.row(track_id)
+        path = self.tables.column("path")[row]
+        if not path or "://" in path:
+            return None
+        absolute = os.path.abspath(os.path.expanduser(path))
+        if not absolute.startswith(self.music_folder.rstrip(os.sep) + os.sep):
+            return None
+        real = os.path.realpath(absolute)
+        recorded = self.tables.column("real_path")[row]
+        if recorded:
+            if real != recorded:
+                return None
+        elif not real.startswith(self._real_music_folder.rstrip(os.sep) + os.sep):
+            return None
+        return real if os.path.isfile(real) else None
+
+    @functools.cached_property
+    def _real_music_folder(self) -> str:
+        return os.path.realpath(self.music_folder)
 
     def _paths(self) -> dict[str, int]:
         with self._lock:

@@ -49,10 +49,13 @@ def for_html(text: object) -> str:
     return html.escape(one_line(text), quote=True)
 
 
-_MARKDOWN = re.compile(r"([\\`*_\[\]!|<>~$])")  # emphasis, code, links, images, tables, HTML, maths
+# emphasis, code, links, images, tables, HTML and entities, maths, headings; and what makes a bare address a link
+# (``http:``, ``www.``, ``a@b``) or Streamlit's ``:red[...]`` colours and ``:icon:`` shortcodes
+_MARKDOWN = re.compile(r"([\\`*_\[\]!|<>~$&#:.@])")
 
 
 def for_markdown(text: object) -> str:
-    """``text`` with Markdown punctuation escaped, so a title shows as written and never becomes a link, an
-    image or a heading (Streamlit renders headings, captions and ``st.write`` as Markdown)."""
+    """``text`` with Markdown punctuation escaped, so a title or the text of the page's address shows as written
+    and never becomes a link, an image, a heading or a colour (Streamlit renders headings, captions, warnings and
+    ``st.write`` as Markdown)."""
     return _MARKDOWN.sub(r"\\\1", for_terminal(text))

@@ -47,7 +47,7 @@ def _quiet_libraries(verbose: bool = False) -> None:
         os.environ[VERBOSE_ENV] = "1"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba"):
+    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba", "mpd"):  # mpd: python-mpd2
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Beam's local workers warn that no semi-persistent directory exists; it matters only on Dataflow
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)

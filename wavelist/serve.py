@@ -269,6 +269,18 @@ def _always(snapshot: Snapshot, args: dict[str, Any]) -> bool:
     return True
 
 
+def _check_ids(snapshot: Snapshot, params: tuple[Param, ...], args: dict[str, Any]) -> None:
+    """Raise :class:`UnknownTrack` now for a track parameter that is an id the tables do not hold: a lookup and
+    its close ids cost microseconds whatever the catalogue's size, so the answer (404) need not wait for a
+    worker thread that slow requests may hold."""
+    for param in params:
+        if param.kind == "track":
+            values = args[param.name] if param.many else [args[param.name]]
+            for value in values:
+                if value is not None and str(value).strip().lstrip("-").isdecimal():
+                    snapshot.finder.find(value)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Answers
 
@@ -499,6 +511,7 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                         raise BadRequest("give the history either as the body (POST) or as history= (GET)")
                     args["history"] = await anyio.to_thread.run_sync(
                         snapshot.finder.parse_list, text, "the request body", limiter=limiter)
+                _check_ids(snapshot, endpoint.params, args)
                 if endpoint.inline(snapshot, args):
                     return _json(endpoint.handler(snapshot, args))
                 answer = await anyio.to_thread.run_sync(endpoint.handler, snapshot, args, limiter=limiter)
