@@ -124,7 +124,7 @@ class TrackFinder:
         path = self.tables.column("path")[row]
         if not path or "://" in path:
             return None
-        absolute = os.path.abspath(os.path.expanduser(path))
+        absolute = os.path.abspath(path)
         if not absolute.startswith(self.music_folder.rstrip(os.sep) + os.sep):
             return None
         real = os.path.realpath(absolute)

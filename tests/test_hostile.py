@@ -496,7 +496,7 @@ def test_the_page_shows_no_server_path_and_escapes_the_address(tmp_path, monkeyp
     tables = audio_tables(tmp_path)
     monkeypatch.setenv("WAVELIST_TABLES", str(tables))
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["q"] = "[prize](http://evil.example/x) **now** :red[alert]"
+    at.query_params.update(q="[prize](http://evil.example/x) **now** :red[alert]", tab="Profile")
     at.run()
     assert not at.exception, at.exception
     (warning,) = at.warning
@@ -505,8 +505,6 @@ def test_the_page_shows_no_server_path_and_escapes_the_address(tmp_path, monkeyp
         assert raw not in warning.value, warning.value
     at.text_input(key="q").input("1004").run()  # a track whose file is not here
     assert "no audio file here for track 1004" in page_texts(at)
-    at.session_state["tab"] = "Profile"
-    at.run()
     at.text_area(key="profile-history").input("1000\n999999\n").run()
     assert any("track 999999 is not in the catalogue" in text for text in page_texts(at)), page_texts(at)
     for text in page_texts(at):
