@@ -19,16 +19,35 @@ JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_job
 log = logging.getLogger("wavelist")
 
 
+def for_terminal(text: object) -> str:
+    """``text`` safe to print (:func:`playlists.text.for_terminal`), imported when first needed: the playlist
+    package's import is not on every command's start-up path."""
+    from playlists.text import for_terminal as safe
+
+    return safe(text)
+
+
+class TerminalFormatter(logging.Formatter):
+    """Log lines whose message cannot carry terminal escapes, control or bidirectional characters: messages
+    name files, tags and MPD's answers, which are data."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = for_terminal(record.message)
+        return super().formatMessage(record)
+
+
 def _quiet_libraries(verbose: bool = False) -> None:
     """Our progress lines at INFO; the libraries' chatter that says nothing to a user, off (``-v``: on)."""
     import warnings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.setFormatter(TerminalFormatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba", "httpx"):
+    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba", "httpx", "mpd"):  # mpd: python-mpd2
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Beam's local workers warn that no semi-persistent directory exists; it matters only on Dataflow
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
@@ -276,7 +295,7 @@ def _playlist_command(args: argparse.Namespace) -> None:
     if args.command == "profile":
         history, matched = read_history(tables, args.history)
         if matched:
-            print(matched, file=sys.stderr)
+            print(for_terminal(matched), file=sys.stderr)
         options["history"] = history
     playlist = make_playlist(tables, args.command, **options)
     if playlist.smoothness is not None:
@@ -284,7 +303,8 @@ def _playlist_command(args: argparse.Namespace) -> None:
     if args.format == "m3u":
         missing = missing_audio(playlist_rows(tables, playlist.entries))
         if missing:
-            print(f"warning: {len(missing)} audio files do not exist here, e.g. {missing[0]}", file=sys.stderr)
+            print(f"warning: {len(missing)} audio files do not exist here, e.g. {for_terminal(missing[0])}",
+                  file=sys.stderr)
     _emit(render(tables, playlist.entries, args.format, SCORE_NAMES[args.command], args.relative_to), args.output)
 
 
@@ -318,7 +338,7 @@ def _clusters_command(args: argparse.Namespace) -> None:
 
     from playlists import load_tables
     from playlists.discover import clusters, write_clusters
-    from playlists.text import for_terminal
+    from playlists.text import for_json
     from storage import files
 
     if args.out:
@@ -333,7 +353,8 @@ def _clusters_command(args: argparse.Namespace) -> None:
     summary = [{"cluster": c.number, "name": c.name, "tracks": len(c.entries), "genre_share": round(c.genre_share, 3),
                 "coherence": round(c.coherence, 3), "central_track": c.central_track} for c in found]
     if args.format == "json":
-        print(json.dumps({"silhouette": round(silhouette, 4), "clusters": summary}, indent=2, ensure_ascii=False))
+        print(for_json(json.dumps({"silhouette": round(silhouette, 4), "clusters": summary}, indent=2,
+                                  ensure_ascii=False)))
         return
     print(f"silhouette (cosine): {silhouette:.3f}")
     print(f"{'cluster':>7}  {'tracks':>6}  {'coherence':>9}  {'genre share':>11}  name")
@@ -456,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, OSError) as error:  # a mistake the user can fix, or a file the system refused
         if known.debug:
             raise
-        print(f"wavelist {known.command}: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
+        print(f"wavelist {known.command}: error: {' '.join(for_terminal(error).split())}", file=sys.stderr)  # one line
         return 2
     return 0
 

@@ -117,7 +117,9 @@ def load_snapshot(folder: Path, music_folder: str | None, generation: int) -> Sn
         raise BadRequest(f"{folder} kept changing while it was read; try again", 409)
     marker = folder / layout.SUCCESS_MARKER
     built = (marker if marker.exists() else folder / layout.TableFiles.EMBEDDINGS).stat().st_mtime
-    return Snapshot(tables=tables, finder=TrackFinder(tables, music_folder), built_at=_iso(built),
+    finder = TrackFinder(tables, music_folder)
+    finder.prepare()  # the lookups' indexes, built here rather than by the first request
+    return Snapshot(tables=tables, finder=finder, built_at=_iso(built),
                     loaded_at=_iso(time.time()), signature=before, generation=generation)
 
 
@@ -262,6 +264,22 @@ def _stored_slice(track: str, count: str) -> Callable[[Snapshot, dict[str, Any]]
                 and args.get("max_per_artist") is None and not args.get("exclude_artist")
                 and args[count] <= snapshot.tables.neighbour_rows.shape[1] // 2)
     return cheap
+
+
+def _always(snapshot: Snapshot, args: dict[str, Any]) -> bool:
+    return True
+
+
+def _check_ids(snapshot: Snapshot, params: tuple[Param, ...], args: dict[str, Any]) -> None:
+    """Raise :class:`UnknownTrack` now for a track parameter that is an id the tables do not hold: a lookup and
+    its close ids cost microseconds whatever the catalogue's size, so the answer (404) need not wait for a
+    worker thread that slow requests may hold."""
+    for param in params:
+        if param.kind == "track":
+            values = args[param.name] if param.many else [args[param.name]]
+            for value in values:
+                if value is not None and str(value).strip().lstrip("-").isdecimal():
+                    snapshot.finder.find(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -433,6 +451,7 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                         raise BadRequest("give the history either as the body (POST) or as history= (GET)")
                     args["history"] = await anyio.to_thread.run_sync(
                         snapshot.finder.parse_list, text, "the request body", limiter=limiter)
+                _check_ids(snapshot, endpoint.params, args)
                 if endpoint.inline(snapshot, args):
                     return _json(endpoint.handler(snapshot, args))
                 answer = await anyio.to_thread.run_sync(endpoint.handler, snapshot, args, limiter=limiter)
