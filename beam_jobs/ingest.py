@@ -174,6 +174,7 @@ class AnalyseTrackFn(beam.DoFn):
                 raise audio.AudioError("read", "file not found")
             else:
                 source = path
+                row = {**row, "real_path": cat.real_path(path)}  # the file read: a player checks it is still there
             row = cat.with_tags(row, read_tags(source))  # tags are optional: broken ones give {}
             stage = "decode"
             analysis = audio.analyse_source(source, self._spec)

@@ -215,6 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
+    files.check_inputs(args.out, [args.data, *args.models])
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with files.read_locally(args.data) as data_dir:
