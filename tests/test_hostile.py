@@ -733,7 +733,7 @@ def test_odd_numbers_and_seeds_are_a_result_or_one_line(accented_tables, capsys,
 
 
 @pytest.mark.parametrize("seed", ["", " ", "-1", "--5", "nan", "٣", "𝟙𝟘𝟘𝟘", "/etc/passwd", "../x", "1e3",
-                                  "Jóga"])
+                                  os.fsdecode(b"caf\xe9"), "Jóga"])  # a byte that is not UTF-8, as argv gives it
 def test_any_seed_spelling_is_a_radio_or_one_line(accented_tables, capsys, seed):
     code, err = exit_and_err(["radio", "--tables", str(accented_tables), f"--seed={seed}", "-n", "3", "--format",
                               "json"], capsys)
