@@ -58,6 +58,11 @@ TRACKS = pa.schema(
         ("musicbrainz_artist_id", pa.string()),
         ("musicbrainz_album_id", pa.string()),
     ]
+    + [  # the file (readers fill nulls in tables written before them; wavelist update fills them in once)
+        ("audio_identity", pa.string()),  # KIND:HEX of the encoded audio without tag blocks (core.identity)
+        ("file_size", pa.int64()),  # bytes, and the modification time in ns: update's first pass compares these
+        ("file_mtime_ns", pa.int64()),
+    ]
 )
 
 FEATURES = pa.schema([("track_id", pa.int64())] + [(n, pa.float32()) for n in summary_feature_names()])
@@ -70,6 +75,10 @@ REJECTS = pa.schema(
         ("reason", pa.string()),
     ]
 )
+
+# TABLES/rejects.parquet, written by wavelist update: the library's files that could not be analysed, with what
+# update's first pass compares, so that an unchanged one is not analysed again at every update
+LIBRARY_REJECTS = pa.schema(list(REJECTS) + [("file_size", pa.int64()), ("file_mtime_ns", pa.int64())])
 
 EMBEDDINGS = pa.schema([("track_id", pa.int64()), ("embedding", pa.list_(pa.float32()))])
 
