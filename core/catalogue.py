@@ -363,7 +363,8 @@ def _folder_row(path: str, relative: str, label: dict[str, Any]) -> TrackRow:
         "artist": label.get("artist"),
         "title": label.get("title"),  # else the tags' title, else the file name (with_tags)
         **{k: label.get(k) for k in TAG_LABELS},  # else the tags' (with_tags)
-        "split": None if track_id is None else split_for(int(track_id), label.get("artist_id"), label.get("artist")),
+        "split": None if track_id is None and label.get("artist_id") is None and not label.get("artist")
+        else split_for(int(track_id or 0), label.get("artist_id"), label.get("artist")),  # by artist, else by id
     }
 
 
@@ -387,8 +388,7 @@ def assign_ids(rows: list[TrackRow], *, kept: Mapping[str, int] | None = None,
     for row in rows:
         if row["track_id"] is None:
             track_id = ids.get(row["path"]) or kept.get(row["path"]) or hash_id(row["path"])
-            row = {**row, "track_id": track_id,
-                   "split": split_for(track_id, row.get("artist_id"), row.get("artist"))}
+            row = {**row, "track_id": track_id, "split": row.get("split") or split_for(track_id)}
         assigned.append(row)
     return assigned
 
