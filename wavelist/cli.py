@@ -15,7 +15,7 @@ from schemas.errors import UserError
 from schemas.flags import VERBOSE_ENV, FlagParser, unknown_flags_message
 
 JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed",
-        "add": "beam_jobs.add_tracks", "evaluate": "model.evaluate"}
+        "add": "beam_jobs.add_tracks", "update": "beam_jobs.update", "evaluate": "model.evaluate"}
 log = logging.getLogger("wavelist")
 
 
@@ -37,12 +37,13 @@ def _quiet_libraries(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
-BEAM_JOBS = ("ingest", "embed", "add")
+BEAM_JOBS = ("ingest", "embed", "add", "update")
 TENSORFLOW_JOBS = ("train", "evaluate")  # in this process; embed's workers import Keras quietly themselves
 JOB_HELP = {"ingest": "Beam: audio -> log-mel tiles (TFRecord), summary features and track tables",
             "train": "TensorFlow: train a model on DATA and export its embedders",
             "embed": "Beam: DATA through a model -> track vectors, neighbours, map (TABLES)",
             "add": "Beam: add new audio to existing TABLES without recomputing them",
+            "update": "Beam: bring TABLES in step with their music folder (added, removed, moved, retagged files)",
             "evaluate": "compare models on the same DATA"}
 
 
