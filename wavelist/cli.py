@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     clusters.add_argument("--format", choices=("table", "json"), default="table")
     clusters.add_argument("--seed", type=int, default=0)
 
+    duplicates = sub.add_parser("duplicates", help="tracks that are one recording in several files (copies, "
+                                                   "re-encodes, copies with silence trimmed or added)")
+    duplicates.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed or update")
+    duplicates.add_argument("--format", choices=("table", "json"), default="table")
+
     mapper = sub.add_parser("map", help="write the interactive 3-D catalogue map as HTML")
     mapper.add_argument("--tables", required=True)
     mapper.add_argument("--out", default="map.html")
@@ -395,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
             _playlist_command(known)
         elif known.command == "clusters":
             _clusters_command(known)
+        elif known.command == "duplicates":
+            from wavelist.duplicates import main as duplicates_main
+
+            duplicates_main(known.tables, known.format)
         elif known.command == "map":
             _map_command(known)
         elif known.command == "projector":
