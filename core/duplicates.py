@@ -2,15 +2,16 @@
 
 Files with the same audio identity (:mod:`core.identity`: a byte copy, a retagged copy, a FLAC and a WAV of the
 same samples) are one recording without any audio being read. Other copies (a re-encode at another bit rate or
-format, a copy with silence trimmed or added) differ in their bytes. Their vectors are close, but a vector
-sums up a whole track's sound, so two songs of one artist can be as close: on the test suite's model, re-encodes
-and padded copies lay at cosine distances of 0.0005 to 0.07 from their original while different songs lay from
-0.002 (docs/update.md). So the vectors only nominate: each track's :data:`NOMINATED` nearest stored neighbours
-whose lengths agree (:func:`lengths_agree`) are compared by their sound, :func:`sound_profile` (the log-mel of
-the first :data:`EXCERPT_S` seconds after any leading silence, in the bands below about 4 kHz that even a low
-bit-rate MP3 keeps) aligned within ±:data:`MAX_SHIFT_S` s (:func:`residual`): one recording leaves less than
-:data:`MAX_RESIDUAL` of the profiles' variance unexplained (re-encodes and padded copies: 0.0002 to 0.016,
-different songs of one artist: from 0.045; docs/update.md).
+format, a copy with silence trimmed or added) differ in their bytes. Their vectors are close, but a vector sums
+up a whole track's sound, so two songs of one artist can be as close: on the test suite's model, re-encodes and
+padded copies lay at cosine distances of 0.0005 to 0.07 from their original, different songs from 0.002
+(docs/update.md). So the vectors only nominate: each track's :data:`NOMINATED` nearest stored neighbours whose
+lengths agree (:func:`lengths_agree`) are compared by their sound (:func:`sound_profile`: the log-mel of the first
+:data:`EXCERPT_S` seconds after any leading silence, floored :data:`FLOOR_DB` below its peak, where codecs drop
+what they mask), aligned frame by frame within ±:data:`MAX_SHIFT_S` s (:func:`residual`): one recording leaves
+less than :data:`MAX_RESIDUAL` of the profiles' variance unexplained (re-encodes, a lossy one at the lowest
+quality, and copies with silence added or trimmed: at most 0.004; different songs of one artist and album, and
+the demo's nearly alike synthetic techno tracks of two artists: from 0.03; docs/update.md).
 """
 from __future__ import annotations
 
@@ -20,14 +21,13 @@ from typing import Callable, Iterable
 import numpy as np
 
 NOMINATED = 10  # nearest neighbours of a track compared with it by sound
-EXCERPT_S = 20.0  # seconds of each track compared, after its leading silence
+EXCERPT_S = 15.0  # seconds of each track compared, after its leading silence
 LEADING_SILENCE_S = 30.0  # at most this much leading silence is skipped
-MAX_SHIFT_S = 2.0  # the excerpts are aligned within this many seconds
-PROFILE_BANDS = 32  # the log-mel's bands averaged in groups to this many ...
-PROFILE_LOW_BANDS = 20  # ... of which the lowest (up to about 4 kHz) are compared
-FLOOR_DB = 60.0  # the profile floors at this many dB below the excerpt's peak: silence and noise compare equal
-MAX_RESIDUAL = 0.03  # 1 - the best correlation of two profiles of one recording
+MAX_SHIFT_S = 2.0  # the excerpts are aligned within this many seconds, frame by frame
+FLOOR_DB = 40.0  # the profile floors this many dB below its peak: what a lossy codec masks and drops
+MAX_RESIDUAL = 0.01  # 1 - the best correlation of two profiles of one recording
 LENGTH_SLACK_S, LENGTH_SLACK = 5.0, 0.05  # lengths of one recording agree within 5 s plus 5 %
+PROFILE_CACHE = 1024  # profiles kept at once (each about 160 KB)
 
 
 def lengths_agree(a: float | None, b: float | None) -> bool:
@@ -38,23 +38,20 @@ def lengths_agree(a: float | None, b: float | None) -> bool:
 
 
 def sound_profile(mel_db: np.ndarray, frames_per_second: float) -> np.ndarray:
-    """A track's log-mel ``[shape=(n_mels, n_frames)]`` (dB) -> its profile ``[shape=(frames, PROFILE_LOW_BANDS)]``:
-    the first :data:`EXCERPT_S` seconds after its leading silence, floored :data:`FLOOR_DB` below the peak,
-    bands averaged into :data:`PROFILE_BANDS` groups of which the lowest :data:`PROFILE_LOW_BANDS` are kept."""
+    """A track's log-mel ``[shape=(n_mels, n_frames)]`` (dB) -> its profile ``[shape=(frames, n_mels)]`` (float16):
+    the first :data:`EXCERPT_S` seconds after its leading silence, floored :data:`FLOOR_DB` below the peak."""
     floor = float(mel_db.max()) - FLOOR_DB
     mel = np.maximum(mel_db, floor)
     sounding = np.flatnonzero(mel.max(axis=0) > floor + 1e-3)
     start = int(sounding[0]) if len(sounding) else 0
-    mel = mel[:, start:start + int(round(EXCERPT_S * frames_per_second))]
-    edges = np.linspace(0, mel.shape[0], PROFILE_BANDS + 1).astype(int)
-    bands = np.stack([mel[a:b].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])])
-    return np.ascontiguousarray(bands[:PROFILE_LOW_BANDS].T, dtype=np.float32)
+    return np.ascontiguousarray(mel[:, start:start + int(round(EXCERPT_S * frames_per_second))].T, dtype=np.float16)
 
 
 def residual(a: np.ndarray, b: np.ndarray, max_shift: int) -> float:
     """1 - the highest correlation of the profiles ``a`` and ``b`` over the shifts of up to ``max_shift`` frames
     that overlap at least half the shorter one: 0 for one recording, near 1 for unrelated sounds."""
     best = -1.0
+    a, b = a.astype(np.float32), b.astype(np.float32)
     shortest = min(len(a), len(b))
     for shift in range(-max_shift, max_shift + 1):
         x, y = (a[shift:], b) if shift >= 0 else (a, b[-shift:])
@@ -119,7 +116,8 @@ def find_duplicates(identities: list[str | None], neighbour_rows: np.ndarray, le
     """The groups of rows that are one recording, and what it took (``compared`` pairs, ``unreadable`` files).
 
     ``identities`` and ``lengths`` per row, ``neighbour_rows`` the stored neighbours' rows, ``profile_of(row)``
-    the :func:`sound_profile` of a row's file (None when it cannot be read; called once per row at most),
+    the :func:`sound_profile` of a row's file (None when it cannot be read; pairs are taken in row order and the
+    last :data:`PROFILE_CACHE` profiles kept, so most files are decoded once),
     ``max_shift`` :data:`MAX_SHIFT_S` in profile frames."""
     by_identity: dict[str, list[int]] = {}
     for row, identity in enumerate(identities):
@@ -127,12 +125,21 @@ def find_duplicates(identities: list[str | None], neighbour_rows: np.ndarray, le
             by_identity.setdefault(identity, []).append(row)
     identity_links = [(rows[0], other) for rows in by_identity.values() for other in rows[1:]]
     same = {frozenset(pair) for pair in identity_links}
-    profiles: dict[int, np.ndarray | None] = {}
+    from collections import OrderedDict
+
+    profiles: OrderedDict[int, np.ndarray | None] = OrderedDict()  # the most recently used, at most PROFILE_CACHE
+    unreadable: set[int] = set()
 
     def profile(row: int) -> np.ndarray | None:
-        if row not in profiles:
-            profiles[row] = profile_of(row)
-        return profiles[row]
+        if row in profiles:
+            profiles.move_to_end(row)
+            return profiles[row]
+        found = profiles[row] = profile_of(row)
+        if found is None:
+            unreadable.add(row)
+        if len(profiles) > PROFILE_CACHE:
+            profiles.popitem(last=False)
+        return found
 
     sound_links, compared = [], 0
     for i, j in sorted(nominated_pairs(neighbour_rows, lengths)):
@@ -145,5 +152,4 @@ def find_duplicates(identities: list[str | None], neighbour_rows: np.ndarray, le
         value = residual(a, b, max_shift)
         if value < MAX_RESIDUAL:
             sound_links.append((i, j, value))
-    unreadable = sum(p is None for p in profiles.values())
-    return groups(len(identities), identity_links, sound_links), {"compared": compared, "unreadable": unreadable}
+    return groups(len(identities), identity_links, sound_links), {"compared": compared, "unreadable": len(unreadable)}
