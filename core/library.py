@@ -14,8 +14,9 @@ their audio identity (:mod:`core.identity`). Then:
 - **removed**: a track whose path is gone and whose audio is nowhere in the folder.
 
 Tables made before the identity column (``legacy``) hold no identity to recognise a moved file by: their tracks
-are matched by path only, every file is read once for its identity, and a file still at its path keeps its id
-and vector as it is.
+are matched by path only, every file is read once for its identity, and a file still at its path keeps its id,
+vector and row as they are (its identity, size and time filled in; values from FMA's tracks.csv or a labels CSV
+are not overwritten by its tags).
 """
 from __future__ import annotations
 
@@ -143,8 +144,10 @@ def plan_update(old_rows: Iterable[Row], rows: list[Row], *, root: str,
         old = old_at.get(relative)
         if old is None:
             new.append(row)
-        elif old.get("audio_identity") is None or old["audio_identity"] == row.get("audio_identity"):
-            kept.append((old, row, True))  # same audio (or legacy tables: trusted by path): its tags read again
+        elif old.get("audio_identity") is None:  # legacy tables: trusted by path, the row kept as it is
+            kept.append((old, row, False))
+        elif old["audio_identity"] == row.get("audio_identity"):
+            kept.append((old, row, True))  # same audio: its tags read again
         else:
             changed_paths[relative] = old
             new.append(row)
