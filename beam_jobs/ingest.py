@@ -64,7 +64,7 @@ class AudioDirOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument("--audio-dir", "--audio_dir", dest="audio_dir",
                             help="audio folder, local or gs://, taken literally: FMA's fma_small etc., or any "
-                            "folder of audio (wavelist add: the new audio)")
+                            "folder of audio (wavelist add: the new audio; wavelist update: the library as it is now)")
 
 
 OPTIONS = (AudioDirOptions, IngestOptions)

@@ -123,9 +123,9 @@ def plan_update(old_rows: Iterable[Row], rows: list[Row], *, root: str,
         old = old_at.get(relative)
         if old is not None and _same_file(old, row):
             unchanged.append((relative, {**row, "audio_identity": old["audio_identity"]}))
-        elif old is None and relative in rejected_at and rejected_at[relative].get("file_size") is not None and \
+        elif old is None and relative in rejected_at and \
                 rejected_at[relative].get("file_size") == row.get("file_size") and \
-                rejected_at[relative].get("file_mtime_ns") == row.get("file_mtime_ns"):
+                rejected_at[relative].get("file_mtime_ns") == row.get("file_mtime_ns"):  # (None: missing then and now)
             plan.still_rejected.append({**rejected_at[relative], "path": row["path"]})
         else:
             to_read.append(row)

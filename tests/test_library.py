@@ -143,9 +143,16 @@ def test_remembered_rejects_are_not_read_again():
     files = {**LIBRARY, "bad/x.mp3": ("mp3-frames:bad", 7, 7, {})}
     old = tables_of(Folder(dict(LIBRARY)))
     folder = Folder(files)
-    plan = folder.plan(old, old_rejects=[{"track_id": 1, "path": f"{ROOT}/bad/x.mp3", "stage": "decode",
-                                          "reason": "broken", "file_size": 7, "file_mtime_ns": 7}])
+    bad = {"track_id": 1, "path": f"{ROOT}/bad/x.mp3", "stage": "decode", "reason": "broken", "file_size": 7,
+           "file_mtime_ns": 7}
+    plan = folder.plan(old, old_rejects=[bad])
     assert plan.nothing_changed and folder.identified == [] and len(plan.still_rejected) == 1
+    # a labels CSV row that names a file missing then and now (no size, no time) is not analysed again either
+    missing = {**folder.rows()[0], "path": f"{ROOT}/gone.mp3", "file_size": None, "file_mtime_ns": None}
+    plan = plan_update(old, folder.rows() + [missing], root=ROOT, identify=folder.identify, tags_of=folder.tags_of,
+                       old_rejects=[bad, {"track_id": 2, "path": f"{ROOT}/gone.mp3", "stage": "read",
+                                          "reason": "missing", "file_size": None, "file_mtime_ns": None}])
+    assert plan.nothing_changed and folder.identified == []
 
 
 def test_library_relative_paths():
