@@ -28,6 +28,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import common, embed, ingest
@@ -116,8 +117,6 @@ def kept_vectors(batch: tuple[np.ndarray, np.ndarray], kept: tuple[np.ndarray, n
 
 def kept_map_rows(table, kept: tuple[np.ndarray, np.ndarray]):
     """A ``map3d.parquet`` batch of the old tables -> its kept tracks' rows under their new ids."""
-    import pyarrow as pa
-
     hit, new_ids = _kept_rows(table["track_id"].to_numpy(), kept)
     if hit.any():
         table = table.filter(pa.array(hit))
@@ -218,7 +217,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         print(f"update: nothing changed in {cat.safe_text(library_dir)} since {old_tables} was made "
               f"({plan.counts['unchanged']} tracks, {time.monotonic() - started:.1f} s); nothing written")
         return {"update": {**plan.counts, "nothing_changed": True}}
-    log.info("update: %s", counts_line(plan.counts))
+    planned = time.monotonic()
+    log.info("update: %s (%.1f s)", counts_line(plan.counts), planned - started)
 
     runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
     with files.staged_output(output.out, overwrite=overwrite, kind="embed", inputs=inputs) as staging:
@@ -232,6 +232,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             new_rows = [r for r in files.read_parquet(files.join(data, DataFiles.TRACKS)).to_pylist()
                         if r["status"] == "ok"]
             ingest_rejects = files.read_parquet(files.join(data, DataFiles.REJECTS)).to_pylist()
+        analysed_at = time.monotonic()
         final, duplicates = cat.drop_duplicate_ids(plan.kept + new_rows)
         if not final:
             raise UserError(f"{library_dir}: none of its {len(rows)} audio files could be analysed; "
@@ -239,8 +240,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         analysed = {id(r) for r in new_rows}
         kept_old = [(plan.old_ids[r["track_id"]], r["track_id"]) for r in final if id(r) not in analysed]
         new_rows = [r for r in final if id(r) in analysed]
-        import pyarrow as pa
-
         tracks_file = write_table_file(pa.Table.from_pylist(final, schema=tables.TRACKS), files.join(work, "tracks.parquet"))
         kept_file = write_table_file(pa.table({"old_id": pa.array([o for o, _ in kept_old], pa.int64()),
                                                "track_id": pa.array([t for _, t in kept_old], pa.int64())}),
@@ -287,7 +286,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                    "update": {**counts, "library": cat.safe_text(library_dir), "labels_csv": labels_csv,
                               "labels_csv_sha1": digest, "first_update": plan.first_update,
                               "map": "t-SNE" if map_transform is None else "kept, new tracks placed",
-                              "seconds": round(time.monotonic() - started, 1)}}
+                              "seconds": round(time.monotonic() - started, 1),
+                              "seconds_by_step": {"compare": round(planned - started, 1),
+                                                  "ingest": round(analysed_at - planned, 1),
+                                                  "embed_and_tail": round(time.monotonic() - analysed_at, 1)}}}
         files.write_text(files.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     print(f"update: {counts_line(counts)} -> {output.out} ({summary['tracks_embedded']} tracks, "
           f"{summary['update']['seconds']:.0f} s)")

@@ -92,9 +92,9 @@ def fresh(folder: Path, out: Path, model: str) -> Path:
     return out / "tables"
 
 
-def run_update(folder: Path, tables: Path, out: Path, model: str) -> dict:
+def run_update(folder: Path, tables: Path, out: Path, model: str, *flags: str) -> dict:
     return update.run(["--audio-dir", str(folder), "--tables", str(tables), "--model", model, "--out", str(out),
-                       *IN_MEMORY])
+                       *flags, *IN_MEMORY])
 
 
 STEPS = [["move", "retag", "remove"], ["change", "add"]]  # the kinds that need no analysis, then the two that do
@@ -254,8 +254,9 @@ def test_tables_from_before_the_identity_keep_their_ids_at_their_first_update(ru
     shard = next((old / "tracks.parquet").glob("*.parquet"))
     rows = pq.read_table(shard)
     pq.write_table(rows.drop(["audio_identity", "file_size", "file_mtime_ns"]), shard)
-    summary = run_update(runs["library"], old, tmp_path / "new", runs["model"])
+    summary = run_update(runs["library"], old, tmp_path / "new", runs["model"], "--new-map")
     assert summary["update"]["first_update"] and summary["update"]["unchanged"] == 12
+    assert summary["update"]["map"] == "t-SNE" and pq.read_table(tmp_path / "new" / "map3d.parquet").num_rows == 12
     got = {r["path"]: r for r in pq.read_table(tmp_path / "new" / "tracks.parquet").to_pylist()}
     assert {p: r["track_id"] for p, r in got.items()} == dict(zip(rows["path"].to_pylist(), rows["track_id"].to_pylist()))
     assert all(r["audio_identity"] and r["file_size"] for r in got.values())
