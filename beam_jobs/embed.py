@@ -1067,7 +1067,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
              "approximate" if approximate else "exact")
 
     with files.staged_output(output.out, overwrite=output.overwrite, kind="embed",
-                              inputs=[args.data, model.model]) as staging:
+                              inputs=[args.data, model.model, args.extra_vectors]) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         model_dir = model.model if files.is_remote(model.model) else str(Path(model.model).resolve())
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,

@@ -120,11 +120,12 @@ IDENTIFY_THREADS = 8  # files read at once for their identity: the reads wait on
 
 
 def _stat(row: TrackRow) -> dict[str, Any]:
+    path = cat.readable_path(row)
     try:
-        size, mtime_ns = files.file_stat(cat.readable_path(row))
+        size, mtime_ns = files.file_stat(path)
     except (OSError, IndexError):  # missing (a labels row naming no file), unreadable: ingest rejects it
         return {**row, "file_size": None, "file_mtime_ns": None}
-    return {**row, "file_size": size, "file_mtime_ns": mtime_ns}
+    return {**row, "file_size": size, "file_mtime_ns": mtime_ns, "real_path": cat.real_path(path)}
 
 
 def _identify(row: TrackRow) -> TrackRow:
@@ -147,7 +148,8 @@ def _threaded(function, rows: list[TrackRow]) -> list[TrackRow]:
 
 
 def with_file_stats(rows: list[TrackRow]) -> list[TrackRow]:
-    """``rows`` with each file's ``file_size`` and ``file_mtime_ns`` (None where the file cannot be found)."""
+    """``rows`` with each file's ``file_size``, ``file_mtime_ns`` (None where the file cannot be found) and
+    ``real_path`` (:func:`core.catalogue.real_path`: where a link leads)."""
     if rows and not files.is_remote(rows[0]["path"]):
         return [_stat(row) for row in rows]  # a local stat is too quick to share out
     return _threaded(_stat, rows)
@@ -229,6 +231,7 @@ class AnalyseTrackFn(beam.DoFn):
                 raise audio.AudioError("read", "file not found")
             else:
                 source = path
+                row = {**row, "real_path": cat.real_path(path)}  # the file read: a player checks it is still there
             row = cat.with_tags(row, read_tags(source))  # tags are optional: broken ones give {}
             stage = "decode"
             analysis = audio.analyse_source(source, self._spec)

@@ -325,6 +325,15 @@ def folder_tracks(paths: Iterable[str], *, root: str, labels: Labels | None = No
     return _drop_same_files(rows, rejects)
 
 
+def real_path(path: str) -> str | None:
+    """The file the local ``path`` leads to, links followed, where that differs from ``path`` made absolute
+    (shown escaped where it is not UTF-8); None where it is the same, and for a URL."""
+    if "://" in path:
+        return None
+    real = os.path.realpath(path)
+    return safe_text(real) if real != os.path.abspath(path) else None
+
+
 def readable_path(row: TrackRow) -> str:
     """The path to open for ``row``: ``path``, or the name ``source`` keeps when it is not UTF-8."""
     return os.fsdecode(bytes.fromhex(row["source"])) if row.get("source") else row["path"]

@@ -77,7 +77,8 @@ def library_relative(path: str, root: str) -> str | None:
 
 def _same_file(old: Row, row: Row) -> bool:
     return (old.get("audio_identity") is not None and old.get("file_size") is not None
-            and old.get("file_size") == row.get("file_size") and old.get("file_mtime_ns") == row.get("file_mtime_ns"))
+            and old.get("file_size") == row.get("file_size") and old.get("file_mtime_ns") == row.get("file_mtime_ns")
+            and old.get("real_path") == row.get("real_path"))  # a link that leads elsewhere now is read again
 
 
 def rebuilt(row: Row, old: Row, tags: Mapping[str, Any], track_id: int) -> Row:
@@ -93,7 +94,8 @@ def rebuilt(row: Row, old: Row, tags: Mapping[str, Any], track_id: int) -> Row:
 def _carried(old: Row, row: Row) -> Row:
     """An unchanged track's old row, at the path as written now, with the file's facts now."""
     return {**old, "path": row["path"], "audio_identity": row.get("audio_identity") or old.get("audio_identity"),
-            "file_size": row.get("file_size"), "file_mtime_ns": row.get("file_mtime_ns")}
+            "file_size": row.get("file_size"), "file_mtime_ns": row.get("file_mtime_ns"),
+            "real_path": row.get("real_path")}
 
 
 def plan_update(old_rows: Iterable[Row], rows: list[Row], *, root: str,

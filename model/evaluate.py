@@ -212,6 +212,7 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     if args.diffusion < 0:
         raise UserError(f"--diffusion {args.diffusion}: give a number of neighbours, or 0 for none")
+    files.check_inputs(args.out, [args.data, *args.models])
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with files.read_locally(args.data) as data_dir:

@@ -113,13 +113,15 @@ CLUSTERS_FILE = "clusters.parquet"  # clusters --out: track_id, cluster, name, r
 
 def write_clusters(tables: Tables, found: list[Cluster], out: str | Path) -> Path:
     """``out/clusters.parquet`` (track_id, cluster, name, rank, similarity to the centroid) and one M3U8 per
-    cluster, ``out/NN-<name>.m3u8``."""
+    cluster, ``out/NN-<name>.m3u8`` (its name's words, lower case, made safe and bounded:
+    :func:`storage.files.safe_file_names`)."""
     import re
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from playlists.output import m3u, playlist_rows
+    from storage.files import safe_file_names
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,7 @@ def write_clusters(tables: Tables, found: list[Cluster], out: str | Path) -> Pat
     schema = pa.schema([("track_id", pa.int64()), ("cluster", pa.int32()), ("name", pa.string()),
                         ("rank", pa.int32()), ("similarity", pa.float32())])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / CLUSTERS_FILE)
-    for c in found:
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", c.name).strip("-").lower()
-        (out / f"{c.number:02d}-{slug}.m3u8").write_text(m3u(playlist_rows(tables, c.entries)) + "\n", encoding="utf-8")
+    slugs = [f"{c.number:02d}-" + re.sub(r"\W+", "-", c.name).strip("-_").lower() for c in found]
+    for c, name in zip(found, safe_file_names(slugs, ".m3u8")):
+        (out / name).write_text(m3u(playlist_rows(tables, c.entries)) + "\n", encoding="utf-8")
     return out

@@ -127,18 +127,26 @@ def _time(value: str | None) -> float | None:
     return None
 
 
-def _key(artist: str | None, title: str | None) -> tuple[str, str]:
+def name_key(artist: str | None, title: str | None) -> tuple[str, str]:
+    """What artist and title are matched by: case and spacing ignored."""
     return tuple(" ".join((s or "").casefold().split()) for s in (artist, title))  # type: ignore[return-value]
+
+
+def tracks_by_name(tables: Tables) -> dict[tuple[str, str], int]:
+    """Catalogue tracks by :func:`name_key` of their artist and title (the lowest track id where several share
+    one); tracks without an artist or a title are left out."""
+    by_name: dict[tuple[str, str], int] = {}
+    for track_id, artist, title in zip(tables.ids.tolist(), tables.column("artist"), tables.column("title")):
+        if artist and title:
+            by_name.setdefault(name_key(artist, title), track_id)
+    return by_name
 
 
 def match_plays(tables: Tables, plays: list[Play]) -> Matched:
     """The catalogue track of each play that has one: by MusicBrainz recording id, else by artist and title
     (case and spaces ignored); plays of other music are left out."""
     finder = TrackFinder(tables)
-    by_name: dict[tuple[str, str], int] = {}
-    for track_id, artist, title in zip(tables.ids.tolist(), tables.column("artist"), tables.column("title")):
-        if artist and title:
-            by_name.setdefault(_key(artist, title), track_id)
+    by_name = tracks_by_name(tables)
     found, by_mbid = [], 0
     for play in plays:
         track = None
@@ -149,7 +157,7 @@ def match_plays(tables: Tables, plays: list[Play]) -> Matched:
             except UnknownTrack:
                 track = None
         if track is None:
-            track = by_name.get(_key(play.artist, play.title))
+            track = by_name.get(name_key(play.artist, play.title))
         if track is not None:
             found.append(track)
     return Matched(found, len(plays), by_mbid)

@@ -11,7 +11,7 @@ import numpy as np
 
 from playlists.radio import Entry
 from playlists.tables import Tables
-from playlists.text import for_terminal, one_line
+from playlists.text import for_json, for_terminal, one_line
 from schemas.errors import UserError
 
 FORMATS = ("table", "json", "m3u")
@@ -92,7 +92,7 @@ def render(tables: Tables, entries: list[Entry], fmt: str, score: str = "similar
     :data:`SCORE_NAMES`), ``relative_to`` the folder M3U8 paths are relative to."""
     rows = playlist_rows(tables, entries, score)
     if fmt == "json":
-        return json.dumps(rows, indent=2, ensure_ascii=False)
+        return for_json(json.dumps(rows, indent=2, ensure_ascii=False))
     if fmt == "m3u":
         return m3u(rows, relative_to)
     if fmt == "table":

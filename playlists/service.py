@@ -2,6 +2,7 @@
 a track by catalogue id, path relative to the music folder or MusicBrainz recording id."""
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
@@ -85,7 +86,8 @@ def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | N
 class TrackFinder:
     """Finds a track by what a music server knows of it: the catalogue's track id, the audio file's path relative
     to ``music_folder`` (default: the folder holding every catalogue path), or a MusicBrainz recording id when
-    tracks.parquet has a ``musicbrainz_recording_id`` column. Only strings are compared: no file is opened."""
+    tracks.parquet has a ``musicbrainz_recording_id`` column. Only strings are compared: no file is opened
+    (:meth:`audio_file` alone looks at the file system, to say whether a track's file may be served)."""
 
     def __init__(self, tables: Tables, music_folder: str | Path | None = None):
         self.tables = tables
@@ -112,6 +114,32 @@ class TrackFinder:
         relative = os.path.relpath(os.path.abspath(path), self.music_folder)
         return None if relative.startswith("..") else relative.replace(os.sep, "/")
 
+    def audio_file(self, track_id: int) -> str | None:
+        """The file to serve for ``track_id``, checked now: its catalogue path lies in the music folder and
+        still leads to the file ingest read (``real_path``, for a path that was a link then), or, where ingest
+        recorded none, to a file inside the music folder, links followed. ``None`` for anything else: no path, a
+        URL, a missing file, a file swapped for a link that leads elsewhere. Raises
+        :class:`~playlists.tables.UnknownTrack` for an id the tables do not hold."""
+        row = self.tables.row(track_id)
+        path = self.tables.column("path")[row]
+        if not path or "://" in path:
+            return None
+        absolute = os.path.abspath(path)
+        if not absolute.startswith(self.music_folder.rstrip(os.sep) + os.sep):
+            return None
+        real = os.path.realpath(absolute)
+        recorded = self.tables.column("real_path")[row]
+        if recorded:
+            if real != recorded:
+                return None
+        elif not real.startswith(self._real_music_folder.rstrip(os.sep) + os.sep):
+            return None
+        return real if os.path.isfile(real) else None
+
+    @functools.cached_property
+    def _real_music_folder(self) -> str:
+        return os.path.realpath(self.music_folder)
+
     def _paths(self) -> dict[str, int]:
         with self._lock:
             if self._by_path is None:
@@ -125,6 +153,12 @@ class TrackFinder:
                 self._by_path = by_path
             return self._by_path
 
+    def prepare(self) -> None:
+        """Build now the indexes lookups build on first use (a server does it before it answers)."""
+        self.tables.prepare()
+        self._paths()
+        self._mbids()
+
     def _mbids(self) -> dict[str, int]:
         with self._lock:
             if self._by_mbid is None:
@@ -135,6 +169,10 @@ class TrackFinder:
                                                                        self.tables.column(MBID_COLUMN)) if m}
             return self._by_mbid
 
+    def at_path(self, relative: str) -> int | None:
+        """The track whose audio file lies at ``relative`` (a path relative to the music folder), else None."""
+        return self._paths().get(posixpath.normpath(str(relative).replace("\\", "/")))
+
     def find(self, text: str) -> int:
         """The track id that ``text`` names: an id, a MusicBrainz recording id, an exact title or a relative path.
 
@@ -144,9 +182,7 @@ class TrackFinder:
         if not text:
             raise UserError("the track id is empty")
         if text.lstrip("-").isdecimal():
-            if not -2**63 <= int(text) < 2**63:
-                raise UnknownTrack(f"track {text[:40]} is not in {self.tables.folder}: track ids are 64-bit integers")
-            return int(self.tables.ids[self.tables.row(int(text))])
+            return self.tables.resolve(text)  # an id (with close ids when unknown)
         if MBID.match(text):
             if MBID_COLUMN not in self.tables.catalogue.column_names:
                 raise UnknownTrack(f"{text!r} looks like a MusicBrainz recording id, but {self.tables.folder}/"
@@ -155,8 +191,8 @@ class TrackFinder:
                 return self._mbids()[text.lower()]
             raise UnknownTrack(f"no track with MusicBrainz recording id {text} in {self.tables.folder}")
         if "/" not in text and "\\" not in text and not text.startswith("."):
-            try:
-                return self.tables.resolve(text)  # an exact title, as the command line takes it
+            try:  # an exact title, as the command line takes it (no suggestions: a path may still match)
+                return self.tables.resolve(text, suggest=False)
             except UnknownTrack:
                 pass
         relative = posixpath.normpath(text.replace("\\", "/"))

@@ -57,6 +57,9 @@ TRACKS = pa.schema(
         ("musicbrainz_recording_id", pa.string()),
         ("musicbrainz_artist_id", pa.string()),
         ("musicbrainz_album_id", pa.string()),
+        # the file the path led to when ingest read it (links followed), where that is not the path itself; a
+        # player serves the path only while it still leads there (a file swapped for a link is not served)
+        ("real_path", pa.string()),
     ]
     + [  # the file (readers fill nulls in tables written before them; wavelist update fills them in once)
         ("audio_identity", pa.string()),  # KIND:HEX of the encoded audio without tag blocks (core.identity)

@@ -19,16 +19,35 @@ JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_job
 log = logging.getLogger("wavelist")
 
 
+def for_terminal(text: object) -> str:
+    """``text`` safe to print (:func:`playlists.text.for_terminal`), imported when first needed: the playlist
+    package's import is not on every command's start-up path."""
+    from playlists.text import for_terminal as safe
+
+    return safe(text)
+
+
+class TerminalFormatter(logging.Formatter):
+    """Log lines whose message cannot carry terminal escapes, control or bidirectional characters: messages
+    name files, tags and MPD's answers, which are data."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = for_terminal(record.message)
+        return super().formatMessage(record)
+
+
 def _quiet_libraries(verbose: bool = False) -> None:
     """Our progress lines at INFO; the libraries' chatter that says nothing to a user, off (``-v``: on)."""
     import warnings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.setFormatter(TerminalFormatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba"):
+    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba", "httpx", "mpd"):  # mpd: python-mpd2
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Beam's local workers warn that no semi-persistent directory exists; it matters only on Dataflow
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
@@ -86,6 +105,50 @@ def _playlist_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     return parser
 
 
+TRACK = "track id, title, or words of its title / artist / album that name one track"
+
+
+def add_kind_flags(parser: argparse.ArgumentParser, kind: str, playing: str | None = None) -> None:
+    """The flags of the playlist ``kind`` (radio, like or journey) as ``wavelist KIND`` takes them; ``playing``
+    names what fills a missing --seed (radio) or --from (journey), which are then optional."""
+    default = f"; default: {playing}" if playing else ""
+    if kind == "radio":
+        parser.add_argument("--seed", required=playing is None, help=TRACK + default)
+    if kind == "like":
+        parser.add_argument("--seeds", nargs="+", required=True, metavar="TRACK", help=f"seeds ({TRACK})")
+    if kind in ("radio", "like"):
+        parser.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
+        parser.add_argument("--variety", type=float, default=0.0,
+                            help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
+    if kind == "journey":
+        parser.add_argument("--from", dest="start", help=f"first track ({TRACK}){default}")
+        parser.add_argument("--to", dest="end", help=f"last track ({TRACK})")
+        parser.add_argument("--via", nargs="+", metavar="TRACK",
+                            help="stops in order, first to last (instead of --from/--to)")
+        parser.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
+    parser.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+
+
+def playlist_options(args: argparse.Namespace, kind: str) -> dict:
+    """``make_playlist``'s arguments from the flags of ``wavelist KIND`` (all but profile's history)."""
+    options = {"n": args.n, "variety": getattr(args, "variety", 0.0),
+               "max_per_artist": getattr(args, "max_per_artist", None)}
+    if kind in ("radio", "like"):
+        options["exclude_artist"] = args.exclude_artist
+    if kind == "radio":
+        options["seed"] = args.seed
+    elif kind == "like":
+        options["seeds"] = args.seeds
+    elif kind == "alchemy":
+        options.update(add=args.add, subtract=args.subtract)
+    elif kind == "profile":
+        options["half_life"] = args.half_life
+    elif kind == "journey":
+        del options["variety"]
+        options.update(start=args.start, end=args.end, via=args.via or (), avoid=args.avoid)
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = FlagParser(prog="wavelist", description="Playlists from the sound of the music.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -105,22 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     for job, what in JOB_HELP.items():
         sub.add_parser(job, help=f"{what} (--help for its flags)", add_help=False)
 
-    track = "track id, title, or words of its title / artist / album that name one track"
     radio = _playlist_parser(sub, "radio", "nearest neighbours of one seed track")
-    radio.add_argument("--seed", required=True, help=track)
     like = _playlist_parser(sub, "like", "a playlist that blends several seed tracks")
-    like.add_argument("--seeds", nargs="+", required=True, metavar="TRACK", help=f"seeds ({track})")
-    for parser_ in (radio, like):
-        parser_.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
-        parser_.add_argument("--variety", type=float, default=0.0,
-                             help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
-        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
     journey = _playlist_parser(sub, "journey", "a smooth path of tracks from one track to another")
-    journey.add_argument("--from", dest="start", help=f"first track ({track})")
-    journey.add_argument("--to", dest="end", help=f"last track ({track})")
-    journey.add_argument("--via", nargs="+", metavar="TRACK", help="stops in order, first to last (instead of --from/--to)")
-    journey.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
-    journey.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+    for kind, parser_ in (("radio", radio), ("like", like), ("journey", journey)):
+        add_kind_flags(parser_, kind)
     alchemy = _playlist_parser(sub, "alchemy", "tracks nearest to the sum of some tracks minus others")
     alchemy.add_argument("--add", nargs="+", required=True, metavar="TRACK", help="tracks whose sound to add")
     alchemy.add_argument("--subtract", nargs="+", default=[], metavar="TRACK", help="tracks whose sound to take away")
@@ -138,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     clusters.add_argument("--tables", required=True)
     clusters.add_argument("--k", type=int, required=True, help="number of playlists")
     clusters.add_argument("--out", help="write clusters.parquet and one M3U8 per playlist into this folder "
-                                        "(new, empty, or an earlier clusters --out)")
+                                        "(new or empty; an earlier clusters --out with --overwrite)")
+    clusters.add_argument("--overwrite", action="store_true", help="replace an earlier clusters --out, whole")
     clusters.add_argument("--format", choices=("table", "json"), default="table")
     clusters.add_argument("--seed", type=int, default=0)
 
@@ -159,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "TensorFlow's Embedding Projector")
     projector.add_argument("--tables", required=True)
     projector.add_argument("--out", default="projector",
-                           help="folder to write (new, empty, or an earlier projector --out)")
+                           help="folder to write (new or empty; an earlier projector --out with --overwrite)")
+    projector.add_argument("--overwrite", action="store_true", help="replace an earlier projector --out, whole")
 
     app = sub.add_parser("app", help="the Streamlit app: search, map, play, radio, journey, M3U download")
     app.add_argument("--tables", required=True)
@@ -173,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     mpd_radio = player_sub.add_parser("radio", help="queue the radio of the song MPD plays (or --seed)")
     mpd_journey = player_sub.add_parser("journey", help="queue a journey from the song MPD plays (or --seed) "
                                                         "to --to")
-    mpd_journey.add_argument("--to", required=True, help=f"last track ({track})")
+    mpd_journey.add_argument("--to", required=True, help=f"last track ({TRACK})")
     mpd_radio.add_argument("--keep-going", action="store_true",
                            help="keep running: queue more whenever fewer than --low songs are left (Ctrl-C stops)")
     mpd_radio.add_argument("--low", type=int, default=5, help="with --keep-going: songs left that trigger more")
@@ -187,9 +241,31 @@ def build_parser() -> argparse.ArgumentParser:
                              help="MPD's address (default $MPD_HOST or localhost)")
         parser_.add_argument("--port", type=int, default=int(os.environ.get("MPD_PORT", "6600")),
                              help="MPD's port (default $MPD_PORT or 6600)")
-        parser_.add_argument("--seed", help=f"start from this track instead of the song MPD plays ({track})")
+        parser_.add_argument("--seed", help=f"start from this track instead of the song MPD plays ({TRACK})")
         parser_.add_argument("-n", type=int, default=20, help="how many tracks to queue")
         parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+
+    subsonic = sub.add_parser("subsonic", help="put a radio, journey or like playlist into a Subsonic server "
+                                               "(Navidrome, gonic, Airsonic, Ampache, supysonic)")
+    subsonic_sub = subsonic.add_subparsers(dest="subsonic_command", required=True)
+    playing = "the song --user plays now"
+    for kind, what in (("radio", "the radio of the song the user plays (or --seed)"),
+                       ("journey", "a journey from the song the user plays (or --from) to --to"),
+                       ("like", "a blend of --seeds")):
+        parser_ = subsonic_sub.add_parser(kind, help=what)
+        parser_.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
+        parser_.add_argument("--server", required=True, metavar="URL",
+                             help="the server's base address as its apps take it, e.g. http://localhost:4533")
+        parser_.add_argument("--user", required=True, help="the server's user whose playlist it is")
+        parser_.add_argument("--password-file", metavar="FILE",
+                             help="a file whose first line is the password (default: $WAVELIST_SUBSONIC_PASSWORD)")
+        parser_.add_argument("--playlist", required=True, metavar="NAME",
+                             help="the user's playlist to write: created, or its songs replaced if the user owns one "
+                                  "of that name")
+        parser_.add_argument("--music-dir", help="the folder the server scans, as this machine sees it (default: "
+                                                 "the folder holding every catalogue path)")
+        parser_.add_argument("-n", type=int, default=20, help="playlist length")
+        add_kind_flags(parser_, kind, playing)
 
     serve = sub.add_parser("serve", help="the tables as a JSON HTTP API (radio, journey, ..., OpenSubsonic "
                                          "sonicSimilarity); GET /openapi.json describes it")
@@ -202,33 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="look for a newly published TABLES folder this often (0: only POST /reload)")
     serve.add_argument("--threads", type=int, help="worker threads answering queries (default: one per core)")
     return parser
-
-
-def check_output_file(path: str | None, tables: str) -> None:
-    """Refuse an output file inside the TABLES folder (an input) or where a folder is."""
-    if not path:
-        return
-    target = Path(path).resolve()
-    if target == Path(tables).resolve() or Path(tables).resolve() in target.parents:
-        raise UserError(f"{path} is inside the tables folder {tables}, an input; write it elsewhere")
-    if target.is_dir():
-        raise UserError(f"{path} is a folder; give a file name")
-
-
-def check_output_folder(out: str | None, tables: str, names: tuple[str, ...], suffixes: tuple[str, ...] = ()) -> None:
-    """Refuse ``out`` unless it is new, empty, or holds only files this command writes (``names``, or names
-    ending in ``suffixes``): it never writes over a file it did not make."""
-    if not out:
-        return
-    check_output_file(out + "/x", tables)
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
-    foreign = sorted(p.name for p in folder.iterdir() if p.name not in names and not p.name.endswith(suffixes)) \
-        if folder.is_dir() else []
-    if foreign:
-        raise UserError(f"--out {out} holds files this command did not write (e.g. {', '.join(foreign[:3])}); "
-                         "choose a new or empty folder")
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -244,34 +293,24 @@ def _playlist_command(args: argparse.Namespace) -> None:
     from playlists.history import read_history
     from playlists.output import SCORE_NAMES, missing_audio, playlist_rows, render
     from playlists.service import make_playlist
+    from storage import files
 
-    check_output_file(args.output, args.tables)
+    files.check_output_file(args.output, inputs=[args.tables, getattr(args, "history", None)])
     tables = load_tables(args.tables)
-    options = {"n": args.n, "variety": getattr(args, "variety", 0.0),
-               "max_per_artist": getattr(args, "max_per_artist", None)}
-    if args.command in ("radio", "like"):
-        options["exclude_artist"] = args.exclude_artist
-    if args.command == "radio":
-        options["seed"] = args.seed
-    elif args.command == "like":
-        options["seeds"] = args.seeds
-    elif args.command == "alchemy":
-        options.update(add=args.add, subtract=args.subtract)
-    elif args.command == "profile":
+    options = playlist_options(args, args.command)
+    if args.command == "profile":
         history, matched = read_history(tables, args.history)
         if matched:
-            print(matched, file=sys.stderr)
-        options.update(history=history, half_life=args.half_life)
-    else:
-        del options["variety"]
-        options.update(start=args.start, end=args.end, via=args.via or (), avoid=args.avoid)
+            print(for_terminal(matched), file=sys.stderr)
+        options["history"] = history
     playlist = make_playlist(tables, args.command, **options)
     if playlist.smoothness is not None:
         print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in playlist.smoothness.items()), file=sys.stderr)
     if args.format == "m3u":
         missing = missing_audio(playlist_rows(tables, playlist.entries))
         if missing:
-            print(f"warning: {len(missing)} audio files do not exist here, e.g. {missing[0]}", file=sys.stderr)
+            print(f"warning: {len(missing)} audio files do not exist here, e.g. {for_terminal(missing[0])}",
+                  file=sys.stderr)
     _emit(render(tables, playlist.entries, args.format, SCORE_NAMES[args.command], args.relative_to), args.output)
 
 
@@ -279,8 +318,9 @@ def _map_command(args: argparse.Namespace) -> None:
     from playlists import journey_via, load_tables, radio
     from playlists.mapview import track_name, write_map
     from playlists.output import read_track_list
+    from storage import files
 
-    check_output_file(args.out, args.tables)
+    files.check_output_file(args.out, inputs=[args.tables, args.playlist], flag="--out")
     tables = load_tables(args.tables)
     playlist, title, path = None, "the catalogue by sound", True
     if args.radio is not None:
@@ -303,18 +343,24 @@ def _clusters_command(args: argparse.Namespace) -> None:
     import json
 
     from playlists import load_tables
-    from playlists.discover import CLUSTERS_FILE, clusters, write_clusters
-    from playlists.text import for_terminal
+    from playlists.discover import clusters, write_clusters
+    from playlists.text import for_json
+    from storage import files
 
-    check_output_folder(args.out, args.tables, (CLUSTERS_FILE,), (".m3u8",))
+    if args.out:
+        files.check_output(args.out, overwrite=args.overwrite, kind="clusters", inputs=[args.tables])
     tables = load_tables(args.tables)
     found, silhouette = clusters(tables, args.k, seed=args.seed)
     if args.out:
-        log.info("wrote %s", write_clusters(tables, found, args.out))
+        with files.staged_output(args.out, overwrite=args.overwrite, kind="clusters", inputs=[args.tables]) \
+                as staging, files.written_locally(staging) as local:
+            write_clusters(tables, found, local)
+        log.info("wrote %s", args.out)
     summary = [{"cluster": c.number, "name": c.name, "tracks": len(c.entries), "genre_share": round(c.genre_share, 3),
                 "coherence": round(c.coherence, 3), "central_track": c.central_track} for c in found]
     if args.format == "json":
-        print(json.dumps({"silhouette": round(silhouette, 4), "clusters": summary}, indent=2, ensure_ascii=False))
+        print(for_json(json.dumps({"silhouette": round(silhouette, 4), "clusters": summary}, indent=2,
+                                  ensure_ascii=False)))
         return
     print(f"silhouette (cosine): {silhouette:.3f}")
     print(f"{'cluster':>7}  {'tracks':>6}  {'coherence':>9}  {'genre share':>11}  name")
@@ -325,10 +371,15 @@ def _clusters_command(args: argparse.Namespace) -> None:
 
 def _projector_command(args: argparse.Namespace) -> None:
     from playlists import load_tables
-    from playlists.projector import PROJECTOR_FILES, write_projector
+    from playlists.projector import write_projector
+    from storage import files
 
-    check_output_folder(args.out, args.tables, PROJECTOR_FILES)
-    out = write_projector(load_tables(args.tables), args.out)
+    files.check_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables])
+    tables = load_tables(args.tables)
+    with files.staged_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables]) as staging, \
+            files.written_locally(staging) as local:
+        write_projector(tables, local)
+    out = args.out
     print(f"{out}: vectors.tsv, metadata.tsv, projector_config.pbtxt (tensorboard --logdir {out}), "
           "projector_config.json (load vectors.tsv and metadata.tsv in the standalone Embedding Projector)")
 
@@ -381,6 +432,17 @@ def _mpd_command(args: argparse.Namespace) -> None:
         client.disconnect()
 
 
+def _subsonic_command(args: argparse.Namespace) -> None:
+    from playlists import load_tables
+    from wavelist import subsonic
+
+    password = subsonic.read_password(args.password_file)
+    tables = load_tables(args.tables)
+    with subsonic.Client(args.server, args.user, password) as client:
+        print(subsonic.push(client, tables, args.subsonic_command, playlist_options(args, args.subsonic_command),
+                            args.playlist, args.music_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -410,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
             _projector_command(known)
         elif known.command == "mpd":
             _mpd_command(known)
+        elif known.command == "subsonic":
+            _subsonic_command(known)
         elif known.command == "app":
             return _app_command(known)
         elif known.command == "serve":
@@ -423,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, OSError) as error:  # a mistake the user can fix, or a file the system refused
         if known.debug:
             raise
-        print(f"wavelist {known.command}: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
+        print(f"wavelist {known.command}: error: {' '.join(for_terminal(error).split())}", file=sys.stderr)  # one line
         return 2
     return 0
 
