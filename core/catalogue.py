@@ -377,14 +377,12 @@ def _folder_row(path: str, relative: str, label: dict[str, Any]) -> TrackRow:
     }
 
 
-def assign_ids(rows: list[TrackRow], *, kept: Mapping[str, int] | None = None,
-               taken: set[int] | frozenset[int] = frozenset()) -> list[TrackRow]:
+def assign_ids(rows: list[TrackRow], *, taken: set[int] | frozenset[int] = frozenset()) -> list[TrackRow]:
     """``rows`` (from :func:`folder_tracks`, each with its ``audio_identity``, None where the file could not be
     read) with a track id and split for each that has none yet: the id of its audio
-    (:func:`core.identity.copy_ids`: the files of one audio numbered in path order, each its own id), or for an
-    unreadable file the hash of its path (ingest rejects it). ``kept`` (path -> id) and ``taken`` (ids held
-    elsewhere) are what ``wavelist update`` keeps from the tables it updates."""
-    kept = dict(kept or {})
+    (:func:`core.identity.copy_ids`: the files of one audio numbered in path order, each its own id, none of
+    ``taken``, the ids that ``wavelist update`` keeps), or for an unreadable file the hash of its path (ingest
+    rejects it)."""
     taken = set(taken) | {row["track_id"] for row in rows if row["track_id"] is not None}
     by_identity: dict[str, list[str]] = {}
     for row in rows:
@@ -392,11 +390,11 @@ def assign_ids(rows: list[TrackRow], *, kept: Mapping[str, int] | None = None,
             by_identity.setdefault(row["audio_identity"], []).append(row["path"])
     ids: dict[str, int] = {}
     for identity, paths in by_identity.items():
-        ids.update(copy_ids(identity, paths, {p: kept[p] for p in paths if p in kept}, taken | set(kept.values())))
+        ids.update(copy_ids(identity, paths, taken))
     assigned = []
     for row in rows:
         if row["track_id"] is None:
-            track_id = ids.get(row["path"]) or kept.get(row["path"]) or hash_id(row["path"])
+            track_id = ids.get(row["path"]) or hash_id(row["path"])
             row = {**row, "track_id": track_id, "split": row.get("split") or split_for(track_id)}
         assigned.append(row)
     return assigned

@@ -303,17 +303,15 @@ def fma_layout_id(relative_path: str) -> int | None:
     return int(found.group(2))
 
 
-def copy_ids(identity: str, paths: list[str], kept: dict[str, int] | None = None,
-             taken: set[int] | frozenset[int] = frozenset()) -> dict[str, int]:
-    """The track ids of the files ``paths`` that hold the audio ``identity``: the files in ``kept`` (path -> id,
-    what an update keeps) keep theirs; the others, in path order, take the lowest copy numbers
-    (:func:`identity_track_id`) whose id neither a kept file nor ``taken`` (ids used elsewhere) holds. A fresh
-    ingest keeps nothing, so the copies are numbered in path order: the first file is copy 0."""
-    kept = dict(kept or {})
-    used = set(kept.values()) | set(taken)
-    ids = {path: kept[path] for path in paths if path in kept}
+def copy_ids(identity: str, paths: list[str], taken: set[int] | frozenset[int] = frozenset()) -> dict[str, int]:
+    """The track ids of the files ``paths`` that hold the audio ``identity``: in path order, the lowest copy
+    numbers (:func:`identity_track_id`) whose id ``taken`` does not hold. A fresh ingest takes nothing, so the
+    copies are numbered in path order from 0; ``wavelist update`` passes the ids its kept tracks hold, so a
+    copy already in the tables keeps its id and a new one takes the lowest free number."""
+    used = set(taken)
+    ids: dict[str, int] = {}
     copy = 0
-    for path in sorted(p for p in paths if p not in kept):
+    for path in sorted(paths):
         while identity_track_id(identity, copy) in used:
             copy += 1
         ids[path] = identity_track_id(identity, copy)
