@@ -991,11 +991,14 @@ class EmbedTail(beam.PTransform):
     def __init__(self, *, staging: str, tracks_file: str, provenance: dict[str, Any], k: int,
                  approximate: bool = False, nprobe: int | None = None, target_recall: float = 0.95,
                  map_sample: int = MAP_SAMPLE, diffusion: int = DIFFUSION_NEIGHBOURS,
-                 diffusion_power: float = DIFFUSION_POWER):
+                 diffusion_power: float = DIFFUSION_POWER, stacked: bool = False,
+                 map_transform: beam.PTransform | None = None):
         super().__init__()
         self._staging, self._tracks_file, self._provenance, self._k = staging, tracks_file, provenance, k
         self._approximate, self._nprobe, self._target_recall = approximate, nprobe, target_recall
         self._map_sample, self._diffusion, self._diffusion_power = map_sample, diffusion, diffusion_power
+        self._stacked = stacked  # the input is already ``(ids, vectors)`` batches (wavelist update's stored vectors)
+        self._map = map_transform  # final batches -> map tables; default: a t-SNE (:class:`MapCoordinates`)
         self.report = None
 
     def _search(self, k: int, file: str = INDEX_FILE) -> beam.PTransform:
@@ -1006,7 +1009,7 @@ class EmbedTail(beam.PTransform):
 
     def expand(self, vectors):
         staging, provenance = self._staging, self._provenance
-        batches = vectors | "Vectors" >> StackVectors(VECTOR_BATCH)
+        batches = vectors if self._stacked else vectors | "Vectors" >> StackVectors(VECTOR_BATCH)
         if self._diffusion:  # the vectors before it are kept: wavelist add diffuses new tracks against them
             _ = (batches | "UndiffusedTables" >> beam.Map(embedding_table)
                  | "WriteUndiffused" >> common.WriteTable(staging, TableFiles.UNDIFFUSED,
@@ -1022,7 +1025,7 @@ class EmbedTail(beam.PTransform):
         _ = (lists | "NeighbourTables" >> beam.FlatMap(neighbour_tables, TRACKS_PER_ROW_GROUP)
              | "WriteNeighbours" >> common.WriteTable(staging, TableFiles.NEIGHBOURS,
                                                       tables.with_metadata(tables.NEIGHBOURS, **provenance)))
-        _ = (batches | "Map" >> MapCoordinates(self._map_sample)
+        _ = (batches | "Map" >> (self._map or MapCoordinates(self._map_sample))
              | "WriteMap" >> common.WriteTable(staging, TableFiles.MAP3D,
                                                tables.with_metadata(tables.MAP3D, **provenance)))
         _ = (batches | "Tracks" >> EmbeddedTracks(self._tracks_file)
@@ -1054,9 +1057,25 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
                      approximate=approximate, nprobe=nprobe, target_recall=target_recall, diffusion=diffusion,
                      diffusion_power=diffusion_power)
     _ = vectors | "Tail" >> tail
-    if approximate:
+    write_tail_report(tail, staging)
+
+
+def write_tail_report(tail: EmbedTail, staging: str) -> None:
+    """Write an approximate :class:`EmbedTail`'s recall report into ``staging`` (read by :func:`finish_tail`)."""
+    if tail.report is not None:
         _ = tail.report | "WriteReport" >> beam.Map(
             lambda report: files.write_text(posixpath.join(staging, NEIGHBOUR_REPORT), json.dumps(report)))
+
+
+def finish_tail(staging: str, approximate: bool) -> dict[str, Any]:
+    """After :class:`EmbedTail` ran into ``staging``: its neighbour report (approximate: the recall measured;
+    exact: recall 1), with the staged report and index files deleted."""
+    report_file = files.join(staging, NEIGHBOUR_REPORT)
+    report = files.read_json(report_file) if approximate else {"mode": "exact", "recall@10": 1.0}
+    for staged in (report_file, files.join(staging, INDEX_FILE), files.join(staging, DIFFUSION_INDEX_FILE)):
+        if FileSystems.exists(staged):
+            FileSystems.delete([staged])
+    return report
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
@@ -1104,7 +1123,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                        extra=extra, diffusion=args.diffusion, diffusion_power=power)
         common.run_pipeline(pipeline)
         embedded = files.parquet_num_rows(files.join(staging, TableFiles.EMBEDDINGS))
-        report_file = files.join(staging, NEIGHBOUR_REPORT)
         summary = {
             "model_id": info.model_id,
             "tracks_in_data": accepted,
@@ -1112,14 +1130,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             "neighbour_rows": files.parquet_num_rows(files.join(staging, TableFiles.NEIGHBOURS)),
             "k": args.k,
             **{key: provenance[key] for key in ("extra_vectors", "diffusion") if key in provenance},
-            "neighbours": (files.read_json(report_file) if approximate
-                           else {"mode": "exact", "recall@10": 1.0}),
+            "neighbours": finish_tail(staging, approximate),
         }
-        if FileSystems.exists(report_file):
-            FileSystems.delete([report_file])
-        for index_file in (files.join(staging, INDEX_FILE), files.join(staging, DIFFUSION_INDEX_FILE)):
-            if FileSystems.exists(index_file):
-                FileSystems.delete([index_file])
         files.write_text(files.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     log.info("embed: %d tracks embedded -> %s", embedded, output.out)
     return summary

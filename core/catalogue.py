@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping, TextIO
 
 import pandas as pd
 
+from core.identity import copy_ids, fma_layout_id
 from schemas.errors import UserError
 from schemas.flags import shown
 from schemas.layout import SPLITS
@@ -226,9 +227,11 @@ def is_audio_path(path: str) -> bool:
 
 
 def track_id_for(relative_path: str) -> int:
-    """A file named like FMA's ``000002.mp3`` keeps its number; any other path gets a hash id."""
-    stem = posixpath.splitext(posixpath.basename(relative_path))[0]
-    return int(stem) if _ascii_digits(stem) and len(stem) <= 18 else hash_id(relative_path)
+    """The id of a file known by its path alone: a file in FMA's own layout (``000/000002.mp3``) keeps its number,
+    any other path gets a hash of it. Tracks of a folder take their ids from their audio instead
+    (:func:`assign_ids`); this id is for what has no audio to read (rejects, a labels row naming no file)."""
+    number = fma_layout_id(relative_path)
+    return hash_id(relative_path) if number is None else number
 
 
 def read_labels(handle: TextIO, *, source: str = "labels.csv") -> list[tuple[str, dict[str, Any]]]:
@@ -374,27 +377,53 @@ def _drop_same_files(rows: list[TrackRow], rejects: list[dict[str, Any]]) -> tup
         own = [r for r in named if os.path.abspath(readable_path(r)) == real]
         first = own[0] if own else named[0]
         kept.append(first)
-        rejects += [{"track_id": r["track_id"], "path": r["path"], "stage": "catalogue",
+        rejects += [{"track_id": r["track_id"] if r["track_id"] is not None else hash_id(r["path"]), "path": r["path"],
+                     "stage": "catalogue",
                      "reason": f"duplicate: the same file as {first['path']}"} for r in named if r is not first]
     return kept, rejects
 
 
 def _folder_row(path: str, relative: str, label: dict[str, Any]) -> TrackRow:
     """A catalogue row; ``path`` is shown escaped where the file name is not UTF-8, and ``source`` then keeps
-    the name to open (see :func:`readable_path`)."""
-    track_id = label["track_id"] if label.get("track_id") is not None else track_id_for(relative)
+    the name to open (see :func:`readable_path`). Its ``track_id`` is the labels CSV's, else the number of a
+    file in FMA's layout, else None until :func:`assign_ids` gives it the id of its audio."""
+    track_id = label["track_id"] if label.get("track_id") is not None else fma_layout_id(relative)
     shown = safe_text(path)
     return {  # the name's raw bytes in hex: a runner's coders take only valid UTF-8 text
         **({"source": os.fsencode(path).hex()} if shown != path else {}),
-        "track_id": int(track_id),
+        "track_id": None if track_id is None else int(track_id),
         "path": shown,
         "genre": label.get("genre"),
         "artist_id": label.get("artist_id"),
         "artist": label.get("artist"),
         "title": label.get("title"),  # else the tags' title, else the file name (with_tags)
         **{k: label.get(k) for k in TAG_LABELS},  # else the tags' (with_tags)
-        "split": split_for(int(track_id), label.get("artist_id"), label.get("artist")),
+        "split": None if track_id is None and label.get("artist_id") is None and not label.get("artist")
+        else split_for(int(track_id or 0), label.get("artist_id"), label.get("artist")),  # by artist, else by id
     }
+
+
+def assign_ids(rows: list[TrackRow], *, taken: set[int] | frozenset[int] = frozenset()) -> list[TrackRow]:
+    """``rows`` (from :func:`folder_tracks`, each with its ``audio_identity``, None where the file could not be
+    read) with a track id and split for each that has none yet: the id of its audio
+    (:func:`core.identity.copy_ids`: the files of one audio numbered in path order, each its own id, none of
+    ``taken``, the ids that ``wavelist update`` keeps), or for an unreadable file the hash of its path (ingest
+    rejects it)."""
+    taken = set(taken) | {row["track_id"] for row in rows if row["track_id"] is not None}
+    by_identity: dict[str, list[str]] = {}
+    for row in rows:
+        if row["track_id"] is None and row.get("audio_identity"):
+            by_identity.setdefault(row["audio_identity"], []).append(row["path"])
+    ids: dict[str, int] = {}
+    for identity, paths in by_identity.items():
+        ids.update(copy_ids(identity, paths, taken))
+    assigned = []
+    for row in rows:
+        if row["track_id"] is None:
+            track_id = ids.get(row["path"]) or hash_id(row["path"])
+            row = {**row, "track_id": track_id, "split": row.get("split") or split_for(track_id)}
+        assigned.append(row)
+    return assigned
 
 
 def with_tags(row: TrackRow, tags: Mapping[str, Any]) -> TrackRow:

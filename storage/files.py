@@ -98,6 +98,23 @@ def read_bytes(path: str | Path) -> bytes:
         return handle.read()
 
 
+def open_binary(path: str | Path) -> IO[bytes]:
+    """A seekable binary handle on the file ``path`` (local or remote), for reading."""
+    if not is_remote(path):
+        return open(path, "rb")
+    return _remote().open(str(path), compression_type="uncompressed")
+
+
+def file_stat(path: str | Path) -> tuple[int, int]:
+    """``(size in bytes, modification time in ns)`` of the file ``path`` (links followed; a remote object's
+    time has the store's resolution)."""
+    if not is_remote(path):
+        found = os.stat(path)
+        return found.st_size, found.st_mtime_ns
+    metadata = _remote().match([str(path)])[0].metadata_list[0]
+    return metadata.size_in_bytes, int(round((metadata.last_updated_in_seconds or 0) * 1e9))
+
+
 def write_bytes(path: str | Path, data: bytes) -> str:
     """Write ``data`` as the file ``path`` (a local file's folders are made); returns ``path``."""
     if is_remote(path):

@@ -16,7 +16,7 @@ from schemas.flags import (PORT, VERBOSE_ENV, FlagParser, one_line_message, real
                            whole)
 
 JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed",
-        "add": "beam_jobs.add_tracks", "evaluate": "model.evaluate"}
+        "add": "beam_jobs.add_tracks", "update": "beam_jobs.update", "evaluate": "model.evaluate"}
 log = logging.getLogger("wavelist")
 
 
@@ -57,7 +57,7 @@ def _quiet_libraries(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
-BEAM_JOBS = ("ingest", "embed", "add")
+BEAM_JOBS = ("ingest", "embed", "add", "update")
 SEED_MAX = 2**32 - 1  # what numpy and scikit-learn take as a random seed
 VARIETY_MAX = 0.99  # variety 1 would ignore similarity altogether
 TENSORFLOW_JOBS = ("train", "evaluate")  # in this process; embed's workers import Keras quietly themselves
@@ -65,6 +65,7 @@ JOB_HELP = {"ingest": "Beam: audio -> log-mel tiles (TFRecord), summary features
             "train": "TensorFlow: train a model on DATA and export its embedders",
             "embed": "Beam: DATA through a model -> track vectors, neighbours, map (TABLES)",
             "add": "Beam: add new audio to existing TABLES without recomputing them",
+            "update": "Beam: bring TABLES in step with their music folder (added, removed, moved, retagged files)",
             "evaluate": "compare models on the same DATA"}
 
 
@@ -196,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     clusters.add_argument("--overwrite", action="store_true", help="replace an earlier clusters --out, whole")
     clusters.add_argument("--format", choices=("table", "json"), default="table")
     clusters.add_argument("--seed", type=whole(0, SEED_MAX), default=0, help="k-means' random seed")
+
+    duplicates = sub.add_parser("duplicates", help="tracks that are one recording in several files (copies, "
+                                                   "re-encodes, copies with silence trimmed or added)")
+    duplicates.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed or update")
+    duplicates.add_argument("--format", choices=("table", "json"), default="table")
 
     mapper = sub.add_parser("map", help="write the interactive 3-D catalogue map as HTML")
     mapper.add_argument("--tables", required=True)
@@ -472,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
             _playlist_command(known)
         elif known.command == "clusters":
             _clusters_command(known)
+        elif known.command == "duplicates":
+            from wavelist.duplicates import main as duplicates_main
+
+            duplicates_main(known.tables, known.format)
         elif known.command == "map":
             _map_command(known)
         elif known.command == "projector":
