@@ -29,10 +29,13 @@ EXTRAS = {
     "evaluate": ["matplotlib==3.11.2"],
     "demo": ["tqdm==4.70.1"],
     "mpd": ["python-mpd2==3.1.1"],
+    "subsonic": ["httpx==0.28.1"],  # wavelist subsonic: playlists into a Subsonic server
     "train": ["tensorboard==2.21.0"],
     "test": ["pytest==9.2.0", "hypothesis==6.170.17", "httpx==0.28.1", "duckdb==2.0.1", "tfrecord==1.14.6",
              "google-cloud-storage==3.17.1", "gcp-storage-emulator==2026.7.19",
-             "psutil==7.2.2"]  # psutil: benchmarks/library.py,
+             # the OpenSubsonic client and the spec's schemas for wavelist serve; a Subsonic server for wavelist subsonic
+             "py-opensonic==10.4.1", "jsonschema==4.26.0", "referencing==0.37.0", "supysonic==0.7.9", "waitress==3.0.2",
+             "psutil==7.2.2"],  # psutil: benchmarks/library.py
 }
 EXTRAS["all"] = sorted({pin for name, pins in EXTRAS.items() if name != "test" for pin in pins})
 

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 
 def stack_new(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """The new tracks' ``(ids, vectors)`` batches -> one ``(ids, vectors)``, rows sorted by id."""
+    """The new tracks' ``(ids, vectors)`` batches -> one ``(ids, vectors)``, rows sorted by id (none: empty)."""
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     _, ids, vectors = stack_block(0, parts)
     return ids, vectors
 
@@ -55,6 +57,8 @@ def old_among_new(old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.
 
 def new_among_old(old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray], k: int):
     """Each new track: its top k among the old tracks of the batch ``old`` (a partial list)."""
+    if not len(new[0]) or not len(old[0]):
+        return
     ids, sims = top_k_cosine(new[1], new[0], old[1], old[0], k)
     yield from ((int(t), (i, s)) for t, i, s in zip(new[0], ids, sims))
 
@@ -166,6 +170,26 @@ def coords_of(table, wanted: list[int]):
         yield row["track_id"], (row["x"], row["y"], row["z"])
 
 
+class PlaceNewTracks(beam.PTransform):
+    """``(new, old, old_map)`` -> map tables of the new tracks, each at the mean position of its
+    :data:`~core.neighbours.MAP_NEIGHBOURS` nearest old tracks (t-SNE is not run again). ``new`` and ``old``
+    are ``(ids, vectors)`` batches, ``old_map`` the old tracks' ``map3d.parquet`` tables."""
+
+    def expand(self, inputs):
+        new, old, old_map = inputs
+        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()
+                                             | "NewMatrix" >> beam.Map(stack_new))
+        nearest = (old | "NewAmongOld" >> beam.FlatMap(new_among_old, new_matrix, MAP_NEIGHBOURS)
+                   | "NearestOld" >> beam.CombinePerKey(MergeTopK(MAP_NEIGHBOURS)))
+        wanted = beam.pvalue.AsSingleton(nearest | "WantedIds" >> beam.FlatMap(lambda pair: pair[1][0].tolist())
+                                         | "Wanted" >> beam.combiners.ToList())
+        old_coords = beam.pvalue.AsDict(old_map | "WantedCoords" >> beam.FlatMap(coords_of, wanted))
+        return (nearest | "Place" >> beam.MapTuple(placed_rows, old_coords)
+                | "PlacedBatches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
+                | "PlacedTable" >> beam.Map(lambda rows: map_table(np.array([t for t, _ in rows], np.int64),
+                                                                   np.array([c for _, c in rows], np.float32))))
+
+
 def check_tables(folder: str, model_id: str, spec: AudioSpec) -> tuple[dict[str, Any], set[int]]:
     """The existing tables' summary and track ids; refuses tables of another model or other audio parameters."""
     files.require_complete(folder, made_by="wavelist embed")
@@ -185,8 +209,9 @@ class AddOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--tables", help="the TABLES to extend, an output of wavelist embed (required); "
-                            "--model must be the model that made them")
+        parser.add_argument("--tables", help="the TABLES to extend (add) or bring in step with the folder "
+                            "(update), an output of wavelist embed (required); --model must be the model that "
+                            "made them")
 
 
 OPTIONS = (AudioDirOptions, AddOptions, ModelOptions)
@@ -214,7 +239,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                         f"({TableFiles.UNDIFFUSED}), which new tracks are diffused against; run wavelist embed again")
     k = old_summary["k"]
     provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict()}
-    runner_flags = [flag for flag in (argv or []) if flag.startswith("--direct_")]
+    runner_flags = common.runner_flags(options, argv)
 
     with files.staged_output(output.out, overwrite=output.overwrite, kind="embed",
                               inputs=[args.tables, model.model, audio_dir]) as staging:
@@ -262,16 +287,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
              | "WriteEmbeddings" >> common.WriteTable(staging, TableFiles.EMBEDDINGS,
                                                       tables.with_metadata(tables.EMBEDDINGS, **provenance)))
         # new tracks join the map beside their 5 nearest old tracks; the old rows are copied as they are
-        nearest = new_side | "NearestOld" >> beam.CombinePerKey(MergeTopK(MAP_NEIGHBOURS))
-        wanted = beam.pvalue.AsSingleton(nearest | "WantedIds" >> beam.FlatMap(lambda pair: pair[1][0].tolist())
-                                         | "Wanted" >> beam.combiners.ToList())
         old_map = pipeline | "ReadOldMap" >> beam.io.ReadFromParquetBatched(
             common.table_pattern(files.join(args.tables, TableFiles.MAP3D)))
-        old_coords = beam.pvalue.AsDict(old_map | "WantedCoords" >> beam.FlatMap(coords_of, wanted))
-        placed = (nearest | "Place" >> beam.MapTuple(placed_rows, old_coords)
-                  | "PlacedBatches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
-                  | "PlacedTable" >> beam.Map(lambda rows: map_table(np.array([t for t, _ in rows], np.int64),
-                                                                     np.array([c for _, c in rows], np.float32))))
+        placed = (new, old, old_map) | "PlaceNew" >> PlaceNewTracks()
         _ = ((old_map, placed) | "AllMap" >> beam.Flatten()
              | "WriteMap" >> common.WriteTable(staging, TableFiles.MAP3D, tables.with_metadata(tables.MAP3D, **provenance)))
         new_rows = (pipeline | "ReadNewTracks" >> beam.io.ReadFromParquetBatched(

@@ -33,13 +33,22 @@ def _all_subclasses(cls: type) -> list[type]:
 
 
 def parse_options(argv: list[str] | None) -> PipelineOptions:
-    """The pipeline options of ``argv``; a flag that neither wavelist nor Beam knows (which Beam would drop
-    with a warning) raises ``ValueError`` naming the closest known flag."""
+    """The pipeline options of ``argv``, every value checked here, in the launching process: a flag that neither
+    wavelist nor Beam knows (which Beam would drop with a warning) raises ``UserError`` naming the closest known
+    flag; a value a flag cannot take (``--k abc``, ``--direct_num_workers`` with no number) raises a one-line
+    ``UserError`` instead of Beam's page of usage."""
     from apache_beam.options.pipeline_options import _BeamArgumentParser
 
-    from schemas.flags import unknown_flags_message
+    from schemas.flags import empty_value, unknown_flags_message
 
-    parser = _BeamArgumentParser(allow_abbrev=False)
+    class OneLineParser(_BeamArgumentParser):
+        def error(self, message: str):  # type: ignore[override]
+            raise UserError(" ".join(message.split()))
+
+    empty = empty_value(argv or [])
+    if empty:
+        raise UserError(empty)
+    parser = OneLineParser(allow_abbrev=False, prog="wavelist")
     for cls in dict.fromkeys(_all_subclasses(PipelineOptions)):
         try:
             cls._add_argparse_args(parser)
@@ -49,7 +58,21 @@ def parse_options(argv: list[str] | None) -> PipelineOptions:
     unknown = [word for word in unknown if word.startswith("-")]
     if unknown:
         raise UserError(unknown_flags_message(unknown, parser._option_string_actions))
-    return PipelineOptions(argv)
+    options = PipelineOptions(argv)
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and not 0 <= workers <= 1024:
+        raise UserError(f"--direct_num_workers {workers}: give a number of worker processes from 1 to 1024 "
+                        "(0: one per core)")
+    return options
+
+
+def runner_flags(options: PipelineOptions, argv: list[str] | None) -> list[str]:
+    """The local runner's flags that ``argv`` gave (``--direct_running_mode``, ``--direct_num_workers``), as
+    ``--flag=value`` whichever way they were written, for a job that runs another job."""
+    given = " ".join(argv or [])
+    direct = options.view_as(DirectOptions)
+    return [f"--{name}={getattr(direct, name)}" for name in ("direct_running_mode", "direct_num_workers")
+            if f"--{name}" in given]
 
 
 def require_flags(options: PipelineOptions, *names: str) -> None:

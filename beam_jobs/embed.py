@@ -33,6 +33,7 @@ from core.neighbours import (DIFFUSION_NEIGHBOURS, DIFFUSION_POWER, MAP_SAMPLE, 
                              smallest_by_rank, sum_by_track, top_k_faiss, tsne_coordinates)
 from core.progress import Progress
 from schemas import tables
+from schemas.flags import real, whole
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
 from schemas.layout import SUMMARY, DataFiles, ModelFiles, TableFiles
@@ -51,25 +52,27 @@ class EmbedOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--data", help="output folder of wavelist ingest (required)")
-        parser.add_argument("--k", type=int, default=50, help="neighbours kept per track")
+        parser.add_argument("--k", type=whole(1, 10_000), default=50, help="neighbours kept per track")
         parser.add_argument("--neighbours", choices=("auto", "exact", "approximate"), default="auto",
                             help=f"exact block top-k, or a faiss IVF index; auto: exact up to "
                             f"{EXACT_LIMIT:,} tracks")
-        parser.add_argument("--nprobe", type=int, default=None,
+        parser.add_argument("--nprobe", type=whole(1, 1_000_000), default=None,
                             help="approximate: inverted lists probed per query (default: the fewest that reach "
                             "--target-recall on 1,000 sampled tracks)")
-        parser.add_argument("--target-recall", "--target_recall", dest="target_recall", type=float, default=0.95,
+        parser.add_argument("--target-recall", "--target_recall", dest="target_recall",
+                            type=real(0.01, 1.0), default=0.95,
                             help="approximate: recall@10 against exact search that the automatic --nprobe must reach")
-        parser.add_argument("--diffusion", type=int, default=DIFFUSION_NEIGHBOURS, metavar="M",
+        parser.add_argument("--diffusion", type=whole(0, 10_000), default=DIFFUSION_NEIGHBOURS, metavar="M",
                             help="graph diffusion: each vector becomes the weighted mean of itself and its M "
                             f"nearest before the neighbour tables are made (default {DIFFUSION_NEIGHBOURS}; 0: off)")
-        parser.add_argument("--diffusion-power", "--diffusion_power", dest="diffusion_power", type=float,
+        parser.add_argument("--diffusion-power", "--diffusion_power", dest="diffusion_power",
+                            type=real(0.0, 100.0),
                             default=None, help="the diffusion's weight of a neighbour: its cosine to this power "
                             f"(default {DIFFUSION_POWER:g})")
         parser.add_argument("--extra-vectors", "--extra_vectors", dest="extra_vectors",
                             help="Parquet file or folder (track_id, vector) of an external embedding (e.g. "
                             "MusiCNN, CLAP, your own model) to join to every track's vector as one more part")
-        parser.add_argument("--extra-weight", "--extra_weight", dest="extra_weight", type=float, default=0.5,
+        parser.add_argument("--extra-weight", "--extra_weight", dest="extra_weight", type=real(0.0, 1.0), default=0.5,
                             help="the extra vectors' share of each cosine, between 0 and 1 (default 0.5)")
 
 
@@ -298,28 +301,69 @@ class TrackVectors(beam.PTransform):
                 | "EmbedGenres" >> embed(GENRES, ModelFiles.GENRE_EMBEDDER))
 
 
-def extra_vector_column(path: str) -> tuple[str, int]:
-    """The vector column of an ``--extra-vectors`` file and the length of its first vector (read on the
-    driver from the first row only); a file wavelist cannot use is a one-line user error."""
+def check_extra_vectors(path: str, catalogue: np.ndarray) -> tuple[str, int]:
+    """The vector column of an ``--extra-vectors`` file and its vectors' length, after every row was checked here,
+    in the launching process, before any pipeline starts (a batch at a time: bounded memory): integer track ids,
+    vectors of one length, finite and not all zero, one for each track of ``catalogue`` (the accepted track ids
+    of DATA). Anything else is a one-line :class:`UserError` naming the file, and the row and track."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     shards = files.table_files(path)
     if not shards:
         raise UserError(f"--extra-vectors {path}: no such Parquet file or folder")
-    try:
-        reader = pq.ParquetFile(io.BytesIO(files.read_bytes(shards[0])) if files.is_remote(shards[0]) else shards[0])
-    except (pa.ArrowException, OSError) as error:
-        raise UserError(f"--extra-vectors {shards[0]}: not a readable Parquet file ({error})") from None
-    names = reader.schema_arrow.names
-    column = next((c for c in tables.EXTRA_VECTOR_COLUMNS if c in names), None)
-    if "track_id" not in names or column is None:
-        raise UserError(f"--extra-vectors {path}: needs the columns track_id and one of "
-                        f"{' or '.join(tables.EXTRA_VECTOR_COLUMNS)}; it has {names}")
-    first = next(reader.iter_batches(batch_size=1, columns=[column]), None)
-    if first is None or first.num_rows == 0:
+    column, dim, seen = None, None, []
+    for shard in shards:
+        try:
+            reader = pq.ParquetFile(io.BytesIO(files.read_bytes(shard)) if files.is_remote(shard) else shard)
+            schema = reader.schema_arrow
+        except (pa.ArrowException, OSError) as error:
+            raise UserError(f"--extra-vectors {shard}: not a readable Parquet file ({error})") from None
+        names = schema.names
+        column = next((c for c in tables.EXTRA_VECTOR_COLUMNS if c in names), None)
+        if "track_id" not in names or column is None:
+            raise UserError(f"--extra-vectors {shard}: needs the columns track_id and one of "
+                            f"{' or '.join(tables.EXTRA_VECTOR_COLUMNS)}; it has {names[:20]}")
+        vector_type = schema.field(column).type
+        if not pa.types.is_integer(schema.field("track_id").type) or not (
+                pa.types.is_list(vector_type) or pa.types.is_large_list(vector_type)
+                or pa.types.is_fixed_size_list(vector_type)) or not (
+                pa.types.is_floating(vector_type.value_type) or pa.types.is_integer(vector_type.value_type)):
+            raise UserError(f"--extra-vectors {shard}: track_id must be integers and {column} lists of numbers; they "
+                            f"are {schema.field('track_id').type} and {vector_type}")
+        row = 0
+        try:
+            for batch in reader.iter_batches(batch_size=8192, columns=["track_id", column]):
+                ids, vectors = batch.column(0), batch.column(1)
+                lengths = pc.fill_null(pc.list_value_length(vectors), -1).to_numpy()
+                dim = dim if dim is not None else max(int(lengths[0]), 1)  # the first vector's length
+                good = (lengths == dim) & ~ids.is_null().to_numpy(zero_copy_only=False)
+                if good.all():
+                    values = pc.list_flatten(vectors).to_numpy(zero_copy_only=False).astype(np.float64)
+                    values = values.reshape(-1, dim)
+                    good = np.isfinite(values).all(axis=1) & values.any(axis=1)
+                if not good.all():
+                    at = int(np.argmin(good))
+                    raise UserError(f"--extra-vectors {shard} row {row + at + 1} (track {ids[at].as_py()}): the "
+                                    f"vector is not {dim} finite numbers, not all zero")
+                seen.append(ids.to_numpy())
+                row += len(batch)
+        except (pa.ArrowException, OSError) as error:
+            raise UserError(f"--extra-vectors {shard}: not a readable Parquet file ({error})") from None
+    if dim is None:
         raise UserError(f"--extra-vectors {path}: holds no rows")
-    return column, len(first.column(0)[0])
+    given = np.concatenate(seen) if seen else np.zeros(0, np.int64)
+    ids, counts = np.unique(given[np.isin(given, catalogue)], return_counts=True)
+    if (counts > 1).any():
+        raise UserError(f"--extra-vectors {path}: {counts.max()} vectors for track {ids[np.argmax(counts)]}; every "
+                        "track of the catalogue needs exactly one")
+    missing = np.setdiff1d(catalogue, ids)
+    if len(missing):
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise UserError(f"--extra-vectors {path}: 0 vectors for track {missing[0]}{more}; every track of the "
+                        "catalogue needs exactly one")
+    return column, dim
 
 
 def extra_rows(table, path: str, column: str, dim: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -947,11 +991,14 @@ class EmbedTail(beam.PTransform):
     def __init__(self, *, staging: str, tracks_file: str, provenance: dict[str, Any], k: int,
                  approximate: bool = False, nprobe: int | None = None, target_recall: float = 0.95,
                  map_sample: int = MAP_SAMPLE, diffusion: int = DIFFUSION_NEIGHBOURS,
-                 diffusion_power: float = DIFFUSION_POWER):
+                 diffusion_power: float = DIFFUSION_POWER, stacked: bool = False,
+                 map_transform: beam.PTransform | None = None):
         super().__init__()
         self._staging, self._tracks_file, self._provenance, self._k = staging, tracks_file, provenance, k
         self._approximate, self._nprobe, self._target_recall = approximate, nprobe, target_recall
         self._map_sample, self._diffusion, self._diffusion_power = map_sample, diffusion, diffusion_power
+        self._stacked = stacked  # the input is already ``(ids, vectors)`` batches (wavelist update's stored vectors)
+        self._map = map_transform  # final batches -> map tables; default: a t-SNE (:class:`MapCoordinates`)
         self.report = None
 
     def _search(self, k: int, file: str = INDEX_FILE) -> beam.PTransform:
@@ -962,7 +1009,7 @@ class EmbedTail(beam.PTransform):
 
     def expand(self, vectors):
         staging, provenance = self._staging, self._provenance
-        batches = vectors | "Vectors" >> StackVectors(VECTOR_BATCH)
+        batches = vectors if self._stacked else vectors | "Vectors" >> StackVectors(VECTOR_BATCH)
         if self._diffusion:  # the vectors before it are kept: wavelist add diffuses new tracks against them
             _ = (batches | "UndiffusedTables" >> beam.Map(embedding_table)
                  | "WriteUndiffused" >> common.WriteTable(staging, TableFiles.UNDIFFUSED,
@@ -978,7 +1025,7 @@ class EmbedTail(beam.PTransform):
         _ = (lists | "NeighbourTables" >> beam.FlatMap(neighbour_tables, TRACKS_PER_ROW_GROUP)
              | "WriteNeighbours" >> common.WriteTable(staging, TableFiles.NEIGHBOURS,
                                                       tables.with_metadata(tables.NEIGHBOURS, **provenance)))
-        _ = (batches | "Map" >> MapCoordinates(self._map_sample)
+        _ = (batches | "Map" >> (self._map or MapCoordinates(self._map_sample))
              | "WriteMap" >> common.WriteTable(staging, TableFiles.MAP3D,
                                                tables.with_metadata(tables.MAP3D, **provenance)))
         _ = (batches | "Tracks" >> EmbeddedTracks(self._tracks_file)
@@ -992,7 +1039,7 @@ class ModelOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--model", help="output folder of wavelist train (required)")
-        parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=256,
+        parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=whole(1, 65_536), default=256,
                             help="tiles per model call")
 
 
@@ -1010,9 +1057,25 @@ def build_pipeline(pipeline, *, data: str, model_dir: str, staging: str, spec: A
                      approximate=approximate, nprobe=nprobe, target_recall=target_recall, diffusion=diffusion,
                      diffusion_power=diffusion_power)
     _ = vectors | "Tail" >> tail
-    if approximate:
+    write_tail_report(tail, staging)
+
+
+def write_tail_report(tail: EmbedTail, staging: str) -> None:
+    """Write an approximate :class:`EmbedTail`'s recall report into ``staging`` (read by :func:`finish_tail`)."""
+    if tail.report is not None:
         _ = tail.report | "WriteReport" >> beam.Map(
             lambda report: files.write_text(posixpath.join(staging, NEIGHBOUR_REPORT), json.dumps(report)))
+
+
+def finish_tail(staging: str, approximate: bool) -> dict[str, Any]:
+    """After :class:`EmbedTail` ran into ``staging``: its neighbour report (approximate: the recall measured;
+    exact: recall 1), with the staged report and index files deleted."""
+    report_file = files.join(staging, NEIGHBOUR_REPORT)
+    report = files.read_json(report_file) if approximate else {"mode": "exact", "recall@10": 1.0}
+    for staged in (report_file, files.join(staging, INDEX_FILE), files.join(staging, DIFFUSION_INDEX_FILE)):
+        if FileSystems.exists(staged):
+            FileSystems.delete([staged])
+    return report
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
@@ -1033,7 +1096,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if args.extra_vectors:
         if not 0.0 < args.extra_weight < 1.0:
             raise UserError(f"--extra-weight {args.extra_weight}: give a share between 0 and 1")
-        column, dim = extra_vector_column(args.extra_vectors)
+        catalogue = files.read_parquet(files.join(args.data, DataFiles.TRACKS), ["track_id", "status"],
+                                       made_by="wavelist ingest")
+        ok = catalogue["status"].to_numpy(zero_copy_only=False) == "ok"
+        column, dim = check_extra_vectors(args.extra_vectors, catalogue["track_id"].to_numpy()[ok])
         extra = JoinExtraVectors(args.extra_vectors, column, dim, args.extra_weight)
         provenance["extra_vectors"] = {"file": args.extra_vectors, "dim": dim, "weight": args.extra_weight}
     if args.diffusion < 0:
@@ -1048,7 +1114,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
              "approximate" if approximate else "exact")
 
     with files.staged_output(output.out, overwrite=output.overwrite, kind="embed",
-                              inputs=[args.data, model.model]) as staging:
+                              inputs=[args.data, model.model, args.extra_vectors]) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         model_dir = model.model if files.is_remote(model.model) else str(Path(model.model).resolve())
         build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
@@ -1057,7 +1123,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                        extra=extra, diffusion=args.diffusion, diffusion_power=power)
         common.run_pipeline(pipeline)
         embedded = files.parquet_num_rows(files.join(staging, TableFiles.EMBEDDINGS))
-        report_file = files.join(staging, NEIGHBOUR_REPORT)
         summary = {
             "model_id": info.model_id,
             "tracks_in_data": accepted,
@@ -1065,14 +1130,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             "neighbour_rows": files.parquet_num_rows(files.join(staging, TableFiles.NEIGHBOURS)),
             "k": args.k,
             **{key: provenance[key] for key in ("extra_vectors", "diffusion") if key in provenance},
-            "neighbours": (files.read_json(report_file) if approximate
-                           else {"mode": "exact", "recall@10": 1.0}),
+            "neighbours": finish_tail(staging, approximate),
         }
-        if FileSystems.exists(report_file):
-            FileSystems.delete([report_file])
-        for index_file in (files.join(staging, INDEX_FILE), files.join(staging, DIFFUSION_INDEX_FILE)):
-            if FileSystems.exists(index_file):
-                FileSystems.delete([index_file])
         files.write_text(files.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     log.info("embed: %d tracks embedded -> %s", embedded, output.out)
     return summary

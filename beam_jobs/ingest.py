@@ -34,7 +34,7 @@ from schemas.audio import AudioSpec, DEFAULT_AUDIO_SPEC
 from schemas.errors import UserError
 from schemas.layout import SPLITS, SUMMARY, DataFiles
 from schemas.tile_example import TILE_COMPRESSION_BEAM, TILE_FILE_SUFFIX, TILES_FOLDER, encode_tile
-from storage import files
+from storage import files, text_files
 
 log = logging.getLogger(__name__)
 CATALOGUE_FILE = DataFiles.CATALOGUE
@@ -71,7 +71,7 @@ class AudioDirOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument("--audio-dir", "--audio_dir", dest="audio_dir",
                             help="audio folder, local or gs://, taken literally: FMA's fma_small etc., or any "
-                            "folder of audio (wavelist add: the new audio)")
+                            "folder of audio (wavelist add: the new audio; wavelist update: the library as it is now)")
 
 
 OPTIONS = (AudioDirOptions, IngestOptions)
@@ -80,7 +80,8 @@ OPTIONS = (AudioDirOptions, IngestOptions)
 def read_catalogue(args: IngestOptions, audio_dir: str | None
                    ) -> tuple[list[TrackRow], list[dict[str, Any]], str]:
     """Rows of the catalogue the flags name, rejects found before any audio is read (duplicate ids and
-    files, labels outside the folder, broken links), and a description."""
+    files, labels outside the folder, broken links), and a description. A folder's files are read once here,
+    for the identity of their audio, which gives their track ids (:func:`identified`)."""
     rejects: list[dict[str, Any]] = []
     if args.fma_metadata:
         if not audio_dir:
@@ -91,28 +92,84 @@ def read_catalogue(args: IngestOptions, audio_dir: str | None
         require_fma_audio(rows, audio_dir, tracks_csv)
         source = f"{tracks_csv} (subset {args.subset})"
     elif audio_dir or args.audio_glob:
-        root = (audio_dir or cat.glob_root(args.audio_glob)).rstrip("/")
-        if audio_dir and not files.is_remote(root):
-            if not Path(root).is_dir():
-                raise FileNotFoundError(f"--audio-dir {root} is not a folder")
-            paths, rejects = cat.walk_audio_folder(root)
-        else:  # a folder is taken literally: only --audio-glob is a pattern
-            pattern = args.audio_glob or posixpath.join(cat.escape_glob(root), "**")
-            paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-        labels = None
-        if args.labels_csv:
-            with files.open_text(args.labels_csv) as handle:
-                labels = cat.read_labels(handle, source=args.labels_csv)
-        rows, found_rejects = cat.folder_tracks(paths, root=root, labels=labels,
-                                                keep_unmatched_labels=not args.audio_glob)
-        rejects += found_rejects
-        source = args.audio_glob or root
+        rows, rejects, source = folder_catalogue(audio_dir, args.audio_glob, args.labels_csv)
+        rows = cat.assign_ids(identified(with_file_stats(rows)))
     else:
         raise UserError("give a catalogue: --fma-metadata DIR --audio-dir DIR, or --audio-dir DIR, or --audio-glob GLOB")
     if not rows and not rejects:
         raise UserError(f"{source} holds no audio track to ingest")
     rows, duplicates = cat.drop_duplicate_ids(rows)
     return rows, rejects + duplicates, source
+
+
+def folder_catalogue(audio_dir: str | None, audio_glob: str | None, labels_csv: str | None
+                     ) -> tuple[list[TrackRow], list[dict[str, Any]], str]:
+    """The rows of a folder's (or a glob's) audio files, labelled from ``labels_csv``, before their ids
+    (:func:`core.catalogue.folder_tracks`), the rejects found without reading audio, and the source's name."""
+    rejects: list[dict[str, Any]] = []
+    root = (audio_dir or cat.glob_root(audio_glob)).rstrip("/")
+    if audio_dir and not files.is_remote(root):
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"--audio-dir {root} is not a folder")
+        paths, rejects = cat.walk_audio_folder(root)
+    else:  # a folder is taken literally: only --audio-glob is a pattern
+        pattern = audio_glob or posixpath.join(cat.escape_glob(root), "**")
+        paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    labels = None
+    if labels_csv:
+        with text_files.open_text(labels_csv) as handle:
+            labels = cat.read_labels(handle, source=labels_csv)
+    rows, found_rejects = cat.folder_tracks(paths, root=root, labels=labels, keep_unmatched_labels=not audio_glob)
+    return rows, rejects + found_rejects, audio_glob or root
+
+
+IDENTIFY_THREADS = 8  # files read at once for their identity: the reads wait on the disk or the network
+
+
+def _stat(row: TrackRow) -> dict[str, Any]:
+    path = cat.readable_path(row)
+    try:
+        size, mtime_ns = files.file_stat(path)
+    except (OSError, IndexError):  # missing (a labels row naming no file), unreadable: ingest rejects it
+        return {**row, "file_size": None, "file_mtime_ns": None}
+    return {**row, "file_size": size, "file_mtime_ns": mtime_ns, "real_path": cat.real_path(path)}
+
+
+def _identify(row: TrackRow) -> TrackRow:
+    from core.identity import audio_identity
+
+    try:
+        with files.open_binary(cat.readable_path(row)) as handle:
+            return {**row, "audio_identity": audio_identity(handle)}
+    except OSError:  # ingest's worker says why when it reads the file
+        return {**row, "audio_identity": None}
+
+
+def _threaded(function, rows: list[TrackRow]) -> list[TrackRow]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    if files.is_remote(rows[0]["path"] if rows else "") or len(rows) > 64:
+        with ThreadPoolExecutor(IDENTIFY_THREADS) as pool:
+            return list(pool.map(function, rows))
+    return [function(row) for row in rows]
+
+
+def with_file_stats(rows: list[TrackRow]) -> list[TrackRow]:
+    """``rows`` with each file's ``file_size``, ``file_mtime_ns`` (None where the file cannot be found) and
+    ``real_path`` (:func:`core.catalogue.real_path`: where a link leads)."""
+    if rows and not files.is_remote(rows[0]["path"]):
+        return [_stat(row) for row in rows]  # a local stat is too quick to share out
+    return _threaded(_stat, rows)
+
+
+def identified(rows: list[TrackRow]) -> list[TrackRow]:
+    """``rows`` with the ``audio_identity`` of each file (:func:`core.identity.audio_identity`), read by
+    :data:`IDENTIFY_THREADS` threads; None where the file cannot be read."""
+    start = time.monotonic()
+    found = _threaded(_identify, rows)
+    if rows:
+        log.info("ingest: identified the audio of %d files in %.1f s", len(rows), time.monotonic() - start)
+    return found
 
 
 def require_fma_audio(rows: list[TrackRow], audio_dir: str, tracks_csv: str) -> None:
@@ -181,12 +238,17 @@ class AnalyseTrackFn(beam.DoFn):
                 raise audio.AudioError("read", "file not found")
             else:
                 source = path
+                row = {**row, "real_path": cat.real_path(path)}  # the file read: a player checks it is still there
             row = cat.with_tags(row, read_tags(source))  # tags are optional: broken ones give {}
             stage = "decode"
             analysis = audio.analyse_source(source, self._spec)
         except audio.AudioError as error:
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(self.REJECTS, (row, error.stage, error.reason))
+            return
+        except OSError as error:  # the system refused the file (a name too long, no permission): said, no traceback
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(self.REJECTS, (row, stage, error.strerror or type(error).__name__))
             return
         except Exception as error:  # any other failure of one file (a vanished object, ...) rejects that file
             self._rejected.inc()
@@ -330,28 +392,36 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     spec = spec.with_budget(spec.excerpts if args.excerpts is None else args.excerpts,
                             spec.excerpt_tiles if args.excerpt_tiles is None else args.excerpt_tiles)
     rows, duplicates, source = read_catalogue(args, audio_dir)
-    inputs = len(rows) + len(duplicates)
+    return ingest_rows(rows, duplicates, source=source, out=output.out, overwrite=output.overwrite,
+                       inputs=input_paths, options=options, argv=argv, test_pipeline=test_pipeline, spec=spec)
+
+
+def ingest_rows(rows: list[TrackRow], rejects: list[dict[str, Any]], *, source: str, out: str, options: PipelineOptions,
+                argv: list[str] | None, overwrite: bool = False, inputs: list[str | None] | None = None,
+                test_pipeline: beam.Pipeline | None = None, spec: AudioSpec = DEFAULT_AUDIO_SPEC) -> dict[str, Any]:
+    """Analyse catalogue ``rows`` (with their ids) into the DATA folder ``out``; ``rejects`` are those found
+    before any audio was read. Returns the summary it also writes to ``OUT/summary.json``."""
+    inputs_count = len(rows) + len(rejects)
     log.info("ingest: %d tracks from %s (%d rejected before reading: duplicates, outside, broken links)",
-             inputs, source, len(duplicates))
+             inputs_count, source, len(rejects))
     try:
-        with files.staged_output(output.out, overwrite=output.overwrite, kind="ingest",
-                                  inputs=input_paths) as staging:
+        with files.staged_output(out, overwrite=overwrite, kind="ingest", inputs=inputs or []) as staging:
             catalogue_file = files.write_lines(files.join(staging, CATALOGUE_FILE), map(json.dumps, rows))
             pipeline = test_pipeline or common.make_pipeline(options, argv)
-            build_pipeline(pipeline, catalogue_file, staging, spec, duplicates, total=len(rows))
+            build_pipeline(pipeline, catalogue_file, staging, spec, rejects, total=len(rows))
             result = pipeline.run()
             if options.view_as(TestOptions).dry_run:
                 raise common.DryRun()
             result.wait_until_finish()
             FileSystems.delete([catalogue_file])
             files.save_audio_spec(staging, spec)
-            summary = summarise(staging, inputs)
+            summary = summarise(staging, inputs_count)
             files.write_text(files.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")
     except common.DryRun:
         log.info("dry run: the job graph was built and validated; nothing was submitted or written")
-        return {"dry_run": True, "inputs": inputs}
+        return {"dry_run": True, "inputs": inputs_count}
     log.info("ingest: %d accepted, %d rejected, %d tiles -> %s",
-             summary["accepted"], summary["rejected"], summary["tiles"], output.out)
+             summary["accepted"], summary["rejected"], summary["tiles"], out)
     return summary
 
 

@@ -10,8 +10,11 @@ from typing import Any, Iterable, Mapping, TextIO
 
 import pandas as pd
 
+from core.identity import copy_ids, fma_layout_id
 from schemas.errors import UserError
+from schemas.flags import shown
 from schemas.layout import SPLITS
+from storage.text_files import UserText
 
 FMA_SPLIT_NAMES = {"training": "train", "validation": "validation", "test": "test"}
 FMA_SUBSETS = ("small", "medium", "large")
@@ -224,9 +227,11 @@ def is_audio_path(path: str) -> bool:
 
 
 def track_id_for(relative_path: str) -> int:
-    """A file named like FMA's ``000002.mp3`` keeps its number; any other path gets a hash id."""
-    stem = posixpath.splitext(posixpath.basename(relative_path))[0]
-    return int(stem) if _ascii_digits(stem) and len(stem) <= 18 else hash_id(relative_path)
+    """The id of a file known by its path alone: a file in FMA's own layout (``000/000002.mp3``) keeps its number,
+    any other path gets a hash of it. Tracks of a folder take their ids from their audio instead
+    (:func:`assign_ids`); this id is for what has no audio to read (rejects, a labels row naming no file)."""
+    number = fma_layout_id(relative_path)
+    return hash_id(relative_path) if number is None else number
 
 
 def read_labels(handle: TextIO, *, source: str = "labels.csv") -> list[tuple[str, dict[str, Any]]]:
@@ -238,18 +243,38 @@ def read_labels(handle: TextIO, *, source: str = "labels.csv") -> list[tuple[str
     ``album``, ``album_artist``, ``track_number`` and the MusicBrainz recording, artist and album ids); others
     are ignored.
     """
-    reader = csv.DictReader(handle)
-    if reader.fieldnames is None or "path" not in reader.fieldnames:
-        raise CatalogueError(f"{source} needs a 'path' column (found {reader.fieldnames})")
+    text = UserText(handle, source)
+
+    def too_long(number: int) -> None:
+        raise CatalogueError(f"{source} line {number}: longer than {text.limit:,} characters; is it a labels CSV?")
+
+    reader = csv.reader(text.lines(too_long))
+    header: list[str] | None = None
     labels: list[tuple[str, dict[str, Any]]] = []
-    for line, row in enumerate(reader, start=2):
+    while True:
+        line = text.line + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:  # a field over 131,072 characters (csv.field_size_limit), an unclosed quote
+            raise CatalogueError(f"{source} line {line}: not CSV ({error}; an unclosed quote?)") from None
+        if not cells:
+            continue
+        if header is None:
+            header = cells
+            if "path" not in header:
+                raise CatalogueError(f"{source} needs a 'path' column (found {[shown(c) for c in header[:20]]})")
+            continue
+        row = dict(zip(header, cells))
         values: dict[str, Any] = {k: (row.get(k) or "").strip() or None for k in LABEL_COLUMNS}
         for key in INTEGER_LABELS:
             if values[key] is not None:
-                try:
-                    values[key] = int(values[key])
-                except ValueError:
-                    raise CatalogueError(f"{source} line {line}: {key} {values[key]!r} is not an integer") from None
+                number = values[key][1:] if values[key][:1] in "+-" else values[key]
+                if not number.isdecimal() or len(number.lstrip("0")) > 19 or not -2**63 <= int(values[key]) < 2**63:
+                    raise CatalogueError(f"{source} line {line}: {key} {values[key][:40]!r} is not an integer (of "
+                                         "64 bits)")
+                values[key] = int(values[key])
         if values["track_number"] is not None and not 0 < values["track_number"] <= MAX_TRACK_NUMBER:
             raise CatalogueError(f"{source} line {line}: track_number {values['track_number']} is not between 1 and "
                                  f"{MAX_TRACK_NUMBER:,}")
@@ -258,7 +283,11 @@ def read_labels(handle: TextIO, *, source: str = "labels.csv") -> list[tuple[str
             path = path[2:]
         if not path:
             raise CatalogueError(f"{source} line {line}: empty path")
+        if "\x00" in path:
+            raise CatalogueError(f"{source} line {line}: the path holds a NUL character, which no file name can")
         labels.append((path, values))
+    if header is None:
+        raise CatalogueError(f"{source} needs a 'path' column (it is empty)")
     return labels
 
 
@@ -322,6 +351,15 @@ def folder_tracks(paths: Iterable[str], *, root: str, labels: Labels | None = No
     return _drop_same_files(rows, rejects)
 
 
+def real_path(path: str) -> str | None:
+    """The file the local ``path`` leads to, links followed, where that differs from ``path`` made absolute
+    (shown escaped where it is not UTF-8); None where it is the same, and for a URL."""
+    if "://" in path:
+        return None
+    real = os.path.realpath(path)
+    return safe_text(real) if real != os.path.abspath(path) else None
+
+
 def readable_path(row: TrackRow) -> str:
     """The path to open for ``row``: ``path``, or the name ``source`` keeps when it is not UTF-8."""
     return os.fsdecode(bytes.fromhex(row["source"])) if row.get("source") else row["path"]
@@ -339,27 +377,53 @@ def _drop_same_files(rows: list[TrackRow], rejects: list[dict[str, Any]]) -> tup
         own = [r for r in named if os.path.abspath(readable_path(r)) == real]
         first = own[0] if own else named[0]
         kept.append(first)
-        rejects += [{"track_id": r["track_id"], "path": r["path"], "stage": "catalogue",
+        rejects += [{"track_id": r["track_id"] if r["track_id"] is not None else hash_id(r["path"]), "path": r["path"],
+                     "stage": "catalogue",
                      "reason": f"duplicate: the same file as {first['path']}"} for r in named if r is not first]
     return kept, rejects
 
 
 def _folder_row(path: str, relative: str, label: dict[str, Any]) -> TrackRow:
     """A catalogue row; ``path`` is shown escaped where the file name is not UTF-8, and ``source`` then keeps
-    the name to open (see :func:`readable_path`)."""
-    track_id = label["track_id"] if label.get("track_id") is not None else track_id_for(relative)
+    the name to open (see :func:`readable_path`). Its ``track_id`` is the labels CSV's, else the number of a
+    file in FMA's layout, else None until :func:`assign_ids` gives it the id of its audio."""
+    track_id = label["track_id"] if label.get("track_id") is not None else fma_layout_id(relative)
     shown = safe_text(path)
     return {  # the name's raw bytes in hex: a runner's coders take only valid UTF-8 text
         **({"source": os.fsencode(path).hex()} if shown != path else {}),
-        "track_id": int(track_id),
+        "track_id": None if track_id is None else int(track_id),
         "path": shown,
         "genre": label.get("genre"),
         "artist_id": label.get("artist_id"),
         "artist": label.get("artist"),
         "title": label.get("title"),  # else the tags' title, else the file name (with_tags)
         **{k: label.get(k) for k in TAG_LABELS},  # else the tags' (with_tags)
-        "split": split_for(int(track_id), label.get("artist_id"), label.get("artist")),
+        "split": None if track_id is None and label.get("artist_id") is None and not label.get("artist")
+        else split_for(int(track_id or 0), label.get("artist_id"), label.get("artist")),  # by artist, else by id
     }
+
+
+def assign_ids(rows: list[TrackRow], *, taken: set[int] | frozenset[int] = frozenset()) -> list[TrackRow]:
+    """``rows`` (from :func:`folder_tracks`, each with its ``audio_identity``, None where the file could not be
+    read) with a track id and split for each that has none yet: the id of its audio
+    (:func:`core.identity.copy_ids`: the files of one audio numbered in path order, each its own id, none of
+    ``taken``, the ids that ``wavelist update`` keeps), or for an unreadable file the hash of its path (ingest
+    rejects it)."""
+    taken = set(taken) | {row["track_id"] for row in rows if row["track_id"] is not None}
+    by_identity: dict[str, list[str]] = {}
+    for row in rows:
+        if row["track_id"] is None and row.get("audio_identity"):
+            by_identity.setdefault(row["audio_identity"], []).append(row["path"])
+    ids: dict[str, int] = {}
+    for identity, paths in by_identity.items():
+        ids.update(copy_ids(identity, paths, taken))
+    assigned = []
+    for row in rows:
+        if row["track_id"] is None:
+            track_id = ids.get(row["path"]) or hash_id(row["path"])
+            row = {**row, "track_id": track_id, "split": row.get("split") or split_for(track_id)}
+        assigned.append(row)
+    return assigned
 
 
 def with_tags(row: TrackRow, tags: Mapping[str, Any]) -> TrackRow:

@@ -7,6 +7,7 @@ DATA and MODEL may be local or gs:// folders (copied here first). Writes ``REPOR
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from dataclasses import dataclass
@@ -17,8 +18,7 @@ import numpy as np
 
 from core import vectors as recipe
 from core.neighbours import DIFFUSION_NEIGHBOURS, diffuse_exact
-from schemas.errors import UserError
-from schemas.flags import FlagParser
+from schemas.flags import FlagParser, whole
 from schemas.layout import DataFiles, ModelFiles
 from schemas.model_info import FEATURES, GENRES
 from storage import files
@@ -201,17 +201,21 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The flags of ``wavelist evaluate``, checked (a mistake is one line, exit 2)."""
     parser = FlagParser(prog="wavelist evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="output folder of wavelist ingest")
     parser.add_argument("--models", required=True, nargs="+", help="model folders to compare")
     parser.add_argument("--out", required=True, type=Path, help="report folder")
-    parser.add_argument("--diffusion", type=int, default=DIFFUSION_NEIGHBOURS, metavar="M",
+    parser.add_argument("--diffusion", type=whole(0, 10_000), default=DIFFUSION_NEIGHBOURS, metavar="M",
                         help=f"diffuse the track vectors over their M nearest, as wavelist embed does (default "
                         f"{DIFFUSION_NEIGHBOURS}; 0: off)")
-    args = parser.parse_args(argv)
-    if args.diffusion < 0:
-        raise UserError(f"--diffusion {args.diffusion}: give a number of neighbours, or 0 for none")
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    files.check_inputs(args.out, [args.data, *args.models])
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with files.read_locally(args.data) as data_dir:

@@ -30,7 +30,7 @@ from core import vectors as recipe
 from core.progress import Progress
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
-from schemas.flags import FlagParser
+from schemas.flags import FlagParser, real, whole
 from schemas.layout import DataFiles, ModelFiles
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 from storage import files
@@ -66,18 +66,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", choices=KINDS, default="contrastive",
                         help="kind of model (default: contrastive, which needs no labels and gave the best "
                         "neighbours; see benchmarks/RESULTS.md)")
-    parser.add_argument("--epochs", type=int, help="training epochs (default: 30 for cnn and autoencoder; contrastive: 20, "
+    parser.add_argument("--epochs", type=whole(1, 100_000),
+                        help="training epochs (default: 30 for cnn and autoencoder; contrastive: 20, "
                         "more for catalogues of over 64,000 tiles, see contrastive_epochs)")
-    parser.add_argument("--budget-minutes", type=float, default=DEFAULT_BUDGET_MINUTES,
+    parser.add_argument("--budget-minutes", type=real(0.0, 525_600.0), default=DEFAULT_BUDGET_MINUTES,
                         help="stop training before an epoch that would end after this many minutes (default 60)")
-    parser.add_argument("--steps-per-epoch", type=int, default=50, help="contrastive: pair batches per epoch")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--tiles-in-memory-gb", type=float, default=DEFAULT_TILES_IN_MEMORY_GB, metavar="GB",
+    parser.add_argument("--steps-per-epoch", type=whole(1, 10_000_000), default=50,
+                        help="contrastive: pair batches per epoch")
+    parser.add_argument("--batch-size", type=whole(2, 65_536), default=64)
+    parser.add_argument("--tiles-in-memory-gb", type=real(0.0, 1e6), default=DEFAULT_TILES_IN_MEMORY_GB,
+                        metavar="GB",
                         help="contrastive: hold the tiles in memory up to this size; a larger catalogue's are read from "
                         f"the shards at each pass (default {DEFAULT_TILES_IN_MEMORY_GB:g})")
-    parser.add_argument("--patience", type=int, default=5, help="early stopping on validation loss")
-    parser.add_argument("--temperature", type=float, default=0.1, help="contrastive: NT-Xent temperature")
-    parser.add_argument("--summary-view", type=float, default=DEFAULT_SUMMARY_VIEW, metavar="W",
+    parser.add_argument("--patience", type=whole(0, 100_000), default=5, help="early stopping on validation loss")
+    parser.add_argument("--temperature", type=real(1e-3, 100.0), default=0.1, help="contrastive: NT-Xent temperature")
+    parser.add_argument("--summary-view", type=real(0.0, 1e3), default=DEFAULT_SUMMARY_VIEW, metavar="W",
                         help="contrastive: each tile also learns to find its track's whole-clip summary statistics "
                         f"among the batch's, with this weight (default {DEFAULT_SUMMARY_VIEW:g}; 0: tile pairs only)")
     parser.add_argument("--no-features", action="store_true",
@@ -85,18 +88,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-genres", action="store_true",
                         help="contrastive: no genre part even when the catalogue has enough labelled tracks "
                         "(the vector then comes from the audio and label-free training alone)")
-    parser.add_argument("--min-genre-tracks", type=int, default=None, metavar="N",
+    parser.add_argument("--min-genre-tracks", type=whole(1, 10_000_000), default=None, metavar="N",
                         help="contrastive: labelled tracks (outside the test split) a genre needs to count for the genre part "
                         "(default: model.genre_part.MIN_GENRE_TRACKS, 5)")
-    parser.add_argument("--genre-weight", type=float, default=None, metavar="W",
+    parser.add_argument("--genre-weight", type=real(), default=None, metavar="W",
                         help="contrastive: give the genre part this share of the cosine (between 0 and 1), whatever "
                         "its labels' measured worth (default: from the worth, see model.genre_part.weight_for)")
     parser.add_argument("--init-from", type=Path, metavar="MODEL",
                         help="cnn: start the encoder from a trained contrastive (or cnn) model, then fine-tune")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=real(1e-9, 10.0), default=1e-3)
     parser.add_argument("--no-augment", action="store_true",
                         help="cnn: train without spectrogram augmentation (gain, frequency and time masks, roll)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=whole(0, 2**32 - 1), default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@ listener's profile from their history. All from the Parquet tables alone."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,20 +46,24 @@ def alchemy(tables: Tables, add: list[int], subtract: list[int] = (), n: int = 2
     return _ranked(tables, direction, plus + minus, n, variety=variety, max_per_artist=max_per_artist)
 
 
-def profile(tables: Tables, history: list[int], n: int = 50, *, half_life: float = 20.0, variety: float = 0.0,
-            max_per_artist: int | None = None) -> list[Entry]:
+def profile(tables: Tables, history: Sequence[int] | np.ndarray, n: int = 50, *, half_life: float = 20.0,
+            variety: float = 0.0, max_per_artist: int | None = None) -> list[Entry]:
     """A playlist for a listener from ``history`` (track ids, oldest play first): the tracks nearest to the
     weighted mean of the played tracks' vectors, a play ``half_life`` plays older counting half as much; every
     played track left out. ``similarity`` is to that taste vector."""
-    if not history:
+    if not len(history):
         raise UserError("the listening history is empty")
     if not half_life > 0:
         raise UserError(f"--half-life must be above 0, got {half_life}")
-    rows = [tables.row(i) for i in history]
+    rows = tables.rows_of(np.asarray(history, dtype=np.int64))
+    if (rows < 0).any():
+        tables.row(int(np.asarray(history)[np.argmax(rows < 0)]))  # raises UnknownTrack, with suggestions
     age = np.arange(len(rows))[::-1]  # 0 for the latest play
-    weights = 0.5 ** (age / half_life)
-    taste = _unit((weights[:, None] * tables.vectors[rows]).sum(axis=0), "the listening profile")
-    return _ranked(tables, taste, sorted(set(rows)), n, variety=variety, max_per_artist=max_per_artist)
+    # summed per track, so that memory grows with the catalogue, not with the history
+    weights = np.bincount(rows, weights=0.5 ** (age / half_life), minlength=len(tables.ids))
+    played = np.flatnonzero(np.bincount(rows, minlength=len(tables.ids)))
+    taste = _unit(weights[played] @ tables.vectors[played], "the listening profile")
+    return _ranked(tables, taste, played.tolist(), n, variety=variety, max_per_artist=max_per_artist)
 
 
 @dataclass(frozen=True)
@@ -113,13 +118,15 @@ CLUSTERS_FILE = "clusters.parquet"  # clusters --out: track_id, cluster, name, r
 
 def write_clusters(tables: Tables, found: list[Cluster], out: str | Path) -> Path:
     """``out/clusters.parquet`` (track_id, cluster, name, rank, similarity to the centroid) and one M3U8 per
-    cluster, ``out/NN-<name>.m3u8``."""
+    cluster, ``out/NN-<name>.m3u8`` (its name's words, lower case, made safe and bounded:
+    :func:`storage.files.safe_file_names`)."""
     import re
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from playlists.output import m3u, playlist_rows
+    from storage.files import safe_file_names
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +135,7 @@ def write_clusters(tables: Tables, found: list[Cluster], out: str | Path) -> Pat
     schema = pa.schema([("track_id", pa.int64()), ("cluster", pa.int32()), ("name", pa.string()),
                         ("rank", pa.int32()), ("similarity", pa.float32())])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / CLUSTERS_FILE)
-    for c in found:
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", c.name).strip("-").lower()
-        (out / f"{c.number:02d}-{slug}.m3u8").write_text(m3u(playlist_rows(tables, c.entries)) + "\n", encoding="utf-8")
+    slugs = [f"{c.number:02d}-" + re.sub(r"\W+", "-", c.name).strip("-_").lower() for c in found]
+    for c, name in zip(found, safe_file_names(slugs, ".m3u8")):
+        (out / name).write_text(m3u(playlist_rows(tables, c.entries)) + "\n", encoding="utf-8")
     return out

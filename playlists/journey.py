@@ -126,6 +126,7 @@ def journey_via(tables: Tables, stops: list[int], n: int = 20, *, band: int = 40
         raise UserError("a journey's stops must be different tracks")
     if n < len(stops):
         raise UserError(f"a journey through {len(stops)} stops needs -n {len(stops)} or more")
+    n = min(n, max(len(tables), len(stops)))  # a longer journey cannot exist
     angles = np.array([np.arccos(np.clip(tables.vectors[p] @ tables.vectors[q], -1, 1))
                        for p, q in zip(rows, rows[1:])])
     steps = leg_steps(angles, n - 1)

@@ -5,14 +5,14 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from playlists.radio import Entry
 from playlists.tables import Tables
-from playlists.text import for_terminal, one_line
-from schemas.errors import UserError
+from playlists.text import for_json, for_terminal, one_line
 
 FORMATS = ("table", "json", "m3u")
 
@@ -55,7 +55,10 @@ def player_path(path: str | None) -> str:
         return ""
     if "://" in path:
         return path
-    return str(Path(path).expanduser().resolve())
+    try:
+        return str(Path(path).expanduser().resolve())
+    except RuntimeError:  # ~name of no user on this machine: a name like any other
+        return str(Path(path).resolve())
 
 
 def m3u(rows: list[dict[str, Any]], relative_to: str | Path | None = None) -> str:
@@ -92,7 +95,7 @@ def render(tables: Tables, entries: list[Entry], fmt: str, score: str = "similar
     :data:`SCORE_NAMES`), ``relative_to`` the folder M3U8 paths are relative to."""
     rows = playlist_rows(tables, entries, score)
     if fmt == "json":
-        return json.dumps(rows, indent=2, ensure_ascii=False)
+        return for_json(json.dumps(rows, indent=2, ensure_ascii=False))
     if fmt == "m3u":
         return m3u(rows, relative_to)
     if fmt == "table":
@@ -108,33 +111,45 @@ def render(tables: Tables, entries: list[Entry], fmt: str, score: str = "similar
 
 
 def read_track_list(tables: Tables, path: str | Path) -> list[int]:
-    """Track ids listed in ``path``, in order: an M3U/M3U8 playlist (audio paths), this module's JSON output
-    (objects with ``track_id``), or a text file of track ids or audio paths, one a line (``#`` lines skipped).
-    A line that names no track of ``tables`` is an :class:`~playlists.tables.UnknownTrack` error."""
-    return parse_track_list(tables, Path(path).read_text(encoding="utf-8"), source=str(path))
+    """Track ids listed in the file ``path``, in order (:func:`playlists.track_list.track_ids`): an M3U/M3U8
+    playlist, this module's JSON output, or track ids or audio paths one a line; any encoding
+    :data:`storage.text_files.ENCODING_RULE` reads. A line that names no track of ``tables`` is an
+    :class:`~playlists.tables.UnknownTrack` error naming the file and line."""
+    from playlists.track_list import track_ids
+    from storage import text_files
+
+    with text_files.open_text(path) as handle:
+        return track_ids(text_files.UserText(handle, str(path)), track_namer(tables)).tolist()
 
 
 def parse_track_list(tables: Tables, text: str, source: str = "the list") -> list[int]:
     """Track ids in ``text``, in order, read as :func:`read_track_list` reads a file (named ``source``)."""
-    from playlists.tables import UnknownTrack
+    from playlists.track_list import track_ids
+    from storage.text_files import UserText
 
-    path = source
-    if text.lstrip().startswith("["):
-        try:
-            return [tables.resolve(row["track_id"]) for row in json.loads(text)]
-        except (json.JSONDecodeError, TypeError, KeyError) as error:
-            raise UserError(f"{path} is not a JSON list of objects with a track_id ({error})") from None
-    by_path = {player_path(p): int(i) for i, p in zip(tables.ids, tables.column("path")) if p}
-    found = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.lstrip("-").isdecimal():
-            found.append(int(tables.ids[tables.row(int(line))]))
-        elif player_path(line) in by_path:
-            found.append(by_path[player_path(line)])
-        else:
-            raise UnknownTrack(f"{path} line {number}: {line!r} is neither a track id nor an audio path of "
-                               f"{tables.folder}")
-    return found
+    return track_ids(UserText.of(text, source), track_namer(tables)).tolist()
+
+
+def track_namer(tables: Tables) -> Callable[[str], int]:
+    """What a track list's line names on this machine: a track id, or an audio path of ``tables`` (a relative one
+    taken from the current folder); anything else raises :class:`~playlists.tables.UnknownTrack`."""
+    from playlists.tables import UnknownTrack, parse_id
+
+    by_path: dict[str, int] = {}
+
+    def name_of(line: str) -> int:
+        track_id = parse_id(line)
+        if track_id is not None:
+            return int(tables.ids[tables.row(track_id)])
+        if not by_path:
+            by_path.update((player_path(p), int(i)) for i, p in zip(tables.ids.tolist(), tables.column("path")) if p)
+        try:  # a path longer than any file system takes (4,096 bytes) is no path of the tables
+            found = by_path.get(player_path(line)) if len(line) <= 4096 else None
+        except (ValueError, OSError):  # a NUL byte, a name too long
+            found = None
+        if found is None:
+            shown = line if len(line) <= 200 else line[:200] + "..."
+            raise UnknownTrack(f"{shown!r} is neither a track id nor an audio path of {tables.folder}")
+        return found
+
+    return name_of

@@ -7,16 +7,17 @@ from pathlib import Path
 import numpy as np
 
 from playlists.tables import Tables
+from playlists.text import for_terminal
 
 METADATA_COLUMNS = ("track_id", "title", "artist", "genre")
 
 
 def _cell(value: object) -> str:
-    """A metadata cell: tabs and line breaks would split the row, so they become spaces."""
-    return " ".join(str("" if value is None else value).split())
+    """A metadata cell: tabs and line breaks would split the row, so they become spaces; terminal escapes,
+    control and bidirectional characters are left out (the file is data that people also print)."""
+    return " ".join(for_terminal("" if value is None else value).split())
 
 
-PROJECTOR_FILES = ("vectors.tsv", "metadata.tsv", "projector_config.pbtxt", "projector_config.json")
 
 
 def write_projector(tables: Tables, out: str | Path, name: str = "wavelist") -> Path:

@@ -2,6 +2,7 @@
 a track by catalogue id, path relative to the music folder or MusicBrainz recording id."""
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
@@ -10,8 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from playlists.radio import Entry
-from playlists.tables import Tables, UnknownTrack
+from playlists.tables import Tables, UnknownTrack, parse_id
 from schemas.errors import UserError
 
 KINDS = ("radio", "like", "journey", "alchemy", "profile")
@@ -45,7 +48,7 @@ def journey_stops(start: str | None, end: str | None, via: Sequence[str]) -> lis
 def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | None = None,
                   seeds: Sequence[str | int] = (), start: str | None = None, end: str | None = None,
                   via: Sequence[str | int] = (), avoid: Sequence[str | int] = (), add: Sequence[str | int] = (),
-                  subtract: Sequence[str | int] = (), history: Sequence[str | int] = (),
+                  subtract: Sequence[str | int] = (), history: Sequence[str | int] | np.ndarray = (),
                   exclude_artist: bool = False, variety: float = 0.0, max_per_artist: int | None = None,
                   half_life: float = 20.0, resolve: Callable[[str | int], int] | None = None) -> Playlist:
     """The playlist ``kind`` (one of :data:`KINDS`) with the arguments of the ``wavelist`` subcommand of that
@@ -71,8 +74,9 @@ def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | N
         entries = alchemy(tables, [resolve(s) for s in add], [resolve(s) for s in subtract], n, variety=variety,
                           max_per_artist=max_per_artist)
     elif kind == "profile":
-        entries = profile(tables, [resolve(s) for s in history], n, half_life=half_life, variety=variety,
-                          max_per_artist=max_per_artist)
+        if not (isinstance(history, np.ndarray) and history.dtype.kind == "i"):  # ids already found: checked there
+            history = [resolve(s) for s in history]
+        entries = profile(tables, history, n, half_life=half_life, variety=variety, max_per_artist=max_per_artist)
     elif kind == "journey":
         stops = [resolve(s) for s in journey_stops(start, end, [str(s) for s in via])]
         entries = journey_via(tables, stops, n, exclude=[resolve(s) for s in avoid], max_per_artist=max_per_artist)
@@ -85,7 +89,8 @@ def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | N
 class TrackFinder:
     """Finds a track by what a music server knows of it: the catalogue's track id, the audio file's path relative
     to ``music_folder`` (default: the folder holding every catalogue path), or a MusicBrainz recording id when
-    tracks.parquet has a ``musicbrainz_recording_id`` column. Only strings are compared: no file is opened."""
+    tracks.parquet has a ``musicbrainz_recording_id`` column. Only strings are compared: no file is opened
+    (:meth:`audio_file` alone looks at the file system, to say whether a track's file may be served)."""
 
     def __init__(self, tables: Tables, music_folder: str | Path | None = None):
         self.tables = tables
@@ -112,6 +117,32 @@ class TrackFinder:
         relative = os.path.relpath(os.path.abspath(path), self.music_folder)
         return None if relative.startswith("..") else relative.replace(os.sep, "/")
 
+    def audio_file(self, track_id: int) -> str | None:
+        """The file to serve for ``track_id``, checked now: its catalogue path lies in the music folder and
+        still leads to the file ingest read (``real_path``, for a path that was a link then), or, where ingest
+        recorded none, to a file inside the music folder, links followed. ``None`` for anything else: no path, a
+        URL, a missing file, a file swapped for a link that leads elsewhere. Raises
+        :class:`~playlists.tables.UnknownTrack` for an id the tables do not hold."""
+        row = self.tables.row(track_id)
+        path = self.tables.column("path")[row]
+        if not path or "://" in path:
+            return None
+        absolute = os.path.abspath(path)
+        if not absolute.startswith(self.music_folder.rstrip(os.sep) + os.sep):
+            return None
+        real = os.path.realpath(absolute)
+        recorded = self.tables.column("real_path")[row]
+        if recorded:
+            if real != recorded:
+                return None
+        elif not real.startswith(self._real_music_folder.rstrip(os.sep) + os.sep):
+            return None
+        return real if os.path.isfile(real) else None
+
+    @functools.cached_property
+    def _real_music_folder(self) -> str:
+        return os.path.realpath(self.music_folder)
+
     def _paths(self) -> dict[str, int]:
         with self._lock:
             if self._by_path is None:
@@ -125,6 +156,12 @@ class TrackFinder:
                 self._by_path = by_path
             return self._by_path
 
+    def prepare(self) -> None:
+        """Build now the indexes lookups build on first use (a server does it before it answers)."""
+        self.tables.prepare()
+        self._paths()
+        self._mbids()
+
     def _mbids(self) -> dict[str, int]:
         with self._lock:
             if self._by_mbid is None:
@@ -135,6 +172,10 @@ class TrackFinder:
                                                                        self.tables.column(MBID_COLUMN)) if m}
             return self._by_mbid
 
+    def at_path(self, relative: str) -> int | None:
+        """The track whose audio file lies at ``relative`` (a path relative to the music folder), else None."""
+        return self._paths().get(posixpath.normpath(str(relative).replace("\\", "/")))
+
     def find(self, text: str) -> int:
         """The track id that ``text`` names: an id, a MusicBrainz recording id, an exact title or a relative path.
 
@@ -143,10 +184,8 @@ class TrackFinder:
         text = str(text).strip()
         if not text:
             raise UserError("the track id is empty")
-        if text.lstrip("-").isdecimal():
-            if not -2**63 <= int(text) < 2**63:
-                raise UnknownTrack(f"track {text[:40]} is not in {self.tables.folder}: track ids are 64-bit integers")
-            return int(self.tables.ids[self.tables.row(int(text))])
+        if parse_id(text) is not None:
+            return self.tables.resolve(text)  # an id (with close ids when unknown)
         if MBID.match(text):
             if MBID_COLUMN not in self.tables.catalogue.column_names:
                 raise UnknownTrack(f"{text!r} looks like a MusicBrainz recording id, but {self.tables.folder}/"
@@ -155,8 +194,8 @@ class TrackFinder:
                 return self._mbids()[text.lower()]
             raise UnknownTrack(f"no track with MusicBrainz recording id {text} in {self.tables.folder}")
         if "/" not in text and "\\" not in text and not text.startswith("."):
-            try:
-                return self.tables.resolve(text)  # an exact title, as the command line takes it
+            try:  # an exact title, as the command line takes it (no suggestions: a path may still match)
+                return self.tables.resolve(text, suggest=False)
             except UnknownTrack:
                 pass
         relative = posixpath.normpath(text.replace("\\", "/"))
@@ -169,29 +208,18 @@ class TrackFinder:
                            f"nor a MusicBrainz recording id of {self.tables.folder}")
 
     def parse_list(self, text: str, source: str = "the list") -> list[int]:
-        """Track ids in ``text``, in order, in the formats of :func:`playlists.output.parse_track_list` (M3U,
-        wavelist's JSON, ids or audio paths one a line), but looked up by :meth:`find` alone: an absolute path
-        must lie in the music folder, and no path is looked up on the file system."""
-        import json
+        """Track ids in ``text``, in order (:func:`playlists.track_list.track_ids`: M3U, wavelist's JSON, ids or
+        audio paths one a line), each looked up by :meth:`list_entry`: no path is looked up on the file system."""
+        from playlists.track_list import track_ids
+        from storage.text_files import UserText
 
-        if text.lstrip().startswith("["):
-            try:
-                return [self.find(str(row["track_id"])) for row in json.loads(text)]
-            except (json.JSONDecodeError, TypeError, KeyError) as error:
-                raise UserError(f"{source} is not a JSON list of objects with a track_id ({error})") from None
-        found = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if os.path.isabs(line):
-                path = os.path.normpath(line)
-                if not path.startswith(self.music_folder + os.sep):
-                    raise UserError(f"{source} line {number}: {line!r} is outside the music folder "
-                                     f"{self.music_folder}")
-                line = path[len(self.music_folder) + 1:]
-            try:
-                found.append(self.find(line))
-            except (UnknownTrack, ValueError) as error:
-                raise type(error)(f"{source} line {number}: {error}") from None
-        return found
+        return track_ids(UserText.of(text, source), self.list_entry).tolist()
+
+    def list_entry(self, line: str) -> int:
+        """The track a track list's line names (:meth:`find`); an absolute path must lie in the music folder."""
+        if os.path.isabs(line):
+            path = os.path.normpath(line)
+            if not path.startswith(self.music_folder + os.sep):
+                raise UserError(f"{line!r} is outside the music folder {self.music_folder}")
+            line = path[len(self.music_folder) + 1:]
+        return self.find(line)

@@ -66,7 +66,8 @@ def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int =
     """Write embeddings, neighbours, tracks and map3d Parquet tables of ``n_tracks`` synthetic tracks.
 
     Track ids are ``1000 + row``; genres ``Style0`` ...; ``audio=True`` also writes a tiny WAV per track at its
-    ``path`` (``folder/audio/ID.wav``).
+    ``path`` (``folder/audio/ID.wav``); ``k=0`` writes no neighbour table (playlists then rank the whole
+    catalogue), which makes large tables quick to write.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,14 +79,15 @@ def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int =
     pq.write_table(pa.table([pa.array(ids), embedding], schema=schemas.with_metadata(schemas.EMBEDDINGS, **metadata)),
                    folder / TableFiles.EMBEDDINGS)
 
-    rows, similarities = neighbour_lists(vectors, min(k, n_tracks - 1))
-    pq.write_table(pa.table({
-        "track_id": np.repeat(ids, rows.shape[1]),
-        "rank": np.tile(np.arange(1, rows.shape[1] + 1, dtype=np.int32), n_tracks),
-        "neighbour_id": ids[rows.reshape(-1)],
-        "similarity": similarities.reshape(-1).astype(np.float32),
-    }, schema=schemas.with_metadata(schemas.NEIGHBOURS, **metadata)), folder / TableFiles.NEIGHBOURS,
-        row_group_size=1000 * rows.shape[1])
+    if k > 0:
+        rows, similarities = neighbour_lists(vectors, min(k, n_tracks - 1))
+        pq.write_table(pa.table({
+            "track_id": np.repeat(ids, rows.shape[1]),
+            "rank": np.tile(np.arange(1, rows.shape[1] + 1, dtype=np.int32), n_tracks),
+            "neighbour_id": ids[rows.reshape(-1)],
+            "similarity": similarities.reshape(-1).astype(np.float32),
+        }, schema=schemas.with_metadata(schemas.NEIGHBOURS, **metadata)), folder / TableFiles.NEIGHBOURS,
+            row_group_size=1000 * rows.shape[1])
 
     paths = [str(folder / "audio" / f"{i}.wav") for i in ids]
     if audio:

@@ -42,6 +42,8 @@ class TableFiles:
     TRACKS = "tracks.parquet"  # the catalogue rows of the embedded tracks (schemas.tables.TRACKS)
     MAP3D = "map3d.parquet"  # 3-D map coordinates (schemas.tables.MAP3D)
     UNDIFFUSED = "undiffused.parquet"  # the vectors before the diffusion (schemas.tables.EMBEDDINGS): what add diffuses against
+    REJECTS = "rejects.parquet"  # wavelist update: files of the library that could not be analysed (schemas.tables.LIBRARY_REJECTS)
+    UPDATE_STAGING = "_update"  # wavelist update's working files (the new audio's DATA, the catalogue), deleted before publishing
     NEIGHBOUR_REPORT = "_neighbour_report.json"  # approximate search's measured recall, staged, folded into SUMMARY
     INDEX = "_ivf_index.npz"  # approximate search's index, staged for the workers, deleted before publishing
     DIFFUSION_INDEX = "_diffusion_index.npz"  # the same for the diffusion's graph (embed --diffusion)

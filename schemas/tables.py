@@ -57,6 +57,14 @@ TRACKS = pa.schema(
         ("musicbrainz_recording_id", pa.string()),
         ("musicbrainz_artist_id", pa.string()),
         ("musicbrainz_album_id", pa.string()),
+        # the file the path led to when ingest read it (links followed), where that is not the path itself; a
+        # player serves the path only while it still leads there (a file swapped for a link is not served)
+        ("real_path", pa.string()),
+    ]
+    + [  # the file (readers fill nulls in tables written before them; wavelist update fills them in once)
+        ("audio_identity", pa.string()),  # KIND:HEX of the encoded audio without tag blocks (core.identity)
+        ("file_size", pa.int64()),  # bytes, and the modification time in ns: update's first pass compares these
+        ("file_mtime_ns", pa.int64()),
     ]
 )
 
@@ -70,6 +78,10 @@ REJECTS = pa.schema(
         ("reason", pa.string()),
     ]
 )
+
+# TABLES/rejects.parquet, written by wavelist update: the library's files that could not be analysed, with what
+# update's first pass compares, so that an unchanged one is not analysed again at every update
+LIBRARY_REJECTS = pa.schema(list(REJECTS) + [("file_size", pa.int64()), ("file_mtime_ns", pa.int64())])
 
 EMBEDDINGS = pa.schema([("track_id", pa.int64()), ("embedding", pa.list_(pa.float32()))])
 

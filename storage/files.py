@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import glob
 import io
+import itertools
 import json
 import logging
 import os
 import posixpath
+import re
 import shutil
 import tempfile
+import unicodedata
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,6 +98,23 @@ def read_bytes(path: str | Path) -> bytes:
         return handle.read()
 
 
+def open_binary(path: str | Path) -> IO[bytes]:
+    """A seekable binary handle on the file ``path`` (local or remote), for reading."""
+    if not is_remote(path):
+        return open(path, "rb")
+    return _remote().open(str(path), compression_type="uncompressed")
+
+
+def file_stat(path: str | Path) -> tuple[int, int]:
+    """``(size in bytes, modification time in ns)`` of the file ``path`` (links followed; a remote object's
+    time has the store's resolution)."""
+    if not is_remote(path):
+        found = os.stat(path)
+        return found.st_size, found.st_mtime_ns
+    metadata = _remote().match([str(path)])[0].metadata_list[0]
+    return metadata.size_in_bytes, int(round((metadata.last_updated_in_seconds or 0) * 1e9))
+
+
 def write_bytes(path: str | Path, data: bytes) -> str:
     """Write ``data`` as the file ``path`` (a local file's folders are made); returns ``path``."""
     if is_remote(path):
@@ -122,6 +142,17 @@ def open_text(path: str | Path) -> IO[str]:
     if not is_remote(path):
         return open(path, encoding="utf-8", newline="")
     return io.TextIOWrapper(_remote().open(str(path), compression_type="uncompressed"), encoding="utf-8", newline="")
+
+
+def open_bytes(path: str | Path) -> IO[bytes]:
+    """A binary handle on the file ``path``; a missing file or a folder raises ``OSError`` naming it."""
+    if not is_remote(path):
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"{path} is a folder, not a file")
+        return open(path, "rb")
+    if not exists(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    return _remote().open(str(path), compression_type="uncompressed")
 
 
 def read_json(path: str | Path, *, made_by: str = "the job that wrote it") -> Any:
@@ -300,6 +331,32 @@ def written_locally(folder: str) -> Iterator[str]:
         shutil.rmtree(local, ignore_errors=True)
 
 
+MAX_NAME_BYTES = 100  # a file name made from text in the tables, in UTF-8 bytes with its suffix (filesystems: 255)
+_NAME_UNSAFE = re.compile(r'[/\\:*?"<>|]')  # separators, and what Windows and SMB shares refuse
+
+
+def safe_file_names(stems: Iterable[str], suffix: str = "", *, max_bytes: int = MAX_NAME_BYTES) -> list[str]:
+    """One file name per stem (text from tables: titles, cluster names), each ``stem + suffix``, made safe to
+    write into a folder: no path separators, control or format characters (bidirectional overrides), no
+    leading dots or spaces; at most ``max_bytes`` of UTF-8, cut on a character boundary; unique ignoring case
+    (a repeat gets ``-2``, ``-3``, ...)."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for stem in stems:
+        clean = "".join("-" if unicodedata.category(c)[0] in "CZ" and c != " " else c
+                        for c in _NAME_UNSAFE.sub("-", stem))
+        clean = clean.lstrip(". -").rstrip(". ") or "untitled"
+        for number in itertools.count(1):
+            tail = (f"-{number}" if number > 1 else "") + suffix
+            budget = max(1, max_bytes - len(tail.encode("utf-8")))
+            name = clean.encode("utf-8")[:budget].decode("utf-8", "ignore").rstrip(". ") + tail
+            if name.casefold() not in seen:
+                break
+        seen.add(name.casefold())
+        names.append(name)
+    return names
+
+
 # Outputs: a command writes into a staging folder and publishes it, with a _SUCCESS marker written last.
 
 def read_marker(folder: str | Path) -> dict[str, Any] | None:
@@ -314,6 +371,39 @@ def read_marker(folder: str | Path) -> dict[str, Any] | None:
     except ValueError:
         return {}
     return marker if isinstance(marker, dict) else {}
+
+
+_NOT_PLAIN = re.compile(r"[\\:\x00-\x1f\x7f]")  # backslashes, drive letters and streams, control characters
+
+
+def _plain(name: object) -> bool:
+    """Whether ``name`` is a relative '/'-separated path whose every part is a plain file or folder name."""
+    return isinstance(name, str) and all(part not in ("", ".", "..") and not _NOT_PLAIN.search(part)
+                                         for part in name.split("/"))
+
+
+def _stays_inside(folder: str, name: str) -> bool:
+    """Whether the plain relative ``name`` under the local ``folder`` resolves inside it (no link leads out)."""
+    try:
+        root = Path(folder).resolve()
+        path = (root / name).resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return False
+    return root in path.parents
+
+
+def marker_files(folder: str, marker: dict[str, Any]) -> list[str]:
+    """The files the ``_SUCCESS`` marker of ``folder`` lists, each checked: a plain relative name (no ``..``, no
+    absolute path, no empty part, no backslash or drive) that resolves inside ``folder`` (no link leading out).
+    Anything else raises :class:`OutputExists`: a marker wavelist did not write is not trusted to delete files."""
+    listed = marker.get("files", [])
+    for name in listed if isinstance(listed, list) else [listed]:
+        if not isinstance(listed, list) or not _plain(name) or not (is_remote(folder) or _stays_inside(folder, name)):
+            shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+            raise OutputExists(f"{join(folder, SUCCESS_MARKER)} lists {shown}, which is not a file inside {folder}; "
+                               "wavelist deletes nothing on the word of a marker it did not write: choose another "
+                               "--out or remove the folder yourself")
+    return listed
 
 
 def _kind_of(made_by: str) -> str:
@@ -366,16 +456,42 @@ def _inside(path: str, folder: str) -> bool:
     return path_ == folder_ or folder_ in path_.parents
 
 
+def check_inputs(out: str | Path, inputs: Iterable[str | Path | None], *, flag: str = "--out") -> None:
+    """Refuse an output ``out`` (a folder or a file) that is one of the run's ``inputs`` (folders or files),
+    lies inside one, or holds one: a run never changes what it reads. Local paths are compared after resolving
+    links. The one place this rule is checked: every command passes every input it reads."""
+    out = str(out)
+    for given in inputs:
+        if not given:
+            continue
+        given = str(given)
+        if _inside(given, out):
+            if _inside(out, given):
+                raise OutputExists(f"{flag} {out} is {given}, an input of this run; choose another {flag}")
+            raise OutputExists(f"{flag} {out} holds {given}, an input of this run; choose another {flag}")
+        if _inside(out, given):
+            raise OutputExists(f"{flag} {out} lies inside {given}, an input of this run; choose another {flag}")
+
+
+def check_output_file(path: str | Path | None, *, inputs: Iterable[str | Path | None] = (),
+                      flag: str = "--output") -> None:
+    """Refuse an output file ``path`` that is, lies inside or holds an input of the run, or that is a folder."""
+    if not path:
+        return
+    check_inputs(path, inputs, flag=flag)
+    if not is_remote(path) and Path(path).is_dir():
+        raise OutputExists(f"{flag} {path} is a folder; give a file name")
+
+
 def check_output(out: str, *, overwrite: bool, kind: str, inputs: Iterable[str | None] = ()) -> None:
     """Fail early, before any work, unless ``out`` may be written by ``wavelist kind``.
 
     A command writes only into a new (or empty) folder, or replaces, with ``overwrite``, a complete output of
-    the same kind whose every file it wrote (the marker lists them) and which holds none of this run's
-    ``inputs``. Leftovers of interrupted runs (hidden staging folders) are named: never read, safe to delete.
+    the same kind whose every file it wrote (the marker lists them, :func:`marker_files`); ``out`` neither
+    holds nor lies inside any of this run's ``inputs`` (:func:`check_inputs`). Leftovers of interrupted runs
+    (hidden staging folders) are named: never read, safe to delete.
     """
-    for given in inputs:
-        if given and _inside(given, out):
-            raise OutputExists(f"--out {out} holds {given}, an input of this run; choose another --out")
+    check_inputs(out, inputs)
     if not is_remote(out) and Path(out).exists() and not Path(out).is_dir():
         raise OutputExists(f"--out {out} is a file; give a folder")
     if _holds_files(out):
@@ -389,7 +505,7 @@ def check_output(out: str, *, overwrite: bool, kind: str, inputs: Iterable[str |
             raise OutputExists(f"{out} is {what}, not of wavelist {kind}; choose another --out")
         if not overwrite:
             raise OutputExists(f"{out} already holds a wavelist {kind} output; pass --overwrite to replace it")
-        foreign = sorted(set(listing(out)) - set(marker.get("files", [])) - {SUCCESS_MARKER})
+        foreign = sorted(set(listing(out)) - set(marker_files(out, marker)) - {SUCCESS_MARKER})
         if foreign:
             raise OutputExists(f"{out} holds {len(foreign)} file(s) wavelist did not write (e.g. "
                                f"{', '.join(foreign[:3])}); move them away or choose another --out")
@@ -414,16 +530,19 @@ def _marker(staging: str, kind: str) -> str:
 
 
 def _remove_listed(folder: str, files: list[str]) -> None:
-    """Delete the ``files`` (relative paths) of ``folder``, then the folders left empty; nothing else."""
+    """Delete the ``files`` (plain relative paths, :func:`marker_files`) of ``folder``, then the folders left
+    empty; nothing else."""
     if is_remote(folder):
-        paths = [join(folder, *f.split("/")) for f in files]
+        paths = [join(folder, *f.split("/")) for f in files if _plain(f)]
         if paths:
             _remote().delete([p for p in paths if exists(p)])
         return
     root = Path(folder)
     for name in files:
-        (root / name).unlink(missing_ok=True)
-    for sub in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if _plain(name) and _stays_inside(folder, name):  # checked before the publish: a changed folder keeps it
+            (root / name).unlink(missing_ok=True)
+    for sub in sorted((p for p in root.rglob("*") if p.is_dir() and not p.is_symlink()),
+                      key=lambda p: len(p.parts), reverse=True):
         if not any(sub.iterdir()):
             sub.rmdir()
     if not any(root.iterdir()):
@@ -447,7 +566,11 @@ def publish(staging: str, out: str, *, overwrite: bool, kind: str) -> None:
         if not overwrite or marker.get("kind") != kind:
             remove(staging)
             raise OutputExists(f"{out} appeared while the job ran; pass --overwrite to replace it")
-        old_files = [*marker.get("files", []), SUCCESS_MARKER]
+        try:
+            old_files = [*marker_files(out, marker), SUCCESS_MARKER]
+        except OutputExists:
+            remove(staging)
+            raise
     if is_remote(out):
         if old_files:
             _remote().delete([join(out, SUCCESS_MARKER)])  # first, so no reader trusts a half-deleted out

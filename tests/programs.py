@@ -1,15 +1,17 @@
 """The real programs that the tests and ``docs/screenshots.py`` drive: headless Chromium (Debian's ``chromium``)
 over the DevTools protocol, ``wavelist app`` served for real, and MPD (Debian's ``mpd``) with a null audio
-output. Waits poll for what a program shows instead of guessing a delay."""
+output, and supysonic (a Subsonic server). Waits poll for what a program shows instead of guessing a delay."""
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -161,3 +163,47 @@ def mpd_server(music: Path, state: Path, songs: int) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def supysonic_server(music: Path, state: Path, users: dict[str, str]) -> Iterator[str]:
+    """supysonic (a Subsonic server in Python) with ``music`` as its one folder, scanned, and ``users`` (name:
+    password); its config (``supysonic.conf``, read from its working folder), SQLite database, cache and home are
+    all in ``state``. Yields its base URL once it answers; stopped on exit (by its PID)."""
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "supysonic.conf").write_text(
+        f"[base]\ndatabase_uri = sqlite:///{state / 'supysonic.db'}\n"
+        f"[webapp]\ncache_dir = {state / 'cache'}\nmount_webui = no\nlog_level = WARNING\n"
+        f"[daemon]\nsocket = {state / 'daemon.sock'}\nrun_watcher = no\n")
+    env = {**os.environ, "HOME": str(state), "TMPDIR": str(state)}  # no ~/.supysonic of the person running tests
+
+    def cli(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "supysonic.cli", *args], cwd=state, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+    for name, password in users.items():
+        cli("user", "add", name, "-p", password)
+    cli("folder", "add", "music", str(music))
+    cli("folder", "scan", "music")
+    port = free_port()
+    log = (state / "server.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "supysonic.server", "-S", "waitress", "-h", "127.0.0.1",
+                                "-p", str(port)], cwd=state, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    user, password = next(iter(users.items()))
+    ping = f"{url}/rest/ping.view?" + urllib.parse.urlencode({"u": user, "p": password, "c": "tests", "v": "1.12.0",
+                                                              "f": "json"})
+    try:
+        wait_for(lambda: process.poll() is not None or b'"ok"' in urllib.request.urlopen(ping, timeout=2).read(),
+                 "supysonic start", 60, every_s=0.1)
+        if process.poll() is not None:
+            raise RuntimeError(f"supysonic did not start: {(state / 'server.log').read_text()}")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

@@ -88,7 +88,8 @@ def test_bad_tables_folder_is_an_error_on_the_page(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WAVELIST_TABLES", str(tmp_path / "nowhere"))
     at = AppTest.from_file(APP, default_timeout=60).run()
-    assert "nowhere is not a folder" in at.error[0].value and not at.exception
+    assert "The tables cannot be loaded: the catalogue is not a folder" in at.error[0].value and not at.exception
+    assert str(tmp_path) not in at.error[0].value  # no server path on the page
 
 
 def _genres(app, table=0):

@@ -47,7 +47,7 @@ def test_listenbrainz_jsonl_by_mbid_then_artist_and_title(tables_dir):
     plays = read_plays(text)
     assert [p.at for p in plays] == [100, 200, 300]
     matched = match_plays(tables, plays)
-    assert matched.track_ids == [1005, 1010] and matched.plays == 3 and matched.by_mbid == 1
+    assert matched.track_ids.tolist() == [1005, 1010] and matched.plays == 3 and matched.by_mbid == 1
     assert matched.summary() == "matched 2 of 3 plays to catalogue tracks (1 by MusicBrainz id, 1 by artist and title)"
 
 
@@ -58,9 +58,9 @@ def test_lastfm_csv_with_and_without_header(tables_dir):
     a, b = (tables.track(i)["artist"] for i in (1020, 1021))
     header = "uts,utc_time,artist,artist_mbid,album,album_mbid,track,track_mbid\n"
     text = header + f'1700000200,x,"{b}",,Album,,Song 1021,\n1700000100,x,"{a}",,Album,,Song 1020,\n'
-    assert match_plays(tables, read_plays(text)).track_ids == [1020, 1021]
+    assert match_plays(tables, read_plays(text)).track_ids.tolist() == [1020, 1021]
     bare = f"{b},Album,Song 1021,02 Dec 2026 10:05\n{a},Album,Song 1020,02 Dec 2026 09:05\n"
-    assert match_plays(tables, read_plays(bare)).track_ids == [1020, 1021]
+    assert match_plays(tables, read_plays(bare)).track_ids.tolist() == [1020, 1021]
     assert read_plays("1000\n1001\n") is None and read_plays('[{"track_id": 1000}]') is None
 
 

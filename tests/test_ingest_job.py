@@ -97,10 +97,12 @@ def test_existing_output_is_not_overwritten_without_flag(ingested):
 
 
 def test_missing_flag_and_missing_catalogue_are_named(tmp_path):
+    empty = tmp_path / "empty"  # beside the output: an output inside an input is refused first
+    empty.mkdir()
     with pytest.raises(ValueError, match="--audio-dir"):
-        ingest.run(["--fma-metadata", str(tmp_path), "--out", str(tmp_path / "o")])
+        ingest.run(["--fma-metadata", str(empty), "--out", str(tmp_path / "o")])
     with pytest.raises(FileNotFoundError, match="tracks.csv"):
-        ingest.run(["--fma-metadata", str(tmp_path), "--audio-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+        ingest.run(["--fma-metadata", str(empty), "--audio-dir", str(empty), "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
 
 

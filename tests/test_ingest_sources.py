@@ -7,6 +7,7 @@ import pytest
 
 from core import catalogue as cat
 from beam_jobs import ingest
+from core.identity import identity_track_id
 from tests.conftest import IN_MEMORY, tone, write_audio
 
 
@@ -52,7 +53,10 @@ def test_folder_rows_split_by_artist_and_skip_other_files():
     assert rejects == []
     assert [r["path"] for r in rows] == ["/m/a/1.mp3", "/m/a/2.mp3", "/m/b/3.FLAC"]
     assert rows[0]["split"] == rows[1]["split"] == cat.split_for(1, None, "Same")
-    assert rows[2]["split"] == cat.split_for(3)
+    assert rows[2]["track_id"] is None and rows[2]["split"] is None  # both from its audio's identity
+    rows[2]["audio_identity"] = "mp3-frames:00"
+    (third,) = cat.assign_ids(rows[2:])
+    assert third["track_id"] == identity_track_id("mp3-frames:00") and third["split"] == cat.split_for(third["track_id"])
 
 
 def test_duplicate_ids_keep_the_first_and_reject_the_rest():
@@ -69,7 +73,7 @@ def music_folder(tmp_path_factory):
     write_audio(root / "rock" / "loud song.wav", stereo, 44100, subtype="PCM_24")
     write_audio(root / "rock" / "Ünïcode track.flac", tone(330, 4.0, 48000), 48000)
     write_audio(root / "calm" / "wave.ogg", tone(220, 4.0, 22050), 22050, format="OGG")
-    write_audio(root / "calm" / "000042.mp3", tone(550, 4.0, 22050), 22050, format="MP3")
+    write_audio(root / "000" / "000042.mp3", tone(550, 4.0, 22050), 22050, format="MP3")  # FMA's own layout
     write_audio(root / "calm" / "also 42.wav", tone(550, 4.0, 8000), 8000)
     (root / "notes.txt").write_text("not audio")
     labels = root / "labels.csv"
@@ -86,7 +90,10 @@ def test_folder_ingest_with_labels_and_mixed_formats(music_folder, tmp_path):
     tracks = {t["path"].split("/")[-1]: t for t in pq.read_table(out / "tracks.parquet").to_pylist()}
     assert set(tracks) == {"loud song.wav", "Ünïcode track.flac", "wave.ogg", "000042.mp3", "also 42.wav"}
     assert all(t["status"] == "ok" for t in tracks.values())
-    assert tracks["000042.mp3"]["track_id"] == 42
+    assert tracks["000042.mp3"]["track_id"] == 42  # FMA's layout keeps its number; the others: their audio's id
+    assert tracks["wave.ogg"]["track_id"] == identity_track_id(tracks["wave.ogg"]["audio_identity"])
+    assert tracks["wave.ogg"]["audio_identity"].startswith("ogg-packets:")
+    assert tracks["loud song.wav"]["file_size"] == (music_folder / "rock" / "loud song.wav").stat().st_size
     assert tracks["loud song.wav"]["genre"] == tracks["Ünïcode track.flac"]["genre"] == "Rock"
     assert tracks["loud song.wav"]["split"] == tracks["Ünïcode track.flac"]["split"]  # same artist
     assert tracks["loud song.wav"]["duration_s"] == pytest.approx(5.0, abs=0.01)
@@ -106,7 +113,7 @@ def test_duplicate_id_from_labels_is_rejected_not_lost(music_folder, tmp_path):
 
 
 def test_glob_source_and_empty_folder(music_folder, tmp_path):
-    summary = ingest.run(["--audio-glob", str(music_folder / "calm" / "*.mp3"), "--out", str(tmp_path / "d"),
+    summary = ingest.run(["--audio-glob", str(music_folder / "000" / "*.mp3"), "--out", str(tmp_path / "d"),
                           *IN_MEMORY])
     assert summary["inputs"] == 1
     empty = tmp_path / "empty"

@@ -169,16 +169,18 @@ def test_embed_job_runs_a_features_model(kinds, pipeline_outputs, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_evaluate_writes_one_table_for_all_kinds(kinds, pipeline_outputs, tmp_path):
+def test_evaluate_writes_one_table_for_all_kinds(kinds, pipeline_outputs, tmp_path, capsys):
     results = evaluate.run(["--data", str(pipeline_outputs["data"]), "--models", *[str(kinds[k]) for k in kinds],
                             "--out", str(tmp_path)])
     assert [r["kind"] for r in results] == list(kinds)
     assert {r["diffusion"] for r in results} == {5}  # the track vectors diffused as embed diffuses them
     table = (tmp_path / "evaluation.md").read_text()
     assert "diffused over their 5 nearest" in table
-    with pytest.raises(UserError, match="--diffusion -1"):
+    with pytest.raises(SystemExit) as refused:  # refused where the flag is parsed: one line, exit 2
         evaluate.run(["--data", str(pipeline_outputs["data"]), "--models", str(kinds["features"]), "--out",
                       str(tmp_path), "--diffusion", "-1"])
+    assert refused.value.code == 2
+    assert "argument --diffusion: give a whole number from 0 to 10000, not -1" in capsys.readouterr().err
     assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + len(kinds)
     assert json.loads((tmp_path / "evaluation.json").read_text())[0]["neighbours"]["queries"] == 8
     assert all((tmp_path / f"{kinds[k].name}-map2d.png").stat().st_size > 1000 for k in kinds)

@@ -19,10 +19,10 @@ import streamlit as st
 from playlists import Entry, Tables, journey_via, like, radio, smoothness
 from playlists.discover import alchemy, clusters, profile
 from playlists.mapview import map_figure
-from playlists.output import SCORE_NAMES, m3u, parse_track_list, player_path, playlist_rows
+from playlists.output import SCORE_NAMES, m3u, parse_track_list, playlist_rows
 from playlists.service import TrackFinder
 from playlists.text import for_markdown
-from wavelist.web_player import TABLES_VARIABLE, local_audio, player_html, shared_tables
+from wavelist.web_player import TABLES_VARIABLE, player_html, shared_finder, shared_tables
 
 TABS = ("Radio", "Journey", "Like", "Alchemy", "Clusters", "Profile")
 PLAYER_HEIGHT = 380  # pixels: the buttons, the audio controls and about 12 tracks of the list (it scrolls)
@@ -31,6 +31,27 @@ PLAYER_HEIGHT = 380  # pixels: the buttons, the audio controls and about 12 trac
 @st.cache_resource(show_spinner="Loading the tables")
 def _load(folder: str) -> Tables:
     return shared_tables(folder)  # the same copy the audio route reads
+
+
+def finder() -> TrackFinder:
+    """The track finder of the app's tables, shared with the audio route: it says which files may be played."""
+    return shared_finder(os.environ[TABLES_VARIABLE])
+
+
+def for_listener(message: object) -> str:
+    """A message as a listener may see it: no server path (the tables and music folders are named, not shown),
+    Markdown escaped (it may quote what was typed or put in the page's address)."""
+    text = str(message)
+    folder = os.environ.get(TABLES_VARIABLE)
+    if folder:
+        try:
+            music = finder().music_folder
+        except (OSError, ValueError, LookupError):  # the tables cannot be loaded
+            music = None
+        names = {folder: "the catalogue", os.path.realpath(folder): "the catalogue", music: "the music folder"}
+        for path in sorted((p for p in names if p and p != os.sep), key=len, reverse=True):  # inner folders first
+            text = text.replace(path, names[path])
+    return for_markdown(text)
 
 
 def label(tables: Tables, track_id: int) -> str:
@@ -63,7 +84,7 @@ def pick_track(tables: Tables, text_label: str, key: str, default: int | None = 
     if default is not None and query == words:  # other tracks may share the words: the default comes first
         matches = [default, *(m for m in matches if m != default)][:200]
     if not matches:
-        st.warning(f"No track matches {query!r}: try part of a title, an artist or an id.")
+        st.warning(f"No track matches {for_markdown(repr(query))}: try part of a title, an artist or an id.")
         return None
     count = f"{len(matches)}{'+' if len(matches) == 200 else ''}"
     return st.selectbox(f"{count} matching track{'' if len(matches) == 1 else 's'}", matches,
@@ -72,17 +93,16 @@ def pick_track(tables: Tables, text_label: str, key: str, default: int | None = 
 
 def play(tables: Tables, track_id: int) -> None:
     """An audio player for ``track_id``, or a note saying why there is none."""
-    path = local_audio(tables, track_id)
+    path = finder().audio_file(track_id)
     if path:
         st.audio(path, format=mimetypes.guess_type(path)[0] or "audio/mpeg")
     else:
-        shown = player_path(tables.track(track_id).get("path")) or "no path in tracks.parquet"
-        st.caption(for_markdown(f"no audio file here for {track_id} ({shown})"))
+        st.caption(f"no audio file here for track {track_id}")
 
 
 def player(tables: Tables, ids: list[int]) -> None:
     """One player that plays the tracks of ``ids`` that have an audio file here, in order, one after another."""
-    playable = [i for i in ids if local_audio(tables, i)]
+    playable = [i for i in ids if finder().audio_file(i)]
     if len(playable) < len(ids):
         st.caption(f"{len(ids) - len(playable)} of {len(ids)} tracks have no audio file here: the player skips them")
     if playable:
@@ -102,7 +122,7 @@ def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int,
     rows = playlist_rows(tables, entries, score)
     st.table([{"#": k, "track": r["track_id"], "title": r["title"], "artist": r["artist"], "genre": r["genre"],
                f"{score} (cosine)": f"{r[score]:.4f}"} for k, r in enumerate(rows, start=1)], hide_index=True)
-    music = TrackFinder(tables).music_folder  # the paths hold on any machine with the same music folder
+    music = finder().music_folder  # the paths hold on any machine with the same music folder
     st.download_button("Download M3U8", m3u(rows, relative_to=music), help="save it in your music folder", file_name=f"{name.replace(' ', '_')}.m3u8",
                        mime="audio/x-mpegurl", key=f"m3u-{name}")
     player(tables, ids)
@@ -166,7 +186,7 @@ def alchemy_tab(tables: Tables, seed: int) -> None:
     try:
         entries = alchemy(tables, [seed, *add], subtract, n)
     except ValueError as error:
-        st.warning(str(error))
+        st.warning(for_listener(error))
         return
     show_playlist(tables, entries, name=f"alchemy {seed}", seed=seed, kind="alchemy")
 
@@ -198,7 +218,7 @@ def profile_tab(tables: Tables, seed: int) -> None:
             history = parse_track_list(tables, text, source="the history")
         entries = profile(tables, history, n)
     except (ValueError, LookupError) as error:
-        st.warning(str(error))
+        st.warning(for_listener(error))
         return
     show_playlist(tables, entries, name=f"profile of {len(history)} plays", seed=history[-1],
                   kind="profile")
@@ -214,7 +234,7 @@ def main() -> None:
     try:
         tables = _load(folder)
     except (OSError, ValueError, LookupError) as error:
-        st.error(str(error))
+        st.error(f"The tables cannot be loaded: {for_listener(error)}")
         st.stop()
     st.caption(f"{len(tables):,} tracks")  # no server path or model id: this page is for a listener
     seed = pick_track(tables, "Search a track (title, artist or id)", key="q")

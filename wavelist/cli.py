@@ -12,23 +12,43 @@ import sys
 from pathlib import Path
 
 from schemas.errors import UserError
-from schemas.flags import VERBOSE_ENV, FlagParser, unknown_flags_message
+from schemas.flags import (PORT, VERBOSE_ENV, FlagParser, one_line_message, real, shown, unknown_flags_message,
+                           whole)
 
 JOBS = {"ingest": "beam_jobs.ingest", "train": "model.train", "embed": "beam_jobs.embed",
-        "add": "beam_jobs.add_tracks", "evaluate": "model.evaluate"}
+        "add": "beam_jobs.add_tracks", "update": "beam_jobs.update", "evaluate": "model.evaluate"}
 log = logging.getLogger("wavelist")
+
+
+def for_terminal(text: object) -> str:
+    """``text`` safe to print (:func:`playlists.text.for_terminal`), imported when first needed: the playlist
+    package's import is not on every command's start-up path."""
+    from playlists.text import for_terminal as safe
+
+    return safe(text)
+
+
+class TerminalFormatter(logging.Formatter):
+    """Log lines whose message cannot carry terminal escapes, control or bidirectional characters: messages
+    name files, tags and MPD's answers, which are data."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = for_terminal(record.message)
+        return super().formatMessage(record)
 
 
 def _quiet_libraries(verbose: bool = False) -> None:
     """Our progress lines at INFO; the libraries' chatter that says nothing to a user, off (``-v``: on)."""
     import warnings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.setFormatter(TerminalFormatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba"):
+    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba", "httpx", "mpd"):  # mpd: python-mpd2
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Beam's local workers warn that no semi-persistent directory exists; it matters only on Dataflow
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
@@ -37,12 +57,15 @@ def _quiet_libraries(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
-BEAM_JOBS = ("ingest", "embed", "add")
+BEAM_JOBS = ("ingest", "embed", "add", "update")
+SEED_MAX = 2**32 - 1  # what numpy and scikit-learn take as a random seed
+VARIETY_MAX = 0.99  # variety 1 would ignore similarity altogether
 TENSORFLOW_JOBS = ("train", "evaluate")  # in this process; embed's workers import Keras quietly themselves
 JOB_HELP = {"ingest": "Beam: audio -> log-mel tiles (TFRecord), summary features and track tables",
             "train": "TensorFlow: train a model on DATA and export its embedders",
             "embed": "Beam: DATA through a model -> track vectors, neighbours, map (TABLES)",
             "add": "Beam: add new audio to existing TABLES without recomputing them",
+            "update": "Beam: bring TABLES in step with their music folder (added, removed, moved, retagged files)",
             "evaluate": "compare models on the same DATA"}
 
 
@@ -76,13 +99,57 @@ def _playlist_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
 
     parser = sub.add_parser(name, help=help_text)
     parser.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
-    parser.add_argument("-n", type=int, default=20, help="playlist length")
+    parser.add_argument("-n", type=whole(1), default=20, help="playlist length")
     parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument("--output", help="write the playlist to this file instead of printing it")
     parser.add_argument("--relative-to", metavar="DIR",
                         help="M3U8: audio paths relative to this folder (where the playlist will be kept); "
                              "default: absolute paths")
     return parser
+
+
+TRACK = "track id, title, or words of its title / artist / album that name one track"
+
+
+def add_kind_flags(parser: argparse.ArgumentParser, kind: str, playing: str | None = None) -> None:
+    """The flags of the playlist ``kind`` (radio, like or journey) as ``wavelist KIND`` takes them; ``playing``
+    names what fills a missing --seed (radio) or --from (journey), which are then optional."""
+    default = f"; default: {playing}" if playing else ""
+    if kind == "radio":
+        parser.add_argument("--seed", required=playing is None, help=TRACK + default)
+    if kind == "like":
+        parser.add_argument("--seeds", nargs="+", required=True, metavar="TRACK", help=f"seeds ({TRACK})")
+    if kind in ("radio", "like"):
+        parser.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
+        parser.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0,
+                            help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
+    if kind == "journey":
+        parser.add_argument("--from", dest="start", help=f"first track ({TRACK}){default}")
+        parser.add_argument("--to", dest="end", help=f"last track ({TRACK})")
+        parser.add_argument("--via", nargs="+", metavar="TRACK",
+                            help="stops in order, first to last (instead of --from/--to)")
+        parser.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
+    parser.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+
+
+def playlist_options(args: argparse.Namespace, kind: str) -> dict:
+    """``make_playlist``'s arguments from the flags of ``wavelist KIND`` (all but profile's history)."""
+    options = {"n": args.n, "variety": getattr(args, "variety", 0.0),
+               "max_per_artist": getattr(args, "max_per_artist", None)}
+    if kind in ("radio", "like"):
+        options["exclude_artist"] = args.exclude_artist
+    if kind == "radio":
+        options["seed"] = args.seed
+    elif kind == "like":
+        options["seeds"] = args.seeds
+    elif kind == "alchemy":
+        options.update(add=args.add, subtract=args.subtract)
+    elif kind == "profile":
+        options["half_life"] = args.half_life
+    elif kind == "journey":
+        del options["variety"]
+        options.update(start=args.start, end=args.end, via=args.via or (), avoid=args.avoid)
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,32 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate the demo catalogue and run every stage on it")
     demo.add_argument("--out", default="demo_out", help="folder for catalogue/, data/, model/, tables/, map.html")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--artists-per-style", type=int, default=10)
-    demo.add_argument("--tracks-per-artist", type=int, default=2)
-    demo.add_argument("--seconds", type=float, default=30.0)
-    demo.add_argument("--epochs", type=int, default=12,
+    demo.add_argument("--seed", type=whole(0, SEED_MAX), default=0)
+    demo.add_argument("--artists-per-style", type=whole(1, 1000), default=10)
+    demo.add_argument("--tracks-per-artist", type=whole(1, 1000), default=2)
+    demo.add_argument("--seconds", type=real(3.0, 600.0), default=30.0)
+    demo.add_argument("--epochs", type=whole(1, 10_000), default=12,
                       help="genre CNN epochs (the demo styles are learnt in a few; early stopping may end sooner)")
 
     for job, what in JOB_HELP.items():
         sub.add_parser(job, help=f"{what} (--help for its flags)", add_help=False)
 
-    track = "track id, title, or words of its title / artist / album that name one track"
     radio = _playlist_parser(sub, "radio", "nearest neighbours of one seed track")
-    radio.add_argument("--seed", required=True, help=track)
     like = _playlist_parser(sub, "like", "a playlist that blends several seed tracks")
-    like.add_argument("--seeds", nargs="+", required=True, metavar="TRACK", help=f"seeds ({track})")
-    for parser_ in (radio, like):
-        parser_.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
-        parser_.add_argument("--variety", type=float, default=0.0,
-                             help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
-        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
     journey = _playlist_parser(sub, "journey", "a smooth path of tracks from one track to another")
-    journey.add_argument("--from", dest="start", help=f"first track ({track})")
-    journey.add_argument("--to", dest="end", help=f"last track ({track})")
-    journey.add_argument("--via", nargs="+", metavar="TRACK", help="stops in order, first to last (instead of --from/--to)")
-    journey.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
-    journey.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+    for kind, parser_ in (("radio", radio), ("like", like), ("journey", journey)):
+        add_kind_flags(parser_, kind)
     alchemy = _playlist_parser(sub, "alchemy", "tracks nearest to the sum of some tracks minus others")
     alchemy.add_argument("--add", nargs="+", required=True, metavar="TRACK", help="tracks whose sound to add")
     alchemy.add_argument("--subtract", nargs="+", default=[], metavar="TRACK", help="tracks whose sound to take away")
@@ -128,18 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="plays: a ListenBrainz export (JSON lines), a Last.fm-style scrobble CSV (matched by "
                               "MusicBrainz id, else artist and title), or, oldest first, an M3U, wavelist's JSON, "
                               "or track ids or audio paths one a line")
-    profile.add_argument("--half-life", type=float, default=20.0, help="a play this many plays older counts half")
+    profile.add_argument("--half-life", type=real(1e-3), default=20.0, help="a play this many plays older counts half")
     profile.set_defaults(n=50)
     for parser_ in (alchemy, profile):
-        parser_.add_argument("--variety", type=float, default=0.0, help="0 (most similar) to 0.9")
+        parser_.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0, help="0 (most similar) to 0.9")
         parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
     clusters = sub.add_parser("clusters", help="cut the catalogue into K sound-coherent playlists (k-means)")
     clusters.add_argument("--tables", required=True)
-    clusters.add_argument("--k", type=int, required=True, help="number of playlists")
+    clusters.add_argument("--k", type=whole(1), required=True, help="number of playlists")
     clusters.add_argument("--out", help="write clusters.parquet and one M3U8 per playlist into this folder "
-                                        "(new, empty, or an earlier clusters --out)")
+                                        "(new or empty; an earlier clusters --out with --overwrite)")
+    clusters.add_argument("--overwrite", action="store_true", help="replace an earlier clusters --out, whole")
     clusters.add_argument("--format", choices=("table", "json"), default="table")
-    clusters.add_argument("--seed", type=int, default=0)
+    clusters.add_argument("--seed", type=whole(0, SEED_MAX), default=0, help="k-means' random seed")
+
+    duplicates = sub.add_parser("duplicates", help="tracks that are one recording in several files (copies, "
+                                                   "re-encodes, copies with silence trimmed or added)")
+    duplicates.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed or update")
+    duplicates.add_argument("--format", choices=("table", "json"), default="table")
 
     mapper = sub.add_parser("map", help="write the interactive 3-D catalogue map as HTML")
     mapper.add_argument("--tables", required=True)
@@ -147,82 +209,78 @@ def build_parser() -> argparse.ArgumentParser:
     mapper.add_argument("--radio", metavar="SEED", help="draw this seed's radio on the map")
     mapper.add_argument("--journey", nargs="+", metavar="TRACK", help="draw a journey through these tracks (2 or more)")
     mapper.add_argument("--playlist", metavar="FILE", help="draw this playlist (M3U8, JSON output, or ids one a line)")
-    mapper.add_argument("-n", type=int, default=12, help="length of the drawn playlist")
+    mapper.add_argument("-n", type=whole(1), default=12, help="length of the drawn playlist")
 
     projector = sub.add_parser("projector", help="export vectors.tsv, metadata.tsv and a config for "
                                                  "TensorFlow's Embedding Projector")
     projector.add_argument("--tables", required=True)
     projector.add_argument("--out", default="projector",
-                           help="folder to write (new, empty, or an earlier projector --out)")
+                           help="folder to write (new or empty; an earlier projector --out with --overwrite)")
+    projector.add_argument("--overwrite", action="store_true", help="replace an earlier projector --out, whole")
 
     app = sub.add_parser("app", help="the Streamlit app: search, map, play, radio, journey, M3U download")
     app.add_argument("--tables", required=True)
     app.add_argument("--address", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1: this machine only). Another address lets "
                           "anyone who reaches it browse the catalogue and play its audio: there is no login")
-    app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--port", type=PORT, default=8501)
 
     player = sub.add_parser("mpd", help="queue a radio or a journey in MPD, from the song it plays")
     player_sub = player.add_subparsers(dest="mpd_command", required=True)
     mpd_radio = player_sub.add_parser("radio", help="queue the radio of the song MPD plays (or --seed)")
     mpd_journey = player_sub.add_parser("journey", help="queue a journey from the song MPD plays (or --seed) "
                                                         "to --to")
-    mpd_journey.add_argument("--to", required=True, help=f"last track ({track})")
+    mpd_journey.add_argument("--to", required=True, help=f"last track ({TRACK})")
     mpd_radio.add_argument("--keep-going", action="store_true",
                            help="keep running: queue more whenever fewer than --low songs are left (Ctrl-C stops)")
-    mpd_radio.add_argument("--low", type=int, default=5, help="with --keep-going: songs left that trigger more")
+    mpd_radio.add_argument("--low", type=whole(0), default=5, help="with --keep-going: songs left that trigger more")
     mpd_radio.add_argument("--exclude-artist", action="store_true", help="leave out the seed's artist")
-    mpd_radio.add_argument("--variety", type=float, default=0.0, help="0 (most similar) to 0.9")
+    mpd_radio.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0, help="0 (most similar) to 0.9")
     for parser_ in (mpd_radio, mpd_journey):
         parser_.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
         parser_.add_argument("--music-dir", help="MPD's music_directory as this machine sees it (default: the "
                                                  "folder holding every catalogue path)")
         parser_.add_argument("--host", default=os.environ.get("MPD_HOST", "localhost"),
                              help="MPD's address (default $MPD_HOST or localhost)")
-        parser_.add_argument("--port", type=int, default=int(os.environ.get("MPD_PORT", "6600")),
-                             help="MPD's port (default $MPD_PORT or 6600)")
-        parser_.add_argument("--seed", help=f"start from this track instead of the song MPD plays ({track})")
-        parser_.add_argument("-n", type=int, default=20, help="how many tracks to queue")
+        parser_.add_argument("--port", type=PORT, help="MPD's port (default $MPD_PORT or 6600)")
+        parser_.add_argument("--seed", help=f"start from this track instead of the song MPD plays ({TRACK})")
+        parser_.add_argument("-n", type=whole(1), default=20, help="how many tracks to queue")
         parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+
+    subsonic = sub.add_parser("subsonic", help="put a radio, journey or like playlist into a Subsonic server "
+                                               "(Navidrome, gonic, Airsonic, Ampache, supysonic)")
+    subsonic_sub = subsonic.add_subparsers(dest="subsonic_command", required=True)
+    playing = "the song --user plays now"
+    for kind, what in (("radio", "the radio of the song the user plays (or --seed)"),
+                       ("journey", "a journey from the song the user plays (or --from) to --to"),
+                       ("like", "a blend of --seeds")):
+        parser_ = subsonic_sub.add_parser(kind, help=what)
+        parser_.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
+        parser_.add_argument("--server", required=True, metavar="URL",
+                             help="the server's base address as its apps take it, e.g. http://localhost:4533")
+        parser_.add_argument("--user", required=True, help="the server's user whose playlist it is")
+        parser_.add_argument("--password-file", metavar="FILE",
+                             help="a file whose first line is the password (default: $WAVELIST_SUBSONIC_PASSWORD)")
+        parser_.add_argument("--playlist", required=True, metavar="NAME",
+                             help="the user's playlist to write: created, or its songs replaced if the user owns one "
+                                  "of that name")
+        parser_.add_argument("--music-dir", help="the folder the server scans, as this machine sees it (default: "
+                                                 "the folder holding every catalogue path)")
+        parser_.add_argument("-n", type=int, default=20, help="playlist length")
+        add_kind_flags(parser_, kind, playing)
 
     serve = sub.add_parser("serve", help="the tables as a JSON HTTP API (radio, journey, ..., OpenSubsonic "
                                          "sonicSimilarity); GET /openapi.json describes it")
     serve.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
     serve.add_argument("--address", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000)  # checked by serve, with its address
     serve.add_argument("--music-folder", help="the folder that track paths in requests are relative to "
                                               "(default: the folder holding every catalogue path)")
-    serve.add_argument("--watch-seconds", type=float, default=2.0,
+    serve.add_argument("--watch-seconds", type=real(0.0, 86_400.0), default=2.0,
                        help="look for a newly published TABLES folder this often (0: only POST /reload)")
-    serve.add_argument("--threads", type=int, help="worker threads answering queries (default: one per core)")
+    serve.add_argument("--threads", type=whole(1, 1024),
+                       help="worker threads answering queries (default: one per core)")
     return parser
-
-
-def check_output_file(path: str | None, tables: str) -> None:
-    """Refuse an output file inside the TABLES folder (an input) or where a folder is."""
-    if not path:
-        return
-    target = Path(path).resolve()
-    if target == Path(tables).resolve() or Path(tables).resolve() in target.parents:
-        raise UserError(f"{path} is inside the tables folder {tables}, an input; write it elsewhere")
-    if target.is_dir():
-        raise UserError(f"{path} is a folder; give a file name")
-
-
-def check_output_folder(out: str | None, tables: str, names: tuple[str, ...], suffixes: tuple[str, ...] = ()) -> None:
-    """Refuse ``out`` unless it is new, empty, or holds only files this command writes (``names``, or names
-    ending in ``suffixes``): it never writes over a file it did not make."""
-    if not out:
-        return
-    check_output_file(out + "/x", tables)
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
-    foreign = sorted(p.name for p in folder.iterdir() if p.name not in names and not p.name.endswith(suffixes)) \
-        if folder.is_dir() else []
-    if foreign:
-        raise UserError(f"--out {out} holds files this command did not write (e.g. {', '.join(foreign[:3])}); "
-                         "choose a new or empty folder")
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -238,34 +296,24 @@ def _playlist_command(args: argparse.Namespace) -> None:
     from playlists.history import read_history
     from playlists.output import SCORE_NAMES, missing_audio, playlist_rows, render
     from playlists.service import make_playlist
+    from storage import files
 
-    check_output_file(args.output, args.tables)
+    files.check_output_file(args.output, inputs=[args.tables, getattr(args, "history", None)])
     tables = load_tables(args.tables)
-    options = {"n": args.n, "variety": getattr(args, "variety", 0.0),
-               "max_per_artist": getattr(args, "max_per_artist", None)}
-    if args.command in ("radio", "like"):
-        options["exclude_artist"] = args.exclude_artist
-    if args.command == "radio":
-        options["seed"] = args.seed
-    elif args.command == "like":
-        options["seeds"] = args.seeds
-    elif args.command == "alchemy":
-        options.update(add=args.add, subtract=args.subtract)
-    elif args.command == "profile":
+    options = playlist_options(args, args.command)
+    if args.command == "profile":
         history, matched = read_history(tables, args.history)
         if matched:
-            print(matched, file=sys.stderr)
-        options.update(history=history, half_life=args.half_life)
-    else:
-        del options["variety"]
-        options.update(start=args.start, end=args.end, via=args.via or (), avoid=args.avoid)
+            print(for_terminal(matched), file=sys.stderr)
+        options["history"] = history
     playlist = make_playlist(tables, args.command, **options)
     if playlist.smoothness is not None:
         print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in playlist.smoothness.items()), file=sys.stderr)
     if args.format == "m3u":
         missing = missing_audio(playlist_rows(tables, playlist.entries))
         if missing:
-            print(f"warning: {len(missing)} audio files do not exist here, e.g. {missing[0]}", file=sys.stderr)
+            print(f"warning: {len(missing)} audio files do not exist here, e.g. {for_terminal(missing[0])}",
+                  file=sys.stderr)
     _emit(render(tables, playlist.entries, args.format, SCORE_NAMES[args.command], args.relative_to), args.output)
 
 
@@ -273,8 +321,9 @@ def _map_command(args: argparse.Namespace) -> None:
     from playlists import journey_via, load_tables, radio
     from playlists.mapview import track_name, write_map
     from playlists.output import read_track_list
+    from storage import files
 
-    check_output_file(args.out, args.tables)
+    files.check_output_file(args.out, inputs=[args.tables, args.playlist], flag="--out")
     tables = load_tables(args.tables)
     playlist, title, path = None, "the catalogue by sound", True
     if args.radio is not None:
@@ -297,18 +346,24 @@ def _clusters_command(args: argparse.Namespace) -> None:
     import json
 
     from playlists import load_tables
-    from playlists.discover import CLUSTERS_FILE, clusters, write_clusters
-    from playlists.text import for_terminal
+    from playlists.discover import clusters, write_clusters
+    from playlists.text import for_json
+    from storage import files
 
-    check_output_folder(args.out, args.tables, (CLUSTERS_FILE,), (".m3u8",))
+    if args.out:
+        files.check_output(args.out, overwrite=args.overwrite, kind="clusters", inputs=[args.tables])
     tables = load_tables(args.tables)
     found, silhouette = clusters(tables, args.k, seed=args.seed)
     if args.out:
-        log.info("wrote %s", write_clusters(tables, found, args.out))
+        with files.staged_output(args.out, overwrite=args.overwrite, kind="clusters", inputs=[args.tables]) \
+                as staging, files.written_locally(staging) as local:
+            write_clusters(tables, found, local)
+        log.info("wrote %s", args.out)
     summary = [{"cluster": c.number, "name": c.name, "tracks": len(c.entries), "genre_share": round(c.genre_share, 3),
                 "coherence": round(c.coherence, 3), "central_track": c.central_track} for c in found]
     if args.format == "json":
-        print(json.dumps({"silhouette": round(silhouette, 4), "clusters": summary}, indent=2, ensure_ascii=False))
+        print(for_json(json.dumps({"silhouette": round(silhouette, 4), "clusters": summary}, indent=2,
+                                  ensure_ascii=False)))
         return
     print(f"silhouette (cosine): {silhouette:.3f}")
     print(f"{'cluster':>7}  {'tracks':>6}  {'coherence':>9}  {'genre share':>11}  name")
@@ -319,10 +374,15 @@ def _clusters_command(args: argparse.Namespace) -> None:
 
 def _projector_command(args: argparse.Namespace) -> None:
     from playlists import load_tables
-    from playlists.projector import PROJECTOR_FILES, write_projector
+    from playlists.projector import write_projector
+    from storage import files
 
-    check_output_folder(args.out, args.tables, PROJECTOR_FILES)
-    out = write_projector(load_tables(args.tables), args.out)
+    files.check_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables])
+    tables = load_tables(args.tables)
+    with files.staged_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables]) as staging, \
+            files.written_locally(staging) as local:
+        write_projector(tables, local)
+    out = args.out
     print(f"{out}: vectors.tsv, metadata.tsv, projector_config.pbtxt (tensorboard --logdir {out}), "
           "projector_config.json (load vectors.tsv and metadata.tsv in the standalone Embedding Projector)")
 
@@ -349,11 +409,24 @@ def _app_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def mpd_port(given: int | None) -> int:
+    """``--port``, else ``$MPD_PORT``, else 6600; a ``$MPD_PORT`` that is no port is a one-line error."""
+    if given is not None:
+        return given
+    text = os.environ.get("MPD_PORT", "").strip() or "6600"
+    try:
+        return PORT(text)
+    except argparse.ArgumentTypeError:
+        raise UserError(f"$MPD_PORT {shown(text)} is not a port number (0 to 65535); set it to MPD's port or give "
+                        "--port") from None
+
+
 def _mpd_command(args: argparse.Namespace) -> None:
     from playlists import load_tables
     from playlists.service import TrackFinder
     from wavelist import player
 
+    args.port = mpd_port(args.port)
     tables = load_tables(args.tables)
     client = player.connect(args.host, args.port)
     options = {"max_per_artist": args.max_per_artist}
@@ -375,6 +448,17 @@ def _mpd_command(args: argparse.Namespace) -> None:
         client.disconnect()
 
 
+def _subsonic_command(args: argparse.Namespace) -> None:
+    from playlists import load_tables
+    from wavelist import subsonic
+
+    password = subsonic.read_password(args.password_file)
+    tables = load_tables(args.tables)
+    with subsonic.Client(args.server, args.user, password) as client:
+        print(subsonic.push(client, tables, args.subsonic_command, playlist_options(args, args.subsonic_command),
+                            args.playlist, args.music_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -394,12 +478,18 @@ def main(argv: list[str] | None = None) -> int:
             _playlist_command(known)
         elif known.command == "clusters":
             _clusters_command(known)
+        elif known.command == "duplicates":
+            from wavelist.duplicates import main as duplicates_main
+
+            duplicates_main(known.tables, known.format)
         elif known.command == "map":
             _map_command(known)
         elif known.command == "projector":
             _projector_command(known)
         elif known.command == "mpd":
             _mpd_command(known)
+        elif known.command == "subsonic":
+            _subsonic_command(known)
         elif known.command == "app":
             return _app_command(known)
         elif known.command == "serve":
@@ -413,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, OSError) as error:  # a mistake the user can fix, or a file the system refused
         if known.debug:
             raise
-        print(f"wavelist {known.command}: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
+        print(f"wavelist {known.command}: error: {one_line_message(for_terminal(error))}", file=sys.stderr)
         return 2
     return 0
 

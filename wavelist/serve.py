@@ -5,7 +5,8 @@ from it alone, and a reload (``POST /reload``, or the watch on the TABLES folder
 before swapping one reference, so no request ever mixes two tables. Each query parameter is declared once in
 :data:`ENDPOINTS`, which drives both the checks (a 4xx answer naming the parameter) and the OpenAPI description.
 The server reads nothing but the TABLES folder and serves no file at all; a track path in a request is only
-compared, as a string, with the catalogue's paths relative to the music folder.
+compared, as a string, with the catalogue's paths relative to the music folder. The OpenSubsonic methods under
+``/rest/`` are :mod:`wavelist.subsonic_api`'s.
 """
 from __future__ import annotations
 
@@ -35,15 +36,15 @@ from playlists.service import Playlist, TrackFinder, make_playlist
 from playlists.tables import Tables, UnknownTrack, load_tables
 from schemas import layout
 from schemas.errors import UserError
+from wavelist import subsonic_api
 
 log = logging.getLogger("wavelist.serve")
 
-MAX_COUNT = 500  # tracks in one answer (radio, like, alchemy, profile, search, getSonicSimilarTracks)
+MAX_COUNT = 500  # tracks in one answer (radio, like, alchemy, profile, search)
 MAX_JOURNEY = 200  # tracks in one journey (its dynamic programme grows with the length)
 MAX_LIST = 100  # tracks named in one list parameter (seeds, stops, avoid, add, subtract, history)
 MAX_QUERY_BYTES = 8192  # the query string
 MAX_BODY_BYTES = 64 * 1024  # a request body (POST /profile)
-SUBSONIC_VERSION = "1.16.1"
 
 
 class BadRequest(ValueError):
@@ -116,7 +117,9 @@ def load_snapshot(folder: Path, music_folder: str | None, generation: int) -> Sn
         raise BadRequest(f"{folder} kept changing while it was read; try again", 409)
     marker = folder / layout.SUCCESS_MARKER
     built = (marker if marker.exists() else folder / layout.TableFiles.EMBEDDINGS).stat().st_mtime
-    return Snapshot(tables=tables, finder=TrackFinder(tables, music_folder), built_at=_iso(built),
+    finder = TrackFinder(tables, music_folder)
+    finder.prepare()  # the lookups' indexes, built here rather than by the first request
+    return Snapshot(tables=tables, finder=finder, built_at=_iso(built),
                     loaded_at=_iso(time.time()), signature=before, generation=generation)
 
 
@@ -267,6 +270,18 @@ def _always(snapshot: Snapshot, args: dict[str, Any]) -> bool:
     return True
 
 
+def _check_ids(snapshot: Snapshot, params: tuple[Param, ...], args: dict[str, Any]) -> None:
+    """Raise :class:`UnknownTrack` now for a track parameter that is an id the tables do not hold: a lookup and
+    its close ids cost microseconds whatever the catalogue's size, so the answer (404) need not wait for a
+    worker thread that slow requests may hold."""
+    for param in params:
+        if param.kind == "track":
+            values = args[param.name] if param.many else [args[param.name]]
+            for value in values:
+                if value is not None and str(value).strip().lstrip("-").isdecimal():
+                    snapshot.finder.find(value)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Answers
 
@@ -308,55 +323,6 @@ def _health(snapshot: Snapshot, args: dict[str, Any], service: Service) -> dict[
             "watch_seconds": service.watch_seconds, "last_reload_error": service.last_error}
 
 
-def _subsonic(body: dict[str, Any], status: str = "ok") -> dict[str, Any]:
-    return {"subsonic-response": {"status": status, "version": SUBSONIC_VERSION, "type": "wavelist",
-                                  "serverVersion": wavelist.__version__, "openSubsonic": True, **body}}
-
-
-def _sonic_match(snapshot: Snapshot, track_id: int, similarity: float) -> dict[str, Any]:
-    """An OpenSubsonic ``sonicMatch``: the Child fields wavelist knows, ``distance`` (normalised cosine
-    distance, 0 = identical, 1 = opposite) and the cosine ``similarity``."""
-    track = snapshot.tables.track(track_id)
-    path = snapshot.finder.relative_path(track_id)
-    child = {"id": str(track_id), "isDir": False, "isVideo": False, "type": "music", "mediaType": "song",
-             "title": track.get("title"), "artist": track.get("artist"), "genre": track.get("genre"),
-             "artistId": None if track.get("artist_id") is None else str(track["artist_id"]),
-             "duration": None if track.get("duration_s") is None else int(round(track["duration_s"])),
-             "path": path, "suffix": Path(path).suffix.lstrip(".").lower() if path else None}
-    child = {k: v for k, v in child.items() if v is not None}
-    return {**child, "distance": round((1.0 - similarity) / 2.0, 6), "similarity": round(similarity, 6)}
-
-
-def _sonic_similar(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
-    from playlists.radio import radio
-
-    seed = snapshot.finder.find(args["id"])
-    entries = radio(snapshot.tables, seed, args["count"])
-    return _subsonic({"sonicSimilarTracksResult": {
-        "sonicMatch": [_sonic_match(snapshot, e.track_id, e.similarity) for e in entries]}})
-
-
-def _sonic_path(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
-    from playlists.journey import journey_via
-
-    tables, find = snapshot.tables, snapshot.finder.find
-    start, end = find(args["startSongId"]), find(args["endSongId"])
-    if start == end:
-        raise BadRequest(f"startSongId and endSongId name the same track ({start}); a path needs two tracks")
-    entries = journey_via(tables, [start, end], args["count"])
-    origin = tables.vector(start)
-    return _subsonic({"findSonicPathResult": {"sonicMatch": [
-        _sonic_match(snapshot, e.track_id, float(tables.vector(e.track_id) @ origin)) for e in entries]}})
-
-
-def _extensions(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
-    return _subsonic({"openSubsonicExtensions": [{"name": "sonicSimilarity", "versions": [1]}]})
-
-
-def _ping(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
-    return _subsonic({})
-
-
 PLAYLIST = "Playlists (the same arguments and answers as the wavelist command)"
 ENDPOINTS: list[Endpoint] = [
     Endpoint("/health", "The server's state and the tables it answers from (model_id, built_at, tracks)",
@@ -387,15 +353,6 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("/search", "Tracks whose id, title or artist contains the words",
              (Param("q", "str", "words to look for (case-insensitive)", required=True),
               _count(20, name="limit")), tags=("catalogue",), handler=_search),
-    Endpoint("/rest/getSonicSimilarTracks", "OpenSubsonic sonicSimilarity: tracks that sound like one track",
-             (Param("id", "track", TRACK, required=True), _count(10, name="count")), tags=("OpenSubsonic",),
-             handler=_sonic_similar, inline=_stored_slice("id", "count")),
-    Endpoint("/rest/findSonicPath", "OpenSubsonic sonicSimilarity: a path of tracks from one song to another",
-             (Param("startSongId", "track", TRACK, required=True), Param("endSongId", "track", TRACK, required=True),
-              _count(25, MAX_JOURNEY, 2, name="count")), tags=("OpenSubsonic",), handler=_sonic_path),
-    Endpoint("/rest/getOpenSubsonicExtensions", "The OpenSubsonic extensions answered here",
-             tags=("OpenSubsonic",), handler=_extensions, inline=_always),
-    Endpoint("/rest/ping", "OpenSubsonic ping", tags=("OpenSubsonic",), handler=_ping, inline=_always),
     Endpoint("/reload", "Load the TABLES folder again and swap it in whole (also done by the watch)",
              methods=("POST",), tags=("service",)),
     Endpoint("/openapi.json", "This description", tags=("service",)),
@@ -423,10 +380,10 @@ def openapi() -> dict[str, Any]:
             paths[endpoint.path] = {m.lower(): operation for m in endpoint.methods}
     return {"openapi": "3.1.0",
             "info": {"title": "wavelist", "version": wavelist.__version__,
-                     "description": "Playlists from wavelist's neighbour tables. OpenSubsonic endpoints also answer "
-                                    "with a .view suffix. Errors: 4xx with {\"error\": \"...\"} (a subsonic-response "
-                                    "with status failed under /rest/)."},
-            "paths": paths}
+                     "description": "Playlists from wavelist's neighbour tables. Errors: 4xx with {\"error\": \"...\"}. "
+                                    "The OpenSubsonic methods under /rest/ answer as the OpenSubsonic spec says "
+                                    "(XML unless f=json, failures in the subsonic-response with HTTP 200)."},
+            "paths": {**paths, **subsonic_api.openapi_paths()}}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -441,9 +398,6 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def _error(request: Request, message: str, status: int) -> Response:
     message = " ".join(str(message).split())
-    if request.url.path.startswith("/rest/"):
-        code = {404: 70, 400: 10 if message.startswith("missing parameter") else 0}.get(status, 0)
-        return _json(_subsonic({"error": {"code": code, "message": message}}, status="failed"), status)
     return _json({"error": message, "status": status}, status)
 
 
@@ -475,7 +429,7 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                 if length is not None and (not length.isdecimal() or int(length) > MAX_BODY_BYTES):
                     raise BadRequest(f"the request body is larger than {MAX_BODY_BYTES} bytes", 413)
                 query = request.query_params
-                unknown = sorted(set(query) - set(params) - {"u", "p", "t", "s", "v", "c", "f"})
+                unknown = sorted(set(query) - set(params))
                 if unknown:
                     raise BadRequest(f"unknown parameter {unknown[0]!r}; {endpoint.path} takes "
                                      f"{', '.join(params) or 'no parameters'}")
@@ -497,6 +451,7 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                         raise BadRequest("give the history either as the body (POST) or as history= (GET)")
                     args["history"] = await anyio.to_thread.run_sync(
                         snapshot.finder.parse_list, text, "the request body", limiter=limiter)
+                _check_ids(snapshot, endpoint.params, args)
                 if endpoint.inline(snapshot, args):
                     return _json(endpoint.handler(snapshot, args))
                 answer = await anyio.to_thread.run_sync(endpoint.handler, snapshot, args, limiter=limiter)
@@ -512,12 +467,8 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                 return _error(request, "internal error; the server's log has the details", 500)
         return handle
 
-    routes = []
-    for endpoint in ENDPOINTS:
-        handler = route(endpoint)
-        routes.append(Route(endpoint.path, handler, methods=list(endpoint.methods)))
-        if endpoint.path.startswith("/rest/"):
-            routes.append(Route(endpoint.path + ".view", handler, methods=list(endpoint.methods)))
+    routes = [Route(endpoint.path, route(endpoint), methods=list(endpoint.methods)) for endpoint in ENDPOINTS]
+    routes += subsonic_api.routes(lambda: service.current, limiter)  # OpenSubsonic under /rest/
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 405:

@@ -6,7 +6,9 @@ Streamlit's media file manager (what ``st.audio`` uses) reads every whole file i
 each session and rerun, through a private API; its static serving reaches only a ``static/`` folder beside the
 script. The route streams the file itself (with ranges, so the browser can seek), from the same address and
 port as the page, so ``wavelist app --address --port`` (or a proxy in front) needs nothing more. It serves only
-the audio of tracks in the tables, chosen by id: a client never names a path.
+the audio of tracks in the tables, chosen by id (a client never names a path), and only while the track's path
+lies in the music folder and leads to the file ingest read (:meth:`playlists.service.TrackFinder.audio_file`);
+everything else under ``/audio/`` is a 404.
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ import functools
 import mimetypes
 import os
 import threading
-from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -22,44 +23,61 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from playlists import Tables, load_tables
-from playlists.output import player_path
+from playlists.service import TrackFinder
 from playlists.text import for_html
 
 TABLES_VARIABLE = "WAVELIST_TABLES"
-AUDIO_PATH = "/audio/{track_id:int}"
+# Every address under /audio/ is this route's: one that is not a track id is a 404 here, never the app's page.
+AUDIO_PATH = "/audio/{name:path}"
 _loading = threading.Lock()
 
 
 @functools.cache
-def _tables(folder: str) -> Tables:
-    return load_tables(folder)
+def _finder(folder: str) -> TrackFinder:
+    return TrackFinder(load_tables(folder))
+
+
+def shared_finder(folder: str) -> TrackFinder:
+    """The tables of ``folder`` and their track finder, loaded once per process: the page script and the audio
+    route share them."""
+    with _loading:
+        return _finder(folder)
 
 
 def shared_tables(folder: str) -> Tables:
-    """The tables of ``folder``, loaded once per process: the page script and the audio route share them."""
-    with _loading:
-        return _tables(folder)
+    """The tables of ``folder``, loaded once per process (see :func:`shared_finder`)."""
+    return shared_finder(folder).tables
 
 
 def audio_url(track_id: int) -> str:
     """The URL of a track's audio on the app's own server."""
-    return AUDIO_PATH.replace("{track_id:int}", str(int(track_id)))
+    return f"/audio/{int(track_id)}"
 
 
 def local_audio(tables: Tables, track_id: int) -> str | None:
-    """The track's audio file when it is a file on this machine, else None (a URL, no path, a missing file)."""
-    path = player_path(tables.track(track_id).get("path"))
-    return path if path and "://" not in path and Path(path).is_file() else None
+    """The file the app may play for ``track_id``, else None (see
+    :meth:`playlists.service.TrackFinder.audio_file`)."""
+    return shared_finder(str(tables.folder)).audio_file(track_id)
+
+
+def track_id_of(name: str) -> int | None:
+    """The track id that the last part of an ``/audio/`` address names: 1 to 19 ASCII digits within 64 bits, or
+    None (a sign, a suffix, more digits)."""
+    if not (name.isascii() and name.isdigit() and len(name) <= 19) or int(name) >= 2**63:
+        return None
+    return int(name)
 
 
 async def audio(request: Request) -> Response:
-    """``GET /audio/ID``: the audio file of track ID (404 when the tables have no such track or no file)."""
+    """``GET /audio/ID``: the audio file of track ID (404 for anything else: no such track, no file that may be
+    served, an address that is not an id)."""
     folder = os.environ.get(TABLES_VARIABLE)
-    if not folder:
-        return PlainTextResponse("no tables", 404)
-    tables = await run_in_threadpool(shared_tables, folder)
+    track_id = track_id_of(request.path_params["name"])
+    if not folder or track_id is None:
+        return PlainTextResponse("no such track", 404)
+    finder = await run_in_threadpool(shared_finder, folder)
     try:
-        path = await run_in_threadpool(local_audio, tables, request.path_params["track_id"])
+        path = await run_in_threadpool(finder.audio_file, track_id)
     except LookupError:
         path = None
     if path is None:
