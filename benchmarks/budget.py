@@ -9,8 +9,9 @@ train`` at its defaults, ``wavelist embed``; a step whose output is already ther
 budget's embeddings with ``shared/similarity_metrics.py``'s definitions on the test split: source P@10 (the
 neighbours of a half come from its source, the other half of its song excluded) and same-song R@10 (a half
 finds the other half of its song among its 10 nearest), with 95 % paired bootstrap intervals over songs of
-each budget's difference from every tile (``benchmarks/quality.py``'s bootstrap). Also prints each budget's
-tiles, DATA bytes per song and wall time per step.
+each budget's difference from every tile (``benchmarks/quality.py``'s bootstrap), and the same figures over
+every query (the training split's too: a second look with more queries, not a held-out one). Also prints each
+budget's tiles, DATA bytes per song and wall time per step.
 """
 from __future__ import annotations
 
@@ -65,25 +66,27 @@ def main() -> None:
     metrics = similarity_metrics()
     tracks = metrics.load_tracks(str(args.halves / "fma_metadata" / "tracks.csv"))
     repeats = metrics.load_repeat_clips(str(args.halves / "no_repeats.txt"))
-    values = {}
+    values, every_query = {}, {}
     for budget in budgets:
         ids, X = metrics.load_embeddings(str(args.work / budget / "tables" / TableFiles.EMBEDDINGS))
         values[budget] = per_query(metrics, ids, X, tracks, repeats)
+        every_query[budget] = metrics.evaluate(ids, X, tracks, repeats)["all"]  # train split too: a second look
     intervals = bootstrap(values, ours=budgets[0])
     n_source, n_track = (len(values[budgets[0]][m]) for m in ("source_p10", "same_track_r10"))
     print(f"\n{n_source} source queries, {n_track} same-song queries (test split); 95 % paired bootstrap over songs; "
           f"{time.perf_counter() - started:.0f} s in all\n")
     print("| budget (excerpts x tiles) | tiles | DATA per song | source P@10 | same-song R@10 | "
-          "P@10 minus every tile | R@10 minus every tile |")
-    print("|---|---|---|---|---|---|---|")
+          "P@10 minus every tile | R@10 minus every tile | all queries: source P@10, same-song MRR |")
+    print("|---|---|---|---|---|---|---|---|")
     for run in runs:
         row = intervals[run["budget"]]
         cells = [f"{row[m][0]:.3f} [{row[m][1]:.2f}, {row[m][2]:.2f}]" for m in ("source_p10", "same_track_r10")]
         # bootstrap() takes differences as reference minus budget: turned around, a budget below it is negative
         diffs = [f"{-row[f'{m}_diff'][0]:+.3f} [{-row[f'{m}_diff'][2]:+.2f}, {-row[f'{m}_diff'][1]:+.2f}]"
                  for m in ("source_p10", "same_track_r10")] if run["budget"] != budgets[0] else ["", ""]
+        every = every_query[run["budget"]]
         print(f"| {run['budget']} | {run['tiles']} | {run['data_bytes_per_track'] / 1e6:.2f} MB | "
-              f"{' | '.join(cells)} | {' | '.join(diffs)} |")
+              f"{' | '.join(cells)} | {' | '.join(diffs)} | {every['source_p10']:.3f}, {every['same_track_mrr']:.3f} |")
 
 
 if __name__ == "__main__":
