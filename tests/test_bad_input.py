@@ -206,7 +206,9 @@ def test_tiles_of_other_audio_parameters_are_refused(pipeline_outputs, tmp_path,
 
 @pytest.mark.parametrize("flags", [["--excerpts", "-1"], ["--excerpt-tiles", "0"]])
 def test_an_impossible_budget_is_one_line(tmp_path, capsys, flags):
-    err = one_line_error(["ingest", "--audio-dir", str(tmp_path), "--out", str(tmp_path / "data"), *flags], capsys)
+    (tmp_path / "music").mkdir()
+    err = one_line_error(["ingest", "--audio-dir", str(tmp_path / "music"), "--out", str(tmp_path / "data"), *flags],
+                         capsys)
     assert "--excerpts must be 0 or more and --excerpt-tiles 1 or more" in err
     assert not (tmp_path / "data").exists()
 
