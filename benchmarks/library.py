@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow.parquet as pq
 
 from benchmarks.peers import ensure_peers_venv, run_peer
 from schemas.layout import TableFiles
@@ -141,10 +142,14 @@ def main() -> None:
         "embed": ["embed", "--data", str(data), "--model", str(model), "--out", str(tables), "--overwrite"],
     }
     results = {"songs": len(files), "audio_bytes": sum(f.stat().st_size for f in files)}
-    for name, argv in steps.items():
-        results[name] = run_step(name, argv, work)
-    results["radio"] = run_step("radio", ["radio", "--tables", str(tables), "--seed",
-                                          str(files[0].relative_to(args.songs / "audio"))], work)
+    for name, argv in steps.items():  # a step whose output and figures a cut run left is not run again
+        done = work / f"{name}.json"
+        if not (done.exists() and (work / name.replace("ingest", "data").replace("train", "model")
+                                   .replace("embed", "tables") / "_SUCCESS").exists()):
+            done.write_text(json.dumps(run_step(name, argv, work)))
+        results[name] = json.loads(done.read_text())
+    seed = str(pq.read_table(tables / TableFiles.TRACKS, columns=["track_id"])["track_id"][0])
+    results["radio"] = run_step("radio", ["radio", "--tables", str(tables), "--seed", seed], work)
     summary = json.loads((data / "summary.json").read_text())
     results.update(tiles=summary["tiles"], accepted=summary["accepted"],
                    disk={name: folder_bytes(folder) for name, folder in (("data", data), ("model", model), ("tables", tables))})
