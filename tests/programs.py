@@ -44,6 +44,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(process: subprocess.Popen) -> None:
+    """End ``process``: asked first, killed after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_for(check: Callable[[], Any], what: str, seconds: float = 90.0, every_s: float = 0.5) -> Any:
     """Poll ``check()`` until it returns something true; raise :class:`TimeoutError` naming ``what`` after
     ``seconds``."""
@@ -157,12 +167,7 @@ def mpd_server(music: Path, state: Path, songs: int) -> Iterator[int]:
         client.disconnect()
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @contextlib.contextmanager
@@ -200,10 +205,5 @@ def supysonic_server(music: Path, state: Path, users: dict[str, str]) -> Iterato
             raise RuntimeError(f"supysonic did not start: {(state / 'server.log').read_text()}")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
