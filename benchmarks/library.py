@@ -34,6 +34,7 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 
+from benchmarks.budget import folder_bytes
 from benchmarks.peers import ensure_peers_venv, run_peer
 from schemas.layout import TableFiles
 
@@ -116,10 +117,6 @@ def run_step(name: str, argv: list[str], work: Path) -> dict:
     print(f"{name}: {result['wall_s']:.0f} s wall, {result['cpu_s']:.0f} s CPU, peak {result['peak_process_gb']:.2f} GB "
           f"in one process, {result['peak_all_gb']:.2f} GB in all", flush=True)
     return result
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def main() -> None:
