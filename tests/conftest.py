@@ -30,6 +30,19 @@ def write_audio(path: Path, audio: np.ndarray, sr: int, **kwargs) -> Path:
     return path
 
 
+def tag(path: Path, **values: str) -> Path:
+    """Write easy tags (mutagen's names, e.g. ``title``, ``artist``, ``album``) into ``path``."""
+    import mutagen
+
+    opened = mutagen.File(path, easy=True)
+    if opened.tags is None:
+        opened.add_tags()
+    for key, value in values.items():
+        opened[key] = value
+    opened.save()
+    return path
+
+
 def make_catalogue(folder: Path, *, artists_per_style: int = 4, seconds: float = 8.0) -> Path:
     """A small FMA-layout catalogue of four demo styles, 2 tracks per artist."""
     from wavelist import demo_catalogue

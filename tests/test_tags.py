@@ -11,22 +11,9 @@ import pytest
 from beam_jobs import ingest
 from core import catalogue as cat
 from core.tags import read_tags
-from tests.conftest import IN_MEMORY, tone, write_audio
+from tests.conftest import IN_MEMORY, tag, tone, write_audio
 
 RECORDING = "0f6a1f4e-3b2a-4a8e-9b3c-1d2e3f4a5b6c"
-
-
-def tag(path: Path, **values: str) -> Path:
-    """Write easy tags (mutagen's names) into ``path``."""
-    import mutagen
-
-    opened = mutagen.File(path, easy=True)
-    if opened.tags is None:
-        opened.add_tags()
-    for key, value in values.items():
-        opened[key] = value
-    opened.save()
-    return path
 
 
 @pytest.fixture(scope="module")

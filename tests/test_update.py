@@ -15,7 +15,7 @@ import soundfile
 
 from beam_jobs import embed, ingest, update
 from core import catalogue as cat
-from tests.conftest import IN_MEMORY
+from tests.conftest import IN_MEMORY, tag
 from wavelist.cli import main
 
 ORIGINALS = {  # library path -> (the session catalogue's title, artist tag, album tag)
@@ -35,17 +35,6 @@ CHANGED = ("Techno Artist 2/Album/02.mp3", "Ambient piece 0.0")  # a new rip: ot
 ADDED = ("New/fresh.mp3", "Chiptune piece 0.0")
 
 
-def retag(path: Path, **values: str) -> None:
-    import mutagen
-
-    opened = mutagen.File(path, easy=True)
-    if opened.tags is None:
-        opened.add_tags()
-    for key, value in values.items():
-        opened[key] = value
-    opened.save()
-
-
 def catalogue_files(catalogue: Path) -> dict[str, Path]:
     rows = cat.read_fma_tracks((catalogue / "fma_metadata" / "tracks.csv").open(), audio_dir=str(catalogue / "fma_small"))
     return {r["title"]: Path(r["path"]) for r in rows}
@@ -56,7 +45,7 @@ def make_library(folder: Path, by_title: dict[str, Path]) -> Path:
     for path, (title, artist, album) in ORIGINALS.items():
         (folder / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(by_title[title], folder / path)
-        retag(folder / path, title=title, artist=artist, album=album)
+        tag(folder / path, title=title, artist=artist, album=album)
     copies = folder / "Copies"
     copies.mkdir()
     a, rate = soundfile.read(folder / "Techno Artist 0/Album/01.mp3")
@@ -66,7 +55,7 @@ def make_library(folder: Path, by_title: dict[str, Path]) -> Path:
     silence = np.zeros((rate,) + b.shape[1:])
     soundfile.write(copies / "padded.wav", np.concatenate([silence, b, silence]), rate)  # silence added
     shutil.copy(folder / "Techno Artist 2/Album/01.mp3", copies / "retagged copy.mp3")
-    retag(copies / "retagged copy.mp3", title="A copy", album="Best Of")
+    tag(copies / "retagged copy.mp3", title="A copy", album="Best Of")
     return folder
 
 
@@ -75,12 +64,12 @@ def apply(folder: Path, changes: list[str], by_title: dict[str, Path]) -> None:
         (folder / MOVED[1]).parent.mkdir(parents=True, exist_ok=True)
         (folder / MOVED[0]).rename(folder / MOVED[1])
     if "retag" in changes:
-        retag(folder / RETAGGED, title="Techno piece 1.1 (remastered tag)")
+        tag(folder / RETAGGED, title="Techno piece 1.1 (remastered tag)")
     if "remove" in changes:
         (folder / REMOVED).unlink()
     if "change" in changes:
         shutil.copy(by_title[CHANGED[1]], folder / CHANGED[0])
-        retag(folder / CHANGED[0], title="Techno piece 2.1", artist="Techno Artist 2", album="Album")
+        tag(folder / CHANGED[0], title="Techno piece 2.1", artist="Techno Artist 2", album="Album")
     if "add" in changes:
         (folder / ADDED[0]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(by_title[ADDED[1]], folder / ADDED[0])
