@@ -263,7 +263,7 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
         "validation": evaluate_split(classifier, validation, genres) if has_validation else {},
     }
     classifier.save(staging / ModelFiles.CLASSIFIER)
-    (staging / ModelFiles.GENRES).write_text(json.dumps(genres, indent=2) + "\n")
+    files.write_text(staging / ModelFiles.GENRES, json.dumps(genres, indent=2) + "\n")
     raw = cnn.embedding_outputs(classifier)
     centre = _mean_embedding(raw, (m for m, _, _ in plain_train))
     return Trained(cnn.embedder_of(classifier, centre), "tiles", metrics)
@@ -556,7 +556,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 trained.genre_embedder.save(staging / ModelFiles.GENRE_EMBEDDER)
             files.save_audio_spec(staging, spec)
             metrics = {"kind": args.model, **trained.metrics}
-            (staging / ModelFiles.METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+            files.write_text(staging / ModelFiles.METRICS, json.dumps(metrics, indent=2) + "\n")
             # every embedder counts: the same tile model with and without a genre part makes other vectors
             digest = files_digest([staging / f
                                    for f in (ModelFiles.EMBEDDER, ModelFiles.FEATURES_EMBEDDER, ModelFiles.GENRE_EMBEDDER)])
@@ -564,7 +564,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             info = ModelInfo(model_id=f"{args.model}-{digest}", kind=args.model, parts=parts, part_dims=dims,
                              genres=trained.genres,
                              versions={"tensorflow": tf.__version__, "keras": keras.__version__})
-            (staging / ModelFiles.INFO).write_text(info.to_json())
+            files.write_text(staging / ModelFiles.INFO, info.to_json())
     log.info("train %s -> %s", args.model, args.out)
     return metrics
 
