@@ -204,7 +204,8 @@ def _callbacks(staging: Path, monitor: str, patience: int, budget_minutes: float
     ]
 
 
-def _adapted_normaliser(dataset):
+def adapted_normaliser(dataset):
+    """A per-band ``Normalization`` layer adapted to the first 50 batches of log-mel tiles in ``dataset``."""
     import keras
 
     normaliser = keras.layers.Normalization(axis=1, name="per_band_norm")
@@ -212,7 +213,9 @@ def _adapted_normaliser(dataset):
     return normaliser
 
 
-def _mean_embedding(model, mels) -> np.ndarray:
+def mean_embedding(model, mels) -> np.ndarray:
+    """[shape=(d,)] the mean of ``model``'s outputs over the batches ``mels``: the centre that
+    :func:`model.cnn.embedder_of` subtracts."""
     return np.mean(np.concatenate([model(m, training=False).numpy() for m in mels]), axis=0)
 
 
@@ -239,7 +242,7 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
     present = np.unique(train_labels)
     weights = compute_class_weight("balanced", classes=present, y=train_labels)
 
-    classifier = cnn.build_genre_cnn(spec, len(genres), _adapted_normaliser(plain_train.map(lambda m, l, t: m)))
+    classifier = cnn.build_genre_cnn(spec, len(genres), adapted_normaliser(plain_train.map(lambda m, l, t: m)))
     if args.init_from:
         copied = cnn.copy_encoder_weights(load_embedder(args.init_from), classifier)
         log.info("train cnn: encoder initialised from %s (%d layers)", args.init_from, copied)
@@ -265,7 +268,7 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
     classifier.save(staging / ModelFiles.CLASSIFIER)
     files.write_text(staging / ModelFiles.GENRES, json.dumps(genres, indent=2) + "\n")
     raw = cnn.embedding_outputs(classifier)
-    centre = _mean_embedding(raw, (m for m, _, _ in plain_train))
+    centre = mean_embedding(raw, (m for m, _, _ in plain_train))
     return Trained(cnn.embedder_of(classifier, centre), "tiles", metrics)
 
 
@@ -359,14 +362,14 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     feature_ids, values = features.load_features(args.data)
     statistics = (feature_ids, values) if args.summary_view > 0 else None
     sample = tf_constant_batches(tiles.sample(SAMPLE_TILES, args.seed))
-    model, encoder = contrastive.build_contrastive(spec, _adapted_normaliser(sample),
+    model, encoder = contrastive.build_contrastive(spec, adapted_normaliser(sample),
                                                    summary_dim=None if statistics is None else values.shape[1])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=contrastive.nt_xent(args.temperature, args.summary_view))
     pairs = tiles.pairs(batch_size=args.batch_size, seed=args.seed, statistics=statistics)
     model.fit(pairs, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
               callbacks=_callbacks(staging, "loss", args.patience, args.budget_minutes), verbose=args.verbose)
     raw = cnn.embedding_outputs(encoder)
-    centre = _mean_embedding(raw, sample)
+    centre = mean_embedding(raw, sample)
     unit = cnn.embedder_of(encoder, centre)
     unit_vectors, tile_track_ids = tiles.predict(unit)
     embedder = whitened(unit, per_track_mean(unit_vectors, tile_track_ids), WHITENED_DIMS)
@@ -465,7 +468,7 @@ def train_autoencoder(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     train = data.tile_dataset(data.tile_files(args.data, "train"), spec, labels=_all_tracks(args.data),
                               batch_size=args.batch_size, shuffle=True, seed=args.seed)
     crops = train.unbatch().map(lambda mel, label, track_id: autoencoder.random_crops(mel)).batch(args.batch_size)
-    model, encoder = autoencoder.build_autoencoder(spec, _adapted_normaliser(crops))
+    model, encoder = autoencoder.build_autoencoder(spec, adapted_normaliser(crops))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=autoencoder.reconstruction_loss)
     validation = None
     if shards := data.split_files(args.data, "validation"):
