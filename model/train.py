@@ -507,12 +507,12 @@ TRAINERS: dict[str, Callable[[argparse.Namespace, AudioSpec, Path], Trained]] = 
 }
 
 
-def files_digest(paths: list[Path]) -> str:
+def files_digest(paths: list[str | Path]) -> str:
     """First 16 hex digits of the SHA-256 of the files' bytes, one after the other (the files that exist)."""
     digest = hashlib.sha256()
     for path in paths:
-        if path.exists():
-            digest.update(path.read_bytes())
+        if files.exists(path):
+            digest.update(files.read_bytes(path))
     return digest.hexdigest()[:16]
 
 
