@@ -148,7 +148,8 @@ def main() -> None:
     train_s = time.perf_counter() - started
 
     unit_embedder = cnn.embedder_of(encoder, mean_embedding(cnn.embedding_outputs(encoder), sample))
-    embedder = whitened(unit_embedder, per_track_mean(predict_in_chunks(unit_embedder, tiles), track_ids), WHITENED_DIMS)
+    embedder = whitened(unit_embedder, per_track_mean(predict_in_chunks(unit_embedder, tiles), track_ids),
+                        WHITENED_DIMS)
     tile_vectors = predict_in_chunks(embedder, tiles)
     tile_half = unit(np.stack([tile_vectors[s:s + c].mean(0) for s, c in zip(starts, counts)]))
     features_half = unit(np.asarray(features.whitened_features_embedder(values, WHITENED_DIMS)(

@@ -8,6 +8,7 @@ DATA and MODEL may be local or gs:// folders (copied here first), REPORT too. Wr
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import posixpath
@@ -128,8 +129,6 @@ def genre_accuracy(vectors: np.ndarray, genres: np.ndarray, splits: np.ndarray) 
 
 def picture(vectors: np.ndarray, genres: np.ndarray, title: str, out: str) -> None:
     """A 2-D t-SNE of the track vectors, coloured by genre, as the PNG file ``out`` (local or remote)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,7 +155,8 @@ def picture(vectors: np.ndarray, genres: np.ndarray, title: str, out: str) -> No
 def evaluate_model(model: str, data_dir: str, report: str, diffusion: int = DIFFUSION_NEIGHBOURS) -> dict[str, Any]:
     """The scores of the model folder ``model`` (local or remote) on the local DATA folder ``data_dir``, its
     track vectors diffused over their ``diffusion`` nearest as ``wavelist embed`` does (0: not); its 2-D map is
-    written into the folder ``report`` (local or remote). The same-track halves are not diffused: they are excerpts, not catalogue tracks."""
+    written into the folder ``report`` (local or remote). The same-track halves are not diffused: they are
+    excerpts, not catalogue tracks."""
     with files.read_locally(model) as model_dir:
         info = files.load_model_info(model_dir)
         vectors = embed_catalogue(model_dir, data_dir)

@@ -30,8 +30,8 @@ def write_projector(tables: Tables, out: str, name: str = "wavelist") -> str:
     columns = [[str(int(i)) for i in tables.ids]] + [[_cell(v) for v in tables.column(c)] for c in METADATA_COLUMNS[1:]]
     lines = ["\t".join(METADATA_COLUMNS)] + ["\t".join(row) for row in zip(*columns)]
     files.write_text(files.join(out, "metadata.tsv"), "\n".join(lines) + "\n")
-    files.write_text(files.join(out, "projector_config.pbtxt"),
-                     f'embeddings {{\n  tensor_name: "{name}"\n  tensor_path: "vectors.tsv"\n  metadata_path: "metadata.tsv"\n}}\n')
+    files.write_text(files.join(out, "projector_config.pbtxt"), f'embeddings {{\n  tensor_name: "{name}"\n'
+                     '  tensor_path: "vectors.tsv"\n  metadata_path: "metadata.tsv"\n}\n')
     config = {"embeddings": [{"tensorName": name, "tensorShape": list(tables.vectors.shape),
                               "tensorPath": "vectors.tsv", "metadataPath": "metadata.tsv"}]}
     files.write_text(files.join(out, "projector_config.json"), json.dumps(config, indent=2) + "\n")

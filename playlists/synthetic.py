@@ -77,8 +77,8 @@ def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int =
     metadata = {"model_id": model_id}
     flat = pa.array(vectors.reshape(-1))
     embedding = pa.ListArray.from_arrays(pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)), flat)
-    files.write_parquet(files.join(folder, TableFiles.EMBEDDINGS),
-                        pa.table([pa.array(ids), embedding], schema=schemas.with_metadata(schemas.EMBEDDINGS, **metadata)))
+    files.write_parquet(files.join(folder, TableFiles.EMBEDDINGS), pa.table(
+        [pa.array(ids), embedding], schema=schemas.with_metadata(schemas.EMBEDDINGS, **metadata)))
 
     if k > 0:
         rows, similarities = neighbour_lists(vectors, min(k, n_tracks - 1))

@@ -326,7 +326,7 @@ def _remove_listed(folder: str, files: list[str]) -> None:
     if is_remote(folder):
         paths = [join(folder, *f.split("/")) for f in files if _plain(f)]
         if paths:
-            _remote().delete([p for p in paths if exists(p)])
+            _remote(folder).delete([p for p in paths if exists(p)])
         return
     root = Path(folder)
     for name in files:
@@ -364,11 +364,11 @@ def publish(staging: str, out: str, *, overwrite: bool, kind: str) -> None:
             raise
     if is_remote(out):
         if old_files:
-            _remote().delete([join(out, SUCCESS_MARKER)])  # first, so no reader trusts a half-deleted out
+            _remote(out).delete([join(out, SUCCESS_MARKER)])  # first, so no reader trusts a half-deleted out
             _remove_listed(out, old_files[:-1])
         marker_text = _marker(staging, kind)
         sources = [join(staging, name) for name in listing(staging)]
-        _remote().rename(sources, [out.rstrip("/") + s[len(staging.rstrip("/")):] for s in sources])
+        _remote(out).rename(sources, [out.rstrip("/") + s[len(staging.rstrip("/")):] for s in sources])
         write_text(join(out, SUCCESS_MARKER), marker_text)
         log.info("published %s", out)
         return

@@ -28,7 +28,7 @@ def table_files(path: str | Path) -> list[str]:
     inside it, as the embed job writes them), sorted; ``[]`` when there is neither."""
     path = str(path)
     if is_remote(path):
-        if _remote().exists(path):
+        if _remote(path).exists(path):
             return [path]
         return sorted(_match(posixpath.join(path, "*" + SHARD_SUFFIX)))
     if os.path.isfile(path):
@@ -81,7 +81,7 @@ def _parquet_footer(file: str, made_by: str) -> pq.FileMetaData:
     try:
         if not is_remote(file):
             return pq.read_metadata(file)
-        with _remote().open(file, compression_type="uncompressed") as handle:
+        with _remote(file).open(file, compression_type="uncompressed") as handle:
             return pq.ParquetFile(handle).metadata
     except (pa.ArrowException, OSError) as error:
         raise _parquet_error(file, error, made_by) from error

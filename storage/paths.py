@@ -20,10 +20,18 @@ if TYPE_CHECKING:
     from apache_beam.io.filesystems import FileSystems
 
 
-def _remote() -> type[FileSystems]:
-    """Beam's ``FileSystems`` (gs:// and any other scheme Beam knows), imported when a remote path is used."""
+def _remote(path: str | Path | None = None) -> type[FileSystems]:
+    """Beam's ``FileSystems`` (gs:// and any other scheme Beam knows), imported when a remote path is used; a
+    ``path`` whose scheme no filesystem here knows (``x://``) is a :class:`UserError` naming it."""
     from apache_beam.io.filesystems import FileSystems
 
+    if path is not None:
+        try:
+            FileSystems.get_filesystem(str(path))
+        except ValueError:
+            scheme, named = str(path).split("://", 1)[0], str(path).split("*", 1)[0].rstrip("/")  # not a pattern's glob
+            raise UserError(f"{named}: no filesystem here reads {scheme}:// paths; give a local path or gs://") \
+                from None
     return FileSystems
 
 
@@ -39,7 +47,7 @@ def join(folder: str | Path, *names: str) -> str:
 
 def exists(path: str | Path) -> bool:
     """Whether the file (or local folder) ``path`` exists."""
-    return _remote().exists(str(path)) if is_remote(path) else os.path.exists(path)
+    return _remote(path).exists(str(path)) if is_remote(path) else os.path.exists(path)
 
 
 def is_folder(path: str | Path) -> bool:
@@ -51,7 +59,7 @@ def is_folder(path: str | Path) -> bool:
 
 def _match(pattern: str) -> list[str]:
     """The remote paths that ``pattern`` matches."""
-    return [m.path for m in _remote().match([pattern])[0].metadata_list]
+    return [m.path for m in _remote(pattern).match([pattern])[0].metadata_list]
 
 
 def listing(folder: str | Path) -> list[str]:
@@ -67,7 +75,7 @@ def read_bytes(path: str | Path) -> bytes:
     """The whole file at ``path``."""
     if not is_remote(path):
         return Path(path).read_bytes()
-    with _remote().open(str(path), compression_type="uncompressed") as handle:
+    with _remote(path).open(str(path), compression_type="uncompressed") as handle:
         return handle.read()
 
 
@@ -75,7 +83,7 @@ def open_binary(path: str | Path) -> IO[bytes]:
     """A seekable binary handle on the file ``path`` (local or remote), for reading."""
     if not is_remote(path):
         return open(path, "rb")
-    return _remote().open(str(path), compression_type="uncompressed")
+    return _remote(path).open(str(path), compression_type="uncompressed")
 
 
 def file_stat(path: str | Path) -> tuple[int, int]:
@@ -84,14 +92,14 @@ def file_stat(path: str | Path) -> tuple[int, int]:
     if not is_remote(path):
         found = os.stat(path)
         return found.st_size, found.st_mtime_ns
-    metadata = _remote().match([str(path)])[0].metadata_list[0]
+    metadata = _remote(path).match([str(path)])[0].metadata_list[0]
     return metadata.size_in_bytes, int(round((metadata.last_updated_in_seconds or 0) * 1e9))
 
 
 def write_bytes(path: str | Path, data: bytes) -> str:
     """Write ``data`` as the file ``path`` (a local file's folders are made); returns ``path``."""
     if is_remote(path):
-        with _remote().create(str(path), compression_type="uncompressed") as handle:
+        with _remote(path).create(str(path), compression_type="uncompressed") as handle:
             handle.write(data)
     else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +122,7 @@ def open_text(path: str | Path) -> IO[str]:
     # newline="": the csv module and pandas see line ends inside quoted fields as written
     if not is_remote(path):
         return open(path, encoding="utf-8", newline="")
-    return io.TextIOWrapper(_remote().open(str(path), compression_type="uncompressed"), encoding="utf-8", newline="")
+    return io.TextIOWrapper(_remote(path).open(str(path), compression_type="uncompressed"), encoding="utf-8", newline="")
 
 
 def open_bytes(path: str | Path) -> IO[bytes]:
@@ -125,7 +133,7 @@ def open_bytes(path: str | Path) -> IO[bytes]:
         return open(path, "rb")
     if not exists(path):
         raise FileNotFoundError(f"{path} does not exist")
-    return _remote().open(str(path), compression_type="uncompressed")
+    return _remote(path).open(str(path), compression_type="uncompressed")
 
 
 def read_json(path: str | Path, *, made_by: str = "the job that wrote it") -> Any:
@@ -141,6 +149,6 @@ def read_json(path: str | Path, *, made_by: str = "the job that wrote it") -> An
 def remove(folder: str | Path) -> None:
     """Delete ``folder`` and everything under it (nothing when it does not exist)."""
     if is_remote(folder):
-        _remote().delete([str(folder).rstrip("/") + "/"])
+        _remote(folder).delete([str(folder).rstrip("/") + "/"])
     else:
         shutil.rmtree(folder, ignore_errors=True)
