@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -116,26 +115,23 @@ def clusters(tables: Tables, k: int, *, seed: int = 0) -> tuple[list[Cluster], f
 CLUSTERS_FILE = "clusters.parquet"  # clusters --out: track_id, cluster, name, rank, similarity
 
 
-def write_clusters(tables: Tables, found: list[Cluster], out: str | Path) -> Path:
+def write_clusters(tables: Tables, found: list[Cluster], out: str) -> str:
     """``out/clusters.parquet`` (track_id, cluster, name, rank, similarity to the centroid) and one M3U8 per
     cluster, ``out/NN-<name>.m3u8`` (its name's words, lower case, made safe and bounded:
-    :func:`storage.files.safe_file_names`)."""
+    :func:`storage.files.safe_file_names`); ``out`` local or remote."""
     import re
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from playlists.output import m3u, playlist_rows
-    from storage.files import safe_file_names
+    from storage import files
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = str(out)
     rows = [{"track_id": e.track_id, "cluster": c.number, "name": c.name, "rank": rank, "similarity": e.similarity}
             for c in found for rank, e in enumerate(c.entries, start=1)]
     schema = pa.schema([("track_id", pa.int64()), ("cluster", pa.int32()), ("name", pa.string()),
                         ("rank", pa.int32()), ("similarity", pa.float32())])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / CLUSTERS_FILE)
+    files.write_parquet(files.join(out, CLUSTERS_FILE), pa.Table.from_pylist(rows, schema=schema))
     slugs = [f"{c.number:02d}-" + re.sub(r"\W+", "-", c.name).strip("-_").lower() for c in found]
-    for c, name in zip(found, safe_file_names(slugs, ".m3u8")):
-        (out / name).write_text(m3u(playlist_rows(tables, c.entries)) + "\n", encoding="utf-8")
+    for c, name in zip(found, files.safe_file_names(slugs, ".m3u8")):
+        files.write_text(files.join(out, name), m3u(playlist_rows(tables, c.entries)) + "\n")
     return out

@@ -248,7 +248,7 @@ def test_relative_paths_become_absolute():
 def test_projector_export_reads_back(synthetic, tmp_path):
     from playlists.projector import write_projector
 
-    out = write_projector(synthetic, tmp_path / "projector")
+    out = Path(write_projector(synthetic, str(tmp_path / "projector")))
     vectors = np.loadtxt(out / "vectors.tsv", delimiter="\t")
     metadata = (out / "metadata.tsv").read_text().splitlines()
     assert vectors.shape == synthetic.vectors.shape and np.allclose(vectors, synthetic.vectors, atol=1e-6)

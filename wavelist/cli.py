@@ -285,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _emit(text: str, output: str | None) -> None:
     if output:
-        Path(output).write_text(text + "\n", encoding="utf-8")
+        from storage import files
+
+        files.write_text(output, text + "\n")
         log.info("wrote %s", output)
     else:
         print(text)
@@ -355,9 +357,8 @@ def _clusters_command(args: argparse.Namespace) -> None:
     tables = load_tables(args.tables)
     found, silhouette = clusters(tables, args.k, seed=args.seed)
     if args.out:
-        with files.staged_output(args.out, overwrite=args.overwrite, kind="clusters", inputs=[args.tables]) \
-                as staging, files.written_locally(staging) as local:
-            write_clusters(tables, found, local)
+        with files.staged_output(args.out, overwrite=args.overwrite, kind="clusters", inputs=[args.tables]) as staging:
+            write_clusters(tables, found, staging)
         log.info("wrote %s", args.out)
     summary = [{"cluster": c.number, "name": c.name, "tracks": len(c.entries), "genre_share": round(c.genre_share, 3),
                 "coherence": round(c.coherence, 3), "central_track": c.central_track} for c in found]
@@ -379,9 +380,8 @@ def _projector_command(args: argparse.Namespace) -> None:
 
     files.check_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables])
     tables = load_tables(args.tables)
-    with files.staged_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables]) as staging, \
-            files.written_locally(staging) as local:
-        write_projector(tables, local)
+    with files.staged_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables]) as staging:
+        write_projector(tables, staging)
     out = args.out
     print(f"{out}: vectors.tsv, metadata.tsv, projector_config.pbtxt (tensorboard --logdir {out}), "
           "projector_config.json (load vectors.tsv and metadata.tsv in the standalone Embedding Projector)")
