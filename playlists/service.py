@@ -55,7 +55,8 @@ def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | N
     name; tracks are named by id or exact title (``history`` by id). Bad arguments raise ``ValueError``, unknown
     tracks :class:`~playlists.tables.UnknownTrack`. ``resolve`` maps a name to a track id (default
     :meth:`Tables.resolve`; the server passes :meth:`TrackFinder.find`, which also knows paths)."""
-    from playlists.discover import alchemy, profile
+    from playlists.alchemy import alchemy
+    from playlists.profile import profile
     from playlists.journey import journey_via, smoothness
     from playlists.radio import like, radio
 

@@ -17,7 +17,9 @@ import numpy as np
 import streamlit as st
 
 from playlists import Entry, Tables, journey_via, like, radio, smoothness
-from playlists.discover import alchemy, clusters, profile
+from playlists.alchemy import alchemy
+from playlists.discover import clusters
+from playlists.profile import profile
 from playlists.mapview import map_figure
 from playlists.output import SCORE_NAMES, m3u, parse_track_list, playlist_rows
 from playlists.service import TrackFinder
