@@ -3,7 +3,7 @@ the way, no track twice, each consecutive pair similar."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -141,6 +141,29 @@ def journey_via(tables: Tables, stops: list[int], n: int = 20, *, band: int = 40
         entries += leg[1:]
         used |= {e.track_id for e in leg}
     return entries
+
+
+def journey_stops(start: int | None, end: int | None, via: Sequence[int]) -> list[int]:
+    """The stops of a journey given as ``start`` and ``end`` or as ``via`` (A B ...), checked."""
+    if via and (start is not None or end is not None):
+        raise UserError("give either --from A --to B or --via A B ..., not both")
+    if via:
+        if len(via) < 2:
+            raise UserError("--via needs at least two tracks")
+        return list(via)
+    if start is None or end is None:
+        raise UserError("a journey needs --from A --to B (or --via A B ...)")
+    return [start, end]
+
+
+def journey_playlist(tables: Tables, *, start: int | None = None, end: int | None = None, via: Sequence[int] = (),
+                     avoid: Sequence[int] = (), n: int = 20,
+                     max_per_artist: int | None = None) -> tuple[list[Entry], dict[str, float]]:
+    """The journey kind (:data:`playlists.kinds.KINDS`): from ``start`` to ``end`` or through the ``via`` stops,
+    never through ``avoid``; the entries and their :func:`smoothness`."""
+    stops = journey_stops(start, end, via)
+    entries = journey_via(tables, stops, n, exclude=avoid, max_per_artist=max_per_artist)
+    return entries, smoothness(tables, entries, stops)
 
 
 def leg_steps(angles: np.ndarray, total: int) -> list[int]:
