@@ -71,11 +71,12 @@ class Param:
         """Raise :class:`UserError` naming the flag when ``value`` is outside the declared limits."""
         if value is None or self.type not in (int, float) or isinstance(value, bool):
             return
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{self.option} must be a finite number, got {value}")
         low, high = self.minimum, self.maximum
         if (low is not None and value < low) or (high is not None and value > high):
-            raise UserError(f"{self.option} must be {limits(low, high)}, got {value:g}")
+            shown = f"{value:g}" if isinstance(value, float) else str(value)[:40]
+            raise UserError(f"{self.option} must be {limits(low, high)}, got {shown}")
 
 
 def limits(low: float | None, high: float | None) -> str:
@@ -98,9 +99,6 @@ class Kind:
     params: tuple[Param, ...]
     body: str | None = None  # the parameter an HTTP POST body may give, as a track list's text
 
-    def param(self, name: str) -> Param:
-        return next(p for p in self.params if p.name == name)
-
 
 def count(default: int = 20, *, minimum: int = 1, cap: int | None = None, low: int = 5, high: int = 50,
           shown: int = 20) -> Param:
@@ -118,14 +116,15 @@ CAP = Param("max_per_artist", int, "at most this many tracks of one artist", min
 
 KINDS: tuple[Kind, ...] = (
     Kind("radio", "nearest neighbours of one seed track", "to_seed", radio, (
-        Param("seed", TRACK, "seed track", required=True, selected=True, shown=Shown("seed", lead=True)),
+        Param("seed", TRACK, "seed track", required=True, selected=True,
+              shown=Shown("the selected track", lead=True)),
         count(), EXCLUDE_ARTIST, VARIETY, CAP)),
     Kind("like", "a playlist that blends several seed tracks", "to_seeds", like, (
         Param("seeds", TRACKS, "seeds", required=True, selected=True,
               shown=Shown("More seeds to blend with the selected track", near=(0.5,))),
         count(), EXCLUDE_ARTIST, VARIETY, CAP)),
     Kind("journey", "a smooth path of tracks from one track to another", "step", journey_playlist, (
-        Param("start", TRACK, "first track", flag="--from", query="from", selected=True, shown=Shown("from")),
+        Param("start", TRACK, "first track", flag="--from", query="from", selected=True),
         Param("end", TRACK, "last track", flag="--to", query="to",
               shown=Shown("Journey to: search a track", key="to", near=(0.0,))),
         Param("via", TRACKS, "stops in order, first to last (instead of from and to)",

@@ -182,7 +182,8 @@ def kind_tab(tables: Tables, seed: int, kind: kinds.Kind) -> None:
         return
     if playlist.smoothness is not None:
         for column, (figure, value) in zip(st.columns(len(playlist.smoothness)), playlist.smoothness.items()):
-            column.metric(FIGURES.get(figure, figure), f"{value:.0%}" if figure.endswith("fraction") else f"{value:.3f}")
+            shown = f"{value:.0%}" if figure.endswith("fraction") else f"{value:.3f}"
+            column.metric(FIGURES.get(figure, figure), shown)
     entries = [Entry(seed, 1.0)] * lead + playlist.entries
     show_playlist(tables, entries, name=f"{kind.name} {seed}", seed=seed, path=playlist.smoothness is not None,
                   score=kind.score)

@@ -130,6 +130,9 @@ def playlist_options(args: argparse.Namespace, kind: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from playlists.kinds import KINDS, VARIETY, VARIETY_MAX
+    from playlists.output import FORMATS
+
     parser = FlagParser(prog="wavelist", description="Playlists from the sound of the music.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -147,9 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     for job, what in JOB_HELP.items():
         sub.add_parser(job, help=f"{what} (--help for its flags)", add_help=False)
-
-    from playlists.kinds import KINDS
-    from playlists.output import FORMATS
 
     for kind in KINDS:  # one subcommand per playlist kind, its flags from the kind's declaration
         parser_ = sub.add_parser(kind.name, help=kind.help)
@@ -195,8 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address to listen on (default 127.0.0.1: this machine only). Another address lets "
                           "anyone who reaches it browse the catalogue and play its audio: there is no login")
     app.add_argument("--port", type=PORT, default=8501)
-
-    from playlists.kinds import VARIETY, VARIETY_MAX
 
     player = sub.add_parser("mpd", help="queue a radio or a journey in MPD, from the song it plays")
     player_sub = player.add_subparsers(dest="mpd_command", required=True)
