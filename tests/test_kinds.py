@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,8 @@ from playlists import kinds
 from playlists.radio import Entry
 from wavelist.cli import main
 
-APP = str(Path(__file__).resolve().parents[1] / "wavelist" / "app.py")
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "wavelist" / "app.py")
 
 
 def opposite(tables, *, seed: int, n: int = 3, skip: int = 0) -> list[Entry]:
@@ -96,3 +101,18 @@ def test_the_app_has_its_tab_and_controls(registered, tables_dir, monkeypatch):
     table = app.table[0].value
     shown = list(zip(table["track"], (float(x) for x in table["from_seed (cosine)"])))
     assert shown == expected(tables_dir, 1010, 3, 2)
+
+
+def test_the_example_in_the_docs_applies_and_is_a_kind(tables_dir, tmp_path):
+    """docs/extending.md's diff applies to playlists/ as it is, and the kind it adds answers as the page says."""
+    diff = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8").split("```diff\n")[1].split("```")[0]
+    shutil.copytree(ROOT / "playlists", tmp_path / "playlists", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "apply", "-"], input=diff, text=True, cwd=tmp_path, check=True)
+    said = ["wavelist opposite: error: --skip must be from 0 to 1000, got 2000", "from_seed"]
+    code = (f"from wavelist.cli import main\n"
+            f"assert main(['opposite', '--tables', {str(tables_dir)!r}, '--seed', '1010', '--skip', '2000']) == 2\n"
+            f"assert main(['opposite', '--tables', {str(tables_dir)!r}, '--seed', '1010', '-n', '3']) == 0\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert said[0] in done.stderr and said[1] in done.stdout and len(done.stdout.splitlines()) == 4
