@@ -99,6 +99,11 @@ class Kind:
     params: tuple[Param, ...]
     body: str | None = None  # the parameter an HTTP POST body may give, as a track list's text
 
+    def check(self, arguments: dict[str, Any]) -> None:
+        """Raise :class:`UserError` naming the flag for an argument outside its declared limits."""
+        for param in self.params:
+            param.check(arguments.get(param.name))
+
 
 def count(default: int = 20, *, minimum: int = 1, cap: int | None = None, low: int = 5, high: int = 50,
           shown: int = 20) -> Param:

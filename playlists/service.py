@@ -45,10 +45,10 @@ def make_playlist(tables: Tables, kind: str, *, resolve: Callable[[str | int], i
     if unknown:
         raise TypeError(f"playlist kind {kind!r} takes no argument {unknown[0]!r}")
     resolve = resolve or tables.resolve
+    declared.check(arguments)
     found: dict[str, Any] = {}
     for param in declared.params:
         value = arguments.get(param.name, param.default)
-        param.check(value)
         if param.type == kinds.TRACK and value is not None:
             value = resolve(value)
         elif param.type == kinds.TRACKS and not (isinstance(value, np.ndarray) and value.dtype.kind == "i"):

@@ -271,9 +271,10 @@ def _playlist_command(args: argparse.Namespace) -> None:
 
     kind = find(args.command)
     read = [p.name for p in kind.params if p.file]  # files naming tracks, read once the tables are loaded
+    options = playlist_options(args, kind.name)
+    kind.check(options)  # before any file is read
     files.check_output_file(args.output, inputs=[args.tables, *(getattr(args, name) for name in read)])
     tables = load_tables(args.tables)
-    options = playlist_options(args, kind.name)
     for name in read:
         options[name], said = read_history(tables, getattr(args, name))
         if said:
