@@ -58,7 +58,8 @@ def parquet_filter_radio(tables, seed: int, n: int = 20) -> list[int]:
 
 
 def bench(size: int, cache: Path, args: argparse.Namespace) -> None:
-    from playlists import journey, line_journey, load_tables, radio, smoothness
+    from playlists import journey, load_tables, radio, smoothness
+    from playlists.baselines import line_journey
     from playlists.synthetic import write_synthetic_tables
 
     folder = cache / f"tables-{size}"
@@ -109,8 +110,11 @@ def quality(folder: Path) -> None:
     """Style figures of alchemy, like, profile, clusters and journeys on a real TABLES folder (e.g. the demo's)."""
     from collections import Counter
 
-    from playlists import journey, like, line_journey, load_tables, smoothness
-    from playlists.discover import alchemy, clusters, profile
+    from playlists import journey, like, load_tables, smoothness
+    from playlists.baselines import line_journey
+    from playlists.alchemy import alchemy
+    from playlists.discover import clusters
+    from playlists.profile import profile
 
     tables = load_tables(folder)
     genre = tables.column("genre")

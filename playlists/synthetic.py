@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from core.vectors import unit
 from schemas import tables as schemas
 from schemas.layout import TableFiles
 from storage import files
@@ -34,8 +35,7 @@ def synthetic_vectors(n_tracks: int, *, n_styles: int = 8, tracks_per_artist: in
     other = rng.integers(0, n_styles, n_tracks)
     weight = rng.uniform(0.1, 0.5, n_tracks)[:, None]
     vectors[mixed] = (1 - weight[mixed]) * vectors[mixed] + weight[mixed] * centres[other[mixed]] * 1.5
-    vectors = vectors.astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = unit(vectors.astype(np.float32))
     return vectors, style, artist
 
 

@@ -177,7 +177,7 @@ def test_like_of_alike_seeds_is_the_nearest_to_their_mean(synthetic):
 
 def test_journey_beats_the_original_line_method_on_smoothness(synthetic):
     """The original study took, for evenly spaced points on the line A -> B, the nearest unused track."""
-    from playlists import line_journey
+    from playlists.baselines import line_journey
 
     rng = np.random.default_rng(1)
     ours, line = [], []

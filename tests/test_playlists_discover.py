@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from playlists import journey_via, load_tables
-from playlists.discover import alchemy, clusters, profile, write_clusters
+from playlists.alchemy import alchemy
+from playlists.discover import clusters, write_clusters
+from playlists.profile import profile
 from wavelist.cli import main
 
 pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
