@@ -6,12 +6,12 @@ The folder is compared with TABLES/tracks.parquet by path, size and modification
 when nothing changed: the command then says so and writes nothing). Files new to a path, or whose size or time
 changed, are read for their audio identity (:mod:`core.identity`, no decoding) and sorted into unchanged,
 retagged, moved, changed, added and removed tracks (:mod:`core.library`). Added and changed audio is ingested
-and embedded as ``wavelist add`` does (:class:`~beam_jobs.embed.TrackVectors`); moved and retagged tracks keep
+and embedded as ``wavelist add`` does (:class:`~beam_jobs.embed.model_vectors.TrackVectors`); moved and retagged tracks keep
 their id and stored vector with their new path and tags; removed tracks leave every table. Then the tail is
 computed anew from the vectors before the diffusion (``undiffused.parquet``, or ``embeddings.parquet`` for
-tables without diffusion), with embed's own transforms (:class:`~beam_jobs.embed.EmbedTail`): the diffusion and
+tables without diffusion), with embed's own transforms (:class:`~beam_jobs.embed.tail.EmbedTail`): the diffusion and
 the neighbour lists are those of a fresh ``ingest`` + ``embed`` of the folder. The map keeps every kept track's
-place and puts new tracks beside their 5 nearest (:class:`~beam_jobs.add_tracks.PlaceNewTracks`), unless
+place and puts new tracks beside their 5 nearest (:class:`~beam_jobs.embed.map3d.PlaceNewTracks`), unless
 ``--new-map`` asks for a new t-SNE.
 
 ``--out`` may name TABLES itself: the new tables are staged beside it and swapped in whole when complete.
@@ -31,9 +31,12 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import common, embed, ingest
-from beam_jobs.add_tracks import AddOptions, PlaceNewTracks, ReadVectors, check_tables
-from beam_jobs.embed import VECTOR_BATCH, EmbedTail, ModelOptions, StackVectors, TrackVectors
+from beam_jobs import common, ingest
+from beam_jobs.add_tracks import AddOptions, check_tables
+from beam_jobs.embed.batches import VECTOR_BATCH, ReadVectors, StackVectors
+from beam_jobs.embed.map3d import PlaceNewTracks
+from beam_jobs.embed.model_vectors import ModelOptions, TrackVectors
+from beam_jobs.embed.tail import EmbedTail, finish_tail, write_tail_report
 from beam_jobs.ingest import AudioDirOptions, IngestOptions
 from core import catalogue as cat
 from core import library
@@ -133,7 +136,7 @@ def batch_part(batch: tuple[np.ndarray, np.ndarray], kept: tuple[np.ndarray, np.
 
 class KeptMap(beam.PTransform):
     """The final ``(ids, vectors)`` batches -> the map: each kept track where the old map had it (under its new
-    id), each new track beside its 5 nearest kept tracks (:class:`~beam_jobs.add_tracks.PlaceNewTracks`)."""
+    id), each new track beside its 5 nearest kept tracks (:class:`~beam_jobs.embed.map3d.PlaceNewTracks`)."""
 
     def __init__(self, old_map: str, kept, any_new: bool):
         super().__init__()
@@ -270,9 +273,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                          diffusion_power=diffusion["power"] if diffusion else 0.0, stacked=True,
                          map_transform=map_transform)
         _ = batches | "Tail" >> tail
-        embed.write_tail_report(tail, staging)
+        write_tail_report(tail, staging)
         common.run_pipeline(pipeline)
-        neighbours = embed.finish_tail(staging, approximate)
+        neighbours = finish_tail(staging, approximate)
         files.remove(work)
         rejected = _reject_rows(plan, ingest_rejects + duplicates, catalogue_rejects)
         write_table_file(pa.Table.from_pylist(rejected, schema=tables.LIBRARY_REJECTS),

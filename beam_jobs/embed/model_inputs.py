@@ -1,0 +1,76 @@
+"""What the model takes, read from an ingest output: every log-mel tile in tile order (each shard's records
+checked, their count compared with the catalogue's), or each track's summary features."""
+from __future__ import annotations
+
+import posixpath
+from typing import Iterator
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs import common
+from schemas import tables
+from schemas.audio import AudioSpec
+from schemas.layout import DataFiles
+from schemas.model_info import FEATURES, TILES
+from schemas.tile_example import TILE_COMPRESSION_BEAM, TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
+from storage import files
+
+
+def model_input_count(data: str, part: str) -> int:
+    """How many inputs the model takes for ``part`` of DATA's accepted tracks: their tiles, or one each."""
+    tracks = files.read_parquet(files.join(data, DataFiles.TRACKS), ["n_tiles", "status"], made_by="wavelist ingest")
+    ok = tracks.column("status").to_numpy(zero_copy_only=False) == "ok"
+    return int(tracks.column("n_tiles").to_numpy(zero_copy_only=False)[ok].sum()) if part == TILES else int(ok.sum())
+
+
+def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str, expected: int):
+    """``(track_id, (order, array))`` pairs the model takes: every log-mel tile (in tile order), of which there
+    must be ``expected`` (:func:`model_input_count`), or each track's summary features (order 0)."""
+    if part == FEATURES:
+        names = tables.summary_feature_names()
+        return (
+            pipeline
+            | "ReadFeatures" >> beam.io.ReadFromParquet(posixpath.join(data, DataFiles.FEATURES))
+            | "FeatureVector" >> beam.Map(
+                lambda row: (row["track_id"], (0, np.array([row[n] for n in names], np.float32))))
+        )
+    shards = sorted(m.path for m in FileSystems.match(
+        [posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}")])[0].metadata_list)
+    tiles = (
+        pipeline
+        | "TileShards" >> beam.Create(shards)
+        | "SpreadShards" >> beam.Reshuffle()
+        | "ReadTiles" >> beam.FlatMap(read_tile_shard)
+        | "DecodeTiles" >> beam.Map(lambda record: decode_tile(record, spec))
+    )
+    _ = (tiles
+         | "CountTiles" >> beam.combiners.Count.Globally()
+         | "CheckTileCount" >> beam.Map(check_tile_count, expected, posixpath.join(data, TILES_FOLDER)))
+    return tiles | "TrackAndMel" >> beam.Map(lambda tile: (tile.track_id, (tile.tile_index, tile.mel)))
+
+
+def check_tile_count(found: int, expected: int, folder: str) -> None:
+    """Every tile ``tracks.parquet`` counts must have been read: an uncompressed shard cut at a record boundary
+    reads as a shorter valid one, so the count is what finds it."""
+    if found != expected:
+        raise common.InputError(f"{folder} holds {found} tiles where tracks.parquet counts {expected}: a tile shard "
+                                "is damaged or missing; rerun wavelist ingest")
+
+
+def read_tile_shard(path: str) -> Iterator[bytes]:
+    """The records of one TFRecord shard, their CRCs checked; a truncated or damaged shard raises an
+    :class:`~beam_jobs.common.InputError` that names it (Beam's reader would not say which file)."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    with FileSystems.open(path, compression_type=TILE_COMPRESSION_BEAM) as handle:
+        while True:
+            try:
+                record = _TFRecordUtil.read_record(handle)
+            except Exception as error:  # EOFError, zlib.error, ValueError (CRC): all mean a damaged file
+                reason = f"{type(error).__name__}: {str(error)[:120]}"  # its message may quote the record
+                raise common.InputError(f"{path} is a damaged tile shard ({reason}); rerun wavelist ingest") from error
+            if record is None:
+                return
+            yield record
