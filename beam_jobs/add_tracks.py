@@ -18,22 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import pyarrow.compute as pc
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import common, ingest
-from beam_jobs.embed.batches import VECTOR_BATCH, MergeTopK, ReadVectors, StackVectors, embedding_table, stack_new
-from beam_jobs.embed.diffusion import DiffuseNew
-from beam_jobs.embed.exact_neighbours import new_among_new, new_among_old, old_among_new, stored_lists
-from beam_jobs.embed.map3d import PlaceNewTracks
-from beam_jobs.embed.model_vectors import ModelOptions, TrackVectors
-from beam_jobs.embed.tail import TRACKS_PER_ROW_GROUP, neighbour_tables
+from beam_jobs.embed.batches import ReadVectors
+from beam_jobs.embed.model_vectors import ModelOptions, TrackVectorBatches
+from beam_jobs.embed.tail import AddTail
 from beam_jobs.ingest import AudioDirOptions
-from core.neighbours import stack_lists
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
@@ -108,51 +102,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             raise UserError(f"{audio_dir}: tracks {clashes[:5]} are already in {args.tables}; nothing was added")
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         old = pipeline | "ReadOld" >> ReadVectors(files.join(args.tables, TableFiles.EMBEDDINGS))
-        model_dir = model.model if files.is_remote(model.model) else str(Path(model.model).resolve())
-        new = (pipeline | "EmbedNew" >> TrackVectors(new_data, model_dir, spec, info,
-                                                      model.batch_size)
-               | "NewBatches" >> StackVectors(VECTOR_BATCH))
-        if diffusion:  # new tracks diffused against the old undiffused vectors, which are kept with theirs
-            old_undiffused = pipeline | "ReadUndiffused" >> ReadVectors(undiffused)
-            _ = ((old_undiffused, new) | "AllUndiffused" >> beam.Flatten()
-                 | "UndiffusedTables" >> beam.Map(embedding_table)
-                 | "WriteUndiffused" >> common.WriteTable(staging, TableFiles.UNDIFFUSED,
-                                                          tables.with_metadata(tables.EMBEDDINGS, **provenance)))
-            new = (new, old_undiffused) | "DiffuseNew" >> DiffuseNew(diffusion["neighbours"], diffusion["power"])
-        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()  # the new tracks only
-                                             | "NewMatrix" >> beam.Map(stack_new))
-        new_side = old | "NewAmongOld" >> beam.FlatMap(new_among_old, new_matrix, k)
-        old_side = old | "OldAmongNew" >> beam.FlatMap(old_among_new, new_matrix, k)
-        among_new = (pipeline | "One" >> beam.Create([None])
-                     | "NewTopK" >> beam.FlatMap(lambda _, m: new_among_new(m, k), new_matrix))
-        stored = (pipeline
-                  | "ReadOldNeighbours" >> beam.io.ReadFromParquetBatched(
-                      common.table_pattern(files.join(args.tables, TableFiles.NEIGHBOURS)))
-                  | "OldLists" >> beam.FlatMap(stored_lists))
-        _ = ((stored, old_side, new_side, among_new) | "AllPartials" >> beam.Flatten()
-             | "Merge" >> beam.CombinePerKey(MergeTopK(k))
-             | "ListBatches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
-             | "Blocks" >> beam.Map(stack_lists)
-             | "NeighbourTables" >> beam.FlatMap(neighbour_tables, TRACKS_PER_ROW_GROUP)
-             | "WriteNeighbours" >> common.WriteTable(staging, TableFiles.NEIGHBOURS,
-                                                      tables.with_metadata(tables.NEIGHBOURS, **provenance)))
-        _ = ((old, new) | "AllVectors" >> beam.Flatten() | "EmbeddingTables" >> beam.Map(embedding_table)
-             | "WriteEmbeddings" >> common.WriteTable(staging, TableFiles.EMBEDDINGS,
-                                                      tables.with_metadata(tables.EMBEDDINGS, **provenance)))
-        # new tracks join the map beside their 5 nearest old tracks; the old rows are copied as they are
-        old_map = pipeline | "ReadOldMap" >> beam.io.ReadFromParquetBatched(
-            common.table_pattern(files.join(args.tables, TableFiles.MAP3D)))
-        placed = (new, old, old_map) | "PlaceNew" >> PlaceNewTracks()
-        _ = ((old_map, placed) | "AllMap" >> beam.Flatten()
-             | "WriteMap" >> common.WriteTable(staging, TableFiles.MAP3D, tables.with_metadata(tables.MAP3D, **provenance)))
-        new_rows = (pipeline | "ReadNewTracks" >> beam.io.ReadFromParquetBatched(
-                        common.table_pattern(files.join(new_data, DataFiles.TRACKS)))
-                    | "NewOk" >> beam.Map(lambda table: table.filter(pc.equal(table["status"], "ok"))))
-        old_rows = (pipeline | "ReadOldTracks" >> beam.io.ReadFromParquetBatched(
-                        common.table_pattern(files.join(args.tables, TableFiles.TRACKS)))
-                    | "TagColumns" >> beam.Map(tables.with_missing_columns, tables.TRACKS))  # tables before tags
-        _ = ((old_rows, new_rows) | "AllTracks" >> beam.Flatten()
-             | "WriteTracks" >> common.WriteTable(staging, TableFiles.TRACKS, tables.TRACKS))
+        new = pipeline | "EmbedNew" >> TrackVectorBatches(new_data, files.absolute(model.model), spec, info,
+                                                          model.batch_size)
+        _ = (new, old) | "Tail" >> AddTail(staging=staging, old_tables=args.tables,
+                                           new_tracks_file=files.join(new_data, DataFiles.TRACKS),
+                                           provenance=provenance, k=k, diffusion=diffusion)
         common.run_pipeline(pipeline)
         files.remove(new_data)
         summary = {**old_summary, "tracks_added": len(new_tracks), "added_from": audio_dir,

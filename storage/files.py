@@ -604,3 +604,11 @@ def staged_output(out: str, *, overwrite: bool, kind: str, inputs: Iterable[str 
         remove(staging)
         raise
     publish(staging, out, overwrite=overwrite, kind=kind)
+
+
+# ---- The Beam jobs' own files (issue 33a): the paths they hand to workers, patterns, single files, TFRecords ----
+
+def absolute(path: str | Path) -> str:
+    """``path`` as a worker in another folder must see it: a remote path as it is, a local one absolute (links
+    resolved)."""
+    return str(path) if is_remote(path) else str(Path(path).resolve())

@@ -125,6 +125,18 @@ def embedding_batch(table) -> tuple[np.ndarray, np.ndarray]:
     return table["track_id"].to_numpy().astype(np.int64), vectors
 
 
+class ReadTable(beam.PTransform):
+    """A Parquet table (a folder of shards or one file) -> its pyarrow Tables, read in batches."""
+
+    def __init__(self, table: str, columns: list[str] | None = None):
+        super().__init__()
+        self._table, self._columns = table, columns
+
+    def expand(self, pipeline):
+        return pipeline | "Read" >> beam.io.ReadFromParquetBatched(common.table_pattern(self._table),
+                                                                    columns=self._columns)
+
+
 class ReadVectors(beam.PTransform):
     """A table of vectors (``embeddings.parquet``'s schema, a folder of shards or one file) -> ``(ids, vectors)``
     batches."""
@@ -134,5 +146,4 @@ class ReadVectors(beam.PTransform):
         self._table = table
 
     def expand(self, pipeline):
-        return (pipeline | "Read" >> beam.io.ReadFromParquetBatched(common.table_pattern(self._table))
-                | "Vectors" >> beam.Map(embedding_batch))
+        return pipeline | "Read" >> ReadTable(self._table) | "Vectors" >> beam.Map(embedding_batch)

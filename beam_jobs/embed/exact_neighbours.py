@@ -5,9 +5,10 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 
-from beam_jobs.embed.batches import VECTOR_BATCH, StackVectors, count_batches, split_by_block, stack_block
+from beam_jobs.embed.batches import (VECTOR_BATCH, MergeTopK, ReadTable, StackVectors, count_batches, split_by_block,
+                                     stack_block, stack_new)
 from core import vectors as recipe
-from core.neighbours import merge_block_top_k, top_k_cosine, top_k_faiss
+from core.neighbours import merge_block_top_k, stack_lists, top_k_cosine, top_k_faiss
 
 
 def auto_block_size(n: int) -> int:
@@ -139,3 +140,29 @@ def stored_lists(table):
     starts = recipe.track_starts(track_ids)
     for start, stop in zip(starts, np.r_[starts[1:], len(track_ids)].astype(int)):
         yield int(track_ids[start]), (ids[start:stop].astype(np.int64), sims[start:stop].astype(np.float32))
+
+
+class ExtendNeighbours(beam.PTransform):
+    """``(new, old)`` ``(ids, vectors)`` batches -> :data:`~beam_jobs.embed.batches.NeighbourBlock` elements of every
+    track: the lists of ``stored`` (the old tracks' ``neighbours.parquet``) merged with each old track's best new
+    tracks, and each new track's top k among old and new. A merged top k of partial lists is the top k of the
+    whole, so the lists equal those of a full recomputation."""
+
+    def __init__(self, k: int, stored: str):
+        super().__init__()
+        self._k, self._stored = k, stored
+
+    def expand(self, new_and_old):
+        new, old = new_and_old
+        k = self._k
+        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()  # the new tracks only
+                                             | "NewMatrix" >> beam.Map(stack_new))
+        new_side = old | "NewAmongOld" >> beam.FlatMap(new_among_old, new_matrix, k)
+        old_side = old | "OldAmongNew" >> beam.FlatMap(old_among_new, new_matrix, k)
+        among_new = (old.pipeline | "One" >> beam.Create([None])
+                     | "NewTopK" >> beam.FlatMap(lambda _, m: new_among_new(m, k), new_matrix))
+        stored = old.pipeline | "ReadStored" >> ReadTable(self._stored) | "StoredLists" >> beam.FlatMap(stored_lists)
+        return ((stored, old_side, new_side, among_new) | "AllPartials" >> beam.Flatten()
+                | "Merge" >> beam.CombinePerKey(MergeTopK(k))
+                | "ListBatches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
+                | "Blocks" >> beam.Map(stack_lists))

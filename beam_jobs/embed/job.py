@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -113,8 +112,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     with files.staged_output(output.out, overwrite=output.overwrite, kind="embed",
                               inputs=[args.data, model.model, args.extra_vectors]) as staging:
         pipeline = test_pipeline or common.make_pipeline(options, argv)
-        model_dir = model.model if files.is_remote(model.model) else str(Path(model.model).resolve())
-        build_pipeline(pipeline, data=args.data, model_dir=model_dir, staging=staging,
+        build_pipeline(pipeline, data=args.data, model_dir=files.absolute(model.model), staging=staging,
                        spec=spec, info=info, provenance=provenance, k=args.k, batch_size=model.batch_size,
                        approximate=approximate, nprobe=args.nprobe, target_recall=args.target_recall,
                        extra=extra, diffusion=args.diffusion, diffusion_power=power)

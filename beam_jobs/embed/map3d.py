@@ -110,3 +110,13 @@ class PlaceNewTracks(beam.PTransform):
                 | "PlacedBatches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
                 | "PlacedTable" >> beam.Map(lambda rows: map_table(np.array([t for t, _ in rows], np.int64),
                                                                    np.array([c for _, c in rows], np.float32))))
+
+
+class ExtendMap(beam.PTransform):
+    """``(new, old, old_map)`` -> the map: ``old_map``'s tables as they are, and each new track beside its nearest
+    old ones (:class:`PlaceNewTracks`)."""
+
+    def expand(self, inputs):
+        _, _, old_map = inputs
+        placed = inputs | "PlaceNew" >> PlaceNewTracks()
+        return (old_map, placed) | "AllMap" >> beam.Flatten()

@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from beam_jobs import common
+from beam_jobs.embed.batches import VECTOR_BATCH, StackVectors
 from beam_jobs.embed.model_inputs import model_input_count, read_model_inputs
 from core import vectors as recipe
 from core.progress import Progress
@@ -193,6 +194,18 @@ class TrackVectors(beam.PTransform):
         return (joined
                 | "AsModelInput" >> beam.MapTuple(lambda track_id, vector: (track_id, (0, vector)))
                 | "EmbedGenres" >> embed(GENRES, ModelFiles.GENRE_EMBEDDER))
+
+
+class TrackVectorBatches(beam.PTransform):
+    """:class:`TrackVectors` stacked as ``(ids, vectors)`` batches of up to :data:`~beam_jobs.embed.batches.VECTOR_BATCH`
+    tracks (what ``wavelist add`` and ``update`` join to the stored vectors)."""
+
+    def __init__(self, data: str, model_dir: str, spec: AudioSpec, info: ModelInfo, batch_size: int):
+        super().__init__()
+        self._vectors = TrackVectors(data, model_dir, spec, info, batch_size)
+
+    def expand(self, pipeline):
+        return pipeline | "Vectors" >> self._vectors | "Batches" >> StackVectors(VECTOR_BATCH)
 
 
 class ModelOptions(PipelineOptions):

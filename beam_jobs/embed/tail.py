@@ -1,5 +1,5 @@
-"""The tail: vectors -> the tables of an embed output (embeddings, neighbours, map, tracks), from the stages
-(:class:`EmbedTail`); embed and ``wavelist update`` run it, ``wavelist add`` its own (:class:`AddTail`)."""
+"""The tail: vectors -> the tables of an embed output (embeddings, neighbours, map, tracks), composed from the
+stages: embed and ``wavelist update`` run :class:`EmbedTail`, ``wavelist add`` :class:`AddTail`."""
 from __future__ import annotations
 
 import json
@@ -11,12 +11,12 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import common
-from beam_jobs.embed.batches import VECTOR_BATCH, NeighbourBlock, StackVectors, embedding_table
-from beam_jobs.embed.diffusion import Diffuse
-from beam_jobs.embed.exact_neighbours import BlockNeighbours
+from beam_jobs.embed.batches import VECTOR_BATCH, NeighbourBlock, ReadTable, ReadVectors, StackVectors, embedding_table
+from beam_jobs.embed.diffusion import Diffuse, DiffuseNew
+from beam_jobs.embed.exact_neighbours import BlockNeighbours, ExtendNeighbours
 from beam_jobs.embed.index import DIFFUSION_INDEX_FILE, INDEX_FILE, IndexNeighbours
-from beam_jobs.embed.map3d import MapCoordinates
-from beam_jobs.embed.tracks import EmbeddedTracks
+from beam_jobs.embed.map3d import ExtendMap, MapCoordinates
+from beam_jobs.embed.tracks import EmbeddedTracks, ExtendTracks
 from core.neighbours import DIFFUSION_NEIGHBOURS, DIFFUSION_POWER, MAP_SAMPLE
 from schemas import tables
 from schemas.layout import TableFiles
@@ -48,6 +48,33 @@ def neighbour_tables(block: NeighbourBlock, tracks_per_table: int = 1000):
         })
 
 
+class WriteVectors(beam.PTransform):
+    """``(ids, vectors)`` batches -> the table ``name`` of ``folder`` (``embeddings.parquet``'s schema, the
+    ``provenance`` in its metadata)."""
+
+    def __init__(self, folder: str, name: str, provenance: dict[str, Any]):
+        super().__init__()
+        self._folder, self._name, self._provenance = folder, name, provenance
+
+    def expand(self, batches):
+        return (batches | "Tables" >> beam.Map(embedding_table)
+                | "Write" >> common.WriteTable(self._folder, self._name,
+                                               tables.with_metadata(tables.EMBEDDINGS, **self._provenance)))
+
+
+class WriteNeighbours(beam.PTransform):
+    """:data:`NeighbourBlock` elements -> ``folder/neighbours.parquet`` (the ``provenance`` in its metadata)."""
+
+    def __init__(self, folder: str, provenance: dict[str, Any]):
+        super().__init__()
+        self._folder, self._provenance = folder, provenance
+
+    def expand(self, blocks):
+        return (blocks | "Tables" >> beam.FlatMap(neighbour_tables, TRACKS_PER_ROW_GROUP)
+                | "Write" >> common.WriteTable(self._folder, TableFiles.NEIGHBOURS,
+                                               tables.with_metadata(tables.NEIGHBOURS, **self._provenance)))
+
+
 class EmbedTail(beam.PTransform):
     """``(track_id, unit vector)`` -> the tables of an embed output written into ``staging``: embeddings,
     neighbours (exact or approximate), tracks (joined from ``tracks_file``) and the map, each a folder of
@@ -77,26 +104,57 @@ class EmbedTail(beam.PTransform):
         staging, provenance = self._staging, self._provenance
         batches = vectors if self._stacked else vectors | "Vectors" >> StackVectors(VECTOR_BATCH)
         if self._diffusion:  # the vectors before it are kept: wavelist add diffuses new tracks against them
-            _ = (batches | "UndiffusedTables" >> beam.Map(embedding_table)
-                 | "WriteUndiffused" >> common.WriteTable(staging, TableFiles.UNDIFFUSED,
-                                                          tables.with_metadata(tables.EMBEDDINGS, **provenance)))
+            _ = batches | "WriteUndiffused" >> WriteVectors(staging, TableFiles.UNDIFFUSED, provenance)
             batches = batches | "Diffusion" >> Diffuse(self._diffusion_power,
                                                        self._search(self._diffusion, DIFFUSION_INDEX_FILE))
-        _ = (batches | "EmbeddingTables" >> beam.Map(embedding_table)
-             | "WriteEmbeddings" >> common.WriteTable(staging, TableFiles.EMBEDDINGS,
-                                                      tables.with_metadata(tables.EMBEDDINGS, **provenance)))
+        _ = batches | "WriteEmbeddings" >> WriteVectors(staging, TableFiles.EMBEDDINGS, provenance)
         search = self._search(self._k)
         lists = batches | "Neighbours" >> search
         self.report = getattr(search, "report", None)
-        _ = (lists | "NeighbourTables" >> beam.FlatMap(neighbour_tables, TRACKS_PER_ROW_GROUP)
-             | "WriteNeighbours" >> common.WriteTable(staging, TableFiles.NEIGHBOURS,
-                                                      tables.with_metadata(tables.NEIGHBOURS, **provenance)))
+        _ = lists | "WriteNeighbours" >> WriteNeighbours(staging, provenance)
         _ = (batches | "Map" >> (self._map or MapCoordinates(self._map_sample))
              | "WriteMap" >> common.WriteTable(staging, TableFiles.MAP3D,
                                                tables.with_metadata(tables.MAP3D, **provenance)))
         _ = (batches | "Tracks" >> EmbeddedTracks(self._tracks_file)
              | "WriteTracks" >> common.WriteTable(staging, TableFiles.TRACKS, tables.TRACKS))
         return batches
+
+
+class AddTail(beam.PTransform):
+    """``(new, old)`` ``(ids, vectors)`` batches (the new tracks' vectors before any diffusion; the final vectors of
+    ``old_tables``, an embed output) -> the tables of ``old_tables`` extended by the new tracks, written into
+    ``staging``: with ``diffusion`` (the old summary's), the new tracks diffused against the old vectors from before
+    it (:class:`~beam_jobs.embed.diffusion.DiffuseNew`, both kept); every neighbour list merged with the new tracks
+    (:class:`~beam_jobs.embed.exact_neighbours.ExtendNeighbours`); the map extended
+    (:class:`~beam_jobs.embed.map3d.ExtendMap`); the catalogue rows of ``new_tracks_file`` (a DATA
+    ``tracks.parquet``) after the old ones (:class:`~beam_jobs.embed.tracks.ExtendTracks`)."""
+
+    def __init__(self, *, staging: str, old_tables: str, new_tracks_file: str, provenance: dict[str, Any], k: int,
+                 diffusion: dict[str, Any] | None = None):
+        super().__init__()
+        self._staging, self._old, self._new_tracks, self._provenance = staging, old_tables, new_tracks_file, provenance
+        self._k, self._diffusion = k, diffusion
+
+    def expand(self, new_and_old):
+        new, old = new_and_old
+        staging, provenance, pipeline = self._staging, self._provenance, old.pipeline
+        if self._diffusion:  # new tracks diffused against the old undiffused vectors, which are kept with theirs
+            undiffused = pipeline | "ReadUndiffused" >> ReadVectors(files.join(self._old, TableFiles.UNDIFFUSED))
+            _ = ((undiffused, new) | "AllUndiffused" >> beam.Flatten()
+                 | "WriteUndiffused" >> WriteVectors(staging, TableFiles.UNDIFFUSED, provenance))
+            new = (new, undiffused) | "DiffuseNew" >> DiffuseNew(self._diffusion["neighbours"],
+                                                                 self._diffusion["power"])
+        lists = (new, old) | "Neighbours" >> ExtendNeighbours(self._k, files.join(self._old, TableFiles.NEIGHBOURS))
+        _ = lists | "WriteNeighbours" >> WriteNeighbours(staging, provenance)
+        _ = ((old, new) | "AllVectors" >> beam.Flatten()
+             | "WriteEmbeddings" >> WriteVectors(staging, TableFiles.EMBEDDINGS, provenance))
+        old_map = pipeline | "ReadOldMap" >> ReadTable(files.join(self._old, TableFiles.MAP3D))
+        _ = ((new, old, old_map) | "Map" >> ExtendMap()
+             | "WriteMap" >> common.WriteTable(staging, TableFiles.MAP3D, tables.with_metadata(tables.MAP3D,
+                                                                                            **provenance)))
+        _ = (pipeline | "Tracks" >> ExtendTracks(files.join(self._old, TableFiles.TRACKS), self._new_tracks)
+             | "WriteTracks" >> common.WriteTable(staging, TableFiles.TRACKS, tables.TRACKS))
+        return new
 
 
 def write_tail_report(tail: EmbedTail, staging: str) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from beam_jobs import common
-from beam_jobs.embed.batches import TRACKS_PER_BUCKET, count_batches
+from beam_jobs.embed.batches import TRACKS_PER_BUCKET, ReadTable, count_batches
 from core.neighbours import block_of
 from schemas import tables
 
@@ -69,3 +69,25 @@ class EmbeddedTracks(beam.PTransform):
                 | "RowsByBucket" >> beam.FlatMap(tracks_by_bucket, n_buckets))
         return ((ids, rows) | "Both" >> beam.Flatten() | "ByBucket" >> beam.GroupByKey()
                 | "Join" >> beam.FlatMapTuple(join_bucket))
+
+
+def accepted(table):
+    """The rows of a DATA ``tracks.parquet`` batch with status ok."""
+    import pyarrow.compute as pc
+
+    return table.filter(pc.equal(table["status"], "ok"))
+
+
+class ExtendTracks(beam.PTransform):
+    """A pipeline -> the catalogue rows of ``old`` (a TABLES ``tracks.parquet``; columns added since are filled)
+    and the accepted rows of ``new`` (a DATA ``tracks.parquet``)."""
+
+    def __init__(self, old: str, new: str):
+        super().__init__()
+        self._old, self._new = old, new
+
+    def expand(self, pipeline):
+        new_rows = pipeline | "ReadNewTracks" >> ReadTable(self._new) | "NewOk" >> beam.Map(accepted)
+        old_rows = (pipeline | "ReadOldTracks" >> ReadTable(self._old)
+                    | "TagColumns" >> beam.Map(tables.with_missing_columns, tables.TRACKS))  # tables before tags
+        return (old_rows, new_rows) | "AllTracks" >> beam.Flatten()
