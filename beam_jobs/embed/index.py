@@ -7,7 +7,6 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
@@ -64,8 +63,7 @@ def build_index_file(batches: list[tuple[np.ndarray, np.ndarray]], path: str, np
     reported = recall_of(held_out)(nprobe)
     buffer = io.BytesIO()
     np.savez(buffer, ids=ids, index=faiss.serialize_index(index))
-    with FileSystems.create(path, compression_type="uncompressed") as handle:
-        handle.write(buffer.getvalue())
+    files.write_bytes(path, buffer.getvalue())
     log.info("neighbour index: %d tracks in %d lists -> %s", len(ids), index.nlist, path)
     return {"mode": "approximate", "index": "faiss IVFFlat, inner product", "lists": int(index.nlist),
             "nprobe": int(nprobe), "recall_queries": int(len(held_out)), "recall@10": reported,
@@ -80,8 +78,7 @@ class _LoadedIndex:
 
         import faiss
 
-        with FileSystems.open(path, compression_type="uncompressed") as handle:
-            saved = np.load(io.BytesIO(handle.read()))
+        saved = np.load(io.BytesIO(files.read_bytes(path)))
         self.ids = saved["ids"]
         self.index = faiss.deserialize_index(saved["index"])
 

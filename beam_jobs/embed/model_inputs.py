@@ -7,7 +7,6 @@ from typing import Iterator
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import common
 from schemas import tables
@@ -36,8 +35,7 @@ def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str, expected:
             | "FeatureVector" >> beam.Map(
                 lambda row: (row["track_id"], (0, np.array([row[n] for n in names], np.float32))))
         )
-    shards = sorted(m.path for m in FileSystems.match(
-        [posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}")])[0].metadata_list)
+    shards = files.match_files(posixpath.join(data, TILES_FOLDER, f"*{TILE_FILE_SUFFIX}"))
     tiles = (
         pipeline
         | "TileShards" >> beam.Create(shards)
@@ -60,17 +58,16 @@ def check_tile_count(found: int, expected: int, folder: str) -> None:
 
 
 def read_tile_shard(path: str) -> Iterator[bytes]:
-    """The records of one TFRecord shard, their CRCs checked; a truncated or damaged shard raises an
-    :class:`~beam_jobs.common.InputError` that names it (Beam's reader would not say which file)."""
-    from apache_beam.io.tfrecordio import _TFRecordUtil
-
-    with FileSystems.open(path, compression_type=TILE_COMPRESSION_BEAM) as handle:
-        while True:
-            try:
-                record = _TFRecordUtil.read_record(handle)
-            except Exception as error:  # EOFError, zlib.error, ValueError (CRC): all mean a damaged file
-                reason = f"{type(error).__name__}: {str(error)[:120]}"  # its message may quote the record
-                raise common.InputError(f"{path} is a damaged tile shard ({reason}); rerun wavelist ingest") from error
-            if record is None:
-                return
-            yield record
+    """The records of one TFRecord shard, their CRCs checked (:func:`storage.files.read_records`); a truncated or
+    damaged shard raises an :class:`~beam_jobs.common.InputError` that names it (Beam's reader would not say which
+    file)."""
+    records = files.read_records(path, TILE_COMPRESSION_BEAM)
+    while True:
+        try:
+            record = next(records, None)
+        except Exception as error:  # EOFError, zlib.error, ValueError (CRC): all mean a damaged file
+            reason = f"{type(error).__name__}: {str(error)[:120]}"  # its message may quote the record
+            raise common.InputError(f"{path} is a damaged tile shard ({reason}); rerun wavelist ingest") from error
+        if record is None:
+            return
+        yield record

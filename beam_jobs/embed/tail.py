@@ -8,7 +8,6 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import common
 from beam_jobs.embed.batches import VECTOR_BATCH, NeighbourBlock, ReadTable, ReadVectors, StackVectors, embedding_table
@@ -170,6 +169,5 @@ def finish_tail(staging: str, approximate: bool) -> dict[str, Any]:
     report_file = files.join(staging, NEIGHBOUR_REPORT)
     report = files.read_json(report_file) if approximate else {"mode": "exact", "recall@10": 1.0}
     for staged in (report_file, files.join(staging, INDEX_FILE), files.join(staging, DIFFUSION_INDEX_FILE)):
-        if FileSystems.exists(staged):
-            FileSystems.delete([staged])
+        files.delete_file(staged)
     return report
