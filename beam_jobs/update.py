@@ -6,7 +6,7 @@ The folder is compared with TABLES/tracks.parquet by path, size and modification
 when nothing changed: the command then says so and writes nothing). Files new to a path, or whose size or time
 changed, are read for their audio identity (:mod:`core.identity`, no decoding) and sorted into unchanged,
 retagged, moved, changed, added and removed tracks (:mod:`core.library`). Added and changed audio is ingested
-and embedded as ``wavelist add`` does (:class:`~beam_jobs.embed.model_vectors.TrackVectors`); moved and retagged tracks keep
+and embedded as ``wavelist add`` does (:class:`~beam_jobs.embed.TrackVectors`); moved and retagged tracks keep
 their id and stored vector with their new path and tags; removed tracks leave every table. Then the tail is
 computed anew from the vectors before the diffusion (``undiffused.parquet``, or ``embeddings.parquet`` for
 tables without diffusion), with embed's own transforms (:class:`~beam_jobs.embed.tail.EmbedTail`): the diffusion and

@@ -12,22 +12,37 @@ from beam_jobs import common
 from schemas import tables
 from schemas.audio import AudioSpec
 from schemas.layout import DataFiles
-from schemas.model_info import FEATURES, TILES
+from schemas.vector_parts import TILE_INPUT, TRACK_INPUT
 from schemas.tile_example import TILE_COMPRESSION_BEAM, TILE_FILE_SUFFIX, TILES_FOLDER, decode_tile
 from storage import files
 
 
-def model_input_count(data: str, part: str) -> int:
-    """How many inputs the model takes for ``part`` of DATA's accepted tracks: their tiles, or one each."""
+def model_input_count(data: str, takes: str) -> int:
+    """How many inputs an embedder that ``takes`` (:data:`schemas.vector_parts.INPUTS`) gets of DATA's accepted
+    tracks: their tiles, or one each."""
     tracks = files.read_parquet(files.join(data, DataFiles.TRACKS), ["n_tiles", "status"], made_by="wavelist ingest")
     ok = tracks.column("status").to_numpy(zero_copy_only=False) == "ok"
-    return int(tracks.column("n_tiles").to_numpy(zero_copy_only=False)[ok].sum()) if part == TILES else int(ok.sum())
+    if takes == TILE_INPUT:
+        return int(tracks.column("n_tiles").to_numpy(zero_copy_only=False)[ok].sum())
+    return int(ok.sum())
 
 
-def read_model_inputs(pipeline, data: str, spec: AudioSpec, part: str, expected: int):
-    """``(track_id, (order, array))`` pairs the model takes: every log-mel tile (in tile order), of which there
-    must be ``expected`` (:func:`model_input_count`), or each track's summary features (order 0)."""
-    if part == FEATURES:
+class ModelInputs(beam.PTransform):
+    """A pipeline -> the ``(track_id, (order, array))`` pairs an embedder that ``takes`` (:data:`TILE_INPUT` or
+    :data:`TRACK_INPUT`) gets from DATA: every log-mel tile (in tile order), of which there must be ``expected``
+    (:func:`model_input_count`), or each track's summary features (order 0)."""
+
+    def __init__(self, data: str, spec: AudioSpec, takes: str, expected: int):
+        super().__init__()
+        self._data, self._spec, self._takes, self._expected = data, spec, takes, expected
+
+    def expand(self, pipeline):
+        return read_model_inputs(pipeline, self._data, self._spec, self._takes, self._expected)
+
+
+def read_model_inputs(pipeline, data: str, spec: AudioSpec, takes: str, expected: int):
+    """:class:`ModelInputs` as a function."""
+    if takes == TRACK_INPUT:
         names = tables.summary_feature_names()
         return (
             pipeline

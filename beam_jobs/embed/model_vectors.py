@@ -16,13 +16,14 @@ from apache_beam.utils import shared
 
 from beam_jobs import common
 from beam_jobs.embed.batches import VECTOR_BATCH, StackVectors
-from beam_jobs.embed.model_inputs import model_input_count, read_model_inputs
+from beam_jobs.embed.model_inputs import ModelInputs, model_input_count
 from core import vectors as recipe
 from core.progress import Progress
+from schemas import vector_parts
 from schemas.audio import AudioSpec
 from schemas.flags import whole
 from schemas.layout import ModelFiles
-from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
+from schemas.model_info import ModelInfo
 from storage import files
 
 log = logging.getLogger(__name__)
@@ -148,23 +149,20 @@ class EmbedTracks(beam.PTransform):
         )
 
 
-UNITS = {TILES: "tiles", FEATURES: "tracks", GENRES: "tracks"}  # what the model takes, one input each
-
-
-def join_halves(track_id: int, halves: dict[str, list[np.ndarray]]):
-    """A ``tiles+features`` track: :func:`core.vectors.join_halves` of its two halves. A track with one half
-    only (no tiles, or no summary row) is counted and left out."""
-    if halves[TILES] and halves[FEATURES]:
-        yield track_id, recipe.join_halves(halves[TILES][0], halves[FEATURES][0])
+def join_parts(track_id: int, parts: dict[str, list[np.ndarray]], names: tuple[str, ...] = ()):
+    """A track's vectors of the parts ``names`` -> :func:`core.vectors.join_parts` of them, in that order. A track
+    without one of them (no tiles, or no summary row) is counted and left out."""
+    if all(parts[name] for name in names):
+        yield track_id, recipe.join_parts([parts[name][0] for name in names])
     else:
         Metrics.counter(common.METRICS_NAMESPACE, "tracks_missing_a_half").inc()
 
 
 class TrackVectors(beam.PTransform):
-    """The tracks of an ingest output folder -> ``(track_id, unit vector)``, as the model's input kind
-    says: the mean of its tile vectors (``tiles``), its summary statistics (``features``), both halves
-    joined per track (``tiles+features``), and then the genre part the joined vector predicts
-    (``tiles+features+genres``)."""
+    """The tracks of an ingest output folder -> ``(track_id, unit vector)``, as the model's vector parts say
+    (:mod:`schemas.vector_parts`): each part that takes model inputs from its embedder (the mean of its tile
+    vectors, or its summary statistics' vector), those parts joined per track, then each part that takes the
+    joined vector (e.g. the genre part the joined vector predicts)."""
 
     def __init__(self, data: str, model_dir: str, spec: AudioSpec, info: ModelInfo, batch_size: int):
         super().__init__()
@@ -173,32 +171,34 @@ class TrackVectors(beam.PTransform):
 
     def expand(self, pipeline):
         workers = common.local_workers(pipeline.pipeline)
-        counts = {kind: model_input_count(self._data, kind) for kind in (TILES, FEATURES) if self._info.has(kind)}
-        log.info("embed: the model takes %s", " and ".join(f"{n:,} {UNITS[k]}" for k, n in counts.items()))
+        info = self._info
+        inputs = vector_parts.input_parts(info.parts)
+        counts = {p.name: model_input_count(self._data, p.takes) for p in inputs}
+        log.info("embed: the model takes %s", " and ".join(f"{counts[p.name]:,} {p.unit}" for p in inputs))
 
-        def embed(kind: str, file: str):
-            total = counts.get(kind, counts.get(FEATURES))  # genres: one input per track
-            return EmbedTracks(self._model_dir, self._batch_size, file, total=total, workers=workers,
-                               unit=UNITS[kind])
+        def embed(part: vector_parts.VectorPart, total: int):
+            return EmbedTracks(self._model_dir, self._batch_size, info.embedder_file(part.name), total=total,
+                               workers=workers, unit=part.unit)
 
-        def part(kind: str, file: str = ModelFiles.EMBEDDER):
-            return (read_model_inputs(pipeline, self._data, self._spec, kind, counts[kind])
-                    | f"Embed{kind.title()}" >> embed(kind, file))
-
-        if not (self._info.has(TILES) and self._info.has(FEATURES)):
-            return part(self._info.parts[0])
-        halves = {TILES: part(TILES), FEATURES: part(FEATURES, ModelFiles.FEATURES_EMBEDDER)}
-        joined = halves | "JoinHalves" >> beam.CoGroupByKey() | "Concatenate" >> beam.FlatMapTuple(join_halves)
-        if not self._info.has(GENRES):
-            return joined
-        return (joined
-                | "AsModelInput" >> beam.MapTuple(lambda track_id, vector: (track_id, (0, vector)))
-                | "EmbedGenres" >> embed(GENRES, ModelFiles.GENRE_EMBEDDER))
+        vectors = {p.name: (pipeline | f"{p.name.title()}Inputs" >> ModelInputs(self._data, self._spec, p.takes,
+                                                                                 counts[p.name])
+                            | f"Embed{p.name.title()}" >> embed(p, counts[p.name])) for p in inputs}
+        if len(inputs) == 1:
+            joined = vectors[inputs[0].name]
+        else:
+            joined = (vectors | "JoinHalves" >> beam.CoGroupByKey()
+                      | "Concatenate" >> beam.FlatMapTuple(join_parts, tuple(p.name for p in inputs)))
+        for part in vector_parts.joined_parts(info.parts):  # one input per track
+            tracks = model_input_count(self._data, vector_parts.TRACK_INPUT)
+            joined = (joined
+                      | f"{part.name.title()}Input" >> beam.MapTuple(lambda track_id, vector: (track_id, (0, vector)))
+                      | f"Embed{part.name.title()}" >> embed(part, tracks))
+        return joined
 
 
 class TrackVectorBatches(beam.PTransform):
-    """:class:`TrackVectors` stacked as ``(ids, vectors)`` batches of up to :data:`~beam_jobs.embed.batches.VECTOR_BATCH`
-    tracks (what ``wavelist add`` and ``update`` join to the stored vectors)."""
+    """:class:`TrackVectors` stacked as ``(ids, vectors)`` batches of up to
+    :data:`~beam_jobs.embed.batches.VECTOR_BATCH` tracks (what ``wavelist add`` and ``update`` join to the stored vectors)."""
 
     def __init__(self, data: str, model_dir: str, spec: AudioSpec, info: ModelInfo, batch_size: int):
         super().__init__()
