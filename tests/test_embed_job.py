@@ -5,7 +5,8 @@ import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_jobs.embed import EmbedTracks, NearestNeighbours
+from beam_jobs.embed import EmbedTracks
+from beam_jobs.embed.testing import NearestNeighbours
 from core.neighbours import l2_normalise, top_k_cosine, unstack_lists
 from schemas.audio import AudioSpec
 from schemas.tile_example import decode_tile, encode_tile
@@ -59,7 +60,7 @@ def test_embed_progress_lines_carry_the_total(pipeline_outputs, capfd):
 
 
 def test_approximate_neighbours_find_most_exact_ones(tmp_path):
-    from beam_jobs.embed import ApproximateNeighbours
+    from beam_jobs.embed.testing import ApproximateNeighbours
     from core.neighbours import recall_at
 
     rng = np.random.default_rng(4)

@@ -21,19 +21,20 @@ One module per stage, each a composite PTransform around pure functions:
     tail             the stages after the vectors, and the tables they write    EmbedTail
     job              the flags, build_pipeline and run
 
-(``batches``: vectors as ``(ids, vectors)`` batches between workers; ``model_inputs``: the tiles read back.)
+(``batches``: vectors as ``(ids, vectors)`` batches between workers; ``model_inputs``: the tiles read back;
+``testing``: composites only the tests and benchmarks use.)
 """
 from beam_jobs.embed.batches import StackVectors
 from beam_jobs.embed.diffusion import Diffuse
-from beam_jobs.embed.exact_neighbours import BlockNeighbours, NearestNeighbours
+from beam_jobs.embed.exact_neighbours import BlockNeighbours
 from beam_jobs.embed.extra_vectors import JoinExtraVectors
-from beam_jobs.embed.index import ApproximateNeighbours, IndexNeighbours
+from beam_jobs.embed.index import IndexNeighbours
 from beam_jobs.embed.job import EXACT_LIMIT, OPTIONS, EmbedOptions, build_pipeline, run
 from beam_jobs.embed.map3d import MapCoordinates
 from beam_jobs.embed.model_vectors import EmbedTracks, ModelOptions, TrackVectors
 from beam_jobs.embed.tail import EmbedTail
 from beam_jobs.embed.tracks import EmbeddedTracks
 
-__all__ = ["ApproximateNeighbours", "BlockNeighbours", "Diffuse", "EXACT_LIMIT", "EmbedOptions", "EmbedTail",
+__all__ = ["BlockNeighbours", "Diffuse", "EXACT_LIMIT", "EmbedOptions", "EmbedTail",
            "EmbedTracks", "EmbeddedTracks", "IndexNeighbours", "JoinExtraVectors", "MapCoordinates", "ModelOptions",
-           "NearestNeighbours", "OPTIONS", "StackVectors", "TrackVectors", "build_pipeline", "run"]
+           "OPTIONS", "StackVectors", "TrackVectors", "build_pipeline", "run"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 
-from beam_jobs.embed.batches import (VECTOR_BATCH, MergeTopK, ReadTable, StackVectors, count_batches, split_by_block,
+from beam_jobs.embed.batches import (VECTOR_BATCH, MergeTopK, ReadTable, count_batches, split_by_block,
                                      stack_block, stack_new)
 from core import vectors as recipe
 from core.neighbours import merge_block_top_k, stack_lists, top_k_cosine, top_k_faiss
@@ -95,20 +95,6 @@ class BlockNeighbours(beam.PTransform):
             | "MergeTopK" >> beam.CombinePerKey(MergeBlockTopK(k))
             | "Lists" >> beam.Values()
         )
-
-
-class NearestNeighbours(beam.PTransform):
-    """``(track_id, unit vector)`` -> :data:`NeighbourBlock` elements: :class:`BlockNeighbours` of the vectors
-    stacked in batches of up to :data:`VECTOR_BATCH` tracks (never one element per track between workers)."""
-
-    def __init__(self, k: int, block_size: int | None = None):
-        super().__init__()
-        self._k = k
-        self._block_size = block_size
-
-    def expand(self, vectors):
-        return (vectors | "Vectors" >> StackVectors(VECTOR_BATCH)
-                | "Search" >> BlockNeighbours(self._k, self._block_size))
 
 
 def old_among_new(old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray], k: int):

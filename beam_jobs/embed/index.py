@@ -11,7 +11,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from beam_jobs import common
-from beam_jobs.embed.batches import VECTOR_BATCH, StackVectors, stack_block
+from beam_jobs.embed.batches import stack_block
 from core.neighbours import top_k_faiss
 from schemas.layout import TableFiles
 from storage import files
@@ -128,19 +128,3 @@ class IndexNeighbours(beam.PTransform):
         self.report = built | "Report" >> beam.Map(lambda report: {k: v for k, v in report.items() if k != "path"})
         return batches | "Search" >> beam.ParDo(SearchIndexFn(self._k, shared.Shared()),
                                                 beam.pvalue.AsSingleton(built))
-
-
-class ApproximateNeighbours(beam.PTransform):
-    """``(track_id, unit vector)`` -> :data:`NeighbourBlock` elements: :class:`IndexNeighbours` of the vectors
-    stacked in batches of up to ``batch_size`` tracks; its recall report is ``report``."""
-
-    def __init__(self, k: int, nprobe: int | None, index_dir: str, batch_size: int = VECTOR_BATCH,
-                 target_recall: float = 0.95):
-        super().__init__()
-        self._batch_size = batch_size
-        self._search = IndexNeighbours(k, nprobe, index_dir, target_recall)
-
-    def expand(self, vectors):
-        lists = vectors | "Vectors" >> StackVectors(self._batch_size) | "Index" >> self._search
-        self.report = self._search.report
-        return lists
