@@ -89,3 +89,22 @@ def test_tfrecords_written_by_beam_read_back_checked(tmp_path, compression):
         list(files.read_records(str(flipped)))
     with pytest.raises(ValueError, match="cut"):
         list(files.read_records(str(cut)))
+
+
+def test_a_scheme_no_filesystem_reads_is_one_line_naming_the_path(tmp_path, capsys):
+    from wavelist.cli import main
+
+    for call in (lambda: files.exists("x://bucket/a"), lambda: files.write_text("x://bucket/a", "a"),
+                 lambda: files.read_parquet("x://bucket/a"), lambda: files.is_folder("x://bucket/a")):
+        with pytest.raises(UserError, match="^x://bucket/a: no filesystem here reads x:// paths"):
+            call()
+    assert main(["radio", "--tables", "x://bucket/t", "--seed", "1"]) == 2
+    assert capsys.readouterr().err == ("wavelist radio: error: x://bucket/t: no filesystem here reads x:// paths; "
+                                       "give a local path or gs://\n")
+
+
+def test_write_parquet_passes_its_options_and_reads_back(tmp_path):
+    table = pa.table({"track_id": list(range(10))})
+    path = files.write_parquet(tmp_path / "new" / "t.parquet", table, row_group_size=4)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    assert files.read_parquet(path).equals(table)
