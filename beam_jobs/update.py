@@ -9,7 +9,7 @@ retagged, moved, changed, added and removed tracks (:mod:`core.library`). Added 
 and embedded as ``wavelist add`` does (:class:`~beam_jobs.embed.TrackVectors`); moved and retagged tracks keep
 their id and stored vector with their new path and tags; removed tracks leave every table. Then the tail is
 computed anew from the vectors before the diffusion (``undiffused.parquet``, or ``embeddings.parquet`` for
-tables without diffusion), with embed's own transforms (:class:`~beam_jobs.embed.tail.EmbedTail`): the diffusion and
+tables without diffusion), with embed's own transforms (:class:`~beam_jobs.embed.EmbedTail`): the diffusion and
 the neighbour lists are those of a fresh ``ingest`` + ``embed`` of the folder. The map keeps every kept track's
 place and puts new tracks beside their 5 nearest (:class:`~beam_jobs.embed.map3d.ExtendMap`), unless
 ``--new-map`` asks for a new t-SNE.
