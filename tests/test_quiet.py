@@ -111,3 +111,13 @@ def test_demo_prints_playlists_with_the_commands_column_names(tmp_path):
     radio_header, journey_header = radio_part.splitlines()[2], journey_part.splitlines()[1]
     assert "to_seed" in radio_header.split() and "step" in journey_header.split(), text
     assert "similarity" not in radio_header + journey_header and "smoothness: " in text
+
+
+def test_the_demo_catalogue_bar_in_a_log_is_a_few_states_not_one_per_clip(tmp_path, capsys):
+    """On a terminal tqdm redraws one line; in a log (CI, a file) it added a state per clip (clips of 15 s take
+    over the 0.1 s it waited between states)."""
+    from wavelist.demo_catalogue import STYLES, generate
+
+    generate(tmp_path, artists_per_style=1, tracks_per_artist=1, seconds=15.0, styles=STYLES[:6])
+    states = [s for s in capsys.readouterr().err.replace("\n", "\r").split("\r") if "demo catalogue" in s]
+    assert 1 <= len(states) <= 3 and "6/6" in states[-1], states
