@@ -29,7 +29,7 @@ def progress_line(what: str, done: int, total: int | None, elapsed_s: float | No
     if rate:
         line += f", {_rate(rate)} {unit}/s"
         if total and done < total:
-            line += f", about {duration((total - done) / rate)} left"
+            line += f", about {duration(max(1.0, (total - done) / rate))} left"  # never "about 0 s"
     return line
 
 

@@ -49,6 +49,7 @@ def test_progress_gives_no_estimate_before_a_pace_is_known(monkeypatch):
     assert progress.add() is None  # 5 s later: not yet time for a line
     assert progress.add(2) == "ingest worker 7 analysed: 4 of 80 tracks, 0.19 tracks/s, about 7 min left"
     assert progress_module.progress_line("x", 1, 9, 24.0) == "x: 1 of 9 tracks, 0.042 tracks/s, about 3 min left"
+    assert progress_module.progress_line("x", 768, 800, 7.0, "tiles").endswith("about 1 s left")  # not "0 s"
 
 
 @pytest.fixture
