@@ -1,7 +1,7 @@
 """The a/b clip pairs of a corpus whose two excerpts share audio (a looped track), to leave out of same-track
 queries: a repeat is found by matching, not by hearing alike.
 
-    python benchmarks/ab_repeats.py CORPUS SET_NAME > REPEATS.txt
+    python -m benchmarks.ab_repeats CORPUS SET_NAME > REPEATS.txt
 
 The rule of ``shared/dev_ab_repeats.txt`` (this script reproduces that list from the dev corpus exactly): the
 maximum normalised cross-correlation of the two clips' waveforms (4 kHz mono) over lags with at least 10 s of
@@ -10,7 +10,7 @@ clip's track and a/b excerpt). Pairs under the threshold are printed as comments
 """
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import librosa
@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.signal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.audio import to_mono  # noqa: E402
+from core.audio import to_mono
 
 RATE, MIN_OVERLAP_S, THRESHOLD = 4000, 10.0, 0.8
 
@@ -47,7 +46,11 @@ def best_match(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    corpus, set_name = Path(sys.argv[1]), sys.argv[2]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("corpus", type=Path, help="a corpus of shared/build_music_corpus.py (with manifest.csv)")
+    parser.add_argument("set_name", help="the name printed in each line's set column")
+    args = parser.parse_args()
+    corpus, set_name = args.corpus, args.set_name
     manifest = pd.read_csv(corpus / "manifest.csv")
     print(f"# a/b clip pairs of the same track that share audio: max normalised waveform cross-correlation "
           f"({RATE // 1000} kHz mono) >= {THRESHOLD} over >= {MIN_OVERLAP_S:.0f} s overlap")

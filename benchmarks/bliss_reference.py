@@ -1,6 +1,6 @@
 """bliss's vectors of an FMA-layout corpus as a reference for benchmarks/quality.py: OUT_DIR/bliss.npz (ids, X).
 
-    python benchmarks/bliss_reference.py CORPUS OUT_DIR [--jobs 2]
+    python -m benchmarks.bliss_reference CORPUS OUT_DIR [--jobs 2]
 
 Run it in the references' own environment (``pip install bliss-audio``; never wavelist's). Each clip is
 ``bliss_audio.Song(path).analysis`` (bliss-rs: tempo, zero-crossing rate, spectral centroid / rolloff /

@@ -1,8 +1,8 @@
 """A second real-music corpus for quality checks, from Debian packages the dev corpus does not use.
 
-    sudo python benchmarks/build_second_corpus.py OUT [--jobs 2]
+    sudo python -m benchmarks.build_second_corpus OUT [--jobs 2]
 
-The model was never tuned on these sources, so ``benchmarks/quality.py OUT WORKDIR --ab-repeats benchmarks/second_ab_repeats.txt``
+The model was never tuned on these sources, so ``python -m benchmarks.quality OUT WORKDIR --ab-repeats benchmarks/second_ab_repeats.txt``
 on it checks whether the dev corpus's results hold on other music. It runs ``shared/build_music_corpus.py``
 (same clips, FMA layout, licences) with this module's package set; ids start at 900001, disjoint from the
 dev set's. Packages without music files (frozen-bubble-data, 7kaa-data) are dropped by the builder and

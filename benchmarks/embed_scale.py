@@ -1,6 +1,6 @@
 """The embed job after inference at scale: track vectors injected at the vector stage, the real tail.
 
-    python benchmarks/embed_scale.py [--sizes 100000 1000000] [--modes approximate exact] [--workers 2]
+    python -m benchmarks.embed_scale [--sizes 100000 1000000] [--modes approximate exact] [--workers 2]
                                      [--exact-up-to 300000] [--map-sample 20000] [--k 50] [--diffusion 0]
 
 For each size and neighbour mode: synthetic clustered unit vectors (``playlists.synthetic``, 64-d) and a DATA
@@ -19,7 +19,6 @@ import json
 import os
 import re
 import resource
-import sys
 import tempfile
 import threading
 import time
@@ -27,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CHUNK = 20_000
 STAGES = ("Vectors", "WriteUndiffused", "Diffusion", "WriteEmbeddings", "Neighbours", "WriteNeighbours", "Map t-SNE", "Map placement", "WriteMap",

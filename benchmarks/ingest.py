@@ -1,6 +1,6 @@
 """Ingest speed on real MP3 clips: the decoder's floor, the naive librosa loop, and ``wavelist ingest``.
 
-    python benchmarks/ingest.py CORPUS [--clips 233] [--repeat 3] [--workers 2]
+    python -m benchmarks.ingest CORPUS [--clips 233] [--repeat 3] [--workers 2]
 
 CORPUS is in FMA layout (``fma_metadata/tracks.csv`` and ``audio/XXX/XXXXXX.mp3``), e.g. the one
 ``shared/build_music_corpus.py`` builds. All figures come from the same run; throughputs are clips per
@@ -15,14 +15,12 @@ import json
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 FMA_SMALL, FMA_LARGE, STREAMING = 8_000, 106_574, 10_000_000
 

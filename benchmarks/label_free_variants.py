@@ -1,6 +1,6 @@
 """Screen variants of the label-free training on a corpus: train one in this process, score its vectors.
 
-    python benchmarks/label_free_variants.py CORPUS DATA [--steps 500] [--seed 0] [--temperature 0.1]
+    python -m benchmarks.label_free_variants CORPUS DATA [--steps 500] [--seed 0] [--temperature 0.1]
         [--batch B] [--views-of K] [--summary-view W] [--neighbour-queue Q] [--debias TAU] [--pooling time]
         [--width N] [--ab-repeats FILE] [--tag NAME]
 
@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402  (the judge's metrics and the diffusion used by the quality benchmark)
+from benchmarks import quality  # the judge's metrics and the diffusion used by the quality benchmark
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,7 +59,8 @@ def main() -> None:
 
     from core.vectors import track_starts, unit
     from model import cnn, contrastive, data, features
-    from model.train import _adapted_normaliser, _mean_embedding, per_track_mean, predict_in_chunks, tf_constant_batches
+    from model.train import (WHITENED_DIMS, adapted_normaliser, mean_embedding, per_track_mean, predict_in_chunks,
+                             tf_constant_batches)
     from model.whitening import whitened
     from storage import files
 
@@ -76,24 +75,26 @@ def main() -> None:
     k, temperature = args.views_of, args.temperature
 
     sample = tf_constant_batches(tiles[np.random.default_rng(args.seed).permutation(len(tiles))[:2048]])
-    encoder = cnn.build_encoder(spec, _adapted_normaliser(sample), pooling=args.pooling, width=args.width)
-    head = keras.Sequential([keras.layers.ReLU(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(64),
-                             keras.layers.UnitNormalization()], name="projection")
+    encoder = cnn.build_encoder(spec, adapted_normaliser(sample), pooling=args.pooling, width=args.width)
+    encoded = int(encoder.output.shape[-1])
+    head = contrastive.projection_head()
     view_inputs = [keras.Input((k, *spec.tile_shape)) for _ in range(2)]
-    outputs = [head(keras.ops.mean(keras.ops.reshape(encoder(keras.ops.reshape(v, (-1, *spec.tile_shape))), (-1, k, 64)),
-                                   axis=1)) for v in view_inputs]
+    def mean_of_views(views):  # [B, k, tile] -> [B, encoded]: each view the mean of k tiles' encodings
+        return keras.ops.mean(keras.ops.reshape(encoder(keras.ops.reshape(views, (-1, *spec.tile_shape))),
+                                                (-1, k, encoded)), axis=1)
+
+    outputs = [head(mean_of_views(v)) for v in view_inputs]
     inputs = list(view_inputs)
     if args.summary_view:
         summary = keras.Input((summaries.shape[1],))
-        summary_head = keras.Sequential([keras.layers.Dense(256, activation="relu"), keras.layers.Dense(64),
-                                         keras.layers.UnitNormalization()])
+        summary_head = contrastive.summary_projection_head()
         inputs.append(summary)
         outputs.append(summary_head(summary))
     model = keras.Model(inputs, keras.ops.stack(outputs, axis=1))
 
     def pair_loss(a, b):
         if not args.debias:
-            return contrastive._nt_xent_pair(a, b, temperature)  # the product's loss
+            return contrastive.nt_xent_pair(a, b, temperature)  # the product's loss
         batch = tf.shape(a)[0]
         z = tf.concat([a, b], 0)
         logits = tf.matmul(z, z, transpose_b=True) / temperature - 1e9 * tf.eye(2 * batch)
@@ -106,7 +107,7 @@ def main() -> None:
         return tf.reduce_mean(tf.math.log1p(corrected))
 
     queue_size = max(args.neighbour_queue, 1)
-    queue = tf.Variable(tf.math.l2_normalize(tf.random.normal([queue_size, 64]), 1), trainable=False)
+    queue = tf.Variable(tf.math.l2_normalize(tf.random.normal([queue_size, contrastive.PROJECTION_DIM]), 1), trainable=False)
     queue_tracks = tf.Variable(-tf.ones([queue_size]), trainable=False)
 
     def loss(track, projected):
@@ -146,11 +147,12 @@ def main() -> None:
     model.fit(batches, epochs=args.steps // 50, steps_per_epoch=50, verbose=0)
     train_s = time.perf_counter() - started
 
-    unit_embedder = cnn.embedder_of(encoder, _mean_embedding(cnn.embedding_outputs(encoder), sample))
-    embedder = whitened(unit_embedder, per_track_mean(predict_in_chunks(unit_embedder, tiles), track_ids), 32)
+    unit_embedder = cnn.embedder_of(encoder, mean_embedding(cnn.embedding_outputs(encoder), sample))
+    embedder = whitened(unit_embedder, per_track_mean(predict_in_chunks(unit_embedder, tiles), track_ids),
+                        WHITENED_DIMS)
     tile_vectors = predict_in_chunks(embedder, tiles)
     tile_half = unit(np.stack([tile_vectors[s:s + c].mean(0) for s, c in zip(starts, counts)]))
-    features_half = unit(np.asarray(features.whitened_features_embedder(values, 32)(
+    features_half = unit(np.asarray(features.whitened_features_embedder(values, WHITENED_DIMS)(
         values[[{int(t): i for i, t in enumerate(feature_ids)}[int(t)] for t in ids]], training=False)))
     label_free = np.concatenate([tile_half, features_half], 1)
 

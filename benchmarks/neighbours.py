@@ -1,6 +1,6 @@
 """Neighbour search at scale: faiss exact (one process) vs wavelist's exact and approximate Beam transforms.
 
-    python benchmarks/neighbours.py [--sizes 10000 100000] [--approximate-only 1000000] [--k 10]
+    python -m benchmarks.neighbours [--sizes 10000 100000] [--approximate-only 1000000] [--k 10]
 
 Two kinds of 64-d unit vectors: clustered (a mixture of 1,000 Gaussians, as real embeddings are) and uniform
 (the hardest case for an index). For each size: wall time and recall@10 against exact of (a) faiss
@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CHUNK = 10_000
 

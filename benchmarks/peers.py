@@ -1,10 +1,10 @@
 """Analysis speed and quality against the tools people use today: bliss and Essentia, same tracks, one run.
 
-    python benchmarks/peers.py CORPUS --long LONG [--clips N] [--long-tracks N] [--model MODEL]
+    python -m benchmarks.peers CORPUS --long LONG [--clips N] [--long-tracks N] [--model MODEL]
         [--work DIR] [--peers-venv DIR] [--tools bliss,essentia,essentia_lowlevel,wavelist,floor]
         [--train-flags "--epochs 2"]
-    python benchmarks/peers.py CORPUS --make-long LONG     # once: 30-s clips concatenated to ~4-min tracks
-    python benchmarks/peers.py CORPUS --score-only --work DIR   # score the clip vectors a cut run left in DIR
+    python -m benchmarks.peers CORPUS --make-long LONG     # once: 30-s clips concatenated to ~4-min tracks
+    python -m benchmarks.peers CORPUS --score-only --work DIR   # score the clip vectors a cut run left in DIR
 
 ``--clips -1`` skips the 30-s clips (full-length tracks only).
 
@@ -237,8 +237,7 @@ def measure_wavelist(catalogue: list[str], n: int, few: list[Path], model: Path,
 
 def stage_shares(files: list[Path]) -> dict[str, float]:
     """ms per track of each ingest step, one process (benchmarks/ingest.py's breakdown)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from ingest import stage_breakdown  # noqa: E402  (benchmarks/ingest.py)
+    from benchmarks.ingest import stage_breakdown
     return stage_breakdown(files)
 
 
@@ -353,8 +352,6 @@ def main() -> None:
             tool: {"vectors": args.work / f"{tool}-30.npz", "tables": args.work / "wavelist-30-tables"}
             for tool in ("wavelist", "bliss", "essentia_lowlevel", "essentia")
             if (args.work / f"{tool}-30.npz").exists() or (tool == "wavelist" and (args.work / "wavelist-30-tables").exists())}))
-    sys.path.insert(0, str(REPO))
-
     tools = args.tools.split(",")
     work = args.work
     work.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Pool corpora in FMA layout (what ``shared/build_music_corpus.py`` writes) into one catalogue.
 
-    python benchmarks/pool_corpora.py OUT CORPUS [CORPUS ...] [--references DIR [DIR ...]] [--fraction F]
+    python -m benchmarks.pool_corpora OUT CORPUS [CORPUS ...] [--references DIR [DIR ...]] [--fraction F]
 
 OUT gets ``fma_metadata/tracks.csv`` (the corpora's rows, in the order given), ``audio/XXX/XXXXXX.mp3`` as
 hard links to the corpora's clips (no copy; OUT must be on the same file system) and ``manifest.csv``. Each

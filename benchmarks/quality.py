@@ -1,6 +1,6 @@
 """Does nearness mean "sounds alike"? wavelist's default model against reference embeddings, on a corpus.
 
-    python benchmarks/quality.py CORPUS WORKDIR [--references DIR] [--ab-repeats FILE] [--data DATA] [--train-data DATA]
+    python -m benchmarks.quality CORPUS WORKDIR [--references DIR] [--ab-repeats FILE] [--data DATA] [--train-data DATA]
         [--train-flags "..."] [--embed-flags "..."] [--diffusion M,POWER] [--ours NAME] [--skip-pipeline]
 
 CORPUS is in FMA layout (``fma_metadata/tracks.csv``, ``audio/XXX/XXXXXX.mp3``), e.g. what

@@ -1,7 +1,7 @@
 """Playlist query latency: radio and a 20-track journey, at catalogue sizes up to 1,000,000 tracks.
 
-    python benchmarks/queries.py [--sizes 8000 1000000] [--radios 2000] [--journeys 100] [--baseline-journeys 10]
-    python benchmarks/queries.py --quality TABLES      # style figures of the playlist kinds on real tables
+    python -m benchmarks.queries [--sizes 8000 1000000] [--radios 2000] [--journeys 100] [--baseline-journeys 10]
+    python -m benchmarks.queries --quality TABLES      # style figures of the playlist kinds on real tables
 
 For each size, synthetic tables (``playlists.synthetic``: 64-d clustered unit vectors, 50 neighbours per track
 by faiss, exact up to 50,000 tracks, IVF above) are written once under ``--cache``, loaded with
@@ -17,14 +17,12 @@ products on a busy machine). All figures of a size come from the same run; the f
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def latencies(query: Callable[[int], object], count: int) -> np.ndarray:
@@ -60,7 +58,8 @@ def parquet_filter_radio(tables, seed: int, n: int = 20) -> list[int]:
 
 
 def bench(size: int, cache: Path, args: argparse.Namespace) -> None:
-    from playlists import journey, line_journey, load_tables, radio, smoothness
+    from playlists import journey, load_tables, radio, smoothness
+    from playlists.baselines import line_journey
     from playlists.synthetic import write_synthetic_tables
 
     folder = cache / f"tables-{size}"
@@ -111,8 +110,11 @@ def quality(folder: Path) -> None:
     """Style figures of alchemy, like, profile, clusters and journeys on a real TABLES folder (e.g. the demo's)."""
     from collections import Counter
 
-    from playlists import journey, like, line_journey, load_tables, smoothness
-    from playlists.discover import alchemy, clusters, profile
+    from playlists import journey, like, load_tables, smoothness
+    from playlists.baselines import line_journey
+    from playlists.alchemy import alchemy
+    from playlists.discover import clusters
+    from playlists.profile import profile
 
     tables = load_tables(folder)
     genre = tables.column("genre")

@@ -1,7 +1,7 @@
 """Load test of ``wavelist serve`` on loopback: radio and journey at 1, 8 and 64 concurrent clients, and during a
 table reload, against synthetic tables of 1,000,000 tracks.
 
-    python benchmarks/serve.py [--size 1000000] [--clients 1 8 64] [--seconds 10] [--cache /tmp/wavelist-query-bench]
+    python -m benchmarks.serve [--size 1000000] [--clients 1 8 64] [--seconds 10] [--cache /tmp/wavelist-query-bench]
 
 The tables (``playlists.synthetic``, as ``benchmarks/queries.py`` writes them, shared through ``--cache``) are
 written once. The server runs as its own process (``python -m wavelist.cli serve``) on a hard-linked copy of them;
@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 TABLE_FILES = ("embeddings.parquet", "neighbours.parquet", "tracks.parquet", "map3d.parquet")
 
 

@@ -1,6 +1,6 @@
 """Training-free variants of the label-free part, scored on a run's stored vectors (no training, no embed job).
 
-    python benchmarks/stored_vector_variants.py CORPUS WORKDIR --data DATA [--references DIR] [--ab-repeats FILE]
+    python -m benchmarks.stored_vector_variants CORPUS WORKDIR --data DATA [--references DIR] [--ab-repeats FILE]
         [--name NAME]
 
 WORKDIR is a ``quality.py`` work folder whose ``tables/undiffused.parquet`` and ``model/`` an embed with the
@@ -31,14 +31,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402  (the judge's metrics, per-query values and the paired bootstrap)
+from benchmarks import quality  # the judge's metrics, per-query values and the paired bootstrap
+from core.neighbours import DIFFUSION_NEIGHBOURS, DIFFUSION_POWER, diffuse, top_k_cosine
+from core.vectors import track_starts, unit
+from schemas.layout import ModelFiles, TableFiles
+from schemas.model_info import GENRES, ModelInfo
 
-from core.neighbours import DIFFUSION_NEIGHBOURS, DIFFUSION_POWER, diffuse, top_k_cosine  # noqa: E402
-from core.vectors import track_starts, unit  # noqa: E402
-from schemas.layout import ModelFiles, TableFiles  # noqa: E402
-from schemas.model_info import GENRES, ModelInfo  # noqa: E402
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter (imported later, in functions)
 
 AS_EMBEDDED = "label-free part, as embedded (diffusion 5, power 3)"
 

@@ -1,6 +1,6 @@
 """Training speed on CPU: tiles per second through the tf.data input pipeline alone vs a training step.
 
-    python benchmarks/train.py DATA [--batches 40] [--batch-size 64]
+    python -m benchmarks.train DATA [--batches 40] [--batch-size 64]
 
 DATA is an ingest output (e.g. of the real-music corpus). The input pipeline must not be the bottleneck:
 its rate should be at least 3x the training step's.
@@ -8,12 +8,10 @@ its rate should be at least 3x the training step's.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 FMA_SMALL_TRAIN_TILES = 6_400 * 10
 

@@ -1,6 +1,6 @@
 """Peak memory and time of ``wavelist train`` with the tiles in memory against read from the shards.
 
-    python benchmarks/train_memory.py DATA --copies N --scratch DIR [--steps 20] [--epochs 1]
+    python -m benchmarks.train_memory DATA --copies N --scratch DIR [--steps 20] [--epochs 1]
 
 DATA is an ingest output (e.g. of a real-music corpus). The benchmark writes N copies of it under DIR as one larger
 catalogue (tiles, tracks and summary statistics, each copy's track ids offset so that every track is its own), then

@@ -1,6 +1,6 @@
 """``wavelist update`` at scale: the pass over an unchanged folder, and a few files added to large tables.
 
-    python benchmarks/update.py [--files 10000] [--tracks 100000] [--added 10] [--workers 2] [--scratch DIR]
+    python -m benchmarks.update [--files 10000] [--tracks 100000] [--added 10] [--workers 2] [--scratch DIR]
                                 [--model MODEL --clips DIR] [--repeats 3]
 
 1. **Nothing changed**: a folder of ``--files`` small generated WAV files (0.1 s each, in folders of 100) and
@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 WAVELIST = [sys.executable, "-m", "wavelist.cli"]
 

@@ -217,11 +217,6 @@ def _whole(value: float) -> float:
     return value
 
 
-def genre_vocabulary(rows: Iterable[TrackRow]) -> list[str]:
-    """Sorted distinct genres of ``rows`` (tracks without a genre left out)."""
-    return sorted({row["genre"] for row in rows if row.get("genre")})
-
-
 def is_audio_path(path: str) -> bool:
     return path.lower().endswith(AUDIO_EXTENSIONS)
 

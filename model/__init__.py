@@ -1,1 +1,3 @@
-"""TensorFlow/Keras models that map log-mel tiles to 64-d unit vectors, and their trainer."""
+"""The trainer and what it exports (``wavelist train``: the genre CNN, the label-free contrastive encoder, the
+autoencoder, or the summary statistics alone), each vector part's embedder (tiles, features, genres:
+``schemas.model_info``), and ``wavelist evaluate``, which compares models. TensorFlow and Keras; no Beam."""

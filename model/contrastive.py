@@ -111,7 +111,7 @@ def streamed_pair_dataset(tile_files: list[str], spec: AudioSpec, *, batch_size:
             .prefetch(tf.data.AUTOTUNE))
 
 
-def _nt_xent_pair(view_a: tf.Tensor, view_b: tf.Tensor, temperature: float) -> tf.Tensor:
+def nt_xent_pair(view_a: tf.Tensor, view_b: tf.Tensor, temperature: float) -> tf.Tensor:
     """Mean NT-Xent of two aligned batches of unit projections ``[B, d]``: row i of each is the other's positive."""
     batch = tf.shape(view_a)[0]
     z = tf.concat([view_a, view_b], axis=0)  # [2B, d]
@@ -127,13 +127,25 @@ def nt_xent(temperature: float, summary_weight: float = 0.0):
     (the third, when there is one)."""
 
     def loss(y_true, y_pred):
-        value = _nt_xent_pair(y_pred[:, 0], y_pred[:, 1], temperature)
+        value = nt_xent_pair(y_pred[:, 0], y_pred[:, 1], temperature)
         if summary_weight and y_pred.shape[1] == 3:
-            value += summary_weight * 0.5 * (_nt_xent_pair(y_pred[:, 0], y_pred[:, 2], temperature)
-                                             + _nt_xent_pair(y_pred[:, 1], y_pred[:, 2], temperature))
+            value += summary_weight * 0.5 * (nt_xent_pair(y_pred[:, 0], y_pred[:, 2], temperature)
+                                             + nt_xent_pair(y_pred[:, 1], y_pred[:, 2], temperature))
         return value * tf.ones([tf.shape(y_pred)[0]])  # Keras averages over the batch
 
     return loss
+
+
+def projection_head() -> keras.Sequential:
+    """The projection head on the encoder's output: ReLU, 128, then :data:`PROJECTION_DIM` unit outputs."""
+    return keras.Sequential([keras.layers.ReLU(), keras.layers.Dense(128, activation="relu"),
+                             keras.layers.Dense(PROJECTION_DIM), keras.layers.UnitNormalization()], name="projection")
+
+
+def summary_projection_head() -> keras.Sequential:
+    """The summary statistics' own network: 256, then :data:`PROJECTION_DIM` unit outputs."""
+    return keras.Sequential([keras.layers.Dense(256, activation="relu"), keras.layers.Dense(PROJECTION_DIM),
+                             keras.layers.UnitNormalization()], name="summary_projection")
 
 
 def build_contrastive(spec: AudioSpec, normaliser: keras.layers.Normalization,
@@ -141,15 +153,13 @@ def build_contrastive(spec: AudioSpec, normaliser: keras.layers.Normalization,
     """``(trainable model, encoder)``: shared encoder, projection head 128 -> 64, unit outputs ``[B, 2, 64]``;
     with ``summary_dim``, a third input (the summary statistics) through its own 256 -> 64 network: ``[B, 3, 64]``."""
     encoder = cnn.build_encoder(spec, normaliser)
-    head = keras.Sequential([keras.layers.ReLU(), keras.layers.Dense(128, activation="relu"),
-                             keras.layers.Dense(PROJECTION_DIM), keras.layers.UnitNormalization()], name="projection")
+    head = projection_head()
     view_a = keras.Input(shape=spec.tile_shape, name="view_a")
     view_b = keras.Input(shape=spec.tile_shape, name="view_b")
     inputs, projected = [view_a, view_b], [head(encoder(view_a)), head(encoder(view_b))]
     if summary_dim:
         summary = keras.Input(shape=(summary_dim,), name="summary")
-        summary_head = keras.Sequential([keras.layers.Dense(256, activation="relu"), keras.layers.Dense(PROJECTION_DIM),
-                                         keras.layers.UnitNormalization()], name="summary_projection")
+        summary_head = summary_projection_head()
         inputs.append(summary)
         projected.append(summary_head(summary))
     return keras.Model(inputs, keras.ops.stack(projected, axis=1), name="contrastive"), encoder

@@ -2,14 +2,16 @@
 
     wavelist evaluate --data DATA --models MODEL [MODEL ...] --out REPORT
 
-DATA and MODEL may be local or gs:// folders (copied here first). Writes ``REPORT/evaluation.md``,
+DATA and MODEL may be local or gs:// folders (copied here first), REPORT too. Writes ``REPORT/evaluation.md``,
 ``REPORT/evaluation.json`` and ``REPORT/<model>-map2d.png``.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,8 +127,8 @@ def genre_accuracy(vectors: np.ndarray, genres: np.ndarray, splits: np.ndarray) 
                                   names)
 
 
-def picture(vectors: np.ndarray, genres: np.ndarray, title: str, out: Path) -> None:
-    """A 2-D t-SNE of the track vectors, coloured by genre, as PNG."""
+def picture(vectors: np.ndarray, genres: np.ndarray, title: str, out: str) -> None:
+    """A 2-D t-SNE of the track vectors, coloured by genre, as the PNG file ``out`` (local or remote)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,14 +146,17 @@ def picture(vectors: np.ndarray, genres: np.ndarray, title: str, out: Path) -> N
     axes.set_xticks([])
     axes.set_yticks([])
     figure.tight_layout()
-    figure.savefig(out)
+    image = io.BytesIO()
+    figure.savefig(image, format="png")
     plt.close(figure)
+    files.write_bytes(out, image.getvalue())
 
 
-def evaluate_model(model: str, data_dir: str, report: Path, diffusion: int = DIFFUSION_NEIGHBOURS) -> dict[str, Any]:
+def evaluate_model(model: str, data_dir: str, report: str, diffusion: int = DIFFUSION_NEIGHBOURS) -> dict[str, Any]:
     """The scores of the model folder ``model`` (local or remote) on the local DATA folder ``data_dir``, its
     track vectors diffused over their ``diffusion`` nearest as ``wavelist embed`` does (0: not); its 2-D map is
-    written to ``report``. The same-track halves are not diffused: they are excerpts, not catalogue tracks."""
+    written into the folder ``report`` (local or remote). The same-track halves are not diffused: they are
+    excerpts, not catalogue tracks."""
     with files.read_locally(model) as model_dir:
         info = files.load_model_info(model_dir)
         vectors = embed_catalogue(model_dir, data_dir)
@@ -174,8 +179,8 @@ def evaluate_model(model: str, data_dir: str, report: Path, diffusion: int = DIF
     result["genre_logreg"] = genre_accuracy(vectors.full, genres, splits)
     if classifier is not None:
         result["genre_classifier"] = classifier
-    name = Path(model.rstrip("/")).name
-    picture(vectors.full, genres, f"{info.kind} ({info.model_id})", report / f"{name}-map2d.png")
+    name = posixpath.basename(model.rstrip("/"))
+    picture(vectors.full, genres, f"{info.kind} ({info.model_id})", files.join(report, f"{name}-map2d.png"))
     return result
 
 
@@ -187,7 +192,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|"]
     for r in results:
         accuracy = r.get("genre_classifier", {}).get("accuracy", r["genre_logreg"].get("accuracy"))
-        lines.append(f"| {Path(r['model']).name} | {r['kind']} | {cell(accuracy)} | "
+        lines.append(f"| {posixpath.basename(r['model'].rstrip('/'))} | {r['kind']} | {cell(accuracy)} | "
                      f"{cell(r['neighbours'][f'genre_p@{K}'])} | {cell(r['neighbours']['genre_map'])} | "
                      f"{cell(r['same_track'][f'same_track_r@{K}'])} |")
     queries = results[0]["neighbours"]["queries"] if results else 0
@@ -206,7 +211,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = FlagParser(prog="wavelist evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="output folder of wavelist ingest")
     parser.add_argument("--models", required=True, nargs="+", help="model folders to compare")
-    parser.add_argument("--out", required=True, type=Path, help="report folder")
+    parser.add_argument("--out", required=True, help="report folder (local or gs://)")
     parser.add_argument("--diffusion", type=whole(0, 10_000), default=DIFFUSION_NEIGHBOURS, metavar="M",
                         help=f"diffuse the track vectors over their M nearest, as wavelist embed does (default "
                         f"{DIFFUSION_NEIGHBOURS}; 0: off)")
@@ -216,15 +221,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     files.check_inputs(args.out, [args.data, *args.models])
-    args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with files.read_locally(args.data) as data_dir:
         for model in args.models:
             log.info("evaluate %s", model)
             results.append(evaluate_model(model, data_dir, args.out, args.diffusion))
-    (args.out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    files.write_text(files.join(args.out, "evaluation.json"), json.dumps(results, indent=2) + "\n")
     table = markdown(results)
-    (args.out / "evaluation.md").write_text(table)
+    files.write_text(files.join(args.out, "evaluation.md"), table)
     print(table)
     return results
 

@@ -210,7 +210,8 @@ def _callbacks(staging: Path, monitor: str, patience: int, budget_minutes: float
     ]
 
 
-def _adapted_normaliser(dataset):
+def adapted_normaliser(dataset):
+    """A per-band ``Normalization`` layer adapted to the first 50 batches of log-mel tiles in ``dataset``."""
     import keras
 
     normaliser = keras.layers.Normalization(axis=1, name="per_band_norm")
@@ -218,7 +219,9 @@ def _adapted_normaliser(dataset):
     return normaliser
 
 
-def _mean_embedding(model, mels) -> np.ndarray:
+def mean_embedding(model, mels) -> np.ndarray:
+    """[shape=(d,)] the mean of ``model``'s outputs over the batches ``mels``: the centre that
+    :func:`model.cnn.embedder_of` subtracts."""
     return np.mean(np.concatenate([model(m, training=False).numpy() for m in mels]), axis=0)
 
 
@@ -245,7 +248,7 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
     present = np.unique(train_labels)
     weights = compute_class_weight("balanced", classes=present, y=train_labels)
 
-    classifier = cnn.build_genre_cnn(spec, len(genres), _adapted_normaliser(plain_train.map(lambda m, l, t: m)))
+    classifier = cnn.build_genre_cnn(spec, len(genres), adapted_normaliser(plain_train.map(lambda m, l, t: m)))
     if args.init_from:
         copied = cnn.copy_encoder_weights(load_embedder(args.init_from), classifier)
         log.info("train cnn: encoder initialised from %s (%d layers)", args.init_from, copied)
@@ -269,9 +272,9 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
         "validation": evaluate_split(classifier, validation, genres) if has_validation else {},
     }
     classifier.save(staging / ModelFiles.CLASSIFIER)
-    (staging / ModelFiles.GENRES).write_text(json.dumps(genres, indent=2) + "\n")
+    files.write_text(staging / ModelFiles.GENRES, json.dumps(genres, indent=2) + "\n")
     raw = cnn.embedding_outputs(classifier)
-    centre = _mean_embedding(raw, (m for m, _, _ in plain_train))
+    centre = mean_embedding(raw, (m for m, _, _ in plain_train))
     return Trained(cnn.embedder_of(classifier, centre), "tiles", metrics)
 
 
@@ -365,14 +368,14 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     feature_ids, values = features.load_features(args.data)
     statistics = (feature_ids, values) if args.summary_view > 0 else None
     sample = tf_constant_batches(tiles.sample(SAMPLE_TILES, args.seed))
-    model, encoder = contrastive.build_contrastive(spec, _adapted_normaliser(sample),
+    model, encoder = contrastive.build_contrastive(spec, adapted_normaliser(sample),
                                                    summary_dim=None if statistics is None else values.shape[1])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=contrastive.nt_xent(args.temperature, args.summary_view))
     pairs = tiles.pairs(batch_size=args.batch_size, seed=args.seed, statistics=statistics)
     model.fit(pairs, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
               callbacks=_callbacks(staging, "loss", args.patience, args.budget_minutes), verbose=args.verbose)
     raw = cnn.embedding_outputs(encoder)
-    centre = _mean_embedding(raw, sample)
+    centre = mean_embedding(raw, sample)
     unit = cnn.embedder_of(encoder, centre)
     unit_vectors, tile_track_ids = tiles.predict(unit)
     embedder = whitened(unit, per_track_mean(unit_vectors, tile_track_ids), WHITENED_DIMS)
@@ -471,7 +474,7 @@ def train_autoencoder(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     train = data.tile_dataset(data.tile_files(args.data, "train"), spec, labels=_all_tracks(args.data),
                               batch_size=args.batch_size, shuffle=True, seed=args.seed)
     crops = train.unbatch().map(lambda mel, label, track_id: autoencoder.random_crops(mel)).batch(args.batch_size)
-    model, encoder = autoencoder.build_autoencoder(spec, _adapted_normaliser(crops))
+    model, encoder = autoencoder.build_autoencoder(spec, adapted_normaliser(crops))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=autoencoder.reconstruction_loss)
     validation = None
     if shards := data.split_files(args.data, "validation"):
@@ -510,12 +513,12 @@ TRAINERS: dict[str, Callable[[argparse.Namespace, AudioSpec, Path], Trained]] = 
 }
 
 
-def files_digest(paths: list[Path]) -> str:
+def files_digest(paths: list[str | Path]) -> str:
     """First 16 hex digits of the SHA-256 of the files' bytes, one after the other (the files that exist)."""
     digest = hashlib.sha256()
     for path in paths:
-        if path.exists():
-            digest.update(path.read_bytes())
+        if files.exists(path):
+            digest.update(files.read_bytes(path))
     return digest.hexdigest()[:16]
 
 
@@ -562,7 +565,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 trained.genre_embedder.save(staging / ModelFiles.GENRE_EMBEDDER)
             files.save_audio_spec(staging, spec)
             metrics = {"kind": args.model, **trained.metrics}
-            (staging / ModelFiles.METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+            files.write_text(staging / ModelFiles.METRICS, json.dumps(metrics, indent=2) + "\n")
             # every embedder counts: the same tile model with and without a genre part makes other vectors
             digest = files_digest([staging / f
                                    for f in (ModelFiles.EMBEDDER, ModelFiles.FEATURES_EMBEDDER, ModelFiles.GENRE_EMBEDDER)])
@@ -570,7 +573,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             info = ModelInfo(model_id=f"{args.model}-{digest}", kind=args.model, parts=parts, part_dims=dims,
                              genres=trained.genres,
                              versions={"tensorflow": tf.__version__, "keras": keras.__version__})
-            (staging / ModelFiles.INFO).write_text(info.to_json())
+            files.write_text(staging / ModelFiles.INFO, info.to_json())
     log.info("train %s -> %s", args.model, args.out)
     return metrics
 

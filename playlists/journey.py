@@ -3,7 +3,7 @@ the way, no track twice, each consecutive pair similar."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -92,7 +92,7 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
             path = nodes[_least_energy_path(tables.vectors[nodes], min(n - 1, len(nodes) - 1))]
         excess = _over_cap(tables, path, max_per_artist, earlier_artists) if max_per_artist is not None else []
         if not excess:
-            return _entries(tables, path)
+            return entries_of(tables, path)
         banned = np.concatenate([banned, excess])
 
 
@@ -143,6 +143,29 @@ def journey_via(tables: Tables, stops: list[int], n: int = 20, *, band: int = 40
     return entries
 
 
+def journey_stops(start: int | None, end: int | None, via: Sequence[int]) -> list[int]:
+    """The stops of a journey given as ``start`` and ``end`` or as ``via`` (A B ...), checked."""
+    if via and (start is not None or end is not None):
+        raise UserError("give either --from A --to B or --via A B ..., not both")
+    if via:
+        if len(via) < 2:
+            raise UserError("--via needs at least two tracks")
+        return list(via)
+    if start is None or end is None:
+        raise UserError("a journey needs --from A --to B (or --via A B ...)")
+    return [start, end]
+
+
+def journey_playlist(tables: Tables, *, start: int | None = None, end: int | None = None, via: Sequence[int] = (),
+                     avoid: Sequence[int] = (), n: int = 20,
+                     max_per_artist: int | None = None) -> tuple[list[Entry], dict[str, float]]:
+    """The journey kind (:data:`playlists.kinds.KINDS`): from ``start`` to ``end`` or through the ``via`` stops,
+    never through ``avoid``; the entries and their :func:`smoothness`."""
+    stops = journey_stops(start, end, via)
+    entries = journey_via(tables, stops, n, exclude=avoid, max_per_artist=max_per_artist)
+    return entries, smoothness(tables, entries, stops)
+
+
 def leg_steps(angles: np.ndarray, total: int) -> list[int]:
     """``total`` steps: one per leg, the rest shared in proportion to ``angles`` (largest remainder)."""
     extra = total - len(angles)
@@ -152,7 +175,8 @@ def leg_steps(angles: np.ndarray, total: int) -> list[int]:
     return [int(s) + 1 for s in steps]
 
 
-def _entries(tables: Tables, path: np.ndarray) -> list[Entry]:
+def entries_of(tables: Tables, path: np.ndarray) -> list[Entry]:
+    """The entries of the rows ``path``: each similar to the one before (the first 1.0)."""
     entries = [Entry(int(tables.ids[path[0]]), 1.0)]
     for previous, row in zip(path, path[1:]):
         entries.append(Entry(int(tables.ids[row]), float(tables.vectors[previous] @ tables.vectors[row])))
@@ -175,22 +199,6 @@ def _least_energy_path(vectors: np.ndarray, n_steps: int) -> list[int]:
     for parent in reversed(parents):
         path.append(int(parent[path[-1]]))
     return path[::-1]
-
-
-def line_journey(tables: Tables, start: int, end: int, n: int = 20) -> list[Entry]:
-    """The original study's method, kept as the baseline: for each of ``n`` evenly spaced points on the
-    straight line from A to B, the nearest unused track (one scan of the catalogue per point)."""
-    a, b = tables.vector(start), tables.vector(end)
-    used = {tables.row(start), tables.row(end)}
-    path = [tables.row(start)]
-    with one_blas_thread():
-        for t in np.linspace(0, 1, n)[1:-1]:
-            distances = np.linalg.norm(tables.vectors - ((1 - t) * a + t * b), axis=1)
-            distances[list(used)] = np.inf
-            path.append(int(np.argmin(distances)))
-            used.add(path[-1])
-    path.append(tables.row(end))
-    return _entries(tables, np.array(path))
 
 
 def smoothness(tables: Tables, entries: list[Entry], stops: list[int] | None = None) -> dict[str, float]:

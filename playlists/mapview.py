@@ -9,6 +9,7 @@ from playlists.tables import Tables, _read
 from playlists.text import for_html
 from schemas import tables as schemas
 from schemas.layout import TableFiles
+from storage import files
 
 # plotly's default palette, set on each genre's trace so the HTML map and the app colour genres alike
 GENRE_COLOURS = ("#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880",
@@ -86,10 +87,9 @@ def map_figure(tables: Tables, playlist: list[int] | None = None, title: str = "
 
 
 def write_map(tables: Tables, out: str | Path, playlist: list[int] | None = None,
-              title: str = "the catalogue by sound", path: bool = True) -> Path:
-    """Write ``out`` (one HTML file, plotly.js inlined, the full window); ``playlist`` as in :func:`map_figure`."""
+              title: str = "the catalogue by sound", path: bool = True) -> str:
+    """Write ``out`` (one HTML file, plotly.js inlined, the full window; local or remote); ``playlist`` as in
+    :func:`map_figure`."""
     figure = map_figure(tables, playlist, title, path=path)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.write_html(out, include_plotlyjs=True, full_html=True, default_width="100%", default_height="100vh")
-    return out
+    return files.write_text(out, figure.to_html(include_plotlyjs=True, full_html=True, default_width="100%",
+                                                default_height="100vh"))

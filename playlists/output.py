@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from playlists.kinds import KINDS
 from playlists.radio import Entry
 from playlists.tables import Tables
 from playlists.text import for_json, for_terminal, one_line
@@ -18,8 +19,7 @@ FORMATS = ("table", "json", "m3u")
 
 
 # What each kind's number is: cosine similarity to the seed, to the previous track, to the seeds' blend, ...
-SCORE_NAMES = {"radio": "to_seed", "like": "to_seeds", "journey": "step", "alchemy": "to_target",
-               "profile": "to_profile"}
+SCORE_NAMES = {kind.name: kind.score for kind in KINDS}
 
 
 def playlist_rows(tables: Tables, entries: list[Entry], score: str = "similarity") -> list[dict[str, Any]]:

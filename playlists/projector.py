@@ -1,13 +1,14 @@
 """Export for TensorFlow's Embedding Projector (TensorBoard's projector plugin or the standalone page)."""
 from __future__ import annotations
 
+import io
 import json
-from pathlib import Path
 
 import numpy as np
 
 from playlists.tables import Tables
 from playlists.text import for_terminal
+from storage import files
 
 METADATA_COLUMNS = ("track_id", "title", "artist", "genre")
 
@@ -18,22 +19,20 @@ def _cell(value: object) -> str:
     return " ".join(for_terminal("" if value is None else value).split())
 
 
-
-
-def write_projector(tables: Tables, out: str | Path, name: str = "wavelist") -> Path:
+def write_projector(tables: Tables, out: str, name: str = "wavelist") -> str:
     """Write ``vectors.tsv`` (one tab-separated vector per line), ``metadata.tsv`` (a header line, then one
     line per track in the same order), ``projector_config.pbtxt`` (TensorBoard: ``--logdir OUT``) and
-    ``projector_config.json`` (the standalone projector's config) into the folder ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savetxt(out / "vectors.tsv", tables.vectors, fmt="%.6f", delimiter="\t")
+    ``projector_config.json`` (the standalone projector's config) into the folder ``out`` (local or remote)."""
+    out = str(out)
+    vectors = io.BytesIO()
+    np.savetxt(vectors, tables.vectors, fmt="%.6f", delimiter="\t")
+    files.write_bytes(files.join(out, "vectors.tsv"), vectors.getvalue())
     columns = [[str(int(i)) for i in tables.ids]] + [[_cell(v) for v in tables.column(c)] for c in METADATA_COLUMNS[1:]]
     lines = ["\t".join(METADATA_COLUMNS)] + ["\t".join(row) for row in zip(*columns)]
-    (out / "metadata.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "projector_config.pbtxt").write_text(
-        f'embeddings {{\n  tensor_name: "{name}"\n  tensor_path: "vectors.tsv"\n  metadata_path: "metadata.tsv"\n}}\n',
-        encoding="utf-8")
+    files.write_text(files.join(out, "metadata.tsv"), "\n".join(lines) + "\n")
+    files.write_text(files.join(out, "projector_config.pbtxt"), f'embeddings {{\n  tensor_name: "{name}"\n'
+                     '  tensor_path: "vectors.tsv"\n  metadata_path: "metadata.tsv"\n}\n')
     config = {"embeddings": [{"tensorName": name, "tensorShape": list(tables.vectors.shape),
                               "tensorPath": "vectors.tsv", "metadataPath": "metadata.tsv"}]}
-    (out / "projector_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    files.write_text(files.join(out, "projector_config.json"), json.dumps(config, indent=2) + "\n")
     return out

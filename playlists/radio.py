@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.vectors import ZeroVectorError, unit
 from playlists.tables import Tables, one_blas_thread
 from schemas.errors import UserError
 
@@ -95,6 +96,27 @@ def nearest(tables: Tables, scores: np.ndarray, banned: np.ndarray, n: int, *, v
     if pool and pool < len(allowed):
         top = allowed[scores[allowed] >= scores[top].min()]
     return pick(tables, top, scores[top], n, variety=variety, max_per_artist=max_per_artist)
+
+
+def direction(vector: np.ndarray, what: str) -> np.ndarray:
+    """``vector`` ``[d]`` at unit length (:func:`core.vectors.unit`); a zero one is the user's error naming ``what``."""
+    try:
+        return unit(vector)
+    except ZeroVectorError:
+        raise UserError(f"{what} is the zero vector (the tracks cancel out); change the tracks given") from None
+
+
+def ranked(tables: Tables, towards: np.ndarray, inputs: list[int], n: int, *, variety: float = 0.0,
+           max_per_artist: int | None = None, exclude_artist: bool = False) -> list[Entry]:
+    """The ``n`` tracks nearest (cosine) to the unit vector ``towards`` ``[d]``, the ``inputs`` rows left out."""
+    if n < 1:
+        raise UserError("a playlist needs at least one track (-n 1 or more)")
+    n = min(n, len(tables))  # a longer playlist cannot exist
+    banned = _banned_rows(tables, inputs, (), exclude_artist)
+    with one_blas_thread():
+        scores = tables.vectors @ towards
+        taken = nearest(tables, scores, banned, n, variety=variety, max_per_artist=max_per_artist)
+    return [Entry(int(tables.ids[r]), s) for r, s in taken]
 
 
 def radio(tables: Tables, seed: int, n: int = 20, *, exclude_artist: bool = False, variety: float = 0.0,

@@ -1,5 +1,5 @@
-"""One entry point per playlist kind, shared by the ``wavelist`` command and the HTTP server, and the lookup of
-a track by catalogue id, path relative to the music folder or MusicBrainz recording id."""
+"""One entry point for every playlist kind (:mod:`playlists.kinds`), shared by the command, the server and the app,
+and the lookup of a track by catalogue id, path relative to the music folder or MusicBrainz recording id."""
 from __future__ import annotations
 
 import functools
@@ -7,17 +7,18 @@ import os
 import posixpath
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from playlists import kinds
 from playlists.radio import Entry
 from playlists.tables import Tables, UnknownTrack, parse_id
 from schemas.errors import UserError
 
-KINDS = ("radio", "like", "journey", "alchemy", "profile")
 # A catalogue column that, when tracks.parquet has it, lets a MusicBrainz recording id name a track.
 MBID_COLUMN = "musicbrainz_recording_id"
 MBID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -32,58 +33,30 @@ class Playlist:
     smoothness: dict[str, float] | None = None
 
 
-def journey_stops(start: str | None, end: str | None, via: Sequence[str]) -> list[str]:
-    """The stops of a journey given as ``start`` and ``end`` or as ``via`` (A B ...), checked."""
-    if via and (start or end):
-        raise UserError("give either --from A --to B or --via A B ..., not both")
-    if via:
-        if len(via) < 2:
-            raise UserError("--via needs at least two tracks")
-        return list(via)
-    if not (start and end):
-        raise UserError("a journey needs --from A --to B (or --via A B ...)")
-    return [start, end]
-
-
-def make_playlist(tables: Tables, kind: str, *, n: int = 20, seed: str | int | None = None,
-                  seeds: Sequence[str | int] = (), start: str | None = None, end: str | None = None,
-                  via: Sequence[str | int] = (), avoid: Sequence[str | int] = (), add: Sequence[str | int] = (),
-                  subtract: Sequence[str | int] = (), history: Sequence[str | int] | np.ndarray = (),
-                  exclude_artist: bool = False, variety: float = 0.0, max_per_artist: int | None = None,
-                  half_life: float = 20.0, resolve: Callable[[str | int], int] | None = None) -> Playlist:
-    """The playlist ``kind`` (one of :data:`KINDS`) with the arguments of the ``wavelist`` subcommand of that
-    name; tracks are named by id or exact title (``history`` by id). Bad arguments raise ``ValueError``, unknown
-    tracks :class:`~playlists.tables.UnknownTrack`. ``resolve`` maps a name to a track id (default
-    :meth:`Tables.resolve`; the server passes :meth:`TrackFinder.find`, which also knows paths)."""
-    from playlists.discover import alchemy, profile
-    from playlists.journey import journey_via, smoothness
-    from playlists.radio import like, radio
-
-    if max_per_artist is not None and max_per_artist < 1:
-        raise UserError(f"--max-per-artist must be 1 or more, got {max_per_artist}")
+def make_playlist(tables: Tables, kind: str, *, resolve: Callable[[str | int], int] | None = None,
+                  **arguments: Any) -> Playlist:
+    """The playlist ``kind`` (one of :data:`playlists.kinds.KINDS`) with its declared parameters as keywords
+    (``n``, ``seed``, ``start``, ...; any left out takes its default): limits checked (:class:`UserError` naming
+    the flag), tracks looked up by ``resolve`` (default :meth:`Tables.resolve`, ids or titles; the server passes
+    :meth:`TrackFinder.find`, which also knows paths; an int64 array of ids is taken as found). Unknown tracks
+    raise :class:`~playlists.tables.UnknownTrack`."""
+    declared = kinds.find(kind)
+    unknown = sorted(set(arguments) - {p.name for p in declared.params})
+    if unknown:
+        raise TypeError(f"playlist kind {kind!r} takes no argument {unknown[0]!r}")
     resolve = resolve or tables.resolve
-    if kind == "radio":
-        if seed is None:
-            raise UserError("radio needs a seed track")
-        entries = radio(tables, resolve(seed), n, exclude_artist=exclude_artist, variety=variety,
-                        max_per_artist=max_per_artist)
-    elif kind == "like":
-        entries = like(tables, [resolve(s) for s in seeds], n, exclude_artist=exclude_artist, variety=variety,
-                       max_per_artist=max_per_artist)
-    elif kind == "alchemy":
-        entries = alchemy(tables, [resolve(s) for s in add], [resolve(s) for s in subtract], n, variety=variety,
-                          max_per_artist=max_per_artist)
-    elif kind == "profile":
-        if not (isinstance(history, np.ndarray) and history.dtype.kind == "i"):  # ids already found: checked there
-            history = [resolve(s) for s in history]
-        entries = profile(tables, history, n, half_life=half_life, variety=variety, max_per_artist=max_per_artist)
-    elif kind == "journey":
-        stops = [resolve(s) for s in journey_stops(start, end, [str(s) for s in via])]
-        entries = journey_via(tables, stops, n, exclude=[resolve(s) for s in avoid], max_per_artist=max_per_artist)
-        return Playlist(kind, entries, smoothness(tables, entries, stops))
-    else:
-        raise ValueError(f"unknown playlist kind {kind!r}; choose one of {', '.join(KINDS)}")
-    return Playlist(kind, entries)
+    declared.check(arguments)
+    found: dict[str, Any] = {}
+    for param in declared.params:
+        value = arguments.get(param.name, param.default)
+        if param.type == kinds.TRACK and value is not None:
+            value = resolve(value)
+        elif param.type == kinds.TRACKS and not (isinstance(value, np.ndarray) and value.dtype.kind == "i"):
+            value = [resolve(v) for v in value or ()]
+        found[param.name] = value
+    result = declared.function(tables, **found)
+    entries, figures = result if isinstance(result, tuple) else (result, None)
+    return Playlist(kind, entries, figures)
 
 
 class TrackFinder:

@@ -6,14 +6,16 @@ styles have tracks to pass through. The tables have the embed job's schemas and 
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from core.vectors import unit
 from schemas import tables as schemas
 from schemas.layout import TableFiles
+from storage import files
 
 MODEL_ID = "synthetic"
 
@@ -33,8 +35,7 @@ def synthetic_vectors(n_tracks: int, *, n_styles: int = 8, tracks_per_artist: in
     other = rng.integers(0, n_styles, n_tracks)
     weight = rng.uniform(0.1, 0.5, n_tracks)[:, None]
     vectors[mixed] = (1 - weight[mixed]) * vectors[mixed] + weight[mixed] * centres[other[mixed]] * 1.5
-    vectors = vectors.astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = unit(vectors.astype(np.float32))
     return vectors, style, artist
 
 
@@ -62,42 +63,42 @@ def neighbour_lists(vectors: np.ndarray, k: int, *, exact_up_to: int = 50_000, n
 
 
 def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int = 8, k: int = 50, seed: int = 0,
-                           audio: bool = False, model_id: str = MODEL_ID) -> Path:
+                           audio: bool = False, model_id: str = MODEL_ID) -> str | Path:
     """Write embeddings, neighbours, tracks and map3d Parquet tables of ``n_tracks`` synthetic tracks.
 
     Track ids are ``1000 + row``; genres ``Style0`` ...; ``audio=True`` also writes a tiny WAV per track at its
     ``path`` (``folder/audio/ID.wav``); ``k=0`` writes no neighbour table (playlists then rank the whole
-    catalogue), which makes large tables quick to write.
+    catalogue), which makes large tables quick to write. ``folder`` may be local (returned as a ``Path``) or
+    remote.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = str(folder)
     vectors, style, artist = synthetic_vectors(n_tracks, n_styles=n_styles, seed=seed)
     ids = np.arange(1000, 1000 + n_tracks, dtype=np.int64)
     metadata = {"model_id": model_id}
     flat = pa.array(vectors.reshape(-1))
     embedding = pa.ListArray.from_arrays(pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)), flat)
-    pq.write_table(pa.table([pa.array(ids), embedding], schema=schemas.with_metadata(schemas.EMBEDDINGS, **metadata)),
-                   folder / TableFiles.EMBEDDINGS)
+    files.write_parquet(files.join(folder, TableFiles.EMBEDDINGS), pa.table(
+        [pa.array(ids), embedding], schema=schemas.with_metadata(schemas.EMBEDDINGS, **metadata)))
 
     if k > 0:
         rows, similarities = neighbour_lists(vectors, min(k, n_tracks - 1))
-        pq.write_table(pa.table({
+        files.write_parquet(files.join(folder, TableFiles.NEIGHBOURS), pa.table({
             "track_id": np.repeat(ids, rows.shape[1]),
             "rank": np.tile(np.arange(1, rows.shape[1] + 1, dtype=np.int32), n_tracks),
             "neighbour_id": ids[rows.reshape(-1)],
             "similarity": similarities.reshape(-1).astype(np.float32),
-        }, schema=schemas.with_metadata(schemas.NEIGHBOURS, **metadata)), folder / TableFiles.NEIGHBOURS,
-            row_group_size=1000 * rows.shape[1])
+        }, schema=schemas.with_metadata(schemas.NEIGHBOURS, **metadata)), row_group_size=1000 * rows.shape[1])
 
-    paths = [str(folder / "audio" / f"{i}.wav") for i in ids]
+    paths = [files.join(folder, "audio", f"{i}.wav") for i in ids]
     if audio:
         import soundfile
 
-        (folder / "audio").mkdir(exist_ok=True)
         for path, s in zip(paths, style):
             t = np.arange(4000) / 8000
-            soundfile.write(path, 0.3 * np.sin(2 * np.pi * (220 + 55 * s) * t), 8000)
-    pq.write_table(schemas.with_missing_columns(pa.table({
+            wav = io.BytesIO()
+            soundfile.write(wav, 0.3 * np.sin(2 * np.pi * (220 + 55 * s) * t), 8000, format="WAV")
+            files.write_bytes(path, wav.getvalue())
+    files.write_parquet(files.join(folder, TableFiles.TRACKS), schemas.with_missing_columns(pa.table({
         "track_id": ids,
         "path": paths,
         "genre": [f"Style{s}" for s in style],
@@ -108,11 +109,12 @@ def write_synthetic_tables(folder: str | Path, n_tracks: int, *, n_styles: int =
         "duration_s": np.full(n_tracks, 30.0, dtype=np.float32),
         "n_tiles": np.full(n_tracks, 10, dtype=np.int32),
         "status": ["ok"] * n_tracks,
-    }, schema=schemas.TRACKS_BEFORE_TAGS), schemas.TRACKS), folder / TableFiles.TRACKS)
+    }, schema=schemas.TRACKS_BEFORE_TAGS), schemas.TRACKS))
 
     from sklearn.decomposition import PCA
 
     xyz = PCA(n_components=3, random_state=seed).fit_transform(vectors).astype(np.float32)
-    pq.write_table(pa.table({"track_id": ids, "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]},
-                            schema=schemas.with_metadata(schemas.MAP3D, **metadata)), folder / TableFiles.MAP3D)
-    return folder
+    files.write_parquet(files.join(folder, TableFiles.MAP3D), pa.table(
+        {"track_id": ids, "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]},
+        schema=schemas.with_metadata(schemas.MAP3D, **metadata)))
+    return folder if files.is_remote(folder) else Path(folder)

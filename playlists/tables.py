@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from threadpoolctl import ThreadpoolController
 
+from core.vectors import unit
 from playlists.text import for_terminal
 from schemas import tables as schemas
 from schemas.errors import UserError
@@ -25,6 +26,7 @@ SUGGESTIONS = 5  # close ids or titles an unknown one lists
 # it. Suggestions then cost milliseconds whatever the catalogue's size (difflib over the 200,000 titles of a
 # large catalogue took 6 s).
 FUZZY_TITLE_CANDIDATES = 300
+UNIT_BLOCK = 65_536  # vectors scaled to unit length at a time when the tables are loaded
 
 
 @lru_cache(maxsize=1)
@@ -347,7 +349,7 @@ def check_neighbours(path: str, track_ids: np.ndarray, ranks: np.ndarray, rows: 
 def check_vectors(path: str, ids: np.ndarray, vectors: np.ndarray) -> None:
     """Refuse vectors that are not finite or are zero: no cosine can be taken of them."""
     norms = np.linalg.norm(vectors, axis=1) if vectors.size else np.ones(len(ids))
-    bad = ~np.isfinite(vectors).all(axis=1) | ~np.isfinite(norms) | (norms < 1e-12)
+    bad = ~np.isfinite(vectors).all(axis=1) | ~np.isfinite(norms) | (norms == 0)  # core.vectors.unit's rule
     if bad.any():
         raise TablesError(f"{path} is damaged: track {ids[int(np.argmax(bad))]} has a vector that is not finite "
                           f"or is zero ({int(bad.sum())} such tracks); rerun wavelist embed")
@@ -381,7 +383,8 @@ def load_tables(folder: str | Path) -> Tables:
     if len(ids) and np.any(ids[1:] == ids[:-1]):
         raise TablesError(f"{files.join(folder, TableFiles.EMBEDDINGS)} holds track {ids[1:][ids[1:] == ids[:-1]][0]} twice")
     check_vectors(files.join(folder, TableFiles.EMBEDDINGS), ids, vectors)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for start in range(0, len(vectors), UNIT_BLOCK):  # in place, a block at a time: no second catalogue in memory
+        vectors[start:start + UNIT_BLOCK] = unit(vectors[start:start + UNIT_BLOCK])
     _check_summary(folder, len(ids))
     catalogue = _read(folder, TableFiles.TRACKS, schemas.TRACKS_BEFORE_TAGS)
     catalogue = schemas.with_missing_columns(catalogue, schemas.TRACKS).sort_by("track_id")

@@ -2,17 +2,15 @@
 Parquet tables, the saved ``AudioSpec`` and ``ModelInfo``, local copies of remote folders, and outputs that
 appear only when complete (:func:`staged_output`).
 
-Local paths use the standard library alone; remote paths go through Beam's ``FileSystems``, imported on first
-use, so local use (the playlists, the server) never imports Beam.
+Callers import this module alone (``from storage import files``). Its parts: paths and bytes in
+:mod:`storage.paths`, Parquet tables in :mod:`storage.parquet` (their names are this module's too); the saved
+contracts, local copies, safe file names and the staged outputs here.
 """
 from __future__ import annotations
 
-import glob
-import io
 import itertools
 import json
 import logging
-import os
 import posixpath
 import re
 import shutil
@@ -21,233 +19,26 @@ import unicodedata
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from schemas import layout
 from schemas.errors import UserError
+from storage.parquet import (SHARD_SUFFIX, UnreadableTable, parquet_num_rows, parquet_schemas,  # noqa: F401
+                             read_parquet, table_files, write_parquet)
+from storage.paths import (_match, _remote, exists, file_stat, is_folder, is_remote, join, listing,  # noqa: F401
+                           open_binary, open_bytes, open_text, read_bytes, read_json, remove, write_bytes, write_lines,
+                           write_text)
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-
     from schemas.audio import AudioSpec
     from schemas.model_info import ModelInfo
 
 log = logging.getLogger(__name__)
 SUCCESS_MARKER = layout.SUCCESS_MARKER  # written last: see publish()
-SHARD_SUFFIX = ".parquet"  # a table folder's shards: part-SSSSS-of-NNNNN.parquet
-
-
-class UnreadableTable(UserError):
-    """A Parquet table that is missing, cannot be read or does not match its schema."""
 
 
 class OutputExists(FileExistsError):
     """An output folder exists and ``--overwrite`` was not given."""
-
-
-def _remote() -> type[FileSystems]:
-    """Beam's ``FileSystems`` (gs:// and any other scheme Beam knows), imported when a remote path is used."""
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems
-
-
-def is_remote(path: str | Path) -> bool:
-    return "://" in str(path)
-
-
-def join(folder: str | Path, *names: str) -> str:
-    """Path join that keeps gs:// URLs intact."""
-    folder = str(folder)
-    return posixpath.join(folder, *names) if is_remote(folder) else os.path.join(folder, *names)
-
-
-def exists(path: str | Path) -> bool:
-    """Whether the file (or local folder) ``path`` exists."""
-    return _remote().exists(str(path)) if is_remote(path) else os.path.exists(path)
-
-
-def is_folder(path: str | Path) -> bool:
-    """Whether ``path`` is a folder: a local directory, or a remote prefix that holds at least one object."""
-    if not is_remote(path):
-        return Path(path).is_dir()
-    return bool(_match(str(path).rstrip("/") + "/**"))
-
-
-def _match(pattern: str) -> list[str]:
-    """The remote paths that ``pattern`` matches."""
-    return [m.path for m in _remote().match([pattern])[0].metadata_list]
-
-
-def listing(folder: str | Path) -> list[str]:
-    """Every file under ``folder``, as sorted paths relative to it ('/'-separated)."""
-    prefix = str(folder).rstrip("/") + "/"
-    if is_remote(folder):
-        return sorted(path[len(prefix):] for path in _match(prefix + "**"))
-    root = Path(folder)
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
-
-
-def read_bytes(path: str | Path) -> bytes:
-    """The whole file at ``path``."""
-    if not is_remote(path):
-        return Path(path).read_bytes()
-    with _remote().open(str(path), compression_type="uncompressed") as handle:
-        return handle.read()
-
-
-def open_binary(path: str | Path) -> IO[bytes]:
-    """A seekable binary handle on the file ``path`` (local or remote), for reading."""
-    if not is_remote(path):
-        return open(path, "rb")
-    return _remote().open(str(path), compression_type="uncompressed")
-
-
-def file_stat(path: str | Path) -> tuple[int, int]:
-    """``(size in bytes, modification time in ns)`` of the file ``path`` (links followed; a remote object's
-    time has the store's resolution)."""
-    if not is_remote(path):
-        found = os.stat(path)
-        return found.st_size, found.st_mtime_ns
-    metadata = _remote().match([str(path)])[0].metadata_list[0]
-    return metadata.size_in_bytes, int(round((metadata.last_updated_in_seconds or 0) * 1e9))
-
-
-def write_bytes(path: str | Path, data: bytes) -> str:
-    """Write ``data`` as the file ``path`` (a local file's folders are made); returns ``path``."""
-    if is_remote(path):
-        with _remote().create(str(path), compression_type="uncompressed") as handle:
-            handle.write(data)
-    else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(data)
-    return str(path)
-
-
-def write_text(path: str | Path, text: str) -> str:
-    return write_bytes(path, text.encode("utf-8"))
-
-
-def write_lines(path: str | Path, lines: Iterable[str]) -> str:
-    return write_text(path, "".join(line + "\n" for line in lines))
-
-
-def open_text(path: str | Path) -> IO[str]:
-    """A text handle on ``path``; raises ``FileNotFoundError`` naming it."""
-    if not exists(path):
-        raise FileNotFoundError(f"{path} does not exist")
-    # newline="": the csv module and pandas see line ends inside quoted fields as written
-    if not is_remote(path):
-        return open(path, encoding="utf-8", newline="")
-    return io.TextIOWrapper(_remote().open(str(path), compression_type="uncompressed"), encoding="utf-8", newline="")
-
-
-def open_bytes(path: str | Path) -> IO[bytes]:
-    """A binary handle on the file ``path``; a missing file or a folder raises ``OSError`` naming it."""
-    if not is_remote(path):
-        if Path(path).is_dir():
-            raise IsADirectoryError(f"{path} is a folder, not a file")
-        return open(path, "rb")
-    if not exists(path):
-        raise FileNotFoundError(f"{path} does not exist")
-    return _remote().open(str(path), compression_type="uncompressed")
-
-
-def read_json(path: str | Path, *, made_by: str = "the job that wrote it") -> Any:
-    """The JSON document at ``path``; a missing or corrupt file names itself."""
-    if not exists(path):
-        raise FileNotFoundError(f"{path} is missing; is it an output of {made_by}?")
-    try:
-        return json.loads(read_bytes(path))
-    except ValueError as error:
-        raise UserError(f"{path} is not valid JSON ({error}); rerun {made_by}") from None
-
-
-def remove(folder: str | Path) -> None:
-    """Delete ``folder`` and everything under it (nothing when it does not exist)."""
-    if is_remote(folder):
-        _remote().delete([str(folder).rstrip("/") + "/"])
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def table_files(path: str | Path) -> list[str]:
-    """The Parquet files of the table at ``path``: the file itself, or the shards of a folder (``*.parquet``
-    inside it, as the embed job writes them), sorted; ``[]`` when there is neither."""
-    path = str(path)
-    if is_remote(path):
-        if _remote().exists(path):
-            return [path]
-        return sorted(_match(posixpath.join(path, "*" + SHARD_SUFFIX)))
-    if os.path.isfile(path):
-        return [path]
-    return sorted(glob.glob(os.path.join(glob.escape(path), "*" + SHARD_SUFFIX)))
-
-
-def _parquet_error(file: str, error: Exception, made_by: str) -> UnreadableTable:
-    reason = " ".join(str(error).split())
-    return UnreadableTable(f"{file} is not a readable Parquet file ({reason}); rerun {made_by}")
-
-
-def read_parquet(path: str | Path, columns: list[str] | None = None, *, schema: pa.Schema | None = None,
-                 made_by: str = "the job that wrote it") -> pa.Table:
-    """The table at ``path`` (a Parquet file or a folder of shards, :func:`table_files`), every page checksum
-    verified (flipped bytes are an error, not data) and, with ``schema``, each file's columns checked against
-    it. Any problem raises :class:`UnreadableTable` naming the file and ``made_by``, the command to rerun."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from schemas.tables import require_columns
-
-    files = table_files(path)
-    if not files:
-        raise UnreadableTable(f"{path} is missing; rerun {made_by}")
-    parts = []
-    for file in files:
-        try:
-            source = file if not is_remote(file) else io.BytesIO(read_bytes(file))
-            parts.append(pq.read_table(source, columns=columns, page_checksum_verification=True))
-        except (pa.ArrowException, OSError) as error:
-            raise _parquet_error(file, error, made_by) from error
-        if schema is not None:
-            try:
-                require_columns(parts[-1].schema, pa.schema([schema.field(c) for c in (columns or schema.names)]),
-                                what=file)
-            except UserError as error:
-                raise UnreadableTable(str(error)) from None
-    try:
-        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-    except pa.ArrowInvalid as error:
-        raise UnreadableTable(f"the shards of {path} do not share one schema ({error}); rerun {made_by}") from None
-
-
-def _parquet_footer(file: str, made_by: str) -> pq.FileMetaData:
-    """The ``pq.FileMetaData`` of one Parquet file, read from its footer."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        if not is_remote(file):
-            return pq.read_metadata(file)
-        with _remote().open(file, compression_type="uncompressed") as handle:
-            return pq.ParquetFile(handle).metadata
-    except (pa.ArrowException, OSError) as error:
-        raise _parquet_error(file, error, made_by) from error
-
-
-def parquet_schemas(path: str | Path, *, made_by: str = "the job that wrote it") -> list[tuple[str, pa.Schema]]:
-    """``(file, schema)`` of each file of the table at ``path``, from the footers (no data read)."""
-    return [(file, _parquet_footer(file, made_by).schema.to_arrow_schema()) for file in table_files(path)]
-
-
-def parquet_num_rows(path: str | Path, *, made_by: str = "the job that wrote it") -> int:
-    """Rows of the table at ``path`` (a file or a folder of shards), from the footers."""
-    files = table_files(path)
-    if not files:
-        raise FileNotFoundError(f"{path} does not exist")
-    return sum(_parquet_footer(file, made_by).num_rows for file in files)
 
 
 def load_audio_spec(folder: str | Path, *, made_by: str = "wavelist ingest or train") -> AudioSpec:
@@ -535,7 +326,7 @@ def _remove_listed(folder: str, files: list[str]) -> None:
     if is_remote(folder):
         paths = [join(folder, *f.split("/")) for f in files if _plain(f)]
         if paths:
-            _remote().delete([p for p in paths if exists(p)])
+            _remote(folder).delete([p for p in paths if exists(p)])
         return
     root = Path(folder)
     for name in files:
@@ -573,11 +364,11 @@ def publish(staging: str, out: str, *, overwrite: bool, kind: str) -> None:
             raise
     if is_remote(out):
         if old_files:
-            _remote().delete([join(out, SUCCESS_MARKER)])  # first, so no reader trusts a half-deleted out
+            _remote(out).delete([join(out, SUCCESS_MARKER)])  # first, so no reader trusts a half-deleted out
             _remove_listed(out, old_files[:-1])
         marker_text = _marker(staging, kind)
         sources = [join(staging, name) for name in listing(staging)]
-        _remote().rename(sources, [out.rstrip("/") + s[len(staging.rstrip("/")):] for s in sources])
+        _remote(out).rename(sources, [out.rstrip("/") + s[len(staging.rstrip("/")):] for s in sources])
         write_text(join(out, SUCCESS_MARKER), marker_text)
         log.info("published %s", out)
         return

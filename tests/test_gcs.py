@@ -1,4 +1,5 @@
 """gs:// paths through Beam's GCS filesystem against a local GCS emulator, and the Dataflow job graph."""
+import json
 import os
 import socket
 import subprocess
@@ -185,11 +186,9 @@ def test_playlists_read_gs_tables_as_local_ones(gcs, gs_tables, pipeline_outputs
         load_tables(f"{gcs}/broken")
 
 
-def test_train_reads_data_and_writes_the_model_on_gs(gcs, gs_data, tmp_path):
+def test_train_reads_data_and_writes_the_model_on_gs(gcs, gs_data):
     """wavelist train from a gs:// DATA to a gs:// MODEL, published like every output (marker last); wavelist
-    evaluate reads both from gs://."""
-    import json
-
+    evaluate reads both from gs:// and writes its report there."""
     from model import evaluate, train
     from schemas.model_info import ModelInfo
 
@@ -201,9 +200,44 @@ def test_train_reads_data_and_writes_the_model_on_gs(gcs, gs_data, tmp_path):
     info = ModelInfo.from_json(files.read_bytes(f"{out}/model_info.json"))
     assert info.kind == "features" and info.model_id.startswith("features-")
     assert not files.stale_staging(out)
-    [report] = evaluate.run(["--data", gs_data[0], "--models", out, "--out", str(tmp_path)])
-    assert report["model"] == out and report["model_id"] == info.model_id
-    assert report["neighbours"]["queries"] > 0 and (tmp_path / "trained-map2d.png").stat().st_size > 1000
+    [report] = evaluate.run(["--data", gs_data[0], "--models", out, "--out", f"{gcs}/report"])
+    assert report["model"] == out and report["model_id"] == info.model_id and report["neighbours"]["queries"] > 0
+    assert sorted(files.listing(f"{gcs}/report")) == ["evaluation.json", "evaluation.md", "trained-map2d.png"]
+    [written] = json.loads(files.read_bytes(f"{gcs}/report/evaluation.json"))
+    assert written["model_id"] == info.model_id and written["neighbours"] == report["neighbours"]
+    assert files.read_bytes(f"{gcs}/report/evaluation.md").decode().splitlines()[2].startswith("| trained | features |")
+    png = files.read_bytes(f"{gcs}/report/trained-map2d.png")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+
+def test_synthetic_tables_clusters_projector_and_map_on_gs(gcs):
+    """Parquet tables written to gs:// and read back; clusters, projector, map and a playlist --output written
+    to gs:// by the command, each output published whole."""
+    import io
+
+    import numpy as np
+
+    from playlists import load_tables
+    from playlists.synthetic import write_synthetic_tables
+    from wavelist.cli import main
+
+    folder = write_synthetic_tables(f"{gcs}/synthetic", 60, n_styles=3, k=5)
+    tables = load_tables(folder)
+    assert folder == f"{gcs}/synthetic" and len(tables) == 60 and tables.neighbour_rows.shape == (60, 5)
+    assert main(["clusters", "--tables", folder, "--k", "3", "--out", f"{gcs}/clusters"]) == 0
+    written = files.listing(f"{gcs}/clusters")
+    assert files.SUCCESS_MARKER in written and len([n for n in written if n.endswith(".m3u8")]) == 3
+    clustered = files.read_parquet(f"{gcs}/clusters/clusters.parquet")
+    assert sorted(clustered["track_id"].to_pylist()) == sorted(tables.ids.tolist())
+    assert main(["projector", "--tables", folder, "--out", f"{gcs}/projector"]) == 0
+    vectors = np.loadtxt(io.BytesIO(files.read_bytes(f"{gcs}/projector/vectors.tsv")), delimiter="\t")
+    np.testing.assert_allclose(vectors, tables.vectors, atol=1e-6)
+    assert files.read_marker(f"{gcs}/projector")["kind"] == "projector"
+    assert main(["map", "--tables", folder, "--out", f"{gcs}/map.html", "--radio", "1000"]) == 0
+    assert b"plotly" in files.read_bytes(f"{gcs}/map.html")
+    assert main(["radio", "--tables", folder, "--seed", "1000", "-n", "4", "--format", "json", "--output",
+                 f"{gcs}/radio.json"]) == 0
+    assert len(json.loads(files.read_bytes(f"{gcs}/radio.json"))) == 4
 
 
 def test_incomplete_gs_output_is_refused_and_named(gcs, gs_data, pipeline_outputs):

@@ -177,7 +177,7 @@ def test_like_of_alike_seeds_is_the_nearest_to_their_mean(synthetic):
 
 def test_journey_beats_the_original_line_method_on_smoothness(synthetic):
     """The original study took, for evenly spaced points on the line A -> B, the nearest unused track."""
-    from playlists import line_journey
+    from playlists.baselines import line_journey
 
     rng = np.random.default_rng(1)
     ours, line = [], []
@@ -248,7 +248,7 @@ def test_relative_paths_become_absolute():
 def test_projector_export_reads_back(synthetic, tmp_path):
     from playlists.projector import write_projector
 
-    out = write_projector(synthetic, tmp_path / "projector")
+    out = Path(write_projector(synthetic, str(tmp_path / "projector")))
     vectors = np.loadtxt(out / "vectors.tsv", delimiter="\t")
     metadata = (out / "metadata.tsv").read_text().splitlines()
     assert vectors.shape == synthetic.vectors.shape and np.allclose(vectors, synthetic.vectors, atol=1e-6)

@@ -2,12 +2,15 @@
 style kept or removed as asked, which a random embedding would fail."""
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from playlists import journey_via, load_tables
-from playlists.discover import alchemy, clusters, profile, write_clusters
+from playlists.alchemy import alchemy
+from playlists.discover import clusters, write_clusters
+from playlists.profile import profile
 from wavelist.cli import main
 
 pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
@@ -64,7 +67,7 @@ def test_clusters_follow_the_styles(tables, tmp_path):
     assert silhouette > 0.1
     assert np.mean([c.genre_share for c in found]) > 0.7 and len({c.genre for c in found}) >= 6
     assert all(c.name.startswith(c.genre) and c.entries[0].track_id == c.central_track for c in found)
-    out = write_clusters(tables, found, tmp_path / "clusters")
+    out = Path(write_clusters(tables, found, str(tmp_path / "clusters")))
     assert len(list(out.glob("*.m3u8"))) == 8
     import pyarrow.parquet as pq
 

@@ -66,3 +66,22 @@ def test_audio_spec_with_an_unknown_parameter_names_its_file(tmp_path):
     (tmp_path / "audio_spec.json").write_text(json.dumps({"n_mels": 64, "bogus": 1}))
     with pytest.raises(UserError, match=f"{tmp_path}/audio_spec.json: unknown audio parameters .'bogus'.; rerun"):
         files.load_audio_spec(tmp_path)
+
+
+def test_a_scheme_no_filesystem_reads_is_one_line_naming_the_path(tmp_path, capsys):
+    from wavelist.cli import main
+
+    for call in (lambda: files.exists("x://bucket/a"), lambda: files.write_text("x://bucket/a", "a"),
+                 lambda: files.read_parquet("x://bucket/a"), lambda: files.is_folder("x://bucket/a")):
+        with pytest.raises(UserError, match="^x://bucket/a: no filesystem here reads x:// paths"):
+            call()
+    assert main(["radio", "--tables", "x://bucket/t", "--seed", "1"]) == 2
+    assert capsys.readouterr().err == ("wavelist radio: error: x://bucket/t: no filesystem here reads x:// paths; "
+                                       "give a local path or gs://\n")
+
+
+def test_write_parquet_passes_its_options_and_reads_back(tmp_path):
+    table = pa.table({"track_id": list(range(10))})
+    path = files.write_parquet(tmp_path / "new" / "t.parquet", table, row_group_size=4)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    assert files.read_parquet(path).equals(table)

@@ -10,21 +10,23 @@ The search text and the tab are kept in the page address (``?q=...&tab=Journey``
 """
 from __future__ import annotations
 
+import functools
 import mimetypes
 import os
 
 import numpy as np
 import streamlit as st
 
-from playlists import Entry, Tables, journey_via, like, radio, smoothness
-from playlists.discover import alchemy, clusters, profile
+from playlists import Entry, Tables, kinds
+from playlists.discover import clusters
 from playlists.mapview import map_figure
-from playlists.output import SCORE_NAMES, m3u, parse_track_list, playlist_rows
-from playlists.service import TrackFinder
+from playlists.output import m3u, parse_track_list, playlist_rows
+from playlists.service import TrackFinder, make_playlist
 from playlists.text import for_markdown
 from wavelist.web_player import TABLES_VARIABLE, player_html, shared_finder, shared_tables
 
-TABS = ("Radio", "Journey", "Like", "Alchemy", "Clusters", "Profile")
+FIGURES = {"min_step_similarity": "weakest step (cosine)", "mean_step_similarity": "mean step (cosine)",
+           "monotonic_fraction": "steps forward"}  # a journey's smoothness, as the page names it
 PLAYER_HEIGHT = 380  # pixels: the buttons, the audio controls and about 12 tracks of the list (it scrolls)
 
 
@@ -110,15 +112,14 @@ def player(tables: Tables, ids: list[int]) -> None:
 
 
 def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int, path: bool = False,
-                  kind: str = "") -> None:
+                  score: str = "similarity") -> None:
     """The playlist on the map (a line through numbered steps when ``path``: a journey; else highlighted
-    points), as a table whose number column says what it measures (``SCORE_NAMES[kind]``: cosine to the seed,
+    points), as a table whose number column says what it measures (``score``, the kind's: cosine to the seed,
     step to step, ...), in a player, and as an M3U8 download."""
     ids = [e.track_id for e in entries]
     figure = map_figure(tables, ids, title=name, highlight=seed, path=path)
     figure.update_layout(height=650)
     st.plotly_chart(figure, key=f"map-{name}")
-    score = SCORE_NAMES.get(kind, "similarity")
     rows = playlist_rows(tables, entries, score)
     st.table([{"#": k, "track": r["track_id"], "title": r["title"], "artist": r["artist"], "genre": r["genre"],
                f"{score} (cosine)": f"{r[score]:.4f}"} for k, r in enumerate(rows, start=1)], hide_index=True)
@@ -128,34 +129,64 @@ def show_playlist(tables: Tables, entries: list[Entry], *, name: str, seed: int,
     player(tables, ids)
 
 
-def radio_tab(tables: Tables, seed: int) -> None:
-    n = st.slider("Tracks", 5, 50, 20, key="radio-n")
-    exclude_artist = st.checkbox("Leave out the seed's artist", key="radio-artist")
-    variety = st.slider("Variety (0 = most similar)", 0.0, 0.9, 0.0, 0.1, key="radio-variety")
-    entries = [Entry(seed, 1.0)] + radio(tables, seed, n - 1, exclude_artist=exclude_artist, variety=variety)
-    show_playlist(tables, entries, name=f"radio {seed}", seed=seed, kind="radio")
+def kind_options(tables: Tables, seed: int, kind: kinds.Kind) -> dict | None:
+    """``make_playlist``'s arguments for ``kind`` from the controls its declaration asks for (:class:`Shown`): the
+    selected track ``seed`` fills the kind's selected track or leads its list; None while a track is not chosen."""
+    options = {}
+    for param in kind.params:
+        shown = param.shown
+        if param.selected and param.type == kinds.TRACK:
+            options[param.name] = seed
+            continue
+        if shown is None:
+            continue
+        key = shown.key.format(kind=kind.name, name=param.name)
+        near = [seed if q == "seed" else elsewhere(tables, seed, q) for q in shown.near]
+        if param.type == kinds.TRACK:
+            value = pick_track(tables, shown.label, key=key, default=near[0] if near else None)
+            if value is None:
+                return None
+        elif param.type == kinds.TRACKS:
+            value = pick_tracks(tables, shown.label, key=key, seed=seed, default=tuple(near))
+            if shown.paste:
+                with st.expander(f"Or paste a {param.name}"):
+                    text = st.text_area(shown.paste, key=f"{kind.name}-{param.name}")
+                if text.strip():
+                    value = parse_track_list(tables, text, source=f"the {param.name}")
+            if param.selected:
+                value = [seed, *value]
+            if shown.between and value:  # stops between the kind's first and last track
+                first, *_, last = [p.name for p in kind.params if p.type == kinds.TRACK]
+                value = [options.pop(first), *value, options.pop(last)]
+        elif param.type is bool:
+            value = st.checkbox(shown.label, key=key)
+        else:
+            value = st.slider(shown.label, shown.low, shown.high, shown.default, shown.step, key=key)
+        options[param.name] = value
+    return options
 
 
-def journey_tab(tables: Tables, seed: int) -> None:
-    end = pick_track(tables, "Journey to: search a track", key="to", default=elsewhere(tables, seed, 0.0))
-    if end is None:
+def kind_tab(tables: Tables, seed: int, kind: kinds.Kind) -> None:
+    """The tab of a playlist kind: its controls, then its playlist through ``make_playlist``, as the command's."""
+    st.caption(f"{kind.help[0].upper()}{kind.help[1:]}.")
+    lead = any(p.selected and p.shown and p.shown.lead for p in kind.params)
+    try:
+        options = kind_options(tables, seed, kind)
+        if options is None:
+            return
+        if lead:  # the selected track first, then n - 1 more
+            options["n"] -= 1
+        playlist = make_playlist(tables, kind.name, **options)
+    except (ValueError, LookupError) as error:
+        st.warning(for_listener(error))
         return
-    if end == seed:
-        st.info("Choose a destination other than the seed.")
-        return
-    stops = [seed, *pick_tracks(tables, "Stops on the way, in order", key="journey-via", seed=seed), end]
-    n = st.slider("Tracks", 3, 50, 20, key="journey-n")
-    if len(set(stops)) < len(stops):
-        st.info("A stop cannot be the seed, the destination or another stop.")
-        return
-    entries = journey_via(tables, stops, max(n, len(stops)))
-    figures = smoothness(tables, entries, stops)
-    left, middle, right = st.columns(3)
-    left.metric("weakest step (cosine)", f"{figures['min_step_similarity']:.3f}")
-    middle.metric("mean step (cosine)", f"{figures['mean_step_similarity']:.3f}")
-    right.metric("steps forward", f"{figures['monotonic_fraction']:.0%}")
-    show_playlist(tables, entries, name=f"journey {seed} to {end}", seed=seed, path=True,
-                  kind="journey")
+    if playlist.smoothness is not None:
+        for column, (figure, value) in zip(st.columns(len(playlist.smoothness)), playlist.smoothness.items()):
+            shown = f"{value:.0%}" if figure.endswith("fraction") else f"{value:.3f}"
+            column.metric(FIGURES.get(figure, figure), shown)
+    entries = [Entry(seed, 1.0)] * lead + playlist.entries
+    show_playlist(tables, entries, name=f"{kind.name} {seed}", seed=seed, path=playlist.smoothness is not None,
+                  score=kind.score)
 
 
 def pick_tracks(tables: Tables, text_label: str, key: str, seed: int, default: tuple[int, ...] = ()) -> list[int]:
@@ -168,27 +199,6 @@ def pick_tracks(tables: Tables, text_label: str, key: str, seed: int, default: t
     chosen = st.session_state.get(key, [])
     options = list(dict.fromkeys(chosen + tables.search(query, limit=100)))
     return st.multiselect(text_label, options, format_func=lambda i: label(tables, i), key=key)
-
-
-def like_tab(tables: Tables, seed: int) -> None:
-    more = pick_tracks(tables, "More seeds to blend with the selected track", key="like-seeds", seed=seed,
-                       default=(elsewhere(tables, seed, 0.5),))  # a blend of two places on the map
-    n = st.slider("Tracks", 5, 50, 20, key="like-n")
-    show_playlist(tables, like(tables, [seed, *more], n), name=f"like {seed}", seed=seed, kind="like")
-
-
-def alchemy_tab(tables: Tables, seed: int) -> None:
-    st.caption("The selected track, plus the tracks to add, minus the tracks to subtract.")
-    add = pick_tracks(tables, "Add", key="alchemy-add", seed=seed,
-                      default=(elsewhere(tables, seed, 0.25),))  # a track from another cluster
-    subtract = pick_tracks(tables, "Subtract", key="alchemy-subtract", seed=seed)
-    n = st.slider("Tracks", 5, 50, 20, key="alchemy-n")
-    try:
-        entries = alchemy(tables, [seed, *add], subtract, n)
-    except ValueError as error:
-        st.warning(for_listener(error))
-        return
-    show_playlist(tables, entries, name=f"alchemy {seed}", seed=seed, kind="alchemy")
 
 
 @st.cache_data(show_spinner="Clustering the catalogue")
@@ -204,24 +214,6 @@ def clusters_tab(tables: Tables, seed: int) -> None:
                "genre share": f"{c.genre_share:.2f}"} for c in found], hide_index=True)
     chosen = st.selectbox("Play a cluster", found, format_func=lambda c: c.name, key="clusters-choice")
     show_playlist(tables, chosen.entries, name=f"cluster {chosen.number}", seed=chosen.central_track)
-
-
-def profile_tab(tables: Tables, seed: int) -> None:
-    history = pick_tracks(tables, "Listening history, oldest play first", key="profile-plays", seed=seed,
-                          default=(elsewhere(tables, seed, 0.5), seed))  # two plays: the taste between them
-    with st.expander("Or paste a history"):
-        text = st.text_area("Track ids or audio paths, one a line, or an M3U: used instead of the tracks above",
-                            key="profile-history")
-    n = st.slider("Tracks", 5, 100, 30, key="profile-n")
-    try:
-        if text.strip():
-            history = parse_track_list(tables, text, source="the history")
-        entries = profile(tables, history, n)
-    except (ValueError, LookupError) as error:
-        st.warning(for_listener(error))
-        return
-    show_playlist(tables, entries, name=f"profile of {len(history)} plays", seed=history[-1],
-                  kind="profile")
 
 
 def main() -> None:
@@ -242,8 +234,9 @@ def main() -> None:
         st.stop()
     st.subheader(for_markdown(label(tables, seed)))
     play(tables, seed)
-    shows = (radio_tab, journey_tab, like_tab, alchemy_tab, clusters_tab, profile_tab)
-    for tab, show in zip(st.tabs(TABS, key="tab", bind="query-params"), shows):
+    shows = {kind.name.capitalize(): functools.partial(kind_tab, kind=kind) for kind in kinds.KINDS}
+    shows["Clusters"] = clusters_tab
+    for tab, show in zip(st.tabs(list(shows), key="tab", bind="query-params"), shows.values()):
         if tab.open is not False:  # only the open tab's playlist is built and drawn
             with tab:
                 show(tables, seed)

@@ -72,7 +72,6 @@ def _quiet_libraries(verbose: bool = False) -> None:
 
 BEAM_JOBS = ("ingest", "embed", "add", "update")
 SEED_MAX = 2**32 - 1  # what numpy and scikit-learn take as a random seed
-VARIETY_MAX = 0.99  # variety 1 would ignore similarity altogether
 TENSORFLOW_JOBS = ("train", "evaluate")  # in this process; embed's workers import Keras quietly themselves
 JOB_HELP = {"ingest": "Beam: audio -> log-mel tiles (TFRecord), summary features and track tables",
             "train": "TensorFlow: train a model on DATA and export its embedders",
@@ -107,65 +106,46 @@ def _run_job(name: str, argv: list[str]) -> None:
     module.run(argv)
 
 
-def _playlist_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
-    from playlists.output import FORMATS
-
-    parser = sub.add_parser(name, help=help_text)
-    parser.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
-    parser.add_argument("-n", type=whole(1), default=20, help="playlist length")
-    parser.add_argument("--format", choices=FORMATS, default="table")
-    parser.add_argument("--output", help="write the playlist to this file instead of printing it")
-    parser.add_argument("--relative-to", metavar="DIR",
-                        help="M3U8: audio paths relative to this folder (where the playlist will be kept); "
-                             "default: absolute paths")
-    return parser
-
-
 TRACK = "track id, title, or words of its title / artist / album that name one track"
+HISTORY_FILE = ("a ListenBrainz export (JSON lines), a Last.fm-style scrobble CSV (matched by MusicBrainz id, else "
+                "artist and title), or an M3U, wavelist's JSON, or track ids or audio paths one a line")
 
 
 def add_kind_flags(parser: argparse.ArgumentParser, kind: str, playing: str | None = None) -> None:
-    """The flags of the playlist ``kind`` (radio, like or journey) as ``wavelist KIND`` takes them; ``playing``
-    names what fills a missing --seed (radio) or --from (journey), which are then optional."""
-    default = f"; default: {playing}" if playing else ""
-    if kind == "radio":
-        parser.add_argument("--seed", required=playing is None, help=TRACK + default)
-    if kind == "like":
-        parser.add_argument("--seeds", nargs="+", required=True, metavar="TRACK", help=f"seeds ({TRACK})")
-    if kind in ("radio", "like"):
-        parser.add_argument("--exclude-artist", action="store_true", help="leave out the seeds' artists")
-        parser.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0,
-                            help="0 (most similar) to 0.9: trade similarity for variety (maximal marginal relevance)")
-    if kind == "journey":
-        parser.add_argument("--from", dest="start", help=f"first track ({TRACK}){default}")
-        parser.add_argument("--to", dest="end", help=f"last track ({TRACK})")
-        parser.add_argument("--via", nargs="+", metavar="TRACK",
-                            help="stops in order, first to last (instead of --from/--to)")
-        parser.add_argument("--avoid", nargs="+", default=[], metavar="TRACK", help="tracks the journey must not use")
-    parser.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+    """The flags of the playlist ``kind``, from its declaration (:data:`playlists.kinds.KINDS`); ``playing``
+    names what fills a missing selected track (radio's --seed, journey's --from), which is then optional.
+    Numbers are checked against the declared limits by ``make_playlist``, which names the flag."""
+    from playlists import kinds
+
+    for p in kinds.find(kind).params:
+        fills = playing is not None and p.selected and p.type == kinds.TRACK
+        if p.file:
+            parser.add_argument(p.option, dest=p.name, required=p.required, metavar="FILE",
+                                help=f"{p.help}: {HISTORY_FILE}")
+        elif p.type == kinds.TRACK:
+            parser.add_argument(p.option, dest=p.name, required=p.required and not fills, metavar="TRACK",
+                                help=f"{p.help} ({TRACK})" + (f"; default: {playing}" if fills else ""))
+        elif p.type == kinds.TRACKS:
+            parser.add_argument(p.option, dest=p.name, nargs="+", required=p.required, default=[], metavar="TRACK",
+                                help=f"{p.help} (each a {TRACK})")
+        elif p.type is bool:
+            parser.add_argument(p.option, dest=p.name, action="store_true", help=p.help)
+        else:
+            parser.add_argument(p.option, dest=p.name, type=whole() if p.type is int else real(), default=p.default,
+                                help=p.help + ("" if p.default is None else f" (default {p.default:g})"))
 
 
 def playlist_options(args: argparse.Namespace, kind: str) -> dict:
-    """``make_playlist``'s arguments from the flags of ``wavelist KIND`` (all but profile's history)."""
-    options = {"n": args.n, "variety": getattr(args, "variety", 0.0),
-               "max_per_artist": getattr(args, "max_per_artist", None)}
-    if kind in ("radio", "like"):
-        options["exclude_artist"] = args.exclude_artist
-    if kind == "radio":
-        options["seed"] = args.seed
-    elif kind == "like":
-        options["seeds"] = args.seeds
-    elif kind == "alchemy":
-        options.update(add=args.add, subtract=args.subtract)
-    elif kind == "profile":
-        options["half_life"] = args.half_life
-    elif kind == "journey":
-        del options["variety"]
-        options.update(start=args.start, end=args.end, via=args.via or (), avoid=args.avoid)
-    return options
+    """``make_playlist``'s arguments from the flags of ``wavelist KIND`` (all but the files, read later)."""
+    from playlists import kinds
+
+    return {p.name: getattr(args, p.name) for p in kinds.find(kind).params if not p.file}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from playlists.kinds import KINDS, VARIETY, VARIETY_MAX
+    from playlists.output import FORMATS
+
     parser = FlagParser(prog="wavelist", description="Playlists from the sound of the music.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -184,24 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     for job, what in JOB_HELP.items():
         sub.add_parser(job, help=f"{what} (--help for its flags)", add_help=False)
 
-    radio = _playlist_parser(sub, "radio", "nearest neighbours of one seed track")
-    like = _playlist_parser(sub, "like", "a playlist that blends several seed tracks")
-    journey = _playlist_parser(sub, "journey", "a smooth path of tracks from one track to another")
-    for kind, parser_ in (("radio", radio), ("like", like), ("journey", journey)):
-        add_kind_flags(parser_, kind)
-    alchemy = _playlist_parser(sub, "alchemy", "tracks nearest to the sum of some tracks minus others")
-    alchemy.add_argument("--add", nargs="+", required=True, metavar="TRACK", help="tracks whose sound to add")
-    alchemy.add_argument("--subtract", nargs="+", default=[], metavar="TRACK", help="tracks whose sound to take away")
-    profile = _playlist_parser(sub, "profile", "a playlist for a listener from the tracks they played")
-    profile.add_argument("--history", required=True, metavar="FILE",
-                         help="plays: a ListenBrainz export (JSON lines), a Last.fm-style scrobble CSV (matched by "
-                              "MusicBrainz id, else artist and title), or, oldest first, an M3U, wavelist's JSON, "
-                              "or track ids or audio paths one a line")
-    profile.add_argument("--half-life", type=real(1e-3), default=20.0, help="a play this many plays older counts half")
-    profile.set_defaults(n=50)
-    for parser_ in (alchemy, profile):
-        parser_.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0, help="0 (most similar) to 0.9")
-        parser_.add_argument("--max-per-artist", type=int, help="at most this many tracks of one artist")
+    for kind in KINDS:  # one subcommand per playlist kind, its flags from the kind's declaration
+        parser_ = sub.add_parser(kind.name, help=kind.help)
+        parser_.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
+        add_kind_flags(parser_, kind.name)
+        parser_.add_argument("--format", choices=FORMATS, default="table")
+        parser_.add_argument("--output", help="write the playlist to this file instead of printing it")
+        parser_.add_argument("--relative-to", metavar="DIR",
+                             help="M3U8: audio paths relative to this folder (where the playlist will be kept); "
+                                  "default: absolute paths")
     clusters = sub.add_parser("clusters", help="cut the catalogue into K sound-coherent playlists (k-means)")
     clusters.add_argument("--tables", required=True)
     clusters.add_argument("--k", type=whole(1), required=True, help="number of playlists")
@@ -248,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="keep running: queue more whenever fewer than --low songs are left (Ctrl-C stops)")
     mpd_radio.add_argument("--low", type=whole(0), default=5, help="with --keep-going: songs left that trigger more")
     mpd_radio.add_argument("--exclude-artist", action="store_true", help="leave out the seed's artist")
-    mpd_radio.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0, help="0 (most similar) to 0.9")
+    mpd_radio.add_argument("--variety", type=real(0.0, VARIETY_MAX), default=0.0, help=VARIETY.help)
     for parser_ in (mpd_radio, mpd_journey):
         parser_.add_argument("--tables", required=True, help="TABLES folder written by wavelist embed")
         parser_.add_argument("--music-dir", help="MPD's music_directory as this machine sees it (default: the "
@@ -279,7 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
                                   "of that name")
         parser_.add_argument("--music-dir", help="the folder the server scans, as this machine sees it (default: "
                                                  "the folder holding every catalogue path)")
-        parser_.add_argument("-n", type=int, default=20, help="playlist length")
         add_kind_flags(parser_, kind, playing)
 
     serve = sub.add_parser("serve", help="the tables as a JSON HTTP API (radio, journey, ..., OpenSubsonic "
@@ -298,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _emit(text: str, output: str | None) -> None:
     if output:
-        Path(output).write_text(text + "\n", encoding="utf-8")
+        from storage import files
+
+        files.write_text(output, text + "\n")
         log.info("wrote %s", output)
     else:
         print(text)
@@ -307,19 +279,22 @@ def _emit(text: str, output: str | None) -> None:
 def _playlist_command(args: argparse.Namespace) -> None:
     from playlists import load_tables
     from playlists.history import read_history
-    from playlists.output import SCORE_NAMES, missing_audio, playlist_rows, render
+    from playlists.kinds import find
+    from playlists.output import missing_audio, playlist_rows, render
     from playlists.service import make_playlist
     from storage import files
 
-    files.check_output_file(args.output, inputs=[args.tables, getattr(args, "history", None)])
+    kind = find(args.command)
+    read = [p.name for p in kind.params if p.file]  # files naming tracks, read once the tables are loaded
+    options = playlist_options(args, kind.name)
+    kind.check(options)  # before any file is read
+    files.check_output_file(args.output, inputs=[args.tables, *(getattr(args, name) for name in read)])
     tables = load_tables(args.tables)
-    options = playlist_options(args, args.command)
-    if args.command == "profile":
-        history, matched = read_history(tables, args.history)
-        if matched:
-            print(for_terminal(matched), file=sys.stderr)
-        options["history"] = history
-    playlist = make_playlist(tables, args.command, **options)
+    for name in read:
+        options[name], said = read_history(tables, getattr(args, name))
+        if said:
+            print(for_terminal(said), file=sys.stderr)
+    playlist = make_playlist(tables, kind.name, **options)
     if playlist.smoothness is not None:
         print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in playlist.smoothness.items()), file=sys.stderr)
     if args.format == "m3u":
@@ -327,7 +302,7 @@ def _playlist_command(args: argparse.Namespace) -> None:
         if missing:
             print(f"warning: {len(missing)} audio files do not exist here, e.g. {for_terminal(missing[0])}",
                   file=sys.stderr)
-    _emit(render(tables, playlist.entries, args.format, SCORE_NAMES[args.command], args.relative_to), args.output)
+    _emit(render(tables, playlist.entries, args.format, kind.score, args.relative_to), args.output)
 
 
 def _map_command(args: argparse.Namespace) -> None:
@@ -368,9 +343,8 @@ def _clusters_command(args: argparse.Namespace) -> None:
     tables = load_tables(args.tables)
     found, silhouette = clusters(tables, args.k, seed=args.seed)
     if args.out:
-        with files.staged_output(args.out, overwrite=args.overwrite, kind="clusters", inputs=[args.tables]) \
-                as staging, files.written_locally(staging) as local:
-            write_clusters(tables, found, local)
+        with files.staged_output(args.out, overwrite=args.overwrite, kind="clusters", inputs=[args.tables]) as staging:
+            write_clusters(tables, found, staging)
         log.info("wrote %s", args.out)
     summary = [{"cluster": c.number, "name": c.name, "tracks": len(c.entries), "genre_share": round(c.genre_share, 3),
                 "coherence": round(c.coherence, 3), "central_track": c.central_track} for c in found]
@@ -392,9 +366,8 @@ def _projector_command(args: argparse.Namespace) -> None:
 
     files.check_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables])
     tables = load_tables(args.tables)
-    with files.staged_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables]) as staging, \
-            files.written_locally(staging) as local:
-        write_projector(tables, local)
+    with files.staged_output(args.out, overwrite=args.overwrite, kind="projector", inputs=[args.tables]) as staging:
+        write_projector(tables, staging)
     out = args.out
     print(f"{out}: vectors.tsv, metadata.tsv, projector_config.pbtxt (tensorboard --logdir {out}), "
           "projector_config.json (load vectors.tsv and metadata.tsv in the standalone Embedding Projector)")
@@ -473,6 +446,8 @@ def _subsonic_command(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from playlists.kinds import KINDS
+
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     known, rest = parser.parse_known_args(argv)
@@ -487,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             from wavelist.demo import run_demo
 
             run_demo(known)
-        elif known.command in ("radio", "journey", "like", "alchemy", "profile"):
+        elif known.command in {kind.name for kind in KINDS}:
             _playlist_command(known)
         elif known.command == "clusters":
             _clusters_command(known)

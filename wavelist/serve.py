@@ -3,7 +3,8 @@
 The tables are loaded once into a :class:`Snapshot`; every request takes the current snapshot once and answers
 from it alone, and a reload (``POST /reload``, or the watch on the TABLES folder) loads a whole new snapshot
 before swapping one reference, so no request ever mixes two tables. Each query parameter is declared once in
-:data:`ENDPOINTS`, which drives both the checks (a 4xx answer naming the parameter) and the OpenAPI description.
+:func:`endpoints` (a playlist kind's in its declaration, :mod:`playlists.kinds`), which drives both the checks (a
+4xx answer naming the parameter) and the OpenAPI description.
 The server reads nothing but the TABLES folder and serves no file at all; a track path in a request is only
 compared, as a string, with the catalogue's paths relative to the music folder. The OpenSubsonic methods under
 ``/rest/`` are :mod:`wavelist.subsonic_api`'s.
@@ -31,6 +32,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import wavelist
+from playlists import kinds
+from playlists.kinds import limits
 from playlists.output import playlist_rows
 from playlists.service import Playlist, TrackFinder, make_playlist
 from playlists.tables import Tables, UnknownTrack, load_tables
@@ -41,7 +44,6 @@ from wavelist import subsonic_api
 log = logging.getLogger("wavelist.serve")
 
 MAX_COUNT = 500  # tracks in one answer (radio, like, alchemy, profile, search)
-MAX_JOURNEY = 200  # tracks in one journey (its dynamic programme grows with the length)
 MAX_LIST = 100  # tracks named in one list parameter (seeds, stops, avoid, add, subtract, history)
 MAX_QUERY_BYTES = 8192  # the query string
 MAX_BODY_BYTES = 64 * 1024  # a request body (POST /profile)
@@ -226,22 +228,25 @@ class Param:
             raise BadRequest(f"parameter {self.name!r} must be {what}, got {text[:40]!r}") from None
         if self.kind == "float" and not math.isfinite(value):
             raise BadRequest(f"parameter {self.name!r} must be a finite number, got {text[:40]!r}")
-        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
-            raise BadRequest(f"parameter {self.name!r} must be between {self.minimum:g} and {self.maximum:g}, "
-                             f"got {text[:40]}")
+        low, high = self.minimum, self.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"between {low:g} and {high:g}" if low is not None and high is not None else limits(low, high)
+            raise BadRequest(f"parameter {self.name!r} must be {span}, got {text[:40]}")
         return value
 
 
-def _count(default: int, maximum: int = MAX_COUNT, minimum: int = 1, name: str = "n") -> Param:
-    return Param(name, "int", f"number of tracks ({minimum} to {maximum})", default=default, minimum=minimum,
-                 maximum=maximum)
-
-
 TRACK = "a track id, exact title, path relative to the music folder or MusicBrainz recording id"
-VARIETY = Param("variety", "float", "0 (most similar) to 0.9: trade similarity for variety", default=0.0,
-                minimum=0.0, maximum=0.9)
-CAP = Param("max_per_artist", "int", "at most this many tracks of one artist", minimum=1, maximum=MAX_COUNT)
-EXCLUDE_ARTIST = Param("exclude_artist", "bool", "leave out the seeds' artists", default=False)
+
+
+def served(param: kinds.Param, body: str | None = None) -> Param:
+    """A kind's parameter as a query parameter: tracks as text, a count at most its ``cap`` (else
+    :data:`MAX_COUNT`); the one a POST body may give (``body``) is not required in the query."""
+    many = param.type == kinds.TRACKS
+    kind = "track" if many or param.type == kinds.TRACK else param.type.__name__
+    maximum = param.maximum if param.maximum is not None or param.type is not int else param.cap or MAX_COUNT
+    doc = f"{param.help}: {TRACK}" if param.type == kinds.TRACK else param.help
+    return Param(param.query_name, kind, doc, required=param.required and param.name != body,
+                 default=None if many else param.default, many=many, minimum=param.minimum, maximum=maximum)
 
 
 @dataclass(frozen=True)
@@ -252,6 +257,7 @@ class Endpoint:
     methods: tuple[str, ...] = ("GET",)
     tags: tuple[str, ...] = ("wavelist",)
     handler: Callable | None = field(default=None, compare=False)
+    body: str | None = None  # the parameter a POST body gives, as a track list's text
     # whether a request is cheap enough (well under a millisecond) to answer on the event loop, without the hop
     # to a worker thread, which under load costs more than the answer (the GIL is handed over every 5 ms)
     inline: Callable[[Snapshot, dict[str, Any]], bool] = field(default=lambda snapshot, args: False, compare=False)
@@ -264,10 +270,6 @@ def _stored_slice(track: str, count: str) -> Callable[[Snapshot, dict[str, Any]]
                 and args.get("max_per_artist") is None and not args.get("exclude_artist")
                 and args[count] <= snapshot.tables.neighbour_rows.shape[1] // 2)
     return cheap
-
-
-def _always(snapshot: Snapshot, args: dict[str, Any]) -> bool:
-    return True
 
 
 def _check_ids(snapshot: Snapshot, params: tuple[Param, ...], args: dict[str, Any]) -> None:
@@ -294,12 +296,12 @@ def _playlist_answer(snapshot: Snapshot, playlist: Playlist) -> dict[str, Any]:
     return answer
 
 
-def _playlist(kind: str) -> Callable[[Snapshot, dict[str, Any]], dict[str, Any]]:
-    renamed = {"from": "start", "to": "end"}
+def _playlist(kind: kinds.Kind) -> Callable[[Snapshot, dict[str, Any]], dict[str, Any]]:
+    names = {p.query_name: p.name for p in kind.params}
 
     def answer(snapshot: Snapshot, args: dict[str, Any]) -> dict[str, Any]:
-        options = {renamed.get(k, k): v for k, v in args.items()}
-        return _playlist_answer(snapshot, make_playlist(snapshot.tables, kind, resolve=snapshot.finder.find,
+        options = {names[k]: v for k, v in args.items()}
+        return _playlist_answer(snapshot, make_playlist(snapshot.tables, kind.name, resolve=snapshot.finder.find,
                                                         **options))
     return answer
 
@@ -324,55 +326,51 @@ def _health(snapshot: Snapshot, args: dict[str, Any], service: Service) -> dict[
 
 
 PLAYLIST = "Playlists (the same arguments and answers as the wavelist command)"
-ENDPOINTS: list[Endpoint] = [
-    Endpoint("/health", "The server's state and the tables it answers from (model_id, built_at, tracks)",
-             tags=("service",)),
-    Endpoint("/radio", "The tracks nearest to one seed (wavelist radio)",
-             (Param("seed", "track", TRACK, required=True), _count(20), EXCLUDE_ARTIST, VARIETY, CAP), tags=(PLAYLIST,),
-             handler=_playlist("radio"), inline=_stored_slice("seed", "n")),
-    Endpoint("/like", "A blend of several seeds (wavelist like)",
-             (Param("seeds", "track", TRACK, required=True, many=True), _count(20), EXCLUDE_ARTIST, VARIETY, CAP),
-             tags=(PLAYLIST,), handler=_playlist("like")),
-    Endpoint("/journey", "A smooth path from one track to another, or through stops (wavelist journey)",
-             (Param("from", "track", f"first track: {TRACK}"), Param("to", "track", f"last track: {TRACK}"),
-              Param("via", "track", "stops in order, first to last (instead of from and to)", many=True),
-              Param("avoid", "track", "tracks the journey must not use", many=True), _count(20, MAX_JOURNEY, 2), CAP),
-             tags=(PLAYLIST,), handler=_playlist("journey")),
-    Endpoint("/alchemy", "The tracks nearest to the sum of some tracks minus others (wavelist alchemy)",
-             (Param("add", "track", "tracks whose sound to add", required=True, many=True),
-              Param("subtract", "track", "tracks whose sound to take away", many=True), _count(20), VARIETY, CAP),
-             tags=(PLAYLIST,), handler=_playlist("alchemy")),
-    Endpoint("/profile", "A playlist for a listener from the tracks they played, oldest first (wavelist profile); "
-                         "POST takes the history file's text as the body (M3U, wavelist JSON, ids one a line)",
-             (Param("history", "track", "plays, oldest first (GET)", many=True), _count(50),
-              Param("half_life", "float", "a play this many plays older counts half", default=20.0, minimum=0.1,
-                    maximum=1e6), VARIETY, CAP), methods=("GET", "POST"), tags=(PLAYLIST,),
-             handler=_playlist("profile")),
-    Endpoint("/track", "One track's catalogue row",
-             (Param("id", "track", TRACK, required=True),), tags=("catalogue",), handler=_track),
-    Endpoint("/search", "Tracks whose id, title or artist contains the words",
-             (Param("q", "str", "words to look for (case-insensitive)", required=True),
-              _count(20, name="limit")), tags=("catalogue",), handler=_search),
-    Endpoint("/reload", "Load the TABLES folder again and swap it in whole (also done by the watch)",
-             methods=("POST",), tags=("service",)),
-    Endpoint("/openapi.json", "This description", tags=("service",)),
-]
+INLINE = {"radio": _stored_slice("seed", "n")}  # kinds some of whose requests are answered on the event loop
+
+
+def playlist_endpoint(kind: kinds.Kind) -> Endpoint:
+    """``/KIND``, from the kind's declaration (:data:`playlists.kinds.KINDS`)."""
+    summary = f"{kind.help[0].upper()}{kind.help[1:]} (wavelist {kind.name})"
+    if kind.body:
+        summary += f"; POST takes the {kind.body} file's text as the body (M3U, wavelist JSON, ids one a line)"
+    return Endpoint(f"/{kind.name}", summary, tuple(served(p, kind.body) for p in kind.params),
+                    methods=("GET", "POST") if kind.body else ("GET",), tags=(PLAYLIST,), handler=_playlist(kind),
+                    body=kind.body, inline=INLINE.get(kind.name, Endpoint.inline))
+
+
+def endpoints() -> list[Endpoint]:
+    """Every endpoint but the OpenSubsonic ones: the service's, one per playlist kind, the catalogue's."""
+    return [
+        Endpoint("/health", "The server's state and the tables it answers from (model_id, built_at, tracks)",
+                 tags=("service",)),
+        *(playlist_endpoint(kind) for kind in kinds.KINDS),
+        Endpoint("/track", "One track's catalogue row",
+                 (Param("id", "track", TRACK, required=True),), tags=("catalogue",), handler=_track),
+        Endpoint("/search", "Tracks whose id, title or artist contains the words",
+                 (Param("q", "str", "words to look for (case-insensitive)", required=True),
+                  Param("limit", "int", f"number of tracks (1 to {MAX_COUNT})", default=20, minimum=1,
+                        maximum=MAX_COUNT)), tags=("catalogue",), handler=_search),
+        Endpoint("/reload", "Load the TABLES folder again and swap it in whole (also done by the watch)",
+                 methods=("POST",), tags=("service",)),
+        Endpoint("/openapi.json", "This description", tags=("service",)),
+    ]
 
 
 def openapi() -> dict[str, Any]:
-    """The OpenAPI 3.1 description of :data:`ENDPOINTS`."""
+    """The OpenAPI 3.1 description of :func:`endpoints`."""
     error = {"description": "a bad request, one line naming the problem",
              "content": {"application/json": {"schema": {"type": "object", "properties": {
                  "error": {"type": "string"}, "status": {"type": "integer"}}}}}}
     paths: dict[str, Any] = {}
-    for endpoint in ENDPOINTS:
+    for endpoint in endpoints():
         operation = {"summary": endpoint.summary, "tags": list(endpoint.tags),
                      "parameters": [{"name": p.name, "in": "query", "required": p.required, "description": p.doc,
                                      "schema": p.schema(), **({"explode": True} if p.many else {})}
                                     for p in endpoint.params],
                      "responses": {"200": {"description": "the answer (JSON)"}, "400": error,
                                    "404": {**error, "description": "an unknown track"}}}
-        if endpoint.path == "/profile":
+        if endpoint.body:
             post = {**operation, "requestBody": {"content": {"text/plain": {"schema": {"type": "string",
                                                              "maxLength": MAX_BODY_BYTES}}}}}
             paths[endpoint.path] = {"get": operation, "post": post}
@@ -445,11 +443,12 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                     except (OSError, ValueError) as error:
                         raise BadRequest(f"kept the current tables: {error}", 409) from None
                     return _json({"reloaded": True, "tables": service.current.info})
-                if endpoint.path == "/profile" and request.method == "POST":
+                if endpoint.body and request.method == "POST":
                     text = await _read_body(request)
-                    if args["history"]:
-                        raise BadRequest("give the history either as the body (POST) or as history= (GET)")
-                    args["history"] = await anyio.to_thread.run_sync(
+                    if args[endpoint.body]:
+                        raise BadRequest(f"give the {endpoint.body} either as the body (POST) or as "
+                                         f"{endpoint.body}= (GET)")
+                    args[endpoint.body] = await anyio.to_thread.run_sync(
                         snapshot.finder.parse_list, text, "the request body", limiter=limiter)
                 _check_ids(snapshot, endpoint.params, args)
                 if endpoint.inline(snapshot, args):
@@ -467,7 +466,7 @@ def create_app(service: Service, *, threads: int = 4) -> Starlette:
                 return _error(request, "internal error; the server's log has the details", 500)
         return handle
 
-    routes = [Route(endpoint.path, route(endpoint), methods=list(endpoint.methods)) for endpoint in ENDPOINTS]
+    routes = [Route(endpoint.path, route(endpoint), methods=list(endpoint.methods)) for endpoint in endpoints()]
     routes += subsonic_api.routes(lambda: service.current, limiter)  # OpenSubsonic under /rest/
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
