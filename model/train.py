@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -31,7 +32,7 @@ from core.progress import Progress
 from schemas import vector_parts
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
-from schemas.flags import FlagParser, real, whole
+from schemas.flags import VERBOSE_ENV, FlagParser, real, whole
 from schemas.layout import DataFiles, ModelFiles
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 from storage import files
@@ -102,7 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="cnn: train without spectrogram augmentation (gain, frequency and time masks, roll)")
     parser.add_argument("--seed", type=whole(0, 2**32 - 1), default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
-    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
+    parser.add_argument("--verbose", type=int, default=2 if os.environ.get(VERBOSE_ENV) else 0, choices=(0, 1, 2),
+                        help="Keras' own progress output (default 0: the trainer's one line per epoch; "
+                             "wavelist -v: 2)")
     args = parser.parse_args(argv)
     if args.epochs is None and args.model != "contrastive":  # contrastive: from the catalogue's size, when known
         args.epochs = DEFAULT_EPOCHS[args.model]
@@ -194,14 +197,17 @@ def _callbacks(staging: Path, monitor: str, patience: int, budget_minutes: float
                 self.model.stop_training = True
 
     class EpochProgress(keras.callbacks.Callback):
-        """``train: 3 of 20 epochs, ..., about 12 min left`` after each epoch."""
+        """``train: 3 of 20 epochs, ..., about 12 min left`` after an epoch, at most every 10 s (and after the
+        last), as the jobs' workers report."""
 
         def on_train_begin(self, logs=None):
-            self._start = time.monotonic()
+            self._start = self._last = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
-            log.info(progress_line("train", epoch + 1, self.params.get("epochs"), time.monotonic() - self._start,
-                                   "epochs"))
+            now, epochs = time.monotonic(), self.params.get("epochs")
+            if now - self._last >= 10.0 or epoch + 1 == epochs:
+                self._last = now
+                log.info(progress_line("train", epoch + 1, epochs, now - self._start, "epochs"))
 
     return [
         EpochProgress(),
