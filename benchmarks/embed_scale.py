@@ -119,7 +119,7 @@ def stage_msecs(result) -> dict[str, float]:
         parts = label.split("/")
         stage = parts[1] if parts[0] == "Tail" and len(parts) > 1 else "Inject" if parts[0].startswith("Inject") else None
         if stage == "Map":  # the t-SNE of the sample runs on one worker; the rest is placed in parallel
-            stage = "Map t-SNE" if len(parts) > 2 and parts[2] == "TSNE" else "Map placement"
+            stage = "Map t-SNE" if len(parts) > 2 and parts[2] in ("TSNE", "Layout") else "Map placement"
         if stage is None:
             continue
         totals[stage] = totals.get(stage, 0.0) + monitoring_infos.extract_counter_value(info)

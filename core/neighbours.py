@@ -173,18 +173,25 @@ def place_by_nearest(vectors: np.ndarray, sample_ids: np.ndarray, sample_vectors
     return sample_coords[nearest_rows(vectors, sample_vectors, k)].mean(axis=1).astype(np.float32)
 
 
-MAP_METHODS = ("tsne", "umap")
+MAP_METHODS = ("auto", "tsne", "umap")
+MAP_METHOD = "auto"
+# "auto": t-SNE up to this many tracks (at most about a minute on one core; on real songs its map keeps more
+# neighbours and spreads them more evenly than UMAP's), UMAP above (benchmarks/RESULTS.md, issue 34)
+TSNE_UP_TO = 5_000
 
 
-def sample_layout(vectors: np.ndarray, *, seed: int = 0, method: str = "tsne") -> np.ndarray:
-    """The map's layout of its sample: :func:`tsne_coordinates` or :func:`umap_coordinates`."""
+def sample_layout(vectors: np.ndarray, *, seed: int = 0, method: str = MAP_METHOD) -> np.ndarray:
+    """The map's layout of its sample: :func:`tsne_coordinates` or :func:`umap_coordinates`; ``"auto"``, t-SNE
+    up to :data:`TSNE_UP_TO` tracks and UMAP above."""
     if method not in MAP_METHODS:
         raise ValueError(f"map method {method!r}: one of {', '.join(MAP_METHODS)}")
+    if method == "auto":
+        method = "tsne" if len(vectors) <= TSNE_UP_TO else "umap"
     return (tsne_coordinates if method == "tsne" else umap_coordinates)(vectors, seed=seed)
 
 
 def map_coordinates(vectors: np.ndarray, ids: np.ndarray | None = None, *, seed: int = 0,
-                    sample: int = MAP_SAMPLE, method: str = "tsne") -> np.ndarray:
+                    sample: int = MAP_SAMPLE, method: str = MAP_METHOD) -> np.ndarray:
     """3-D coordinates of unit ``vectors`` for the catalogue map, as the embed job computes them.
 
     Up to ``sample`` tracks, a layout (:func:`sample_layout` by ``method``) of them all. Above, the layout of

@@ -241,6 +241,16 @@ def test_umap_map_of_a_few_tracks_and_a_placed_catalogue():
         map_coordinates(vectors, method="pca")
 
 
+def test_auto_map_is_tsne_of_a_small_sample_and_umap_of_a_large_one(monkeypatch):
+    import core.neighbours
+    from core.neighbours import sample_layout, tsne_coordinates, umap_coordinates
+
+    vectors, _ = _clusters(4, 15, seed=4)
+    np.testing.assert_array_equal(sample_layout(vectors), tsne_coordinates(vectors))
+    monkeypatch.setattr(core.neighbours, "TSNE_UP_TO", 59)  # 60 tracks are now "large"
+    np.testing.assert_array_equal(sample_layout(vectors), umap_coordinates(vectors))
+
+
 def test_umap_is_imported_without_tensorflow():
     import subprocess
     import sys
