@@ -220,7 +220,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--map-sample", type=int, default=MAP_SAMPLE, help="tracks in the map's t-SNE")
+    parser.add_argument("--map-sample", type=int, default=MAP_SAMPLE, help="tracks the map lays out (the rest are placed beside them)")
     parser.add_argument("--diffusion", type=int, default=0, help="the diffusion's neighbours (the embed job's default "
                         "is 5; 0, this script's default, is the tail the figures in RESULTS.md were measured on)")
     parser.add_argument("--scratch", default=None)

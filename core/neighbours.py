@@ -31,7 +31,7 @@ def top_k_cosine(
     )
 
 
-MAP_SAMPLE = 20_000
+MAP_SAMPLE = 50_000  # tracks laid out; the rest placed beside them (benchmarks/RESULTS.md, issue 34)
 
 
 def top_k_faiss(
@@ -96,6 +96,8 @@ def tsne_coordinates(vectors: np.ndarray, *, seed: int = 0) -> np.ndarray:
 
 
 UMAP_NEIGHBOURS = 15  # UMAP's default local neighbourhood
+# 0.5, not UMAP's 0.1: each cluster a cloud with room inside it rather than a dot (benchmarks/RESULTS.md, issue 34)
+UMAP_MIN_DIST = 0.5
 
 
 def _umap_module():
@@ -144,7 +146,8 @@ def umap_coordinates(vectors: np.ndarray, *, seed: int = 0, neighbours: int = UM
     knn_dists = np.concatenate([np.zeros((n, 1), np.float32),
                                 np.where(rows >= 0, np.clip(1.0 - sims, 0.0, 2.0), np.inf)], axis=1).astype(np.float32)
     umap_ = _umap_module()
-    layout = umap_.UMAP(n_components=3, n_neighbors=neighbours + 1, metric="cosine", random_state=seed, n_jobs=1,
+    layout = umap_.UMAP(n_components=3, n_neighbors=neighbours + 1, min_dist=UMAP_MIN_DIST, metric="cosine",
+                        random_state=seed, n_jobs=1,
                         init="spectral" if n > 64 else "pca", precomputed_knn=(knn_rows, knn_dists, None))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no search index (we never transform) and the seed's single thread
