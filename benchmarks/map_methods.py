@@ -98,6 +98,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2000, help="tracks the neighbourhood figure averages over")
     parser.add_argument("--save", default=None, help="folder to save each map's coordinates in (.npy)")
     args = parser.parse_args()
+    for method in args.methods:
+        name, _, size = method.partition("-")
+        if name not in ("tsne", "umap") or not (size.isdigit() and int(size) > 0 or method == "umap-all"):
+            parser.error(f"--methods: {method!r} is not tsne-SAMPLE, umap-SAMPLE or umap-all")
     from core.neighbours import _umap_module, umap_coordinates
 
     _, wall, cpu = timed(_umap_module)
