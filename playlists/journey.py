@@ -28,7 +28,7 @@ def slerp(start: np.ndarray, end: np.ndarray, t: float) -> np.ndarray:
 
 
 BINS = 20  # stretches of the way from A to B that share the candidates
-INDEX_NEAREST = 100  # tracks the index finds near each of BINS + 1 points along the way (benchmarks/RESULTS.md)
+INDEX_NEAREST = 200  # tracks the index finds near each of BINS + 1 points along the way (benchmarks/RESULTS.md)
 
 
 def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band: int, needed: int) -> np.ndarray:

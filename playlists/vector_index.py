@@ -11,7 +11,7 @@ import numpy as np
 # costs less than a millisecond per 10,000 tracks and needs no index (benchmarks/RESULTS.md, issue 34).
 INDEX_ABOVE = 100_000
 TRAINING_PER_LIST = 64  # sampled vectors per list that k-means trains on
-NPROBE = 8  # lists searched per point (benchmarks/RESULTS.md, issue 34)
+NPROBE = 32  # lists searched per point (benchmarks/RESULTS.md, issue 34)
 
 
 @contextmanager
