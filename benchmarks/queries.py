@@ -84,15 +84,16 @@ def compare_journeys(tables, pairs: np.ndarray, n: int = 20) -> dict[str, list]:
     finally:
         vector_index.INDEX_ABOVE = default
     for way in ("scan", "index"):
-        f = figures[way]
-        print(f"  {way:<5} smoothness over {len(f)} journeys: weakest step mean "
-              f"{np.mean([x['min_step_similarity'] for x in f]):.4f} (worst {np.min([x['min_step_similarity'] for x in f]):.4f}), "
-              f"mean step {np.mean([x['mean_step_similarity'] for x in f]):.4f}, "
-              f"steps forward {np.mean([x['monotonic_fraction'] for x in f]):.3f}, "
+        weakest = [x["min_step_similarity"] for x in figures[way]]
+        print(f"  {way:<5} smoothness over {len(weakest)} journeys: weakest step mean {np.mean(weakest):.4f} "
+              f"(worst {np.min(weakest):.4f}), mean step {np.mean([x['mean_step_similarity'] for x in figures[way]]):.4f}, "
+              f"steps forward {np.mean([x['monotonic_fraction'] for x in figures[way]]):.3f}, "
               f"lengths {sorted({len(e) for e in found[way][:-1]})}")
-    weaker = sum(i["min_step_similarity"] < s["min_step_similarity"] - 1e-6 for s, i in zip(figures["scan"], figures["index"]))
-    stronger = sum(i["min_step_similarity"] > s["min_step_similarity"] + 1e-6 for s, i in zip(figures["scan"], figures["index"]))
-    same = sum([e.track_id for e in a] == [e.track_id for e in b] for a, b in zip(found["scan"][:-1], found["index"][:-1]))
+    pairs_of_figures = list(zip(figures["scan"], figures["index"]))
+    weaker = sum(i["min_step_similarity"] < s["min_step_similarity"] - 1e-6 for s, i in pairs_of_figures)
+    stronger = sum(i["min_step_similarity"] > s["min_step_similarity"] + 1e-6 for s, i in pairs_of_figures)
+    same = sum([e.track_id for e in a] == [e.track_id for e in b]
+               for a, b in zip(found["scan"][:-1], found["index"][:-1]))
     print(f"  index vs scan, journey by journey: weakest step lower in {weaker}, higher in {stronger}, "
           f"the same tracks in {same} of {len(pairs) - 1}")
     return found

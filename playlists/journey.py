@@ -28,7 +28,8 @@ def slerp(start: np.ndarray, end: np.ndarray, t: float) -> np.ndarray:
 
 
 BINS = 20  # stretches of the way from A to B that share the candidates
-INDEX_NEAREST = 200  # tracks the index finds near each of BINS + 1 points along the way (benchmarks/RESULTS.md)
+INDEX_POINTS = BINS // 2 + 1  # points along the way, A and B included, near which the index is searched
+INDEX_NEAREST = 200  # tracks the index finds near each of them (benchmarks/RESULTS.md, issue 34)
 
 
 def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band: int, needed: int) -> np.ndarray:
@@ -38,13 +39,13 @@ def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band
 
     Up to :data:`playlists.vector_index.INDEX_ABOVE` tracks they are chosen among every track (one matrix product
     over the catalogue). Above, among a pool: the :data:`INDEX_NEAREST` tracks that the catalogue's approximate
-    index (:attr:`Tables.vector_index`) finds nearest to each of ``BINS + 1`` points along the great circle, and
+    index (:attr:`Tables.vector_index`) finds nearest to each of :data:`INDEX_POINTS` points along the great circle, and
     the stored neighbours of the ones chosen from those (a second choice then picks among both); among every track
     where the pool holds fewer than ``needed`` between A and B. Where a stretch of the way lies far from every
     track, it gets fewer than its share either way."""
     if len(tables) > vector_index.INDEX_ABOVE:
         a, b = tables.vectors[a_row], tables.vectors[b_row]
-        points = np.stack([slerp(a, b, t) for t in np.linspace(0.0, 1.0, BINS + 1)])
+        points = np.stack([slerp(a, b, t) for t in np.linspace(0.0, 1.0, INDEX_POINTS)])
         pool = tables.vector_index.near(points, INDEX_NEAREST)
         found = _closest_to_path(tables.vectors, a_row, b_row, banned, band, pool=pool)
         neighbours = tables.neighbour_rows[found].ravel()
