@@ -20,6 +20,7 @@ REQUIREMENTS = [
     "faiss-cpu==1.15.1",
     "threadpoolctl==3.8.0",
     "mutagen==1.48.1",  # tags, read by ingest's workers
+    "google-crc32c==1.9.0",  # the tile shards' record checksums (storage.files.read_records)
 ]
 # What only a person's machine needs: the map, the app, the server, evaluation plots, the demo, TensorBoard.
 EXTRAS = {

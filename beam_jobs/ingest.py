@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions  # dry runs
 
@@ -114,7 +113,7 @@ def folder_catalogue(audio_dir: str | None, audio_glob: str | None, labels_csv: 
         paths, rejects = cat.walk_audio_folder(root)
     else:  # a folder is taken literally: only --audio-glob is a pattern
         pattern = audio_glob or posixpath.join(cat.escape_glob(root), "**")
-        paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        paths = files.match_files(pattern)
     labels = None
     if labels_csv:
         with text_files.open_text(labels_csv) as handle:
@@ -177,7 +176,7 @@ def require_fma_audio(rows: list[TrackRow], audio_dir: str, tracks_csv: str) -> 
     ``--audio-dir``); log how many it holds."""
     if files.is_remote(audio_dir):
         prefix = audio_dir.rstrip("/") + "/"
-        present = {m.path for m in FileSystems.match([cat.escape_glob(prefix) + "**"])[0].metadata_list}
+        present = set(files.match_files(cat.escape_glob(prefix) + "**"))
     else:
         if not Path(audio_dir).is_dir():
             raise FileNotFoundError(f"--audio-dir {audio_dir} is not a folder")
@@ -231,7 +230,7 @@ class AnalyseTrackFn(beam.DoFn):
         stage = "read"
         try:
             if files.is_remote(path):
-                if not FileSystems.exists(path):
+                if not files.exists(path):
                     raise audio.AudioError("read", "file not found")
                 source: Any = io.BytesIO(files.read_bytes(path))
             elif not Path(path).is_file():
@@ -413,7 +412,7 @@ def ingest_rows(rows: list[TrackRow], rejects: list[dict[str, Any]], *, source: 
             if options.view_as(TestOptions).dry_run:
                 raise common.DryRun()
             result.wait_until_finish()
-            FileSystems.delete([catalogue_file])
+            files.delete_file(catalogue_file)
             files.save_audio_spec(staging, spec)
             summary = summarise(staging, inputs_count)
             files.write_text(files.join(staging, SUMMARY), json.dumps(summary, indent=2) + "\n")

@@ -11,7 +11,7 @@ their id and stored vector with their new path and tags; removed tracks leave ev
 computed anew from the vectors before the diffusion (``undiffused.parquet``, or ``embeddings.parquet`` for
 tables without diffusion), with embed's own transforms (:class:`~beam_jobs.embed.EmbedTail`): the diffusion and
 the neighbour lists are those of a fresh ``ingest`` + ``embed`` of the folder. The map keeps every kept track's
-place and puts new tracks beside their 5 nearest (:class:`~beam_jobs.add_tracks.PlaceNewTracks`), unless
+place and puts new tracks beside their 5 nearest (:class:`~beam_jobs.embed.map3d.ExtendMap`), unless
 ``--new-map`` asks for a new t-SNE.
 
 ``--out`` may name TABLES itself: the new tables are staged beside it and swapped in whole when complete.
@@ -31,9 +31,12 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import common, embed, ingest
-from beam_jobs.add_tracks import AddOptions, PlaceNewTracks, ReadVectors, check_tables
-from beam_jobs.embed import VECTOR_BATCH, EmbedTail, ModelOptions, StackVectors, TrackVectors
+from beam_jobs import common, ingest
+from beam_jobs.add_tracks import AddOptions, check_tables
+from beam_jobs.embed.batches import ReadTable, ReadVectors
+from beam_jobs.embed.map3d import ExtendMap
+from beam_jobs.embed.model_vectors import ModelOptions, TrackVectorBatches
+from beam_jobs.embed.tail import EmbedTail, finish_tail, write_tail_report
 from beam_jobs.ingest import AudioDirOptions, IngestOptions
 from core import catalogue as cat
 from core import library
@@ -133,22 +136,20 @@ def batch_part(batch: tuple[np.ndarray, np.ndarray], kept: tuple[np.ndarray, np.
 
 class KeptMap(beam.PTransform):
     """The final ``(ids, vectors)`` batches -> the map: each kept track where the old map had it (under its new
-    id), each new track beside its 5 nearest kept tracks (:class:`~beam_jobs.add_tracks.PlaceNewTracks`)."""
+    id), each new track beside its 5 nearest kept tracks (:class:`~beam_jobs.embed.map3d.ExtendMap`)."""
 
     def __init__(self, old_map: str, kept, any_new: bool):
         super().__init__()
         self._old_map, self._kept, self._any_new = old_map, kept, any_new
 
     def expand(self, batches):
-        old_map = (batches.pipeline
-                   | "ReadOldMap" >> beam.io.ReadFromParquetBatched(common.table_pattern(self._old_map))
+        old_map = (batches.pipeline | "ReadOldMap" >> ReadTable(self._old_map)
                    | "KeptRows" >> beam.FlatMap(kept_map_rows, self._kept))
         if not self._any_new:
             return old_map
         new = batches | "NewTracks" >> beam.FlatMap(batch_part, self._kept, False)
         old = batches | "KeptTracks" >> beam.FlatMap(batch_part, self._kept, True)
-        placed = (new, old, old_map) | "PlaceNew" >> PlaceNewTracks()
-        return (old_map, placed) | "AllMap" >> beam.Flatten()
+        return (new, old, old_map) | "Extend" >> ExtendMap()
 
 
 def labels_digest(labels_csv: str | None) -> str | None:
@@ -247,15 +248,14 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
         pipeline = test_pipeline or common.make_pipeline(options, argv)
         kept = beam.pvalue.AsSingleton(
-            pipeline | "ReadKept" >> beam.io.ReadFromParquetBatched(kept_file)
+            pipeline | "ReadKept" >> ReadTable(kept_file)
             | "KeptPairs" >> beam.Map(lambda t: (t["old_id"].to_numpy(), t["track_id"].to_numpy()))
             | "AllKept" >> beam.combiners.ToList() | "KeptArrays" >> beam.Map(kept_arrays))
         batches = (pipeline | "ReadStored" >> ReadVectors(stored)
                    | "KeepStored" >> beam.FlatMap(kept_vectors, kept))
         if new_rows:
-            model_dir = model.model if files.is_remote(model.model) else str(Path(model.model).resolve())
-            new = (pipeline | "EmbedNew" >> TrackVectors(data, model_dir, spec, info, model.batch_size)
-                   | "NewBatches" >> StackVectors(VECTOR_BATCH))
+            new = pipeline | "EmbedNew" >> TrackVectorBatches(data, files.absolute(model.model), spec, info,
+                                                              model.batch_size)
             batches = (batches, new) | "AllVectors" >> beam.Flatten()
         provenance = {"model_id": info.model_id, "audio_spec": spec.to_dict(),
                       **({"diffusion": diffusion} if diffusion else {})}
@@ -270,9 +270,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                          diffusion_power=diffusion["power"] if diffusion else 0.0, stacked=True,
                          map_transform=map_transform)
         _ = batches | "Tail" >> tail
-        embed.write_tail_report(tail, staging)
+        write_tail_report(tail, staging)
         common.run_pipeline(pipeline)
-        neighbours = embed.finish_tail(staging, approximate)
+        neighbours = finish_tail(staging, approximate)
         files.remove(work)
         rejected = _reject_rows(plan, ingest_rejects + duplicates, catalogue_rejects)
         write_table_file(pa.Table.from_pylist(rejected, schema=tables.LIBRARY_REJECTS),

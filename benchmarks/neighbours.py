@@ -52,7 +52,7 @@ def beam_run(path: Path, n: int, k: int, approximate: bool, nprobe: int | None, 
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_jobs import common
-    from beam_jobs.embed import ApproximateNeighbours, NearestNeighbours
+    from beam_jobs.embed.testing import ApproximateNeighbours, NearestNeighbours
 
     def load(chunk: int):
         vectors = np.load(path, mmap_mode="r")

@@ -14,11 +14,12 @@ callables (Keras models), so this module imports neither Beam nor TensorFlow.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
-from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
+from schemas.model_info import ModelInfo
+from schemas.vector_parts import input_parts, joined_parts
 
 Embedder = Callable[[np.ndarray], np.ndarray]
 
@@ -52,26 +53,33 @@ def part_vector(outputs: np.ndarray) -> np.ndarray:
     return unit(np.asarray(outputs, np.float64).mean(axis=0).astype(np.float32))
 
 
+def join_parts(parts: list[np.ndarray]) -> np.ndarray:
+    """Parts side by side, each of unit length, scaled to a unit vector: ``[..., sum of the parts' d]``."""
+    return np.concatenate([unit(part) for part in parts], axis=-1) / np.float32(np.sqrt(len(parts)))
+
+
 def join_halves(tile_half: np.ndarray, features_half: np.ndarray) -> np.ndarray:
     """The two halves side by side, each of unit length, scaled to a unit vector: ``[..., d_tiles + d_features]``."""
-    return np.concatenate([unit(tile_half), unit(features_half)], axis=-1) / np.float32(np.sqrt(2.0))
+    return join_parts([tile_half, features_half])
 
 
-def track_vectors(info: ModelInfo, *, tiles: np.ndarray | None = None, features: np.ndarray | None = None,
-                  genre_embedder: Embedder | None = None) -> np.ndarray:
-    """Final vectors ``[shape=(n, info.embedding_dim)]`` of n tracks from their parts' vectors (rows aligned):
-    ``tiles`` (each track's :func:`part_vector` of its tile outputs), ``features`` (the statistics embedder's
-    output), and the genre embedder where the model has a genre part."""
-    if info.parts == (TILES,):
-        return unit(tiles)
-    if info.parts == (FEATURES,):
-        return unit(features)
-    joined = join_halves(tiles, features)
-    if not info.has(GENRES):
-        return joined
-    if genre_embedder is None:
-        raise ValueError(f"model {info.model_id} has a genre part: give its genre embedder")
-    return unit(np.asarray(genre_embedder(joined)))
+def track_vectors(info: ModelInfo, *, embedders: Mapping[str, Embedder] | None = None,
+                  **parts: np.ndarray) -> np.ndarray:
+    """Final vectors ``[shape=(n, info.embedding_dim)]`` of n tracks (rows aligned) from the vectors of the model's
+    parts that take model inputs, by name (``tiles=``: each track's :func:`part_vector` of its tile outputs,
+    ``features=``: the statistics embedder's output), joined (:func:`join_parts`; one part: scaled to unit length),
+    then through the ``embedders`` of the parts that take the joined vector (``{"genres": ...}``), in order
+    (:mod:`schemas.vector_parts`)."""
+    missing = [p.name for p in input_parts(info.parts) if parts.get(p.name) is None]
+    if missing:
+        raise ValueError(f"model {info.model_id} has the part(s) {missing}: give their vectors")
+    given = [parts[p.name] for p in input_parts(info.parts)]
+    vectors = unit(given[0]) if len(given) == 1 else join_parts(given)
+    for part in joined_parts(info.parts):
+        if not embedders or part.name not in embedders:
+            raise ValueError(f"model {info.model_id} has a {part.name} part: give its embedder")
+        vectors = unit(np.asarray(embedders[part.name](vectors)))
+    return vectors
 
 
 def join_extra(vectors: np.ndarray, extra: np.ndarray, weight: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Regenerate the README's pictures of the demo catalogue (``make demo`` writes ``demo_out/``):
+"""Regenerate the docs' pictures of the demo catalogue (``make demo`` writes ``demo_out/``):
 
     python docs/screenshots.py --demo demo_out
 
@@ -6,7 +6,7 @@
   the second track;
 - ``docs/map.png``: the page ``wavelist map --journey`` writes, a journey from the first track to the farthest;
 - ``docs/mpd.txt``: ``wavelist mpd radio`` against a real MPD (null output) playing a demo song, and the queue
-  it leaves (when Debian's ``mpd`` is installed); the README's copy of it is rewritten too.
+  it leaves (when Debian's ``mpd`` is installed); docs/mpd.md's copy of it is rewritten too.
 
 PNG files are cut to a 256-colour palette, so each stays well under 300 KB.
 """
@@ -29,7 +29,7 @@ from tests.programs import PLAYER, PLAYER_STATE, READY, chromium, mpd_server, wa
 
 DOCS = ROOT / "docs"
 WIDTH = 1280
-README_MPD = "against a real MPD (`docs/mpd.txt`):\n\n```text\n"  # the README's copy of the transcript follows
+README_MPD = "against a real MPD (`docs/mpd.txt`):\n\n```text\n"  # docs/mpd.md's copy of the transcript follows
 
 
 def save_png(data: str, path: Path) -> Path:
@@ -113,12 +113,12 @@ def mpd_txt(demo: Path, tables_dir: Path, seed: int, scratch: Path) -> Path | No
                       "# MPD's queue now (mpc playlist), with each song's artist - title from the catalogue:", *queue])
     path = DOCS / "mpd.txt"
     path.write_text(text.replace(str(demo), "demo_out") + "\n")
-    readme = ROOT / "README.md"
+    readme = DOCS / "mpd.md"
     before, marker, after = readme.read_text(encoding="utf-8").partition(README_MPD)
-    if marker:  # the README shows the transcript as text: the same text
+    if marker:  # docs/mpd.md shows the transcript as text: the same text
         after = after.partition("```\n")[2]
         readme.write_text(f"{before}{marker}{path.read_text()}```\n{after}", encoding="utf-8")
-    print(f"{path}: {len(queue)} songs queued (and README.md)")
+    print(f"{path}: {len(queue)} songs queued (and docs/mpd.md)")
     return path
 
 

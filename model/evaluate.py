@@ -20,9 +20,9 @@ import numpy as np
 
 from core import vectors as recipe
 from core.neighbours import DIFFUSION_NEIGHBOURS, diffuse_exact
+from schemas import vector_parts
 from schemas.flags import FlagParser, whole
 from schemas.layout import DataFiles, ModelFiles
-from schemas.model_info import FEATURES, GENRES
 from storage import files
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,18 @@ def embed_catalogue(model_dir: str | Path, data_dir: str | Path) -> TrackVectors
     from model.train import load_embedder
 
     info = files.load_model_info(model_dir)
-    embedder = load_embedder(model_dir)
-    if info.parts == (FEATURES,):
+    inputs = {part.takes: part.name for part in vector_parts.input_parts(info.parts)}
+    embedders = {name: load_embedder(model_dir, info.embedder_file(name)) for name in info.parts}
+    joined = {part.name: (lambda x, model=embedders[part.name]: model(x, training=False))
+              for part in vector_parts.joined_parts(info.parts)}
+    if vector_parts.TILE_INPUT not in inputs:  # one vector per track, from its summary statistics
         ids, values = features.load_features(data_dir)
-        full = recipe.track_vectors(info, features=np.asarray(embedder(values, training=False)))
+        full = recipe.track_vectors(info, embedders=joined, **{
+            part.name: np.asarray(embedders[part.name](values, training=False))
+            for part in vector_parts.input_parts(info.parts)})
         empty = np.zeros((0, full.shape[1]), np.float32)
         return TrackVectors(ids, full, np.zeros(0, np.int64), empty, empty)
+    embedder = embedders[inputs[vector_parts.TILE_INPUT]]
     spec = files.load_audio_spec(data_dir, made_by="wavelist ingest")
     spec.require_same(files.load_audio_spec(model_dir, made_by="wavelist train"),
                       what=f"the tiles in {data_dir} (vs the model {model_dir})")
@@ -66,16 +72,14 @@ def embed_catalogue(model_dir: str | Path, data_dir: str | Path) -> TrackVectors
     excerpt_a = np.stack([recipe.part_vector(vectors[s:s + (e - s) // 2]) for s, e in two]) if two else tile_part[:0]
     excerpt_b = np.stack([recipe.part_vector(vectors[s + (e - s) // 2:e]) for s, e in two]) if two else tile_part[:0]
     ids = track_ids[starts]
-    features_part, genre_embedder = None, None
-    if info.has(FEATURES):
+    parts = {inputs[vector_parts.TILE_INPUT]: tile_part}
+    track_parts = [part for part in vector_parts.input_parts(info.parts) if part.takes == vector_parts.TRACK_INPUT]
+    if track_parts:
         feature_ids, values = features.load_features(data_dir)
-        halves = np.asarray(load_embedder(model_dir, ModelFiles.FEATURES_EMBEDDER)(values, training=False))
-        row_of = {int(t): i for i, t in enumerate(feature_ids)}
-        features_part = halves[[row_of[int(t)] for t in ids]]
-    if info.has(GENRES):
-        genre_model = load_embedder(model_dir, ModelFiles.GENRE_EMBEDDER)
-        genre_embedder = lambda joined: genre_model(joined, training=False)  # noqa: E731
-    full = recipe.track_vectors(info, tiles=tile_part, features=features_part, genre_embedder=genre_embedder)
+        rows = [{int(t): i for i, t in enumerate(feature_ids)}[int(t)] for t in ids]
+        for part in track_parts:
+            parts[part.name] = np.asarray(embedders[part.name](values, training=False))[rows]
+    full = recipe.track_vectors(info, embedders=joined, **parts)
     # excerpts keep the tile half only: a track's summary statistics are one row for both halves
     return TrackVectors(ids, full, track_ids[[s for s, _ in two]], excerpt_a, excerpt_b)
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -28,9 +29,10 @@ import numpy as np
 
 from core import vectors as recipe
 from core.progress import Progress
+from schemas import vector_parts
 from schemas.audio import AudioSpec
 from schemas.errors import UserError
-from schemas.flags import FlagParser, real, whole
+from schemas.flags import VERBOSE_ENV, FlagParser, real, whole
 from schemas.layout import DataFiles, ModelFiles
 from schemas.model_info import FEATURES, GENRES, TILES, ModelInfo
 from storage import files
@@ -101,7 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="cnn: train without spectrogram augmentation (gain, frequency and time masks, roll)")
     parser.add_argument("--seed", type=whole(0, 2**32 - 1), default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
-    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
+    parser.add_argument("--verbose", type=int, default=2 if os.environ.get(VERBOSE_ENV) else 0, choices=(0, 1, 2),
+                        help="Keras' own progress output (default 0: the trainer's one line per epoch; "
+                             "wavelist -v: 2)")
     args = parser.parse_args(argv)
     if args.epochs is None and args.model != "contrastive":  # contrastive: from the catalogue's size, when known
         args.epochs = DEFAULT_EPOCHS[args.model]
@@ -118,14 +122,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @dataclass
 class Trained:
-    """What a trainer hands to the export: the embedding model, its input kind and its metrics."""
+    """What a trainer hands to the export: the Keras model of each vector part (:mod:`schemas.vector_parts`), in the
+    parts' order, and its metrics."""
 
-    embedder: Any
-    input_kind: str  # "tiles", "features", "tiles+features" or "tiles+features+genres"
+    models: dict[str, Any]  # e.g. {"tiles": tiles -> vector, "features": summary statistics -> the other half}
     metrics: dict[str, Any]
-    features_embedder: Any = None  # for "tiles+features": summary statistics -> the vector's other half
-    genre_embedder: Any = None  # for "+genres": joined halves -> the final vector with its genre part
-    genres: list[str] | None = None
+    genres: list[str] | None = None  # the genre part's genres, in order
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.models)
+
+    @property
+    def embedder(self) -> Any:
+        """The first part's model (``embedder.keras``)."""
+        return next(iter(self.models.values()))
 
 
 def track_level_predictions(probabilities: np.ndarray, labels: np.ndarray, track_ids: np.ndarray):
@@ -186,14 +197,17 @@ def _callbacks(staging: Path, monitor: str, patience: int, budget_minutes: float
                 self.model.stop_training = True
 
     class EpochProgress(keras.callbacks.Callback):
-        """``train: 3 of 20 epochs, ..., about 12 min left`` after each epoch."""
+        """``train: 3 of 20 epochs, ..., about 12 min left`` after an epoch, at most every 10 s (and after the
+        last), as the jobs' workers report."""
 
         def on_train_begin(self, logs=None):
-            self._start = time.monotonic()
+            self._start = self._last = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
-            log.info(progress_line("train", epoch + 1, self.params.get("epochs"), time.monotonic() - self._start,
-                                   "epochs"))
+            now, epochs = time.monotonic(), self.params.get("epochs")
+            if now - self._last >= 10.0 or epoch + 1 == epochs:
+                self._last = now
+                log.info(progress_line("train", epoch + 1, epochs, now - self._start, "epochs"))
 
     return [
         EpochProgress(),
@@ -269,7 +283,7 @@ def train_cnn(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> Train
     files.write_text(staging / ModelFiles.GENRES, json.dumps(genres, indent=2) + "\n")
     raw = cnn.embedding_outputs(classifier)
     centre = mean_embedding(raw, (m for m, _, _ in plain_train))
-    return Trained(cnn.embedder_of(classifier, centre), "tiles", metrics)
+    return Trained({TILES: cnn.embedder_of(classifier, centre)}, metrics)
 
 
 @dataclass
@@ -379,13 +393,12 @@ def train_contrastive(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
                "tiles": tiles.count, "tiles_read_from_shards": tiles.streamed,
                "whitened_dims": int(embedder.output.shape[-1])}
     if args.no_features:
-        return Trained(embedder, "tiles", metrics)
+        return Trained({TILES: embedder}, metrics)
     features_embedder = features.whitened_features_embedder(values, WHITENED_DIMS)
     metrics = {**metrics, "features": "summary statistics, whitened"}
     if args.no_genres:
-        return Trained(embedder, "tiles+features", {**metrics, "genre_part": "off (--no-genres)"},
-                       features_embedder=features_embedder)
-    return with_genre_part(Trained(embedder, "tiles+features", metrics, features_embedder=features_embedder),
+        return Trained({TILES: embedder, FEATURES: features_embedder}, {**metrics, "genre_part": "off (--no-genres)"})
+    return with_genre_part(Trained({TILES: embedder, FEATURES: features_embedder}, metrics),
                            args.data, whitened_outputs(embedder, unit_vectors), tile_track_ids, feature_ids,
                            predict_in_chunks(features_embedder, values), args.min_genre_tracks, args.genre_weight)
 
@@ -435,8 +448,7 @@ def with_genre_part(trained: Trained, data_dir: str, tile_vectors: np.ndarray, t
              "(cross-validated), so %.2f of the cosine", len(tile_labels), len(track_ids), len(genres), worth, weight)
     metrics = {**trained.metrics, "genre_part": {**counts, "weight": weight,
                                                  "training_accuracy": float(np.mean(predicted == y))}}
-    return replace(trained, input_kind="+".join((TILES, FEATURES, GENRES)), metrics=metrics, genre_embedder=embedder,
-                   genres=genres)
+    return replace(trained, models={**trained.models, GENRES: embedder}, metrics=metrics, genres=genres)
 
 
 def predict_in_chunks(model, tiles: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -482,7 +494,7 @@ def train_autoencoder(args: argparse.Namespace, spec: AudioSpec, staging: Path) 
     mean, kernel = features.pca_components(latents)
     history = model.history.history["loss"]
     metrics = {"epochs_run": len(history), "final_reconstruction_mse": float(history[-1])}
-    return Trained(autoencoder.tile_embedder(spec, encoder, mean, kernel), "tiles", metrics)
+    return Trained({TILES: autoencoder.tile_embedder(spec, encoder, mean, kernel)}, metrics)
 
 
 def _all_tracks(data_dir: str) -> dict[int, int]:
@@ -499,7 +511,7 @@ def train_features(args: argparse.Namespace, spec: AudioSpec, staging: Path) -> 
     track_ids, values = features.load_features(args.data)
     if len(track_ids) < 2:
         raise UserError(f"{args.data}: the features baseline needs at least two tracks")
-    return Trained(features.features_embedder(values), "features", {"tracks": int(len(track_ids))})
+    return Trained({FEATURES: features.features_embedder(values)}, {"tracks": int(len(track_ids))})
 
 
 TRAINERS: dict[str, Callable[[argparse.Namespace, AudioSpec, Path], Trained]] = {
@@ -526,12 +538,12 @@ def load_embedder(model_dir: str | Path, file: str = ModelFiles.EMBEDDER):
     return keras.saving.load_model(path, compile=False)
 
 
-def vector_parts(trained: Trained) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """The parts of the vectors the embed job makes with this model, and the length of each."""
-    parts = tuple(trained.input_kind.split("+"))
-    width = {TILES: trained.embedder, FEATURES: trained.features_embedder or trained.embedder}
-    dims = tuple(len(trained.genres or []) if part == GENRES else int(width[part].output.shape[-1]) for part in parts)
-    return parts, dims
+def part_dims(trained: Trained) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The parts of the vectors the embed job makes with this model, and the length of each (a part declared
+    without one, :mod:`schemas.vector_parts`: one per genre)."""
+    dims = tuple(len(trained.genres or []) if vector_parts.part(name).dim is None
+                 else int(model.output.shape[-1]) for name, model in trained.models.items())
+    return trained.parts, dims
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
@@ -552,18 +564,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 files.written_locally(staging_name) as local:
             staging = Path(local)
             trained = TRAINERS[args.model](args, spec, staging)
-            trained.embedder.save(staging / ModelFiles.EMBEDDER)
-            if trained.features_embedder is not None:
-                trained.features_embedder.save(staging / ModelFiles.FEATURES_EMBEDDER)
-            if trained.genre_embedder is not None:
-                trained.genre_embedder.save(staging / ModelFiles.GENRE_EMBEDDER)
+            for name, model in trained.models.items():
+                model.save(staging / vector_parts.embedder_file(trained.parts, name))
             files.save_audio_spec(staging, spec)
             metrics = {"kind": args.model, **trained.metrics}
             files.write_text(staging / ModelFiles.METRICS, json.dumps(metrics, indent=2) + "\n")
             # every embedder counts: the same tile model with and without a genre part makes other vectors
-            digest = files_digest([staging / f
-                                   for f in (ModelFiles.EMBEDDER, ModelFiles.FEATURES_EMBEDDER, ModelFiles.GENRE_EMBEDDER)])
-            parts, dims = vector_parts(trained)
+            digest = files_digest([staging / f for f in vector_parts.embedder_files()])
+            parts, dims = part_dims(trained)
             info = ModelInfo(model_id=f"{args.model}-{digest}", kind=args.model, parts=parts, part_dims=dims,
                              genres=trained.genres,
                              versions={"tensorflow": tf.__version__, "keras": keras.__version__})

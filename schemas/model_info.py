@@ -5,15 +5,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from schemas import vector_parts
 from schemas.errors import UserError
 from schemas.layout import ModelFiles
-
-# The parts a track vector can have, in the order they are joined (see core.vectors):
-TILES = "tiles"  # the mean of the track's tile vectors (the learned encoder)
-FEATURES = "features"  # the track's summary statistics through the statistics embedder
-GENRES = "genres"  # square roots of the genre probabilities the joined halves predict
-PARTS = (TILES, FEATURES, GENRES)
-PART_DIM = 64  # the length of a learned part (tiles or features); the genre part has one per genre
+# The parts a track vector can have, declared once in schemas.vector_parts (the names stay importable from here):
+from schemas.vector_parts import FEATURES, GENRES, PART_DIM, PARTS, TILES  # noqa: F401
 
 
 class ModelInfoError(UserError):
@@ -26,7 +22,7 @@ class ModelInfo:
 
     model_id: str  # "<kind>-<digest of every embedder file>"
     kind: str  # cnn, contrastive, autoencoder or features
-    parts: tuple[str, ...]  # e.g. ("tiles", "features", "genres"), in PARTS order
+    parts: tuple[str, ...]  # e.g. ("tiles", "features", "genres"), in PARTS order (schemas.vector_parts)
     part_dims: tuple[int, ...]  # the length of each part
     genres: list[str] | None = None  # the genre part's genres, in order
     versions: dict[str, str] = field(default_factory=dict)  # tensorflow, keras
@@ -37,8 +33,11 @@ class ModelInfo:
             raise ModelInfoError(f"vector parts {list(self.parts)} are not an ordered selection of {list(PARTS)}")
         if len(self.part_dims) != len(self.parts):
             raise ModelInfoError(f"{len(self.parts)} vector parts but {len(self.part_dims)} part lengths")
-        if GENRES in self.parts and self.part_dims[self.parts.index(GENRES)] != len(self.genres or []):
-            raise ModelInfoError("the genre part needs one dimension per genre")
+        if not vector_parts.input_parts(self.parts):
+            raise ModelInfoError(f"vector parts {list(self.parts)}: none takes the model's inputs")
+        for name, dim in zip(self.parts, self.part_dims):
+            if vector_parts.part(name).dim is None and dim != len(self.genres or []):
+                raise ModelInfoError(f"the {name} part needs one dimension per genre")
 
     @property
     def embedding_dim(self) -> int:
@@ -53,6 +52,10 @@ class ModelInfo:
     def has(self, part: str) -> bool:
         return part in self.parts
 
+    def embedder_file(self, part: str) -> str:
+        """The file in MODEL of the embedder that makes ``part`` (:func:`schemas.vector_parts.embedder_file`)."""
+        return vector_parts.embedder_file(self.parts, part)
+
     def to_json(self) -> str:
         record = asdict(self)
         record.update(parts=list(self.parts), part_dims=list(self.part_dims), input=self.input,
@@ -66,7 +69,8 @@ class ModelInfo:
         try:
             parts = tuple(record.get("parts") or record.get("input", TILES).split("+"))
             genres = record.get("genres")
-            dims = record.get("part_dims") or [len(genres or []) if p == GENRES else PART_DIM for p in parts]
+            dims = record.get("part_dims") or [len(genres or []) if vector_parts.part(p).dim is None
+                                               else vector_parts.part(p).dim for p in parts]
             return cls(model_id=str(record["model_id"]), kind=str(record["kind"]), parts=parts,
                        part_dims=tuple(int(d) for d in dims), genres=genres,
                        versions=dict(record.get("versions") or {k: record[k] for k in ("tensorflow", "keras")

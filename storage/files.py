@@ -28,6 +28,7 @@ from storage.parquet import (SHARD_SUFFIX, UnreadableTable, parquet_num_rows, pa
 from storage.paths import (_match, _remote, exists, file_stat, is_folder, is_remote, join, listing,  # noqa: F401
                            open_binary, open_bytes, open_text, read_bytes, read_json, remove, write_bytes, write_lines,
                            write_text)
+from storage.paths import absolute, delete_file, match_files, read_records  # noqa: F401 (the Beam jobs' files)
 
 if TYPE_CHECKING:
     from schemas.audio import AudioSpec

@@ -12,7 +12,7 @@ import os
 import posixpath
 import shutil
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 from schemas.errors import UserError
 
@@ -152,3 +152,60 @@ def remove(folder: str | Path) -> None:
         _remote(folder).delete([str(folder).rstrip("/") + "/"])
     else:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- The Beam jobs' own files (issue 33a): the paths they hand to workers, patterns, single files, TFRecords ----
+
+def absolute(path: str | Path) -> str:
+    """``path`` as a worker in another folder must see it: a remote path as it is, a local one absolute (links
+    resolved)."""
+    return str(path) if is_remote(path) else str(Path(path).resolve())
+
+
+def match_files(pattern: str) -> list[str]:
+    """The files that the glob ``pattern`` matches, sorted, local or remote, by Beam's rules (``**`` crosses
+    folders); imports Beam."""
+    return sorted(m.path for m in _remote(pattern).match([str(pattern)])[0].metadata_list)
+
+
+def delete_file(path: str | Path) -> bool:
+    """Delete the file ``path`` if it exists (local or remote); whether it did."""
+    if not exists(path):
+        return False
+    if is_remote(path):
+        _remote(path).delete([str(path)])
+    else:
+        os.remove(path)
+    return True
+
+
+def _masked_crc32c(data: bytes) -> int:
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def read_records(path: str | Path, compression: str = "uncompressed") -> Iterator[bytes]:
+    """The records of the TFRecord file ``path`` (``compression``: ``uncompressed`` or ``gzip``), each length and
+    payload checked against its CRC; a cut or damaged file raises ``ValueError`` (or the decompressor's error)."""
+    import gzip
+    import struct
+
+    if is_remote(path):
+        handle = _remote(path).open(str(path), compression_type=compression)
+    else:
+        handle = gzip.open(path, "rb") if compression == "gzip" else open(path, "rb")
+    with handle:
+        while header := handle.read(12):
+            if len(header) < 12:
+                raise ValueError(f"a record header cut after {len(header)} of 12 bytes")
+            length, length_crc = struct.unpack("<QI", header)
+            if _masked_crc32c(header[:8]) != length_crc:
+                raise ValueError("a record length fails its CRC")
+            body = handle.read(length + 4)
+            if len(body) < length + 4:
+                raise ValueError(f"a record cut after {len(body)} of {length + 4} bytes")
+            if _masked_crc32c(body[:length]) != struct.unpack("<I", body[length:])[0]:
+                raise ValueError("a record fails its CRC")
+            yield body[:length]

@@ -1,5 +1,5 @@
-"""The README's DuckDB queries over TABLES, run as they are written there (the README's ```sql block is the one
-copy of them), on synthetic tables, against the playlist code's answers."""
+"""The DuckDB queries over TABLES in docs/serve.md (once the README's), run as they are written there (its
+```sql block is the one copy of them), on synthetic tables, against the playlist code's answers."""
 from __future__ import annotations
 
 import re
@@ -11,13 +11,13 @@ import pytest
 
 pytestmark = pytest.mark.unit  # pure code: no pipeline, no training
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "serve.md"  # the page that holds the queries
 
 
 def readme_sql() -> tuple[list[str], list[str]]:
-    """``(set statements, queries)`` of the README's only ```sql block."""
+    """``(set statements, queries)`` of docs/serve.md's only ```sql block."""
     blocks = re.findall(r"```sql\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
-    assert len(blocks) == 1, "the README should hold one ```sql block"
+    assert len(blocks) == 1, "docs/serve.md should hold one ```sql block"
     text = "\n".join(line for line in blocks[0].splitlines() if not line.strip().startswith("--"))
     statements = [s.strip() for s in text.split(";") if s.strip()]
     return [s for s in statements if s.upper().startswith("SET ")], [s for s in statements if not s.upper().startswith("SET ")]

@@ -643,7 +643,7 @@ def test_a_history_with_nothing_usable_is_one_line_naming_the_line(accented_tabl
 
 def test_a_large_history_is_read_in_bounded_memory(accented_tables, tmp_path):
     """8 MB of listens are read one line at a time: the reader's peak allocation stays far below the file's size
-    (a 50 MB file peaked at 1.26 GB when it was read whole; see the README)."""
+    (a 50 MB file peaked at 1.26 GB when it was read whole; see docs/bad-input.md)."""
     import tracemalloc
 
     from playlists import load_tables

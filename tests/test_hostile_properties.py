@@ -285,7 +285,7 @@ VECTOR_VALUES = st.floats(allow_nan=True, allow_infinity=True, width=32)
        vectors=st.lists(st.none() | st.lists(st.none() | VECTOR_VALUES, max_size=4), min_size=6, max_size=6),
        junk=st.none() | st.binary(max_size=200))
 def test_any_extra_vectors_file_is_checked_before_the_job_or_one_line(tmp_path, ids, vectors, junk):
-    from beam_jobs.embed import check_extra_vectors
+    from beam_jobs.embed.extra_vectors import check_extra_vectors
 
     path = tmp_path / "extra.parquet"
     if junk is not None:

@@ -81,7 +81,7 @@ def trainer_vectors(model_dir, data_dir) -> dict[int, np.ndarray]:
     row_of = {int(t): i for i, t in enumerate(feature_ids)}
     genre = train.load_embedder(model_dir, ModelFiles.GENRE_EMBEDDER)
     vectors = recipe.track_vectors(info, tiles=tile_part, features=features_half[[row_of[int(t)] for t in ids]],
-                                   genre_embedder=genre.predict_on_batch)
+                                   embedders={"genres": genre.predict_on_batch})
     return dict(zip(ids.tolist(), vectors))
 
 

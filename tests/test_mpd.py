@@ -2,6 +2,7 @@
 music directory and a null audio output, and stopped after. Skipped where mpd is not installed."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,20 @@ def test_journey_from_a_given_seed_queues_and_plays(tables_dir, mpd_port, client
     assert queue(client) == [f"{e.track_id}.wav" for e in steps]
     assert queue(client)[0] == "1000.wav" and queue(client)[-1] == "1110.wav"
     assert client.status()["state"] == "play"
+
+
+def test_the_command_prints_its_answer_and_no_library_lines(tables_dir, mpd_port, client):
+    """As a user runs it (the seed and its radio of 3): the answer on stdout, nothing on stderr (no python-mpd2 "Calling MPD connect(...)" or
+    "disconnect()" lines); with -v the library's lines too."""
+    command = [sys.executable, "-m", "wavelist.cli", "mpd", "radio", "--tables", str(tables_dir), "--music-dir",
+               str(tables_dir / "audio"), "--host", "127.0.0.1", "--port", str(mpd_port), "--seed", "1030", "-n", "3"]
+    env = {k: v for k, v in os.environ.items() if k != "WAVELIST_VERBOSE"}
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    assert quiet.returncode == 0 and quiet.stdout == f"queued 4 tracks in MPD at 127.0.0.1:{mpd_port}\n", quiet
+    assert quiet.stderr == ""
+    verbose = subprocess.run(command[:3] + ["-v"] + command[3:], capture_output=True, text=True, env=env,
+                             cwd=Path(__file__).resolve().parents[1])
+    assert "Calling MPD connect(" in verbose.stderr, verbose.stderr
 
 
 def test_keep_going_tops_up_the_queue_never_twice(tables_dir, mpd_port, client):

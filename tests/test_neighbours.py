@@ -156,7 +156,7 @@ def test_stacked_lists_unstack_to_the_same_lists():
 def test_neighbour_table_from_padded_blocks_is_sorted_and_ranked(tmp_path):
     import pyarrow.parquet as pq
 
-    from beam_jobs.embed import write_neighbour_table
+    from tests.records import write_neighbour_table
     from schemas import tables
 
     blocks = [(np.array([30, 10]), np.array([[10, -1], [30, 20]]), np.array([[0.5, -np.inf], [0.5, 0.4]], np.float32)),

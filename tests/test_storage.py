@@ -1,5 +1,6 @@
 """storage.files on local paths: the one Parquet reader and AudioSpec loader, their errors, and no Beam import.
 (The same calls on gs:// run against a GCS emulator in tests/test_gcs.py.)"""
+import gzip
 import json
 import subprocess
 import sys
@@ -66,6 +67,28 @@ def test_audio_spec_with_an_unknown_parameter_names_its_file(tmp_path):
     (tmp_path / "audio_spec.json").write_text(json.dumps({"n_mels": 64, "bogus": 1}))
     with pytest.raises(UserError, match=f"{tmp_path}/audio_spec.json: unknown audio parameters .'bogus'.; rerun"):
         files.load_audio_spec(tmp_path)
+
+
+@pytest.mark.parametrize("compression", ["uncompressed", "gzip"])
+def test_tfrecords_written_by_beam_read_back_checked(tmp_path, compression):
+    """files.read_records reads what Beam's TFRecord sink writes, and refuses a flipped byte or a cut record."""
+    import apache_beam as beam
+
+    records = [b"one", b"", bytes(range(256)) * 4]
+    path = tmp_path / "r.tfrecord"
+    with beam.Pipeline() as pipeline:
+        _ = (pipeline | beam.Create(records) | beam.io.WriteToTFRecord(
+            str(path), compression_type=compression, shard_name_template="", num_shards=1))
+    assert sorted(files.read_records(str(path), compression)) == sorted(records)
+    raw = bytearray(gzip.decompress(path.read_bytes()) if compression == "gzip" else path.read_bytes())
+    raw[-10] ^= 1  # inside the last payload
+    flipped, cut = tmp_path / "flipped", tmp_path / "cut"
+    flipped.write_bytes(bytes(raw))
+    cut.write_bytes(bytes(raw[:-700]))
+    with pytest.raises(ValueError, match="fails its CRC"):
+        list(files.read_records(str(flipped)))
+    with pytest.raises(ValueError, match="cut"):
+        list(files.read_records(str(cut)))
 
 
 def test_a_scheme_no_filesystem_reads_is_one_line_naming_the_path(tmp_path, capsys):

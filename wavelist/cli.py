@@ -37,18 +37,31 @@ class TerminalFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+# wavelist's own loggers (each module logs under its package's name); every other logger is a library's
+OWN_LOGGERS = ("wavelist", "schemas", "storage", "core", "beam_jobs", "model", "playlists")
+# libraries that set a level of their own, or log where Python's logging never sees it, are named as well
+NOISY_LIBRARIES = ("apache_beam", "absl", "tensorflow", "h5py", "numba", "httpx", "mpd")  # mpd: python-mpd2
+
+
 def _quiet_libraries(verbose: bool = False) -> None:
-    """Our progress lines at INFO; the libraries' chatter that says nothing to a user, off (``-v``: on)."""
+    """Our progress lines at INFO; every library's at WARNING, so their chatter says nothing to a user (``-v``:
+    theirs at INFO too). Once for every command: a library not named here is quiet as well."""
     import warnings
 
     handler = logging.StreamHandler()
     handler.setFormatter(TerminalFormatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    for own in OWN_LOGGERS:
+        logging.getLogger(own).setLevel(logging.INFO)
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
+        logging.getLogger().setLevel(logging.INFO)
+        for noisy in NOISY_LIBRARIES:
+            logging.getLogger(noisy).setLevel(logging.NOTSET)
         return
+    logging.getLogger().setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "numba", "httpx", "mpd"):  # mpd: python-mpd2
+    for noisy in NOISY_LIBRARIES:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Beam's local workers warn that no semi-persistent directory exists; it matters only on Dataflow
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)

@@ -26,13 +26,35 @@ def _catalogue(out: Path, args: argparse.Namespace) -> Path:
     return folder
 
 
+def playlists_text(tables, seed: int, trip: list) -> str:
+    """The demo's radio of ``seed`` and its journey ``trip`` as ``wavelist radio`` / ``journey`` print them (the
+    same column names), with the journey's smoothness."""
+    from playlists import radio, smoothness
+    from playlists.output import SCORE_NAMES, render
+
+    def genre(track_id: int) -> str | None:
+        return tables.track(track_id).get("genre")
+
+    end = trip[-1].track_id
+    return "\n".join([
+        f"\nRadio for track {seed} ({genre(seed)}):",
+        render(tables, radio(tables, seed, 10), "table", SCORE_NAMES["radio"]),
+        f"\nJourney from {seed} ({genre(seed)}) to {end} ({genre(end)}):",
+        render(tables, trip, "table", SCORE_NAMES["journey"]),
+        "smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in smoothness(tables, trip).items())])
+
+
 def run_demo(args: argparse.Namespace) -> dict:
     """Catalogue -> ingest -> train -> embed -> map, then print a radio and a journey."""
-    from beam_jobs import embed, ingest
-    from model import train
-    from playlists import journey, load_tables, radio, smoothness
+    from beam_jobs.common import quiet_native_stderr
+    from playlists import journey, load_tables
     from playlists.mapview import write_map
-    from playlists.output import render
+
+    with quiet_native_stderr():  # TensorFlow's notices, printed on import before any log level applies
+        import keras  # noqa: F401  (imported here, quietly, rather than later by the trainer)
+
+        from beam_jobs import embed, ingest
+        from model import train
     from playlists.radio import radio_genre_agreement
 
     out = Path(args.out).resolve()
@@ -65,11 +87,6 @@ def run_demo(args: argparse.Namespace) -> dict:
           f"on {metrics['test'].get('tracks', 0)} tracks")
     print(f"  radio style agreement: {agreement:.3f} of the 10 nearest tracks share the seed's style "
           f"(chance about {1 / max(1, len({t.get('genre') for t in tables.tracks.values()})):.3f})")
-    print(f"\nRadio for track {seed} ({tables.track(seed).get('genre')}):")
-    print(render(tables, radio(tables, seed, 10), "table"))
-    print(f"\nJourney from {seed} ({tables.track(seed).get('genre')}) to {far_end} "
-          f"({tables.track(far_end).get('genre')}):")
-    print(render(tables, trip, "table"))
-    print("smoothness: " + ", ".join(f"{k} {v:.3f}" for k, v in smoothness(tables, trip).items()))
+    print(playlists_text(tables, seed, trip))
     print(f"\nTry: wavelist radio --tables {tables_dir} --seed {seed} -n 20")
     return {"agreement": agreement, "metrics": metrics, "elapsed_s": elapsed}

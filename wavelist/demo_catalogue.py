@@ -7,6 +7,7 @@ Written as MP3 with an FMA ``tracks.csv``, so the demo goes through the same rea
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -273,7 +274,10 @@ def generate(
                         "track_id": track_id,
                     }
                 )
-    for track_id, style, voice, track_seed in tqdm(jobs, desc="demo catalogue", unit="clip", disable=not progress):
+    # one bar that redraws itself on a terminal; in a log (CI, a file), a state every 10 s, as the jobs report
+    every_s = 0.1 if sys.stderr.isatty() else 10.0
+    for track_id, style, voice, track_seed in tqdm(jobs, desc="demo catalogue", unit="clip", disable=not progress,
+                                                   mininterval=every_s):
         path = Path(fma_audio_path(str(audio_dir), track_id))
         path.parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(path, render_track(style, voice, track_seed, seconds), SAMPLE_RATE, format="MP3")

@@ -1,0 +1,122 @@
+"""Stage 6, the map: a 3-D t-SNE of a sample, every other track placed beside its nearest sampled tracks
+(:class:`MapCoordinates`); ``wavelist add`` and ``update`` place new tracks beside their nearest old ones
+(:class:`PlaceNewTracks`)."""
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from beam_jobs import common
+from beam_jobs.embed.batches import VECTOR_BATCH, KeepBest, MergeTopK, stack_new
+from beam_jobs.embed.exact_neighbours import new_among_old
+from core.neighbours import MAP_NEIGHBOURS, MAP_SAMPLE, nearest_rows, smallest_by_rank, tsne_coordinates
+
+
+def map_table(ids: np.ndarray, coords: np.ndarray):
+    """Map rows ``track_id, x, y, z`` for ``ids`` and their ``[n, 3]`` coordinates, sorted by id."""
+    import pyarrow as pa
+
+    order = np.argsort(ids, kind="stable")
+    coords = np.asarray(coords, np.float32)[order]
+    return pa.table({"track_id": pa.array(np.asarray(ids, np.int64)[order]), "x": coords[:, 0],
+                     "y": coords[:, 1], "z": coords[:, 2]})
+
+
+class MapSample(KeepBest):
+    """``(ids, vectors)`` batches -> the ``sample`` tracks of smallest :func:`~core.neighbours.sample_rank`,
+    as ``(ids, vectors)`` sorted by id; no accumulator holds more than ``sample`` tracks plus one batch."""
+
+    empty = (np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+    merge = staticmethod(smallest_by_rank)
+
+
+def embed_sample(sample: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The t-SNE sample ``(ids, vectors)`` -> ``(ids, vectors, coordinates)``."""
+    ids, vectors = sample
+    Metrics.counter(common.METRICS_NAMESPACE, "map_tracks_tsne").inc(len(ids))
+    return ids, vectors, tsne_coordinates(vectors)
+
+
+def nearest_sampled(batch: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray]):
+    """The tracks of ``batch`` outside the t-SNE ``sample`` -> ``(ids, rows of their 5 nearest sampled tracks)``;
+    needs only the sample's vectors, so it runs while the t-SNE does."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one worker per core already
+    ids, vectors = batch
+    sample_ids, sample_vectors = sample
+    outside = ~np.isin(ids, sample_ids)
+    if outside.any():
+        Metrics.counter(common.METRICS_NAMESPACE, "map_tracks_placed").inc(int(outside.sum()))
+        yield ids[outside], nearest_rows(vectors[outside], sample_vectors)
+
+
+def place_batch(nearest: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray, np.ndarray]):
+    """``(ids, nearest sampled rows)`` -> their map rows, at the mean position of those sampled tracks."""
+    ids, rows = nearest
+    return map_table(ids, sample[2][rows].mean(axis=1))
+
+
+class MapCoordinates(beam.PTransform):
+    """``(ids, vectors)`` batches -> map tables: 3-D t-SNE of a sample of ``sample`` tracks chosen by a hash of
+    the id (the only step on one worker, bounded by ``sample``), every other track placed in parallel, batch
+    by batch, at the mean position of its 5 nearest sampled tracks (found while the t-SNE runs);
+    :func:`~core.neighbours.map_coordinates` computes the same in one process."""
+
+    def __init__(self, sample: int = MAP_SAMPLE):
+        super().__init__()
+        self._sample = sample
+
+    def expand(self, batches):
+        sample = batches | "Sample" >> beam.CombineGlobally(MapSample(self._sample))
+        embedded = sample | "TSNE" >> beam.Map(embed_sample)
+        sampled = embedded | "SampleRows" >> beam.MapTuple(lambda ids, _, coords: map_table(ids, coords))
+        placed = (batches | "Nearest" >> beam.FlatMap(nearest_sampled, beam.pvalue.AsSingleton(sample))
+                  | "Place" >> beam.Map(place_batch, beam.pvalue.AsSingleton(embedded)))
+        return (sampled, placed) | "MapRows" >> beam.Flatten()
+
+
+def placed_rows(new_track: int, nearest: tuple[np.ndarray, np.ndarray], old_coords: dict[int, tuple] | None = None):
+    """Map coordinates of a new track: the mean position of its nearest old tracks."""
+    x, y, z = np.mean([old_coords[int(n)] for n in nearest[0]], axis=0)
+    return new_track, (float(x), float(y), float(z))
+
+
+def coords_of(table, wanted: list[int]):
+    """The ``(track_id, (x, y, z))`` of the map rows of ``table`` whose track is in ``wanted``."""
+    import pyarrow as pa
+
+    kept = table.filter(pa.array(np.isin(table["track_id"].to_numpy(), np.asarray(wanted, np.int64))))
+    for row in kept.to_pylist():
+        yield row["track_id"], (row["x"], row["y"], row["z"])
+
+
+class PlaceNewTracks(beam.PTransform):
+    """``(new, old, old_map)`` -> map tables of the new tracks, each at the mean position of its
+    :data:`~core.neighbours.MAP_NEIGHBOURS` nearest old tracks (t-SNE is not run again). ``new`` and ``old``
+    are ``(ids, vectors)`` batches, ``old_map`` the old tracks' ``map3d.parquet`` tables."""
+
+    def expand(self, inputs):
+        new, old, old_map = inputs
+        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()
+                                             | "NewMatrix" >> beam.Map(stack_new))
+        nearest = (old | "NewAmongOld" >> beam.FlatMap(new_among_old, new_matrix, MAP_NEIGHBOURS)
+                   | "NearestOld" >> beam.CombinePerKey(MergeTopK(MAP_NEIGHBOURS)))
+        wanted = beam.pvalue.AsSingleton(nearest | "WantedIds" >> beam.FlatMap(lambda pair: pair[1][0].tolist())
+                                         | "Wanted" >> beam.combiners.ToList())
+        old_coords = beam.pvalue.AsDict(old_map | "WantedCoords" >> beam.FlatMap(coords_of, wanted))
+        return (nearest | "Place" >> beam.MapTuple(placed_rows, old_coords)
+                | "PlacedBatches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
+                | "PlacedTable" >> beam.Map(lambda rows: map_table(np.array([t for t, _ in rows], np.int64),
+                                                                   np.array([c for _, c in rows], np.float32))))
+
+
+class ExtendMap(beam.PTransform):
+    """``(new, old, old_map)`` -> the map: ``old_map``'s tables as they are, and each new track beside its nearest
+    old ones (:class:`PlaceNewTracks`)."""
+
+    def expand(self, inputs):
+        _, _, old_map = inputs
+        placed = inputs | "PlaceNew" >> PlaceNewTracks()
+        return (old_map, placed) | "AllMap" >> beam.Flatten()
