@@ -7,11 +7,12 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from core.neighbours import IVF_TRAINING_PER_LIST
+
 # Catalogues larger than this take a journey's candidates from the index; smaller ones scan every track, exactly
 # and without building an index: at 100,000 tracks a journey cost 6.8 ms of CPU either way, at 1,000,000 83 ms by
 # the scan and 11 ms by the index (benchmarks/RESULTS.md, issue 34).
 INDEX_ABOVE = 200_000
-TRAINING_PER_LIST = 64  # sampled vectors per list that k-means trains on
 NPROBE = 32  # lists searched per point (benchmarks/RESULTS.md, issue 34)
 
 
@@ -45,7 +46,7 @@ class VectorIndex:
         index.cp.niter = 10
         index.cp.seed = seed
         index.cp.min_points_per_centroid = 1  # a small catalogue has few tracks per list: no warning about it
-        sample = np.random.default_rng(seed).choice(n, min(n, TRAINING_PER_LIST * self.lists), replace=False)
+        sample = np.random.default_rng(seed).choice(n, min(n, IVF_TRAINING_PER_LIST * self.lists), replace=False)
         index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
         index.add(vectors)
         self._index = index
