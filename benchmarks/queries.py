@@ -2,15 +2,19 @@
 
     python -m benchmarks.queries [--sizes 8000 1000000] [--radios 2000] [--journeys 100] [--baseline-journeys 10]
     python -m benchmarks.queries --quality TABLES      # style figures of the playlist kinds on real tables
+    python -m benchmarks.queries --smoothness TABLES... [--journeys 100]   # journeys: full scan vs index
 
 For each size, synthetic tables (``playlists.synthetic``: 64-d clustered unit vectors, 50 neighbours per track
 by faiss, exact up to 50,000 tracks, IVF above) are written once under ``--cache``, loaded with
 ``load_tables`` and queried from random seeds. Reported: p50 and p99 latency of
 - radio (20 tracks) from the neighbour arrays loaded once, against the two ways it was done before: reading the
   seed's rows of neighbours.parquet with a filter per call, and ranking the whole catalogue (brute force);
-- journey (20 tracks; one matrix product over the catalogue, then a least-energy path over 400 candidates),
-  against the original study's method: for each of 18 evenly spaced points on the line A -> B, one scan of
-  the catalogue for the nearest unused track (one Python loop iteration per step).
+- journey (20 tracks; a least-energy path over 400 candidates) with its candidates from a full scan of the
+  catalogue (one matrix product; wavelist's way up to ``playlists.vector_index.INDEX_ABOVE`` tracks) and from
+  the approximate index plus the stored neighbours (wavelist's way above; issue 34): wall and CPU time per journey,
+  the index's build time and size, and the smoothness of both on the same pairs; against the original study's
+  method: for each of 18 evenly spaced points on the line A -> B, one scan of the catalogue for the nearest
+  unused track (one Python loop iteration per step).
 Every query runs with one BLAS thread (as ``playlists`` does: a second thread slows small and memory-bound
 products on a busy machine). All figures of a size come from the same run; the first query of each kind is a warm-up and is not counted.
 """
@@ -36,6 +40,65 @@ def latencies(query: Callable[[int], object], count: int) -> np.ndarray:
     return np.array(times)
 
 
+def timed(query: Callable[[int], object], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wall and CPU seconds (this process's) per call of ``query(i)``, after one warm-up call."""
+    query(-1)
+    wall, cpu = [], []
+    for i in range(count):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        query(i)
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    return np.array(wall), np.array(cpu)
+
+
+def compare_journeys(tables, pairs: np.ndarray, n: int = 20) -> dict[str, list]:
+    """Journeys between ``pairs`` (rows of two ids; the first is a warm-up) with the candidates of a full scan and
+    of the index (``playlists.vector_index.INDEX_ABOVE`` set for each); prints the time and smoothness of both
+    and returns the entries."""
+    import psutil
+
+    from playlists import journey, smoothness, vector_index
+
+    default = vector_index.INDEX_ABOVE
+    process = psutil.Process()
+    rss, started, cpu_started = process.memory_info().rss, time.perf_counter(), time.process_time()
+    index = tables.vector_index
+    print(f"  vector index: {index.lists} lists, built in {time.perf_counter() - started:.1f} s "
+          f"({time.process_time() - cpu_started:.1f} s CPU), {index.nbytes / 1e6:.0f} MB held, resident memory "
+          f"{(process.memory_info().rss - rss) / 1e6:+.0f} MB (default: index above {default:,} tracks)")
+    found: dict[str, list] = {"scan": [None] * len(pairs), "index": [None] * len(pairs)}
+    figures = {}
+    try:
+        for way, above in (("scan", len(tables)), ("index", 0)):
+            vector_index.INDEX_ABOVE = above
+
+            def run(i: int) -> None:
+                found[way][i] = journey(tables, int(pairs[i, 0]), int(pairs[i, 1]), n)
+
+            wall, cpu = timed(run, len(pairs) - 1)
+            figures[way] = [smoothness(tables, e) for e in found[way][:-1]]
+            mark = " (default)" if (way == "index") == (len(tables) > default) else ""
+            print(row(f"journey, {n} tracks, candidates by {way}{mark}", wall) +
+                  f"  CPU p50 {np.percentile(cpu, 50) * 1e3:.2f} ms, mean {np.mean(cpu) * 1e3:.2f} ms")
+    finally:
+        vector_index.INDEX_ABOVE = default
+    for way in ("scan", "index"):
+        weakest = [x["min_step_similarity"] for x in figures[way]]
+        print(f"  {way:<5} smoothness over {len(weakest)} journeys: weakest step mean {np.mean(weakest):.4f} "
+              f"(worst {np.min(weakest):.4f}), mean step {np.mean([x['mean_step_similarity'] for x in figures[way]]):.4f}, "
+              f"steps forward {np.mean([x['monotonic_fraction'] for x in figures[way]]):.3f}, "
+              f"lengths {sorted({len(e) for e in found[way][:-1]})}")
+    pairs_of_figures = list(zip(figures["scan"], figures["index"]))
+    weaker = sum(i["min_step_similarity"] < s["min_step_similarity"] - 1e-6 for s, i in pairs_of_figures)
+    stronger = sum(i["min_step_similarity"] > s["min_step_similarity"] + 1e-6 for s, i in pairs_of_figures)
+    same = sum([e.track_id for e in a] == [e.track_id for e in b]
+               for a, b in zip(found["scan"][:-1], found["index"][:-1]))
+    print(f"  index vs scan, journey by journey: weakest step lower in {weaker}, higher in {stronger}, "
+          f"the same tracks in {same} of {len(pairs) - 1}")
+    return found
+
+
 def row(name: str, seconds: np.ndarray, baseline: np.ndarray | None = None) -> str:
     p50, p99 = np.percentile(seconds, 50) * 1e3, np.percentile(seconds, 99) * 1e3
     ratio = f"{np.percentile(baseline, 50) / np.percentile(seconds, 50):10.1f}x" if baseline is not None else ""
@@ -58,7 +121,7 @@ def parquet_filter_radio(tables, seed: int, n: int = 20) -> list[int]:
 
 
 def bench(size: int, cache: Path, args: argparse.Namespace) -> None:
-    from playlists import journey, load_tables, radio, smoothness
+    from playlists import load_tables, radio, smoothness, vector_index
     from playlists.baselines import line_journey
     from playlists.synthetic import write_synthetic_tables
 
@@ -89,21 +152,32 @@ def bench(size: int, cache: Path, args: argparse.Namespace) -> None:
     print(f"  radio speed-up at p50: {np.median(filtered) / np.median(fast):.0f}x vs the Parquet filter, "
           f"{np.median(brute) / np.median(fast):.0f}x vs brute force")
 
-    found: dict[tuple[str, int], list] = {}
-
-    def run(method: Callable, name: str, i: int) -> None:
-        found[name, i] = method(tables, int(pairs[i, 0]), int(pairs[i, 1]), 20)
-
-    ours = latencies(lambda i: run(journey, "ours", i), len(pairs) - 1)
+    found = compare_journeys(tables, pairs)
+    ours = found["index" if len(tables) > vector_index.INDEX_ABOVE else "scan"]
     count = min(args.baseline_journeys, len(pairs) - 1)
-    line = latencies(lambda i: run(line_journey, "line", i), count)
-    print(row("journey, 20 tracks (wavelist)", ours))
+    line_found = [None] * count
+
+    def run_line(i: int) -> None:
+        line_found[i] = line_journey(tables, int(pairs[i, 0]), int(pairs[i, 1]), 20)
+
+    line = latencies(run_line, count)
     print(row("journey, 20 tracks: line + loop (original study)", line))
-    print(f"  journey speed-up at p50: {np.median(line) / np.median(ours):.1f}x")
-    figures = [(smoothness(tables, found["ours", i]), smoothness(tables, found["line", i])) for i in range(count)]
+    figures = [(smoothness(tables, ours[i]), smoothness(tables, line_found[i])) for i in range(count)]
     for key in ("min_step_similarity", "monotonic_fraction"):
         print(f"  {key} (mean of {count} journeys): wavelist {np.mean([f[0][key] for f in figures]):.3f}, "
               f"original {np.mean([f[1][key] for f in figures]):.3f}")
+
+
+def smoothness_on(folder: Path, count: int) -> None:
+    """Journeys between ``count`` random pairs of a TABLES folder: candidates by full scan and by the index."""
+    from playlists import load_tables
+
+    tables = load_tables(folder)
+    tables.neighbour_rows  # noqa: B018 (read now, not in the first journey's time)
+    print(f"\n{folder}: {len(tables):,} tracks")
+    rng = np.random.default_rng(len(tables))
+    pairs = np.array([rng.choice(tables.ids, 2, replace=False) for _ in range(count + 1)])
+    compare_journeys(tables, pairs)
 
 
 def quality(folder: Path) -> None:
@@ -158,9 +232,19 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/wavelist-query-bench"))
     parser.add_argument("--quality", type=Path, metavar="TABLES",
                         help="instead: style figures of alchemy, like, profile, clusters, journeys on TABLES")
+    parser.add_argument("--smoothness", type=Path, nargs="+", metavar="TABLES",
+                        help="instead: --journeys journeys between random pairs of each TABLES folder, candidates "
+                             "by full scan and by the index: time and smoothness")
     args = parser.parse_args()
     if args.quality:
         quality(args.quality)
+        return
+    if args.smoothness:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):
+            for folder in args.smoothness:
+                smoothness_on(folder, args.journeys)
         return
     from threadpoolctl import threadpool_limits
 

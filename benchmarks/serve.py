@@ -11,6 +11,8 @@ its next request as soon as the answer arrives (closed loop), random seeds (radi
 failure. For the reload rows, a new TABLES folder (hard links to the same files, a new folder) is published by
 renaming it into place as ``wavelist embed`` does, while the clients run; the server's watch loads it and swaps
 it in; the rows give the latencies of the requests sent between the publish and the swap, and of the whole run.
+Each run also reports the server process's CPU time per answered request (user + system), which the machine's
+other load changes less than the latencies.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_FILES = ("embeddings.parquet", "neighbours.parquet", "tracks.parquet", "map3d.parquet")
@@ -176,16 +179,25 @@ def main() -> None:
             line = (f"{name:<8} {clients:>3} clients: {result['throughput']:8.1f} req/s  p50 {result['p50_ms']:8.2f} ms  "
                     f"p99 {result['p99_ms']:8.2f} ms  max {result['max_ms']:8.2f} ms  {result['requests']:6d} requests  "
                     f"{result['failures']} failed  (load average {result['load_average_1min']})")
+            if "server_cpu_ms_per_request" in result:
+                line += f"  server CPU {result['server_cpu_ms_per_request']:.2f} ms/request"
             if "reload" in result:
                 r = result["reload"]
                 line += (f"\n         during the reload ({r['seconds']} s from publish to swap): {r['requests']} requests, "
                          f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.2f} ms")
             print(line, flush=True)
 
+        def server_cpu() -> float:
+            times = psutil.Process(server.pid).cpu_times()
+            return times.user + times.system
+
         kinds = [(name, paths) for name, paths in (("radio", radio), ("journey", journey)) if name in args.queries]
         for name, paths in kinds:
             for clients in args.clients:
-                report(name, clients, asyncio.run(run_load(port, paths, clients, args.seconds)))
+                cpu = server_cpu()
+                result = asyncio.run(run_load(port, paths, clients, args.seconds))
+                result["server_cpu_ms_per_request"] = round((server_cpu() - cpu) * 1e3 / max(result["requests"], 1), 2)
+                report(name, clients, result)
 
         for name, paths in [] if args.no_reload else kinds:
             async def publish_and_wait(t0: float) -> tuple[float, float]:

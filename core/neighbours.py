@@ -272,21 +272,53 @@ def ivf_lists(n: int) -> int:
     return max(1, min(n // 39, int(4 * np.sqrt(n)))) if n >= 39 else 1
 
 
-def build_ivf_index(vectors: np.ndarray, *, seed: int = 0):
-    """A faiss inner-product IVF index (exact vectors in each list) over unit ``vectors``."""
+IVF_TRAINING_PER_LIST = 64  # within faiss's advised 39-256; k-means time stays a fraction of the search
+
+
+def ivf_training_rows(ids: np.ndarray, n_total: int) -> np.ndarray:
+    """Which of ``ids`` (part of a catalogue of ``n_total`` tracks) train the index's quantiser: those whose
+    :func:`sample_rank` lies in the lowest share that gives about ``IVF_TRAINING_PER_LIST`` tracks a list. A
+    hash of the id, so any worker picks its part of the sample alone. Returns a boolean mask."""
+    share = IVF_TRAINING_PER_LIST * ivf_lists(n_total) / max(n_total, 1)
+    if share >= 1.0:
+        return np.ones(len(ids), bool)
+    return sample_rank(ids) < np.uint64(int(share * 2.0**64))
+
+
+def train_ivf(sample: np.ndarray, n_total: int, *, seed: int = 0):
+    """An empty faiss inner-product IVF index (exact vectors in each list) for ``n_total`` unit vectors, its
+    ``ivf_lists(n_total)`` centroids trained by k-means on ``sample``."""
     import faiss
 
-    lists = ivf_lists(len(vectors))
-    quantiser = faiss.IndexFlatIP(vectors.shape[1])
-    index = faiss.IndexIVFFlat(quantiser, vectors.shape[1], lists, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(seed)
-    # 64 training points per list: within faiss's advised 39-256, and k-means time stays a fraction of
-    # the search (at 256 per list it dominated the whole job at 100,000 vectors)
-    sample = vectors[rng.permutation(len(vectors))[: min(len(vectors), 64 * lists)]]
+    lists = max(1, min(ivf_lists(n_total), len(sample)))
+    quantiser = faiss.IndexFlatIP(sample.shape[1])
+    index = faiss.IndexIVFFlat(quantiser, sample.shape[1], lists, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
     index.train(np.ascontiguousarray(sample, np.float32))
-    index.add(np.ascontiguousarray(vectors, np.float32))
     return index
+
+
+def assign_ivf(index, vectors: np.ndarray) -> np.ndarray:
+    """The list of each vector (its nearest centroid): the costly part of filling an index, done where the
+    vectors are. Returns ``[shape=(n,)]`` int64."""
+    _, lists = index.quantizer.search(np.ascontiguousarray(vectors, np.float32), 1)
+    return lists[:, 0].astype(np.int64)
+
+
+def fill_ivf(index, vectors: np.ndarray, lists: np.ndarray):
+    """Add ``vectors`` to ``index`` in their :func:`assign_ivf` lists (rows numbered in the order added)."""
+    from faiss.contrib.ivf_tools import add_preassigned
+
+    add_preassigned(index, np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(lists, np.int64))
+    return index
+
+
+def build_ivf_index(vectors: np.ndarray, *, seed: int = 0):
+    """An IVF index over unit ``vectors`` in one process: :func:`train_ivf` on :func:`ivf_training_rows` of
+    the row numbers, then :func:`fill_ivf`. The embed job does the same steps on its workers."""
+    vectors = np.ascontiguousarray(vectors, np.float32)
+    index = train_ivf(vectors[ivf_training_rows(np.arange(len(vectors)), len(vectors))], len(vectors), seed=seed)
+    return fill_ivf(index, vectors, assign_ivf(index, vectors))
 
 
 def search_ivf(index, ids: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, k: int,

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from playlists import vector_index
 from playlists.radio import Entry, artist_keys
 from playlists.tables import Tables, one_blas_thread
 from schemas.errors import UserError
@@ -27,20 +28,49 @@ def slerp(start: np.ndarray, end: np.ndarray, t: float) -> np.ndarray:
 
 
 BINS = 20  # stretches of the way from A to B that share the candidates
+INDEX_POINTS = BINS // 2 + 1  # points along the way, A and B included, near which the index is searched
+INDEX_NEAREST = 200  # tracks the index finds near each of them (benchmarks/RESULTS.md, issue 34)
 
 
-def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band: int) -> np.ndarray:
+def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band: int, needed: int) -> np.ndarray:
     """Rows strictly between A and B (projection onto A -> B inside (0, 1)), not among the ``banned`` rows, the
-    ``band`` closest to the great circle from A to B, sorted by progress. One matrix product over the catalogue;
-    the rest works on the tracks between A and B only."""
-    a, b = tables.vectors[a_row], tables.vectors[b_row]
+    ``band`` closest to the great circle from A to B, sorted by progress: the best ``band // BINS`` of each of
+    :data:`BINS` equal stretches of the way.
+
+    Up to :data:`playlists.vector_index.INDEX_ABOVE` tracks they are chosen among every track (one matrix product
+    over the catalogue). Above, among a pool: the :data:`INDEX_NEAREST` tracks that the catalogue's approximate
+    index (:attr:`Tables.vector_index`) finds nearest to each of :data:`INDEX_POINTS` points along the great circle, and
+    the stored neighbours of the ones chosen from those (a second choice then picks among both); among every track
+    where the pool holds fewer than ``needed`` between A and B. Where a stretch of the way lies far from every
+    track, it gets fewer than its share either way."""
+    if len(tables) > vector_index.INDEX_ABOVE:
+        a, b = tables.vectors[a_row], tables.vectors[b_row]
+        points = np.stack([slerp(a, b, t) for t in np.linspace(0.0, 1.0, INDEX_POINTS)])
+        pool = tables.vector_index.near(points, INDEX_NEAREST)
+        found = _closest_to_path(tables.vectors, a_row, b_row, banned, band, pool=pool)
+        neighbours = tables.neighbour_rows[found].ravel()
+        pool = np.union1d(pool, neighbours[neighbours >= 0])
+        found = _closest_to_path(tables.vectors, a_row, b_row, banned, band, pool=pool)
+        if len(found) >= needed:
+            return found
+    return _closest_to_path(tables.vectors, a_row, b_row, banned, band)
+
+
+def _closest_to_path(vectors: np.ndarray, a_row: int, b_row: int, banned: np.ndarray, band: int,
+                     pool: np.ndarray | None = None) -> np.ndarray:
+    """:func:`_candidates` among the rows ``pool`` (every row if None). One matrix product over those rows; the
+    rest works on the tracks between A and B only."""
+    a, b = vectors[a_row], vectors[b_row]
     cos_ab = float(a @ b)
-    to_a, to_b = np.ascontiguousarray((tables.vectors @ np.stack([a, b], axis=1)).T)  # [2, n]
+    pooled = vectors if pool is None else vectors[pool]
+    to_a, to_b = np.ascontiguousarray((pooled @ np.stack([a, b], axis=1)).T)  # [2, n]
     position = to_b - to_a  # = progress(), computed in place without a copy of the catalogue
     position += 1.0 - cos_ab
     position *= 1.0 / max(2.0 - 2.0 * cos_ab, 1e-12)
     inside = np.flatnonzero((position > 0) & (position < 1))
-    inside = inside[~np.isin(inside, banned)]
+    rows = inside if pool is None else pool[inside]
+    allowed = ~np.isin(rows, banned)
+    inside, rows = inside[allowed], rows[allowed]
     t = position[inside]
     angle = float(np.arccos(np.clip(cos_ab, -1.0, 1.0)))
     if angle > 1e-6:  # similarity to the point a fraction t along the great circle (vectorised slerp())
@@ -60,8 +90,8 @@ def _candidates(tables: Tables, a_row: int, b_row: int, banned: np.ndarray, band
                 members = members[np.argpartition(-on_path[members], band // BINS - 1)[: band // BINS]]
             keep.append(members)
         keep = np.concatenate(keep)
-        inside, t = inside[keep], t[keep]
-    return inside[np.argsort(t, kind="stable")]
+        rows, t = rows[keep], t[keep]
+    return rows[np.argsort(t, kind="stable")]
 
 
 def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 400,
@@ -70,8 +100,9 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
     """``n`` tracks from ``start`` to ``end`` (both included), each further along the way, no repeats.
 
     Candidates are ``band`` tracks between start and end (projection onto start -> end strictly inside
-    (0, 1)): in each of 20 equal stretches of the way, those closest to the great circle from start to end. Among all orderings of
-    candidates by increasing progress with ``n - 1`` steps, dynamic programming picks the one with the
+    (0, 1)): in each of 20 equal stretches of the way, those closest to the great circle from start to end (in a
+    large catalogue, among the tracks its approximate index finds near the way: :func:`_candidates`). Among all
+    orderings of candidates by increasing progress with ``n - 1`` steps, dynamic programming picks the one with the
     least path energy, the sum of squared step lengths ``(1 - cosine)^2``: that spreads the steps evenly
     and avoids one big jump. Fewer tracks come back when too few lie between start and end.
     ``exclude`` lists track ids that may not appear (other than start and end). ``max_per_artist`` caps the
@@ -87,7 +118,7 @@ def journey(tables: Tables, start: int, end: int, n: int = 20, *, band: int = 40
     banned = np.array([a_row, b_row, *(tables.row(i) for i in exclude)], dtype=np.int64)
     while True:
         with one_blas_thread():
-            inside = _candidates(tables, a_row, b_row, banned, band)
+            inside = _candidates(tables, a_row, b_row, banned, band, n - 2)
             nodes = np.concatenate([[a_row], inside, [b_row]]).astype(np.int64)
             path = nodes[_least_energy_path(tables.vectors[nodes], min(n - 1, len(nodes) - 1))]
         excess = _over_cap(tables, path, max_per_artist, earlier_artists) if max_per_artist is not None else []

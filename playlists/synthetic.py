@@ -54,6 +54,9 @@ def neighbour_lists(vectors: np.ndarray, k: int, *, exact_up_to: int = 50_000, n
         index.nprobe = nprobe
     index.add(vectors)
     similarities, rows = index.search(vectors, k + 1)
+    short = np.flatnonzero((rows < 0).any(axis=1))  # the probed lists held fewer than k + 1 tracks: search exactly
+    if len(short):
+        similarities[short], rows[short] = faiss.knn(vectors[short], vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
     own = rows == np.arange(n)[:, None]
     # drop each row's own entry (or, if the search missed it, its last one)
     drop = np.where(own.any(axis=1), own.argmax(axis=1), k)

@@ -3,6 +3,8 @@ mismatched."""
 from __future__ import annotations
 
 import difflib
+import logging
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -14,11 +16,14 @@ import pyarrow.compute as pc
 from threadpoolctl import ThreadpoolController
 
 from core.vectors import unit
+from playlists import vector_index as vector_indexes
 from playlists.text import for_terminal
 from schemas import tables as schemas
 from schemas.errors import UserError
 from schemas.layout import SUMMARY, TableFiles
 from storage import files
+
+log = logging.getLogger(__name__)
 
 CANDIDATES = 8  # tracks an ambiguous name lists
 SUGGESTIONS = 5  # close ids or titles an unknown one lists
@@ -96,6 +101,8 @@ class Tables:
     catalogue: pa.Table  # tracks.parquet, sorted by track_id
     model_id: str
     _columns: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    _vector_index: vector_indexes.VectorIndex | None = field(repr=False, default=None)
+    _index_lock: threading.Lock = field(repr=False, compare=False, default_factory=threading.Lock)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -161,9 +168,23 @@ class Tables:
         folded = sorted(spelling)
         return pa.array(folded, pa.string()), [spelling[t] for t in folded]
 
+    @property
+    def vector_index(self) -> vector_indexes.VectorIndex:
+        """The approximate index of :attr:`vectors` (:class:`playlists.vector_index.VectorIndex`), built on first
+        use (once, whichever thread asks first; the others wait for it)."""
+        with self._index_lock:
+            if self._vector_index is None:
+                self._vector_index = vector_indexes.VectorIndex(self.vectors)
+                log.info("indexed %d tracks in %.1f s (%d lists, %.0f MB)", len(self), self._vector_index.build_seconds,
+                         self._vector_index.lists, self._vector_index.nbytes / 1e6)
+            return self._vector_index
+
     def prepare(self) -> None:
-        """Build now what lookups by title and search build on first use (a server does it before serving)."""
+        """Build now what lookups by title and search build on first use, and the vector index where journeys
+        use it (a server does it before serving)."""
         self._folded_titles, self._folded_text, self._distinct_titles  # noqa: B018
+        if len(self) > vector_indexes.INDEX_ABOVE:
+            self.vector_index  # noqa: B018
 
     def _close_titles(self, wanted: str, n: int = SUGGESTIONS) -> list[str]:
         """Titles close to the case-folded ``wanted`` (difflib), compared only with the titles that hold one of

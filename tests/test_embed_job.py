@@ -99,14 +99,25 @@ def test_embed_job_reports_approximate_recall(pipeline_outputs, tmp_path):
 
 
 def test_automatic_nprobe_is_the_fewest_lists_reaching_the_target(tmp_path):
-    from beam_jobs.embed.index import build_index_file
+    from beam_jobs.embed.index import build_index_file, train_index, training_part
+    from core.neighbours import assign_ivf
+
+    def build(ids, vectors, path):
+        """The job's build steps in one process: the sample, the centroids, each batch's lists, the fill."""
+        batches = [(ids[:1000], vectors[:1000]), (ids[1000:], vectors[1000:])]
+        serialised = train_index([training_part(batch, len(ids)) for batch in batches], len(ids))
+        template = faiss.deserialize_index(np.frombuffer(serialised, np.uint8))
+        parts = [(i, v, assign_ivf(template, v)) for i, v in batches]
+        return build_index_file(parts, serialised, path, None, 0.9, 500)
+
+    import faiss
 
     rng = np.random.default_rng(5)
     centres = l2_normalise(rng.standard_normal((30, 16)))
     clustered = l2_normalise(np.repeat(centres, 100, axis=0) + 0.15 * rng.standard_normal((3000, 16)))
     uniform = l2_normalise(rng.standard_normal((3000, 16)))
     ids = np.arange(3000, dtype=np.int64)
-    reports = {name: build_index_file([(ids, v.astype(np.float32))], str(tmp_path / f"{name}.npz"), None, 0.9, 500)
+    reports = {name: build(ids, v.astype(np.float32), str(tmp_path / f"{name}.npz"))
                for name, v in (("clustered", clustered), ("uniform", uniform))}
     for report in reports.values():
         tried = report["tuning recall@10 by nprobe"]

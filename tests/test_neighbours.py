@@ -260,3 +260,32 @@ def test_umap_is_imported_without_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "UMAP" and done.stderr == ""
+
+
+def test_ivf_filled_in_parts_equals_one_fill():
+    """The job's way (sample picked per batch by the id's hash, lists found per batch, one fill) gives the
+    index built in one process: the same centroids, the same lists, the same answers."""
+    import faiss
+
+    from core.neighbours import IVF_TRAINING_PER_LIST, assign_ivf, build_ivf_index, fill_ivf, ivf_lists, \
+        ivf_training_rows, search_ivf, train_ivf
+
+    rng = np.random.default_rng(4)
+    vectors = l2_normalise(rng.standard_normal((20_000, 8))).astype(np.float32)
+    ids = np.arange(20_000, dtype=np.int64)
+    whole = build_ivf_index(vectors)
+    parts = [slice(0, 7_000), slice(7_000, 12_345), slice(12_345, None)]
+    sample = np.concatenate([vectors[p][ivf_training_rows(ids[p], len(ids))] for p in parts])
+    assert len(sample) == 20_000  # 512 lists: fewer than 64 tracks a list, so all of them train
+    million = np.arange(1_000_000, dtype=np.int64) * 7 + 3
+    chosen = ivf_training_rows(million, len(million))
+    assert abs(chosen.sum() / (IVF_TRAINING_PER_LIST * ivf_lists(len(million))) - 1) < 0.02  # about 64 a list
+    assert np.array_equal(np.concatenate([ivf_training_rows(million[p], len(million)) for p in parts]), chosen)
+    trained = train_ivf(sample, len(ids))
+    template = faiss.serialize_index(trained)
+    lists = [assign_ivf(faiss.deserialize_index(template), vectors[p]) for p in parts]  # as on each worker
+    filled = fill_ivf(trained, vectors, np.concatenate(lists))
+    assert filled.ntotal == whole.ntotal == 20_000 and filled.nlist == ivf_lists(20_000)
+    got, _ = search_ivf(filled, ids, vectors[:50], ids[:50], 10, nprobe=4)
+    want, _ = search_ivf(whole, ids, vectors[:50], ids[:50], 10, nprobe=4)
+    np.testing.assert_array_equal(got, want)

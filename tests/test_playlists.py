@@ -278,3 +278,47 @@ def test_map_figure_colours_by_genre_and_draws_the_playlist(synthetic):
     points = next(t for t in map_figure(synthetic, playlist, path=False).data if t.name == "playlist")
     assert points.mode == "markers" and not any(t.name == "start" for t in map_figure(synthetic, playlist,
                                                                                       path=False).data)
+
+
+@pytest.fixture(scope="module")
+def ten_thousand(tmp_path_factory):
+    from playlists.synthetic import write_synthetic_tables
+
+    return load_tables(write_synthetic_tables(tmp_path_factory.mktemp("ten_thousand"), 10_000, k=20))
+
+
+def test_journey_from_the_index_keeps_its_contract_and_smoothness(ten_thousand, monkeypatch):
+    """Above ``vector_index.INDEX_ABOVE`` tracks (lowered here) a journey's candidates come from the approximate
+    index and the stored neighbours, not a full scan: the same endpoints, n tracks, no repeats, every step
+    forward, and on average no less smooth than the full scan's journeys between the same tracks."""
+    import importlib
+
+    from playlists import vector_index
+    from playlists.service import make_playlist
+
+    journeys = importlib.import_module("playlists.journey")  # the module (the package exports the function)
+
+    tables = ten_thousand
+    rng = np.random.default_rng(3)
+    pairs = [tuple(int(i) for i in rng.choice(tables.ids, 2, replace=False)) for _ in range(12)]
+    scanned = [make_playlist(tables, "journey", start=a, end=b, n=20) for a, b in pairs]
+    assert tables._vector_index is None  # 10,000 tracks: below the threshold, a full scan and no index
+
+    pools = []
+    closest = journeys._closest_to_path
+
+    def choose(*args, pool=None):
+        pools.append(len(tables) if pool is None else len(pool))
+        return closest(*args, pool=pool)
+
+    monkeypatch.setattr(journeys, "_closest_to_path", choose)
+    monkeypatch.setattr(vector_index, "INDEX_ABOVE", 5_000)
+    indexed = [make_playlist(tables, "journey", start=a, end=b, n=20) for a, b in pairs]
+    assert tables._vector_index is not None and len(tables.vector_index) == len(tables)
+    assert pools and max(pools) < len(tables) / 4  # every choice among a pool the index found: no full scan
+    for (a, b), playlist in zip(pairs, indexed):
+        ids = [e.track_id for e in playlist.entries]
+        assert (ids[0], ids[-1], len(ids), len(set(ids))) == (a, b, 20, 20)
+        assert playlist.smoothness["monotonic_fraction"] == 1.0
+    for key in ("min_step_similarity", "mean_step_similarity"):
+        assert np.mean([p.smoothness[key] for p in indexed]) >= np.mean([p.smoothness[key] for p in scanned]) - 1e-6

@@ -252,6 +252,34 @@ def test_serve_on_a_busy_port_is_one_line(server, tables_dir, capsys):
     assert "--port must be between 0 and 65535" in capsys.readouterr().err
 
 
+def test_accepted_connections_send_answers_at_once():
+    """The listening socket names TCP, so asyncio (uvicorn's loop) sets TCP_NODELAY on each accepted connection:
+    an answer written in two parts is not held back until the client acknowledges the first (a keep-alive
+    client's delayed ACK made every answer after the first take 40 ms more, benchmarks/RESULTS.md issue 34)."""
+    import asyncio
+
+    from wavelist.serve import listen
+
+    sock = listen("127.0.0.1", 0)
+    sock.listen()
+
+    async def accepted_nodelay() -> int:
+        found = asyncio.get_running_loop().create_future()
+
+        def on_connection(reader, writer) -> None:
+            found.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connection, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            value = await asyncio.wait_for(found, 10)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay())
+
+
 def publish(staging: Path, out: Path) -> None:
     """As embed publishes a local TABLES folder: the old one renamed aside, the new one renamed into place."""
     old = out.with_name(f".{out.name}.old")
