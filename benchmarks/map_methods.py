@@ -1,7 +1,8 @@
 """The catalogue map's methods at scale: time and how well each keeps neighbourhoods (issue 34).
 
     python -m benchmarks.map_methods [--sizes 100000 1000000] [--tables /work/runs/library/tables ...]
-                                     [--methods tsne-20000 tsne-5000 umap-20000 umap-50000 umap-all] [--all-up-to 100000]
+                                     [--methods tsne-20000 tsne-5000 umap-20000 umap-50000 umap-all]
+                                     [--all-up-to 100000]
                                      [--queries 2000]
 
 Methods: ``tsne-S`` / ``umap-S`` lay out the ``S`` tracks of smallest ``sample_rank`` (sklearn's 3-D Barnes-Hut
@@ -104,7 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000], help="synthetic catalogues")
     parser.add_argument("--tables", nargs="*", default=[], help="TABLES folders whose embeddings to map (read only)")
-    parser.add_argument("--methods", nargs="+", default=["tsne-20000", "tsne-5000", "umap-20000", "umap-50000", "umap-all"],
+    parser.add_argument("--methods", nargs="+",
+                        default=["tsne-20000", "tsne-5000", "umap-20000", "umap-50000", "umap-all"],
                         help="tsne-SAMPLE, umap-SAMPLE or umap-all; the first is the baseline")
     parser.add_argument("--all-up-to", type=int, default=100_000,
                         help="skip umap-all above this many tracks (its time grows with the catalogue)")
@@ -145,8 +147,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['data']} | {r['n']:,} | {r['method']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-              f"{r.get('layout_cpu_s', r['cpu_s']):.1f} | {r.get('placement_cpu_s', 0.0):.1f} | {r['kept_of_10']:.3f} | "
-              f"{r['load']:.1f} |")
+              f"{r.get('layout_cpu_s', r['cpu_s']):.1f} | {r.get('placement_cpu_s', 0.0):.1f} | "
+              f"{r['kept_of_10']:.3f} | {r['load']:.1f} |")
 
 
 if __name__ == "__main__":
