@@ -19,6 +19,8 @@ REQUIREMENTS = [
     "pandas==3.1.1",
     "faiss-cpu==1.15.1",
     "threadpoolctl==3.8.0",
+    "umap-learn==0.5.12",  # the map's layout above 5,000 tracks (core.neighbours.umap_coordinates)
+    "pynndescent==0.7.0",
     "mutagen==1.48.1",  # tags, read by ingest's workers
     "google-crc32c==1.9.0",  # the tile shards' record checksums (storage.files.read_records)
 ]

@@ -6,7 +6,7 @@ The new tracks are ingested (into a temporary DATA inside the staging folder) an
 neighbours are found among old and new tracks, and each old track's list is merged with its best new
 tracks. Because a merged top-k of partial lists is the top-k of the whole, the result equals a full
 recomputation of embeddings and neighbours. New tracks join the map at the mean position of their 5 nearest
-old tracks (t-SNE is not recomputed). The old TABLES stay untouched; NEW_TABLES appears when complete.
+old tracks (the map is not laid out again). The old TABLES stay untouched; NEW_TABLES appears when complete.
 
 Diffused tables (embed's default): each new track is diffused over its nearest among the old and new tracks'
 vectors from before the diffusion (``undiffused.parquet``), exactly as a full embed would diffuse it; the old

@@ -12,7 +12,7 @@ computed anew from the vectors before the diffusion (``undiffused.parquet``, or 
 tables without diffusion), with embed's own transforms (:class:`~beam_jobs.embed.EmbedTail`): the diffusion and
 the neighbour lists are those of a fresh ``ingest`` + ``embed`` of the folder. The map keeps every kept track's
 place and puts new tracks beside their 5 nearest (:class:`~beam_jobs.embed.map3d.ExtendMap`), unless
-``--new-map`` asks for a new t-SNE.
+``--new-map`` asks for a new layout of the map.
 
 ``--out`` may name TABLES itself: the new tables are staged beside it and swapped in whole when complete.
 """
@@ -55,7 +55,7 @@ class UpdateOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--new-map", "--new_map", dest="new_map", action="store_true",
-                            help="compute the map's t-SNE anew (default: kept tracks keep their place, new ones "
+                            help="lay the map out anew (default: kept tracks keep their place, new ones "
                             "join beside their 5 nearest)")
 
 
@@ -285,7 +285,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                    "neighbours": neighbours,
                    "update": {**counts, "library": cat.safe_text(library_dir), "labels_csv": labels_csv,
                               "labels_csv_sha1": digest, "first_update": plan.first_update,
-                              "map": "t-SNE" if map_transform is None else "kept, new tracks placed",
+                              "map": "laid out anew" if map_transform is None else "kept, new tracks placed",
                               "seconds": round(time.monotonic() - started, 1),
                               "seconds_by_step": {"compare": round(planned - started, 1),
                                                   "ingest": round(analysed_at - planned, 1),

@@ -119,7 +119,7 @@ def stage_msecs(result) -> dict[str, float]:
         parts = label.split("/")
         stage = parts[1] if parts[0] == "Tail" and len(parts) > 1 else "Inject" if parts[0].startswith("Inject") else None
         if stage == "Map":  # the t-SNE of the sample runs on one worker; the rest is placed in parallel
-            stage = "Map t-SNE" if len(parts) > 2 and parts[2] == "TSNE" else "Map placement"
+            stage = "Map t-SNE" if len(parts) > 2 and parts[2] in ("TSNE", "Layout") else "Map placement"
         if stage is None:
             continue
         totals[stage] = totals.get(stage, 0.0) + monitoring_infos.extract_counter_value(info)
@@ -220,7 +220,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--map-sample", type=int, default=MAP_SAMPLE, help="tracks in the map's t-SNE")
+    parser.add_argument("--map-sample", type=int, default=MAP_SAMPLE, help="tracks the map lays out (the rest are placed beside them)")
     parser.add_argument("--diffusion", type=int, default=0, help="the diffusion's neighbours (the embed job's default "
                         "is 5; 0, this script's default, is the tail the figures in RESULTS.md were measured on)")
     parser.add_argument("--scratch", default=None)

@@ -31,7 +31,7 @@ def top_k_cosine(
     )
 
 
-MAP_SAMPLE = 20_000
+MAP_SAMPLE = 50_000  # tracks laid out; the rest placed beside them (benchmarks/RESULTS.md, issue 34)
 
 
 def top_k_faiss(
@@ -95,6 +95,66 @@ def tsne_coordinates(vectors: np.ndarray, *, seed: int = 0) -> np.ndarray:
     return coords
 
 
+UMAP_NEIGHBOURS = 15  # UMAP's default local neighbourhood
+# 0.5, not UMAP's 0.1: each cluster a cloud with room inside it rather than a dot (benchmarks/RESULTS.md, issue 34)
+UMAP_MIN_DIST = 0.5
+
+
+def _umap_module():
+    """``umap.umap_`` without its package's optional ``ParametricUMAP``, whose import loads TensorFlow (seconds
+    and log lines in a worker that needs none of it)."""
+    import sys
+    import warnings
+
+    if "umap.umap_" not in sys.modules and "umap.parametric_umap" not in sys.modules:
+        sys.modules["umap.parametric_umap"] = None  # type: ignore[assignment]  # umap's __init__ then skips it
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import umap.umap_  # noqa: F401
+        finally:
+            if sys.modules.get("umap.parametric_umap", 0) is None:
+                del sys.modules["umap.parametric_umap"]  # a later explicit import may still load it
+    return sys.modules["umap.umap_"]
+
+
+def knn_graph(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit row's ``k`` nearest other rows by cosine (``faiss.knn``, exact): ``(rows [n, k], similarities
+    [n, k])``, best first."""
+    rows = np.arange(len(vectors), dtype=np.int64)
+    return top_k_faiss(vectors, rows, vectors, rows, k)
+
+
+def umap_coordinates(vectors: np.ndarray, *, seed: int = 0, neighbours: int = UMAP_NEIGHBOURS,
+                     knn: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """3-D UMAP (cosine) of all unit ``vectors`` on their ``neighbours``-nearest graph: ``knn`` = ``(rows [n, k],
+    similarities [n, k])`` of each track's nearest other tracks, best first, ``k >= neighbours`` (row -1 =
+    none; default: :func:`knn_graph`). Deterministic for a ``seed`` (one thread). Below 8 tracks the first three
+    principal components, as :func:`tsne_coordinates`. Returns ``[shape=(n, 3)]`` float32."""
+    import warnings
+
+    vectors = np.asarray(vectors, np.float32)
+    n = len(vectors)
+    if n < 8:
+        return tsne_coordinates(vectors, seed=seed)
+    neighbours = min(neighbours, n - 1)
+    rows, sims = knn_graph(vectors, neighbours) if knn is None else knn
+    rows, sims = np.asarray(rows, np.int64)[:, : neighbours], np.asarray(sims, np.float32)[:, : neighbours]
+    # UMAP's graph lists each point first, at distance 0; a missing neighbour (-1) stays -1, as UMAP's own
+    own = np.arange(n, dtype=np.int64)[:, None]
+    knn_rows = np.concatenate([own, rows], axis=1)
+    knn_dists = np.concatenate([np.zeros((n, 1), np.float32),
+                                np.where(rows >= 0, np.clip(1.0 - sims, 0.0, 2.0), np.inf)], axis=1).astype(np.float32)
+    umap_ = _umap_module()
+    layout = umap_.UMAP(n_components=3, n_neighbors=neighbours + 1, min_dist=UMAP_MIN_DIST, metric="cosine",
+                        random_state=seed, n_jobs=1,
+                        init="spectral" if n > 64 else "pca", precomputed_knn=(knn_rows, knn_dists, None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no search index (we never transform) and the seed's single thread
+        coords = layout.fit_transform(vectors)
+    return np.asarray(coords, np.float32)
+
+
 MAP_NEIGHBOURS = 5
 
 
@@ -116,19 +176,37 @@ def place_by_nearest(vectors: np.ndarray, sample_ids: np.ndarray, sample_vectors
     return sample_coords[nearest_rows(vectors, sample_vectors, k)].mean(axis=1).astype(np.float32)
 
 
+MAP_METHODS = ("auto", "tsne", "umap")
+MAP_METHOD = "auto"
+# "auto": t-SNE up to this many tracks (at most about a minute on one core; on real songs its map keeps more
+# neighbours and spreads them more evenly than UMAP's), UMAP above (benchmarks/RESULTS.md, issue 34)
+TSNE_UP_TO = 5_000
+
+
+def sample_layout(vectors: np.ndarray, *, seed: int = 0, method: str = MAP_METHOD) -> np.ndarray:
+    """The map's layout of its sample: :func:`tsne_coordinates` or :func:`umap_coordinates`; ``"auto"``, t-SNE
+    up to :data:`TSNE_UP_TO` tracks and UMAP above."""
+    if method not in MAP_METHODS:
+        raise ValueError(f"map method {method!r}: one of {', '.join(MAP_METHODS)}")
+    if method == "auto":
+        method = "tsne" if len(vectors) <= TSNE_UP_TO else "umap"
+    return (tsne_coordinates if method == "tsne" else umap_coordinates)(vectors, seed=seed)
+
+
 def map_coordinates(vectors: np.ndarray, ids: np.ndarray | None = None, *, seed: int = 0,
-                    sample: int = MAP_SAMPLE) -> np.ndarray:
+                    sample: int = MAP_SAMPLE, method: str = MAP_METHOD) -> np.ndarray:
     """3-D coordinates of unit ``vectors`` for the catalogue map, as the embed job computes them.
 
-    Up to ``sample`` tracks, t-SNE of them all. Above, t-SNE of the ``sample`` tracks of smallest
-    :func:`sample_rank` of their ``ids`` (default: the row numbers), and every other track placed at the mean
-    position of its 5 nearest sampled tracks (t-SNE's time and memory at millions of points are out of reach of
-    one worker). Returns ``[shape=(n, 3)]`` float32, rows as ``vectors``.
+    Up to ``sample`` tracks, a layout (:func:`sample_layout` by ``method``) of them all. Above, the layout of
+    the ``sample`` tracks of smallest :func:`sample_rank` of their ``ids`` (default: the row numbers), and
+    every other track placed at the mean position of its 5 nearest sampled tracks (a layout's time and memory
+    at millions of points are out of reach of one worker). Returns ``[shape=(n, 3)]`` float32, rows as
+    ``vectors``.
     """
     vectors = np.asarray(vectors, np.float32)
     ids = np.arange(len(vectors), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
     chosen_ids, chosen_vectors = smallest_by_rank([(ids, vectors)], sample)
-    chosen_coords = tsne_coordinates(chosen_vectors, seed=seed)
+    chosen_coords = sample_layout(chosen_vectors, seed=seed, method=method)
     coords = np.zeros((len(vectors), 3), np.float32)
     at = np.searchsorted(chosen_ids, ids)
     inside = (at < len(chosen_ids)) & (chosen_ids[np.minimum(at, max(len(chosen_ids) - 1, 0))] == ids) \

@@ -164,8 +164,9 @@ def test_map_sample_does_not_depend_on_how_tracks_are_split():
     assert set(whole[0]) == set(ids[np.argsort(sample_rank(ids))[:50]])
 
 
-def test_map_transform_equals_the_one_process_map():
-    """MapCoordinates (t-SNE of the sample on one worker, the rest placed batch by batch) gives the map that
+@pytest.mark.parametrize("method", ["auto", "umap"])  # auto: t-SNE of a sample this small
+def test_map_transform_equals_the_one_process_map(method):
+    """MapCoordinates (a layout of the sample on one worker, the rest placed batch by batch) gives the map that
     map_coordinates computes in one process."""
     import pyarrow as pa
 
@@ -175,7 +176,7 @@ def test_map_transform_equals_the_one_process_map():
 
     ids = np.arange(300, dtype=np.int64) * 7 + 3
     vectors = _clustered(300)
-    want = map_coordinates(vectors, ids, sample=60)
+    want = map_coordinates(vectors, ids, sample=60, method=method)
 
     def check(tables):
         table = pa.concat_tables(tables).sort_by("track_id")
@@ -185,7 +186,7 @@ def test_map_transform_equals_the_one_process_map():
 
     with TestPipeline() as pipeline:
         batches = [stack_batch(list(zip(ids[i:i + 40].tolist(), vectors[i:i + 40]))) for i in range(0, 300, 40)]
-        assert_that(pipeline | beam.Create(batches) | MapCoordinates(sample=60), check)
+        assert_that(pipeline | beam.Create(batches) | MapCoordinates(sample=60, method=method), check)
 
 
 def test_tracks_are_joined_by_key_without_rejected_or_unembedded_rows(tmp_path):

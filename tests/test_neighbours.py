@@ -196,6 +196,72 @@ def test_diffusion_pulls_a_cluster_together_and_leaves_it_apart_from_others():
     assert spread(after) > spread(vectors) + 0.03
 
 
+def _clusters(n_clusters: int, per: int, dim: int = 32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = l2_normalise(rng.standard_normal((n_clusters, dim)))
+    cluster = np.repeat(np.arange(n_clusters), per)
+    return l2_normalise(centres[cluster] + 0.05 * rng.standard_normal((len(cluster), dim))), cluster
+
+
+def test_umap_map_is_deterministic_three_dimensional_and_keeps_clusters_apart():
+    from core.neighbours import knn_graph, umap_coordinates
+
+    vectors, cluster = _clusters(6, 50)
+    coords = umap_coordinates(vectors, seed=3)
+    assert coords.shape == (300, 3) and coords.dtype == np.float32 and np.isfinite(coords).all()
+    np.testing.assert_array_equal(umap_coordinates(vectors, seed=3), coords)  # same seed, same map
+    assert not np.allclose(umap_coordinates(vectors, seed=4), coords)
+    # the stored neighbour table (more columns than UMAP uses) gives the same map as the graph found here
+    np.testing.assert_array_equal(umap_coordinates(vectors, seed=3, knn=knn_graph(vectors, 30)), coords)
+    distances = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.argsort(distances, axis=1)[:, :5]
+    assert np.mean(cluster[nearest] == cluster[:, None]) > 0.95
+    # readable: a cloud in all three axes, each cluster small beside the gaps between clusters
+    spread = coords.std(axis=0)
+    assert spread.min() > 0.1 * spread.max()
+    centres = np.stack([coords[cluster == c].mean(axis=0) for c in range(6)])
+    within = np.mean([np.linalg.norm(coords[cluster == c] - centres[c], axis=1).mean() for c in range(6)])
+    between = np.linalg.norm(centres[:, None] - centres[None], axis=-1)[np.triu_indices(6, 1)].min()
+    assert between > 2 * within
+
+
+def test_umap_map_of_a_few_tracks_and_a_placed_catalogue():
+    from core.neighbours import umap_coordinates
+
+    vectors, cluster = _clusters(4, 30, seed=2)
+    assert umap_coordinates(vectors[:3]).shape == (3, 3)  # too few for a layout: principal components
+    assert np.isfinite(umap_coordinates(vectors[:12])).all()
+    coords = map_coordinates(vectors, sample=60, method="umap")  # UMAP of 60, the other 60 placed
+    distances = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.argsort(distances, axis=1)[:, :5]
+    assert np.mean(cluster[nearest] == cluster[:, None]) > 0.95
+    with pytest.raises(ValueError, match="map method 'pca'"):
+        map_coordinates(vectors, method="pca")
+
+
+def test_auto_map_is_tsne_of_a_small_sample_and_umap_of_a_large_one(monkeypatch):
+    import core.neighbours
+    from core.neighbours import sample_layout, tsne_coordinates, umap_coordinates
+
+    vectors, _ = _clusters(4, 15, seed=4)
+    np.testing.assert_array_equal(sample_layout(vectors), tsne_coordinates(vectors))
+    monkeypatch.setattr(core.neighbours, "TSNE_UP_TO", 59)  # 60 tracks are now "large"
+    np.testing.assert_array_equal(sample_layout(vectors), umap_coordinates(vectors))
+
+
+def test_umap_is_imported_without_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from core.neighbours import _umap_module; _umap_module(); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow'; import umap; print(umap.UMAP.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "UMAP" and done.stderr == ""
+
+
 def test_ivf_filled_in_parts_equals_one_fill():
     """The job's way (sample picked per batch by the id's hash, lists found per batch, one fill) gives the
     index built in one process: the same centroids, the same lists, the same answers."""

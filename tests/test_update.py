@@ -245,7 +245,7 @@ def test_tables_from_before_the_identity_keep_their_ids_at_their_first_update(ru
     pq.write_table(rows.drop(["audio_identity", "file_size", "file_mtime_ns"]), shard)
     summary = run_update(runs["library"], old, tmp_path / "new", runs["model"], "--new-map")
     assert summary["update"]["first_update"] and summary["update"]["unchanged"] == 12
-    assert summary["update"]["map"] == "t-SNE" and pq.read_table(tmp_path / "new" / "map3d.parquet").num_rows == 12
+    assert summary["update"]["map"] == "laid out anew" and pq.read_table(tmp_path / "new" / "map3d.parquet").num_rows == 12
     got = {r["path"]: r for r in pq.read_table(tmp_path / "new" / "tracks.parquet").to_pylist()}
     assert {p: r["track_id"] for p, r in got.items()} == dict(zip(rows["path"].to_pylist(), rows["track_id"].to_pylist()))
     assert all(r["audio_identity"] and r["file_size"] for r in got.values())

@@ -16,7 +16,7 @@ and audio parameters in their Parquet metadata.
 #   exact_neighbours cosine top-k, block against block                          BlockNeighbours
 #   index            top-k from a faiss IVF index, its recall measured          IndexNeighbours
 #   diffusion        each vector pulled towards its nearest                     Diffuse
-#   map3d            t-SNE of a sample, the rest placed beside it               MapCoordinates
+#   map3d            layout of a sample, the rest placed beside it              MapCoordinates
 #   tracks           the catalogue rows of the embedded tracks                  EmbeddedTracks
 #   tail             the stages after the vectors, and the tables they write    EmbedTail
 #   job              the flags, build_pipeline and run

@@ -1,4 +1,5 @@
-"""Stage 6, the map: a 3-D t-SNE of a sample, every other track placed beside its nearest sampled tracks
+"""Stage 6, the map: a 3-D layout of a sample (:func:`~core.neighbours.sample_layout`), every other track placed
+beside its nearest sampled tracks
 (:class:`MapCoordinates`); ``wavelist add`` and ``update`` place new tracks beside their nearest old ones
 (:class:`PlaceNewTracks`)."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ from apache_beam.metrics import Metrics
 from beam_jobs import common
 from beam_jobs.embed.batches import VECTOR_BATCH, KeepBest, MergeTopK, stack_new
 from beam_jobs.embed.exact_neighbours import new_among_old
-from core.neighbours import MAP_NEIGHBOURS, MAP_SAMPLE, nearest_rows, smallest_by_rank, tsne_coordinates
+from core.neighbours import MAP_METHOD, MAP_NEIGHBOURS, MAP_SAMPLE, nearest_rows, sample_layout, smallest_by_rank
 
 
 def map_table(ids: np.ndarray, coords: np.ndarray):
@@ -31,16 +32,18 @@ class MapSample(KeepBest):
     merge = staticmethod(smallest_by_rank)
 
 
-def embed_sample(sample: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The t-SNE sample ``(ids, vectors)`` -> ``(ids, vectors, coordinates)``."""
+def embed_sample(sample: tuple[np.ndarray, np.ndarray], method: str = MAP_METHOD
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The map's sample ``(ids, vectors)`` -> ``(ids, vectors, coordinates)`` by
+    :func:`~core.neighbours.sample_layout`."""
     ids, vectors = sample
-    Metrics.counter(common.METRICS_NAMESPACE, "map_tracks_tsne").inc(len(ids))
-    return ids, vectors, tsne_coordinates(vectors)
+    Metrics.counter(common.METRICS_NAMESPACE, "map_tracks_layout").inc(len(ids))
+    return ids, vectors, sample_layout(vectors, method=method)
 
 
 def nearest_sampled(batch: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray]):
-    """The tracks of ``batch`` outside the t-SNE ``sample`` -> ``(ids, rows of their 5 nearest sampled tracks)``;
-    needs only the sample's vectors, so it runs while the t-SNE does."""
+    """The tracks of ``batch`` outside the map's ``sample`` -> ``(ids, rows of their 5 nearest sampled tracks)``;
+    needs only the sample's vectors, so it runs while the sample's layout does."""
     import faiss
 
     faiss.omp_set_num_threads(1)  # one worker per core already
@@ -59,18 +62,19 @@ def place_batch(nearest: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray
 
 
 class MapCoordinates(beam.PTransform):
-    """``(ids, vectors)`` batches -> map tables: 3-D t-SNE of a sample of ``sample`` tracks chosen by a hash of
-    the id (the only step on one worker, bounded by ``sample``), every other track placed in parallel, batch
-    by batch, at the mean position of its 5 nearest sampled tracks (found while the t-SNE runs);
-    :func:`~core.neighbours.map_coordinates` computes the same in one process."""
+    """``(ids, vectors)`` batches -> map tables: a 3-D layout (``method``, :func:`~core.neighbours.sample_layout`)
+    of a sample of ``sample`` tracks chosen by a hash of the id (the only step on one worker, bounded by
+    ``sample``), every other track placed in parallel, batch by batch, at the mean position of its 5 nearest
+    sampled tracks (found while the layout runs); :func:`~core.neighbours.map_coordinates` computes the same in
+    one process."""
 
-    def __init__(self, sample: int = MAP_SAMPLE):
+    def __init__(self, sample: int = MAP_SAMPLE, method: str = MAP_METHOD):
         super().__init__()
-        self._sample = sample
+        self._sample, self._method = sample, method
 
     def expand(self, batches):
         sample = batches | "Sample" >> beam.CombineGlobally(MapSample(self._sample))
-        embedded = sample | "TSNE" >> beam.Map(embed_sample)
+        embedded = sample | "Layout" >> beam.Map(embed_sample, self._method)
         sampled = embedded | "SampleRows" >> beam.MapTuple(lambda ids, _, coords: map_table(ids, coords))
         placed = (batches | "Nearest" >> beam.FlatMap(nearest_sampled, beam.pvalue.AsSingleton(sample))
                   | "Place" >> beam.Map(place_batch, beam.pvalue.AsSingleton(embedded)))
@@ -94,7 +98,7 @@ def coords_of(table, wanted: list[int]):
 
 class PlaceNewTracks(beam.PTransform):
     """``(new, old, old_map)`` -> map tables of the new tracks, each at the mean position of its
-    :data:`~core.neighbours.MAP_NEIGHBOURS` nearest old tracks (t-SNE is not run again). ``new`` and ``old``
+    :data:`~core.neighbours.MAP_NEIGHBOURS` nearest old tracks (the layout is not run again). ``new`` and ``old``
     are ``(ids, vectors)`` batches, ``old_map`` the old tracks' ``map3d.parquet`` tables."""
 
     def expand(self, inputs):

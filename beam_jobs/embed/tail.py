@@ -77,7 +77,7 @@ class WriteNeighbours(beam.PTransform):
 class EmbedTail(beam.PTransform):
     """``(track_id, unit vector)`` -> the tables of an embed output written into ``staging``: embeddings,
     neighbours (exact or approximate), tracks (joined from ``tracks_file``) and the map, each a folder of
-    Parquet shards (:class:`~beam_jobs.common.WriteTable`). Every step is parallel except the t-SNE of
+    Parquet shards (:class:`~beam_jobs.common.WriteTable`). Every step is parallel except the layout of
     the map's sample (and, in approximate mode, building the index). ``report`` is the neighbour report."""
 
     def __init__(self, *, staging: str, tracks_file: str, provenance: dict[str, Any], k: int,
@@ -90,7 +90,7 @@ class EmbedTail(beam.PTransform):
         self._approximate, self._nprobe, self._target_recall = approximate, nprobe, target_recall
         self._map_sample, self._diffusion, self._diffusion_power = map_sample, diffusion, diffusion_power
         self._stacked = stacked  # the input is already ``(ids, vectors)`` batches (wavelist update's stored vectors)
-        self._map = map_transform  # final batches -> map tables; default: a t-SNE (:class:`MapCoordinates`)
+        self._map = map_transform  # final batches -> map tables; default: :class:`MapCoordinates`
         self.report = None
 
     def _search(self, k: int, file: str = INDEX_FILE) -> beam.PTransform:
