@@ -28,7 +28,7 @@ import numpy as np
 
 
 CHUNK = 20_000
-STAGES = ("Vectors", "WriteUndiffused", "Diffusion", "WriteEmbeddings", "Neighbours", "WriteNeighbours", "Map t-SNE", "Map placement", "WriteMap",
+STAGES = ("Vectors", "WriteUndiffused", "Diffusion", "WriteEmbeddings", "Neighbours", "WriteNeighbours", "Map layout", "Map placement", "WriteMap",
           "Tracks", "WriteTracks")
 # Dataflow batch list prices (us-central1) as known to us, 2024: vCPU-hour, GB-hour of memory, GB of
 # Dataflow Shuffle processed. Check https://cloud.google.com/dataflow/pricing before relying on them.
@@ -119,7 +119,7 @@ def stage_msecs(result) -> dict[str, float]:
         parts = label.split("/")
         stage = parts[1] if parts[0] == "Tail" and len(parts) > 1 else "Inject" if parts[0].startswith("Inject") else None
         if stage == "Map":  # the t-SNE of the sample runs on one worker; the rest is placed in parallel
-            stage = "Map t-SNE" if len(parts) > 2 and parts[2] in ("TSNE", "Layout") else "Map placement"
+            stage = "Map layout" if len(parts) > 2 and parts[2] in ("TSNE", "Layout") else "Map placement"
         if stage is None:
             continue
         totals[stage] = totals.get(stage, 0.0) + monitoring_infos.extract_counter_value(info)
@@ -187,10 +187,10 @@ def projection(rows: list[dict], target: int = 10_000_000, workers: int = 25, vc
         if len(measured) < 2:
             continue
         a, b = measured[-2], measured[-1]
-        work = lambda r: sum(r["stage_s"][s] for s in STAGES if s != "Map t-SNE")  # noqa: E731
+        work = lambda r: sum(r["stage_s"][s] for s in STAGES if s != "Map layout")  # noqa: E731
         growth = np.log(work(b) / work(a)) / np.log(b["n"] / a["n"])
         worker_s = work(b) * (target / b["n"]) ** growth
-        tsne_s = b["stage_s"]["Map t-SNE"]
+        tsne_s = b["stage_s"]["Map layout"]
         peak = lambda r: max(r["peak_gb_worker_processes"])  # noqa: E731
         memory_growth = np.log(peak(b) / peak(a)) / np.log(b["n"] / a["n"])
         memory = peak(b) * (target / b["n"]) ** memory_growth

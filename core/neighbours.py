@@ -158,22 +158,41 @@ def umap_coordinates(vectors: np.ndarray, *, seed: int = 0, neighbours: int = UM
 MAP_NEIGHBOURS = 5
 
 
-def nearest_rows(vectors: np.ndarray, sample_vectors: np.ndarray, k: int = MAP_NEIGHBOURS) -> np.ndarray:
-    """``[shape=(m, k)]`` rows of the ``k`` sampled vectors nearest to each of ``vectors`` (``faiss.knn``; ties by
-    the smaller row)."""
+# Above this many sampled tracks, the placement searches an IVF index of the sample (PLACEMENT_NPROBE lists a
+# track) instead of every sampled track: at 1,000,000 tracks and a 50,000-track sample the exact search cost
+# 222 s of CPU, most of the map (benchmarks/RESULTS.md, issue 34)
+PLACEMENT_INDEX_ABOVE = 20_000
+PLACEMENT_NPROBE = 16
+
+
+def placement_index(sample_vectors: np.ndarray):
+    """The index :func:`nearest_rows` searches for the map's sample (:func:`build_ivf_index`, seeded, so every
+    process builds the same), or None where the sample is small enough to search whole."""
+    return build_ivf_index(sample_vectors) if len(sample_vectors) > PLACEMENT_INDEX_ABOVE else None
+
+
+def nearest_rows(vectors: np.ndarray, sample_vectors: np.ndarray, k: int = MAP_NEIGHBOURS, index=None) -> np.ndarray:
+    """``[shape=(m, k)]`` rows of the ``k`` sampled vectors nearest to each of ``vectors``: all of them searched
+    (``faiss.knn``; ties by the smaller row), or with ``index`` (:func:`placement_index`) the ones in its
+    ``PLACEMENT_NPROBE`` nearest lists (a track whose lists hold fewer than ``k`` is searched whole)."""
     rows = np.arange(len(sample_vectors), dtype=np.int64)
-    nearest, _ = top_k_faiss(np.asarray(vectors, np.float32), np.full(len(vectors), -1, np.int64),
-                             np.asarray(sample_vectors, np.float32), rows, k)
+    queries, no_ids = np.asarray(vectors, np.float32), np.full(len(vectors), -1, np.int64)
+    if index is None:
+        return top_k_faiss(queries, no_ids, np.asarray(sample_vectors, np.float32), rows, k)[0]
+    nearest, _ = search_ivf(index, rows, queries, no_ids, k, PLACEMENT_NPROBE)
+    short = (nearest < 0).any(axis=1)
+    if short.any():
+        nearest[short] = top_k_faiss(queries[short], no_ids[short], np.asarray(sample_vectors, np.float32), rows, k)[0]
     return nearest
 
 
 def place_by_nearest(vectors: np.ndarray, sample_ids: np.ndarray, sample_vectors: np.ndarray,
-                     sample_coords: np.ndarray, k: int = MAP_NEIGHBOURS) -> np.ndarray:
-    """Map coordinates of tracks outside the t-SNE sample: the mean position of their ``k`` nearest sampled
+                     sample_coords: np.ndarray, k: int = MAP_NEIGHBOURS, index=None) -> np.ndarray:
+    """Map coordinates of tracks outside the map's sample: the mean position of their ``k`` nearest sampled
     tracks (:func:`nearest_rows`). Returns ``[shape=(m, 3)]`` float32."""
     if len(vectors) == 0 or len(sample_ids) == 0:
         return np.zeros((len(vectors), 3), np.float32)
-    return sample_coords[nearest_rows(vectors, sample_vectors, k)].mean(axis=1).astype(np.float32)
+    return sample_coords[nearest_rows(vectors, sample_vectors, k, index)].mean(axis=1).astype(np.float32)
 
 
 MAP_METHODS = ("auto", "tsne", "umap")
@@ -212,7 +231,9 @@ def map_coordinates(vectors: np.ndarray, ids: np.ndarray | None = None, *, seed:
     inside = (at < len(chosen_ids)) & (chosen_ids[np.minimum(at, max(len(chosen_ids) - 1, 0))] == ids) \
         if len(chosen_ids) else np.zeros(len(ids), bool)
     coords[inside] = chosen_coords[at[inside]]
-    coords[~inside] = place_by_nearest(vectors[~inside], chosen_ids, chosen_vectors, chosen_coords)
+    if (~inside).any():
+        coords[~inside] = place_by_nearest(vectors[~inside], chosen_ids, chosen_vectors, chosen_coords,
+                                           index=placement_index(chosen_vectors))
     return coords
 
 

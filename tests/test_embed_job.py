@@ -384,3 +384,33 @@ def test_embed_diffuses_by_default_and_keeps_the_vectors_before(pipeline_outputs
     np.testing.assert_allclose(np.array(before["embedding"]), vectors, atol=1e-6)
     np.testing.assert_allclose(np.array(got["embedding"]), diffuse_exact(vectors, DIFFUSION_NEIGHBOURS), atol=1e-5)
     assert not np.allclose(np.array(got["embedding"]), vectors, atol=1e-3)  # the diffusion moved them
+
+def test_map_placement_through_the_sample_index_equals_the_one_process_map(monkeypatch):
+    """Above PLACEMENT_INDEX_ABOVE sampled tracks the placement searches an IVF index of the sample, built once
+    and shared with the workers; the job's map still equals map_coordinates', and the indexed search finds
+    nearly every exact nearest sampled track."""
+    import pyarrow as pa
+
+    import core.neighbours as neighbours
+    from beam_jobs.embed import MapCoordinates
+    from beam_jobs.embed.batches import stack_batch
+
+    monkeypatch.setattr(neighbours, "PLACEMENT_INDEX_ABOVE", 500)
+    ids = np.arange(1_500, dtype=np.int64) * 7 + 3
+    vectors = _clustered(1_500).astype(np.float32)
+    sample_ids, sample_vectors = neighbours.smallest_by_rank([(ids, vectors)], 1_000)
+    index = neighbours.placement_index(sample_vectors)
+    assert index is not None and index.nlist > neighbours.PLACEMENT_NPROBE  # some lists are not searched
+    indexed = neighbours.nearest_rows(vectors, sample_vectors, index=index)
+    exact = neighbours.nearest_rows(vectors, sample_vectors)
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(indexed, exact)]) > 0.9
+    want = neighbours.map_coordinates(vectors, ids, sample=1_000, method="umap")
+
+    def check(tables):
+        table = pa.concat_tables(tables).sort_by("track_id")
+        got = np.stack([table[c].to_numpy() for c in "xyz"], axis=1)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+    with TestPipeline() as pipeline:
+        batches = [stack_batch(list(zip(ids[i:i + 400].tolist(), vectors[i:i + 400]))) for i in range(0, 1_500, 400)]
+        assert_that(pipeline | beam.Create(batches) | MapCoordinates(sample=1_000, method="umap"), check)

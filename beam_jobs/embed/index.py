@@ -76,12 +76,21 @@ class AssignListsFn(beam.DoFn):
         yield ids, vectors, assign_ivf(template.index, vectors)
 
 
+def probe_steps(lists: int) -> list[int]:
+    """The numbers of lists the automatic nprobe tries, in order: 1, 2, 3, 4, 6, 8, 12, ... and all (steps of
+    1.5 and 2: search time grows with nprobe, so a step past the target costs at most half again)."""
+    steps = {lists}
+    for power in range(int(np.log2(max(lists, 1))) + 1):
+        steps |= {2**power, 3 * 2**power // 2} if power else {1}
+    return sorted(step for step in steps if 1 <= step <= lists)
+
+
 def build_index_file(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], serialised: bytes, path: str,
                      nprobe: int | None, target_recall: float = 0.95, recall_queries: int = 1000) -> dict[str, Any]:
     """Fill the trained index with the catalogue's ``(ids, vectors, lists)`` parts (lists found on the
     workers: here only copied in), save it with its ids to ``path`` (any file system), and measure its
     recall@10 against exact search on up to ``recall_queries`` sampled tracks.
-    ``nprobe`` None: the fewest lists (1, 2, 4, ... all) whose recall reaches ``target_recall``; search time
+    ``nprobe`` None: the fewest lists (:func:`probe_steps`) whose recall reaches ``target_recall``; search time
     grows with ``nprobe``, and clustered catalogues need far fewer lists than uniform noise.
     Returns the report (with the ``nprobe`` to search with), the file's path under ``"path"``."""
     import io
@@ -110,7 +119,7 @@ def build_index_file(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], ser
     tried: dict[int, float] = {}
     if nprobe is None:
         tuning_recall = recall_of(tuning)
-        for probes in sorted({*(2**i for i in range(int(np.log2(index.nlist)) + 1)), index.nlist}):
+        for probes in probe_steps(index.nlist):
             tried[probes] = tuning_recall(probes)
             if tried[probes] >= target_recall:
                 break

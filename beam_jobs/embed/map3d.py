@@ -7,11 +7,13 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
 
 from beam_jobs import common
 from beam_jobs.embed.batches import VECTOR_BATCH, KeepBest, MergeTopK, stack_new
 from beam_jobs.embed.exact_neighbours import new_among_old
-from core.neighbours import MAP_METHOD, MAP_NEIGHBOURS, MAP_SAMPLE, nearest_rows, sample_layout, smallest_by_rank
+from core.neighbours import (MAP_METHOD, MAP_NEIGHBOURS, MAP_SAMPLE, nearest_rows, placement_index, sample_layout,
+                             smallest_by_rank)
 
 
 def map_table(ids: np.ndarray, coords: np.ndarray):
@@ -41,18 +43,46 @@ def embed_sample(sample: tuple[np.ndarray, np.ndarray], method: str = MAP_METHOD
     return ids, vectors, sample_layout(vectors, method=method)
 
 
-def nearest_sampled(batch: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray]):
-    """The tracks of ``batch`` outside the map's ``sample`` -> ``(ids, rows of their 5 nearest sampled tracks)``;
-    needs only the sample's vectors, so it runs while the sample's layout does."""
+def sample_index(sample: tuple[np.ndarray, np.ndarray]) -> bytes | None:
+    """The serialised :func:`~core.neighbours.placement_index` of the map's sample (built once, on one worker),
+    or None where the sample is searched whole."""
     import faiss
 
-    faiss.omp_set_num_threads(1)  # one worker per core already
-    ids, vectors = batch
-    sample_ids, sample_vectors = sample
-    outside = ~np.isin(ids, sample_ids)
-    if outside.any():
-        Metrics.counter(common.METRICS_NAMESPACE, "map_tracks_placed").inc(int(outside.sum()))
-        yield ids[outside], nearest_rows(vectors[outside], sample_vectors)
+    index = placement_index(sample[1])
+    return None if index is None else faiss.serialize_index(index).tobytes()
+
+
+class _SampleIndex:
+    """The sample's index, deserialised once per worker process (a ``shared.Shared`` handle)."""
+
+    def __init__(self, serialised: bytes | None):
+        import faiss
+
+        self.index = None if serialised is None else faiss.deserialize_index(np.frombuffer(serialised, np.uint8))
+
+
+class NearestSampledFn(beam.DoFn):
+    """The tracks of a batch outside the map's sample -> ``(ids, rows of their 5 nearest sampled tracks)``;
+    needs only the sample's vectors (and index), so it runs while the sample's layout does."""
+
+    def __init__(self, index_handle: shared.Shared):
+        self._index_handle = index_handle
+
+    def setup(self) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # one worker per core already
+
+    def process(self, batch: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray],
+                serialised: bytes | None):
+        ids, vectors = batch
+        sample_ids, sample_vectors = sample
+        outside = ~np.isin(ids, sample_ids)
+        if outside.any():
+            tag = "none" if serialised is None else str(hash(serialised))
+            loaded = self._index_handle.acquire(lambda: _SampleIndex(serialised), tag=tag)
+            Metrics.counter(common.METRICS_NAMESPACE, "map_tracks_placed").inc(int(outside.sum()))
+            yield ids[outside], nearest_rows(vectors[outside], sample_vectors, index=loaded.index)
 
 
 def place_batch(nearest: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, np.ndarray, np.ndarray]):
@@ -76,7 +106,9 @@ class MapCoordinates(beam.PTransform):
         sample = batches | "Sample" >> beam.CombineGlobally(MapSample(self._sample))
         embedded = sample | "Layout" >> beam.Map(embed_sample, self._method)
         sampled = embedded | "SampleRows" >> beam.MapTuple(lambda ids, _, coords: map_table(ids, coords))
-        placed = (batches | "Nearest" >> beam.FlatMap(nearest_sampled, beam.pvalue.AsSingleton(sample))
+        index = sample | "SampleIndex" >> beam.Map(sample_index)
+        placed = (batches | "Nearest" >> beam.ParDo(NearestSampledFn(shared.Shared()), beam.pvalue.AsSingleton(sample),
+                                                     beam.pvalue.AsSingleton(index))
                   | "Place" >> beam.Map(place_batch, beam.pvalue.AsSingleton(embedded)))
         return (sampled, placed) | "MapRows" >> beam.Flatten()
 
