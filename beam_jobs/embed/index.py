@@ -42,6 +42,7 @@ def train_index(parts: list[tuple[np.ndarray, np.ndarray]], n_total: int) -> byt
     from core.neighbours import train_ivf
 
     _, ids, vectors = stack_block(0, parts)
+    faiss.omp_set_num_threads(1)  # one worker per core already; and one thread's k-means gives the same centroids
     index = train_ivf(vectors, n_total)
     Metrics.counter(common.METRICS_NAMESPACE, "index_training_tracks").inc(len(ids))
     return faiss.serialize_index(index).tobytes()
