@@ -117,9 +117,9 @@ def main() -> None:
         name, _, size = method.partition("-")
         if name not in ("tsne", "umap") or not (size.isdigit() and int(size) > 0 or method == "umap-all"):
             parser.error(f"--methods: {method!r} is not tsne-SAMPLE, umap-SAMPLE or umap-all")
-    from core.neighbours import _umap_module, umap_coordinates
+    from core.neighbours import umap_module, umap_coordinates
 
-    _, wall, cpu = timed(_umap_module)
+    _, wall, cpu = timed(umap_module)
     warm = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
     _, warm_wall, warm_cpu = timed(lambda: umap_coordinates(warm / np.linalg.norm(warm, axis=1, keepdims=True)))
     # once per process (a worker's first map pays it): numba compiles UMAP's functions

@@ -100,7 +100,7 @@ UMAP_NEIGHBOURS = 15  # UMAP's default local neighbourhood
 UMAP_MIN_DIST = 0.5
 
 
-def _umap_module():
+def umap_module():
     """``umap.umap_`` without its package's optional ``ParametricUMAP``, whose import loads TensorFlow (seconds
     and log lines in a worker that needs none of it)."""
     import sys
@@ -145,7 +145,7 @@ def umap_coordinates(vectors: np.ndarray, *, seed: int = 0, neighbours: int = UM
     knn_rows = np.concatenate([own, rows], axis=1)
     knn_dists = np.concatenate([np.zeros((n, 1), np.float32),
                                 np.where(rows >= 0, np.clip(1.0 - sims, 0.0, 2.0), np.inf)], axis=1).astype(np.float32)
-    umap_ = _umap_module()
+    umap_ = umap_module()
     layout = umap_.UMAP(n_components=3, n_neighbors=neighbours + 1, min_dist=UMAP_MIN_DIST, metric="cosine",
                         random_state=seed, n_jobs=1,
                         init="spectral" if n > 64 else "pca", precomputed_knn=(knn_rows, knn_dists, None))

@@ -255,7 +255,7 @@ def test_umap_is_imported_without_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys; from core.neighbours import _umap_module; _umap_module(); "
+    code = ("import sys; from core.neighbours import umap_module; umap_module(); "
             "assert 'tensorflow' not in sys.modules, 'tensorflow'; import umap; print(umap.UMAP.__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
