@@ -10,6 +10,7 @@ listed here only so that the set is the one that was run.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 from pathlib import Path
@@ -21,7 +22,16 @@ FIRST_ID = 900001
 
 
 def main() -> None:
-    spec = importlib.util.spec_from_file_location("build_music_corpus", SHARED / "build_music_corpus.py")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     epilog="other options go to shared/build_music_corpus.py (e.g. --jobs 2)")
+    parser.add_argument("out", help="the corpus folder to write")
+    _, rest = parser.parse_known_args()
+    script = SHARED / "build_music_corpus.py"
+    if not script.is_file():
+        print(f"build_second_corpus: {script} not found (the shared corpus builder, beside the repository)",
+              file=sys.stderr)
+        sys.exit(2)
+    spec = importlib.util.spec_from_file_location("build_music_corpus", script)
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     builder.SETS["second"] = SECOND_SET
