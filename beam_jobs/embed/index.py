@@ -48,13 +48,19 @@ def train_index(parts: list[tuple[np.ndarray, np.ndarray]], n_total: int) -> byt
     return faiss.serialize_index(index).tobytes()
 
 
-class _Template:
-    """The trained empty index, deserialised once per worker process (a ``shared.Shared`` handle)."""
+class SharedIndex:
+    """A serialised faiss index (or None) deserialised once per worker process: hold it by a ``shared.Shared``
+    handle, tagged by :func:`index_tag`."""
 
-    def __init__(self, serialised: bytes):
+    def __init__(self, serialised: bytes | None):
         import faiss
 
-        self.index = faiss.deserialize_index(np.frombuffer(serialised, np.uint8))
+        self.index = None if serialised is None else faiss.deserialize_index(np.frombuffer(serialised, np.uint8))
+
+
+def index_tag(serialised: bytes | None) -> str:
+    """The ``shared.Shared`` tag of a serialised index: another index, another tag."""
+    return "none" if serialised is None else str(hash(serialised))
 
 
 class AssignListsFn(beam.DoFn):
@@ -72,7 +78,7 @@ class AssignListsFn(beam.DoFn):
     def process(self, batch: tuple[np.ndarray, np.ndarray], serialised: bytes):
         from core.neighbours import assign_ivf
 
-        template = self._template_handle.acquire(lambda: _Template(serialised), tag=str(hash(serialised)))
+        template = self._template_handle.acquire(lambda: SharedIndex(serialised), tag=index_tag(serialised))
         ids, vectors = batch
         yield ids, vectors, assign_ivf(template.index, vectors)
 

@@ -12,6 +12,7 @@ from apache_beam.utils import shared
 from beam_jobs import common
 from beam_jobs.embed.batches import VECTOR_BATCH, KeepBest, MergeTopK, stack_new
 from beam_jobs.embed.exact_neighbours import new_among_old
+from beam_jobs.embed.index import SharedIndex, index_tag
 from core.neighbours import (MAP_METHOD, MAP_NEIGHBOURS, MAP_SAMPLE, nearest_rows, placement_index, sample_layout,
                              smallest_by_rank)
 
@@ -52,15 +53,6 @@ def sample_index(sample: tuple[np.ndarray, np.ndarray]) -> bytes | None:
     return None if index is None else faiss.serialize_index(index).tobytes()
 
 
-class _SampleIndex:
-    """The sample's index, deserialised once per worker process (a ``shared.Shared`` handle)."""
-
-    def __init__(self, serialised: bytes | None):
-        import faiss
-
-        self.index = None if serialised is None else faiss.deserialize_index(np.frombuffer(serialised, np.uint8))
-
-
 class NearestSampledFn(beam.DoFn):
     """The tracks of a batch outside the map's sample -> ``(ids, rows of their 5 nearest sampled tracks)``;
     needs only the sample's vectors (and index), so it runs while the sample's layout does."""
@@ -79,8 +71,7 @@ class NearestSampledFn(beam.DoFn):
         sample_ids, sample_vectors = sample
         outside = ~np.isin(ids, sample_ids)
         if outside.any():
-            tag = "none" if serialised is None else str(hash(serialised))
-            loaded = self._index_handle.acquire(lambda: _SampleIndex(serialised), tag=tag)
+            loaded = self._index_handle.acquire(lambda: SharedIndex(serialised), tag=index_tag(serialised))
             Metrics.counter(common.METRICS_NAMESPACE, "map_tracks_placed").inc(int(outside.sum()))
             yield ids[outside], nearest_rows(vectors[outside], sample_vectors, index=loaded.index)
 
