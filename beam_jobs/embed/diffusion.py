@@ -7,8 +7,8 @@ import apache_beam as beam
 import numpy as np
 
 from beam_jobs.embed.batches import (TRACKS_PER_BUCKET, VECTOR_BATCH, MergeTopK, NeighbourBlock, count_batches,
-                                     split_by_block, stack_new)
-from beam_jobs.embed.exact_neighbours import new_among_new, new_among_old
+                                     split_by_block)
+from beam_jobs.embed.exact_neighbours import NewAmongAll, new_track_matrix
 from core import vectors as recipe
 from core.neighbours import block_of, diffuse, diffusion_weights, sum_by_track
 
@@ -133,11 +133,8 @@ class DiffuseNew(beam.PTransform):
     def expand(self, new_and_old):
         new, old = new_and_old
         m = self._neighbours
-        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList() | "NewMatrix" >> beam.Map(stack_new))
-        among_old = old | "AmongOld" >> beam.FlatMap(new_among_old, new_matrix, m)
-        among_new = (new.pipeline | "One" >> beam.Create([None])
-                     | "AmongNew" >> beam.FlatMap(lambda _, matrix: new_among_new(matrix, m), new_matrix))
-        lists = (among_old, among_new) | "Partials" >> beam.Flatten() | "Merge" >> beam.CombinePerKey(MergeTopK(m))
+        new_matrix = new_track_matrix(new)
+        lists = old | "NewAmongAll" >> NewAmongAll(new_matrix, m) | "Merge" >> beam.CombinePerKey(MergeTopK(m))
         wanted = beam.pvalue.AsSingleton(lists | "WantedIds" >> beam.FlatMap(lambda pair: pair[1][0].tolist())
                                          | "Wanted" >> beam.combiners.ToList() | "Unique" >> beam.Map(np.unique))
         old_vectors = beam.pvalue.AsDict(old | "WantedVectors" >> beam.FlatMap(vectors_of, wanted))

@@ -117,6 +117,29 @@ def new_among_new(new: tuple[np.ndarray, np.ndarray], k: int):
     yield from ((int(t), (i, s)) for t, i, s in zip(ids, found, sims))
 
 
+def new_track_matrix(new):
+    """The new tracks' ``(ids, vectors)`` batches stacked once, as a side input every worker reads (``wavelist add``
+    and ``update`` add a few tracks to many)."""
+    return beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList() | "NewMatrix" >> beam.Map(stack_new))
+
+
+class NewAmongAll(beam.PTransform):
+    """Old ``(ids, vectors)`` batches -> partial lists ``(new track, (ids, similarities))``: each new track's top
+    ``k`` among each old batch and among the new tracks (``new_matrix``, :func:`new_track_matrix`), to merge
+    with :class:`~beam_jobs.embed.batches.MergeTopK`."""
+
+    def __init__(self, new_matrix, k: int):
+        super().__init__()
+        self._new_matrix, self._k = new_matrix, k
+
+    def expand(self, old):
+        k = self._k
+        among_old = old | "AmongOld" >> beam.FlatMap(new_among_old, self._new_matrix, k)
+        among_new = (old.pipeline | "One" >> beam.Create([None])
+                     | "AmongNew" >> beam.FlatMap(lambda _, matrix: new_among_new(matrix, k), self._new_matrix))
+        return (among_old, among_new) | "Partials" >> beam.Flatten()
+
+
 def stored_lists(table):
     """A batch of ``neighbours.parquet`` rows -> ``(track_id, (ids, similarities))`` per track in it, by rank.
     A track whose rows span two batches gives two partial lists, which the merge joins."""
@@ -141,14 +164,11 @@ class ExtendNeighbours(beam.PTransform):
     def expand(self, new_and_old):
         new, old = new_and_old
         k = self._k
-        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()  # the new tracks only
-                                             | "NewMatrix" >> beam.Map(stack_new))
-        new_side = old | "NewAmongOld" >> beam.FlatMap(new_among_old, new_matrix, k)
+        new_matrix = new_track_matrix(new)
+        new_side = old | "NewAmongAll" >> NewAmongAll(new_matrix, k)
         old_side = old | "OldAmongNew" >> beam.FlatMap(old_among_new, new_matrix, k)
-        among_new = (old.pipeline | "One" >> beam.Create([None])
-                     | "NewTopK" >> beam.FlatMap(lambda _, m: new_among_new(m, k), new_matrix))
         stored = old.pipeline | "ReadStored" >> ReadTable(self._stored) | "StoredLists" >> beam.FlatMap(stored_lists)
-        return ((stored, old_side, new_side, among_new) | "AllPartials" >> beam.Flatten()
+        return ((stored, old_side, new_side) | "AllPartials" >> beam.Flatten()
                 | "Merge" >> beam.CombinePerKey(MergeTopK(k))
                 | "ListBatches" >> beam.BatchElements(min_batch_size=256, max_batch_size=VECTOR_BATCH)
                 | "Blocks" >> beam.Map(stack_lists))

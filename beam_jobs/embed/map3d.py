@@ -10,8 +10,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from beam_jobs import common
-from beam_jobs.embed.batches import VECTOR_BATCH, KeepBest, MergeTopK, stack_new
-from beam_jobs.embed.exact_neighbours import new_among_old
+from beam_jobs.embed.batches import VECTOR_BATCH, KeepBest, MergeTopK
+from beam_jobs.embed.exact_neighbours import new_among_old, new_track_matrix
 from beam_jobs.embed.index import SharedIndex, index_tag
 from core.neighbours import (MAP_METHOD, MAP_NEIGHBOURS, MAP_SAMPLE, nearest_rows, placement_index, sample_layout,
                              smallest_by_rank)
@@ -126,8 +126,7 @@ class PlaceNewTracks(beam.PTransform):
 
     def expand(self, inputs):
         new, old, old_map = inputs
-        new_matrix = beam.pvalue.AsSingleton(new | "NewAll" >> beam.combiners.ToList()
-                                             | "NewMatrix" >> beam.Map(stack_new))
+        new_matrix = new_track_matrix(new)
         nearest = (old | "NewAmongOld" >> beam.FlatMap(new_among_old, new_matrix, MAP_NEIGHBOURS)
                    | "NearestOld" >> beam.CombinePerKey(MergeTopK(MAP_NEIGHBOURS)))
         wanted = beam.pvalue.AsSingleton(nearest | "WantedIds" >> beam.FlatMap(lambda pair: pair[1][0].tolist())
